@@ -1,0 +1,1 @@
+"""Plain-Python core: spec parsing, data, training and lineage logic. No Airflow operators here."""

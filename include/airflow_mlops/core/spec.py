@@ -1,0 +1,197 @@
+"""Model specs: one YAML file per model in include/models/, validated strictly.
+
+Parsing imports only pydantic and yaml: DAG files call this at parse time, so pandas, sklearn,
+mlflow, feast, evidently and great_expectations must never be imported from here.
+Deep checks that need those libraries (estimator importable, feature service exists) live in
+`core/checks.py` and run from `airflow-mlops check`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from airflow_mlops.exceptions import SpecError
+
+NAME_RE = r"^[a-z][a-z0-9_]{1,62}$"
+IMPORT_PATH_RE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+$")
+METRICS = ("roc_auc", "accuracy", "f1", "precision", "recall", "log_loss", "average_precision", "brier")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EntitySource(_Strict):
+    """The label table: entity keys, event timestamp, request-time features and the label."""
+
+    dataset: str = Field(pattern=NAME_RE, description="offline-store dataset holding labelled events")
+    timestamp_column: str = "event_timestamp"
+    request_features: tuple[str, ...] = Field(default=(), description="columns used as-is from the label table")
+
+
+class Features(_Strict):
+    feature_service: str = Field(pattern=NAME_RE)
+    feature_views: tuple[str, ...] = Field(min_length=1, description="views of the service; their assets trigger retraining")
+    entity_keys: tuple[str, ...] = Field(min_length=1)
+    entity_df: EntitySource
+    label: str
+
+
+class Validation(_Strict):
+    suite: str | None = Field(default=None, pattern=NAME_RE)
+    mode: Literal["fail", "warn"] = "fail"
+
+
+class Split(_Strict):
+    method: Literal["time", "random"] = "time"
+    test_size: float = Field(default=0.2, gt=0.0, lt=0.9)
+
+
+class Preprocessing(_Strict):
+    impute: Literal["median", "mean", "most_frequent", "none"] = "median"
+    scale: bool = False
+
+
+class Training(_Strict):
+    estimator: str = Field(description="import path of a scikit-learn compatible classifier")
+    params: dict[str, Any] = Field(default_factory=dict)
+    preprocessing: Preprocessing = Preprocessing()
+    split: Split = Split()
+    seed: int = 7
+    schedule: str | None = Field(default=None, description="cron or preset, in addition to asset triggers")
+    retrain_on_features: bool = True
+    lookback_days: int = Field(default=30, ge=1, description="label rows used for training, counted back from the newest")
+
+    @field_validator("estimator")
+    @classmethod
+    def _import_path(cls, value: str) -> str:
+        if not IMPORT_PATH_RE.match(value):
+            raise ValueError(f"must be a dotted import path like sklearn.ensemble.HistGradientBoostingClassifier, got {value!r}")
+        return value
+
+
+class Threshold(_Strict):
+    min: float | None = None
+    max: float | None = None
+
+
+class Evaluation(_Strict):
+    primary_metric: Literal[METRICS] = "roc_auc"  # type: ignore[valid-type]
+    metrics: tuple[Literal[METRICS], ...] = ("roc_auc", "accuracy", "f1", "log_loss")  # type: ignore[valid-type]
+    thresholds: dict[Literal[METRICS], Threshold] = Field(default_factory=dict)  # type: ignore[valid-type]
+    min_improvement: float = 0.0
+
+
+class Canary(_Strict):
+    traffic: float = Field(default=0.1, gt=0.0, le=1.0)
+    max_error_rate: float = Field(default=0.01, ge=0.0, le=1.0)
+
+
+class Promotion(_Strict):
+    approval: Literal["auto", "manual"] = "auto"
+    canary: Canary | None = None
+
+
+class Drift(_Strict):
+    method: Literal["psi", "ks", "wasserstein", "jensenshannon"] = "psi"
+    threshold: float = Field(default=0.2, gt=0.0)
+    drift_share: float = Field(default=0.3, gt=0.0, le=1.0)
+
+
+class Monitoring(_Strict):
+    schedule: str = "@hourly"
+    drift: Drift = Drift()
+    cooldown: str = Field(default="6h", pattern=r"^\d+[smhd]$")
+
+
+class ModelSpec(_Strict):
+    name: str = Field(pattern=NAME_RE, description="MLflow registered model name and DAG id prefix")
+    description: str = ""
+    owner: str = "mlops"
+    tags: tuple[str, ...] = ()
+    intended_use: str = ""
+    limitations: str = ""
+    features: Features
+    validation: Validation = Validation()
+    training: Training
+    evaluation: Evaluation = Evaluation()
+    promotion: Promotion = Promotion()
+    monitoring: Monitoring = Monitoring()
+    source_file: str = Field(default="", exclude=True, description="set by the loader, not by users")
+
+    @property
+    def training_columns(self) -> tuple[str, ...]:
+        return self.features.entity_df.request_features
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "<root>"
+
+
+def _describe(error: dict[str, Any]) -> str:
+    """'field.path: got X; rule. allowed: ...' — one line per pydantic error."""
+    where = _field_path(error["loc"])
+    got = error.get("input")
+    if error["type"] == "extra_forbidden":
+        return f"{where}: unknown field (value {got!r}); remove it or check its spelling"
+    if error["type"] == "missing":
+        return f"{where}: required field is missing"
+    allowed = error.get("ctx", {}).get("expected")
+    hint = f"; allowed: {allowed}" if allowed and str(allowed) not in error["msg"] else ""
+    shown = got if not isinstance(got, dict) else "{...}"
+    return f"{where}: got {shown!r}; {error['msg']}{hint}"
+
+
+def parse_spec(text: str, source: str) -> ModelSpec:
+    """Parse one spec; raises SpecError naming the file and every bad field."""
+    problems = spec_problems(text, source)
+    if problems:
+        raise SpecError(problems)
+    data = yaml.safe_load(text)
+    return ModelSpec.model_validate({**data, "source_file": source})
+
+
+def spec_problems(text: str, source: str) -> list[str]:
+    """Every problem in one spec file, as 'file: field: message' lines (empty when valid)."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        return [f"{source}: not valid YAML ({exc})".replace("\n", " ")]
+    if not isinstance(data, dict):
+        return [f"{source}: expected a mapping of fields at the top level, got {type(data).__name__}"]
+    if "source_file" in data:
+        return [f"{source}: source_file: reserved field, set by the loader; remove it"]
+    try:
+        ModelSpec.model_validate(data)
+    except ValidationError as exc:
+        return [f"{source}: {_describe(dict(err))}" for err in exc.errors()]
+    stem = Path(source).stem
+    if data.get("name") != stem:
+        return [f"{source}: name: got {data.get('name')!r}; must equal the file name {stem!r} so one file = one model"]
+    return []
+
+
+def load_specs(directory: Path | str | None = None) -> list[ModelSpec]:
+    """All specs of a directory, sorted by name; raises one SpecError listing every problem of every file."""
+    from airflow_mlops.config import models_dir
+
+    folder = Path(directory) if directory is not None else models_dir()
+    if not folder.is_dir():
+        raise SpecError([f"{folder}: model spec directory does not exist; set MLOPS_MODELS_DIR or create it"])
+    files = sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")])
+    problems: list[str] = []
+    specs: list[ModelSpec] = []
+    for path in files:
+        text = path.read_text(encoding="utf-8")
+        found = spec_problems(text, str(path))
+        problems.extend(found)
+        if not found:
+            specs.append(parse_spec(text, str(path)))
+    if problems:
+        raise SpecError(problems)
+    return sorted(specs, key=lambda s: s.name)

@@ -1,0 +1,45 @@
+"""Domain errors. Every message says the value, the rule it broke, the fix and where the report is."""
+
+from __future__ import annotations
+
+from airflow.sdk.exceptions import AirflowException
+
+
+class MLOpsError(AirflowException):
+    """Base class of every airflow-mlops error."""
+
+
+class SpecError(MLOpsError):
+    """One or more model specs are invalid; the message lists each problem with file and field."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__(f"{len(problems)} problem(s) in model specs:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+class FeatureRepoError(MLOpsError):
+    """The Feast repo cannot be loaded or does not define what a spec refers to."""
+
+
+class StoreUnavailable(MLOpsError):
+    """A configured store (PostgreSQL, Redis, MLflow server) cannot be reached."""
+
+    def __init__(self, what: str, url: str, reason: str, fix: str) -> None:
+        self.url = url
+        super().__init__(f"{what} at {url} is unreachable ({reason}). {fix}")
+
+
+class DataValidationFailed(MLOpsError):
+    """A batch or training set broke its data contract."""
+
+
+class TrainingSetError(MLOpsError):
+    """A point-in-time training set could not be built as asked."""
+
+
+class TrainingFailed(MLOpsError):
+    """The estimator could not be built or fitted."""
+
+
+class RegistryError(MLOpsError):
+    """The MLflow model registry refused or contradicts an operation."""

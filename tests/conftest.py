@@ -1,0 +1,50 @@
+"""Shared fixtures. Every test must carry exactly one layer marker; an unmarked test fails collection."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+LAYER_MARKERS = {"unit", "integration", "stack", "e2e", "browser", "dags"}
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+
+# Tests must never touch the developer's .local state: point everything at a session temp dir
+# before airflow or our package is imported by any test module.
+_SESSION_HOME = Path(os.environ.setdefault("MLOPS_TEST_ROOT", f"/tmp/mlops-tests-{os.getpid()}"))
+os.environ["MLOPS_HOME"] = str(_SESSION_HOME / "home")
+os.environ["AIRFLOW_HOME"] = str(_SESSION_HOME / "home" / "airflow")
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(PROJECT_DIR / "dags"))
+os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "False")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    errors = []
+    for item in items:
+        layers = {m.name for m in item.iter_markers()} & LAYER_MARKERS
+        if len(layers) != 1:
+            errors.append(f"{item.nodeid}: has markers {sorted(layers) or 'none'}; give it exactly one of {sorted(LAYER_MARKERS)}")
+    if errors:
+        raise pytest.UsageError("unmarked or multiply-marked tests:\n" + "\n".join(errors))
+
+
+@pytest.fixture
+def mlops_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh, empty state dir for one test (MLOPS_HOME)."""
+    home = tmp_path / "mlops_home"
+    home.mkdir()
+    monkeypatch.setenv("MLOPS_HOME", str(home))
+    return home
+
+
+@pytest.fixture(scope="session")
+def small_demo():
+    """A small, seeded demo dataset (3 days, 20 drivers) shared by tests that only read it."""
+    from datetime import UTC, datetime
+
+    from airflow_mlops.core.demo_data import DemoConfig, generate
+
+    cfg = DemoConfig(start=datetime(2026, 10, 1, tzinfo=UTC), days=3, drivers=20, rides_per_day=400, seed=11)
+    return cfg, generate(cfg)
