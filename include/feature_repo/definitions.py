@@ -8,10 +8,11 @@ from datetime import timedelta
 
 from feast import Entity, FeatureService, FeatureView, Field, FileSource
 from feast.types import Float64, Int64
+from feast.value_type import ValueType
 
 from airflow_mlops.config import paths
 
-driver = Entity(name="driver", join_keys=["driver_id"], description="A driver on the platform")
+driver = Entity(name="driver", join_keys=["driver_id"], value_type=ValueType.INT64, description="A driver on the platform")
 
 driver_hourly_stats_source = FileSource(
     name="driver_hourly_stats_source",

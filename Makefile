@@ -1,0 +1,52 @@
+# airflow-mlops — every target does its own set-up (venv from the lock, state dir).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export MLOPS_HOME ?= $(CURDIR)/.local
+PYTEST_ARGS ?=
+
+.PHONY: install demo up test test-stack lint bench lock clean check
+
+install: $(VENV)/.installed
+
+# Reproducible install: exact pins from requirements/lock.txt, then the project itself without deps.
+$(VENV)/.installed: pyproject.toml requirements/lock.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check "uv>=0.13,<0.14"
+	$(VENV)/bin/uv pip install --quiet --python $(PY) -r requirements/lock.txt
+	$(VENV)/bin/uv pip install --quiet --python $(PY) --no-deps -e .
+	touch $@
+
+## The main job on the embedded default: demo data -> feature DAG -> training DAG (SQLite + duckdb, no server).
+demo: install
+	$(VENV)/bin/airflow-mlops demo
+
+## Airflow standalone on the embedded state with our DAGs loaded; UI on http://localhost:8080.
+up: install
+	$(VENV)/bin/airflow-mlops up
+
+check: install
+	$(VENV)/bin/airflow-mlops check
+
+## Every test except the production-profile `stack` tests; needs no server.
+test: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest -m "not stack" $(PYTEST_ARGS)
+
+## Production profile against PostgreSQL and Redis on 127.0.0.1 (they must be running).
+test-stack: install
+	$(VENV)/bin/pytest -m stack $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy include/airflow_mlops
+
+bench: install
+	$(PY) benchmarks/dag_parse_time.py
+
+## Re-resolve the lock after changing dependencies in pyproject.toml.
+lock: install
+	$(VENV)/bin/uv pip compile pyproject.toml --group dev --python-version 3.11 -o requirements/lock.txt
+
+clean:
+	rm -rf $(VENV) .local .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,133 @@
+"""`airflow-mlops check`: specs and the Feast repo validated together, every problem reported at once.
+
+Unlike `spec.py` this module may import sklearn and feast (lazily): it runs from the CLI and CI,
+never while a DAG file is parsed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from airflow_mlops import config
+from airflow_mlops.core.spec import ModelSpec, parse_spec, spec_problems
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RepoIndex:
+    """What the Feast repo defines, by name."""
+
+    services: dict[str, list[str]] = field(default_factory=dict)  # service -> feature views
+    views: dict[str, list[str]] = field(default_factory=dict)  # view -> join keys
+    problems: list[str] = field(default_factory=list)
+
+
+def parse_feature_repo(repo: Path):  # noqa: ANN201 - feast type, imported lazily
+    """Feast's parser names modules relative to the working directory, as its CLI does after chdir."""
+    import os
+    import sys
+
+    from feast.repo_operations import parse_repo
+
+    previous = os.getcwd()
+    sys.path.insert(0, str(repo))
+    try:
+        os.chdir(repo)
+        return parse_repo(repo.resolve())
+    finally:
+        os.chdir(previous)
+        sys.path.remove(str(repo))
+
+
+def index_feature_repo(repo: Path) -> RepoIndex:
+    """Parse the repo's definitions with Feast's own parser (imports the repo's Python files)."""
+    index = RepoIndex()
+    if not (repo / "feature_store.yaml").is_file():
+        index.problems.append(f"{repo}: not a Feast repo (no feature_store.yaml); set MLOPS_FEATURE_REPO")
+        return index
+    try:
+        contents = parse_feature_repo(repo)
+    except Exception as exc:  # noqa: BLE001 - a user's definitions can raise anything; report it, don't crash
+        index.problems.append(f"{repo}: Feast definitions failed to load: {type(exc).__name__}: {exc}")
+        return index
+    entity_keys = {e.name: [e.join_key] for e in contents.entities}
+    for view in contents.feature_views:
+        index.views[view.name] = [k for ent in view.entities for k in entity_keys.get(ent, [ent])]
+    for service in contents.feature_services:
+        index.services[service.name] = [p.name for p in service.feature_view_projections]
+    return index
+
+
+def spec_vs_repo(spec: ModelSpec, index: RepoIndex) -> list[str]:
+    where = spec.source_file
+    feats = spec.features
+    if feats.feature_service not in index.services:
+        known = ", ".join(sorted(index.services)) or "none"
+        return [f"{where}: features.feature_service: {feats.feature_service!r} is not defined in the Feast repo; "
+                f"defined services: {known}"]
+    problems = []
+    views = index.services[feats.feature_service]
+    if sorted(views) != sorted(feats.feature_views):
+        problems.append(f"{where}: features.feature_views: got {list(feats.feature_views)}; service "
+                        f"{feats.feature_service!r} uses {sorted(views)} — list exactly those")
+    keys = {k for v in views for k in index.views.get(v, [])}
+    missing = sorted(keys - set(feats.entity_keys))
+    if missing:
+        problems.append(f"{where}: features.entity_keys: got {list(feats.entity_keys)}; the service's views join on "
+                        f"{sorted(keys)} — add {missing}")
+    return problems
+
+
+def estimator_problems(spec: ModelSpec) -> list[str]:
+    path = spec.training.estimator
+    module_name, _, cls_name = path.rpartition(".")
+    where = f"{spec.source_file}: training.estimator"
+    try:
+        cls = getattr(importlib.import_module(module_name), cls_name)
+    except (ImportError, AttributeError) as exc:
+        return [f"{where}: {path!r} cannot be imported ({exc}); use an installed class such as "
+                "sklearn.ensemble.HistGradientBoostingClassifier"]
+    if not (hasattr(cls, "fit") and hasattr(cls, "predict_proba")):
+        return [f"{where}: {path!r} is not a probabilistic classifier (needs fit and predict_proba)"]
+    try:
+        cls(**spec.training.params)
+    except TypeError as exc:
+        return [f"{spec.source_file}: training.params: rejected by {cls_name}: {exc}"]
+    return []
+
+
+def suite_problems(spec: ModelSpec) -> list[str]:
+    suite = spec.validation.suite
+    if suite and not (config.expectations_dir() / f"{suite}.json").is_file():
+        return [f"{spec.source_file}: validation.suite: {suite!r} has no file "
+                f"{config.expectations_dir() / (suite + '.json')}; create it or remove the field"]
+    return []
+
+
+def check_project(models: Path | None = None, repo: Path | None = None, deep: bool = True) -> list[str]:
+    """Every problem across all specs and the feature repo; empty when consistent."""
+    folder = models or config.models_dir()
+    files = sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]) if folder.is_dir() else []
+    if not files:
+        return [f"{folder}: no model specs (*.yaml); add one per model (README: Add your own model)"]
+    problems: list[str] = []
+    specs = []
+    for path in files:
+        found = spec_problems(path.read_text(encoding="utf-8"), str(path))
+        problems.extend(found)
+        if not found:
+            specs.append(parse_spec(path.read_text(encoding="utf-8"), str(path)))
+    if not deep:
+        return problems
+    index = index_feature_repo(repo or config.feature_repo_dir())
+    problems.extend(index.problems)
+    for spec in specs:
+        problems.extend(estimator_problems(spec))
+        problems.extend(suite_problems(spec))
+        if not index.problems:
+            problems.extend(spec_vs_repo(spec, index))
+    return problems

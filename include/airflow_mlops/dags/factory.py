@@ -1,0 +1,128 @@
+"""Build every DAG from the model specs.
+
+- `mlops_features`: land raw batches → feast apply (only when definitions changed) → materialize;
+  emits `mlops.features.<view>` for each view a spec uses.
+- `<model>__train`: point-in-time training set from Feast → train the spec's estimator → log and
+  register the version in MLflow (alias `challenger`). Scheduled on the feature assets of its
+  feature views OR the spec's cron schedule, and runnable by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, chain
+
+from airflow_mlops.core.spec import ModelSpec, load_specs
+from airflow_mlops.dags.assets import features_asset
+from airflow_mlops.dags.docs import feature_dag_doc, training_dag_doc
+from airflow_mlops.operators.features import (
+    FeastApplyOperator,
+    FeastBuildTrainingSetOperator,
+    FeastMaterializeOperator,
+    LandRawBatchesOperator,
+)
+from airflow_mlops.operators.registry import MLflowRegisterModelOperator
+from airflow_mlops.operators.training import SklearnTrainModelOperator
+
+FEATURE_DAG_ID = "mlops_features"
+FEATURES_SCHEDULE = "@hourly"
+START_DATE = datetime(2026, 1, 1)
+
+
+def training_dag_id(model: str) -> str:
+    return f"{model}__train"
+
+
+def _default_args(owner: str) -> dict[str, Any]:
+    # Stores and schedulers hiccup; two retries with a short back-off absorb that without hiding real failures.
+    return {"owner": owner, "retries": 2, "retry_delay": timedelta(minutes=1), "retry_exponential_backoff": True}
+
+
+def build_dags(specs: Iterable[ModelSpec] | None = None) -> dict[str, DAG]:
+    """Every DAG keyed by dag_id; raises SpecError naming each bad spec file and field."""
+    specs = list(load_specs() if specs is None else specs)
+    dags = {FEATURE_DAG_ID: feature_dag(specs)}
+    for spec in specs:
+        dags[training_dag_id(spec.name)] = training_dag(spec)
+    return dags
+
+
+def feature_dag(specs: list[ModelSpec]) -> DAG:
+    views = sorted({view for spec in specs for view in spec.features.feature_views})
+    with DAG(
+        dag_id=FEATURE_DAG_ID,
+        schedule=FEATURES_SCHEDULE,
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,  # two runs materializing at once would race on the online store
+        default_args=_default_args("mlops"),
+        tags=["mlops", "features"],
+        doc_md=feature_dag_doc(views, specs),
+    ) as dag:
+        land = LandRawBatchesOperator(task_id="land_raw_batches")
+        apply = FeastApplyOperator(task_id="feast_apply")
+        materialize = FeastMaterializeOperator(
+            task_id="materialize", feature_views=views or None, outlets=[features_asset(v) for v in views]
+        )
+        chain(land, apply, materialize)
+    return dag
+
+
+def _training_schedule(spec: ModelSpec) -> Any:
+    assets: list[Asset] = [features_asset(v) for v in spec.features.feature_views] if spec.training.retrain_on_features else []
+    condition = None
+    for asset in assets:
+        condition = asset if condition is None else condition | asset
+    cron = spec.training.schedule
+    if condition is not None and cron:
+        return AssetOrTimeSchedule(timetable=CronTriggerTimetable(cron, timezone="UTC"), assets=condition)
+    return condition if condition is not None else cron
+
+
+def training_dag(spec: ModelSpec) -> DAG:
+    feats, train = spec.features, spec.training
+    with DAG(
+        dag_id=training_dag_id(spec.name),
+        schedule=_training_schedule(spec),
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,  # one retrain at a time per model
+        default_args=_default_args(spec.owner),
+        tags=["mlops", "training", spec.name, *spec.tags],
+        doc_md=training_dag_doc(spec),
+    ) as dag:
+        build = FeastBuildTrainingSetOperator(
+            task_id="build_training_set",
+            model_name=spec.name,
+            feature_service=feats.feature_service,
+            entity_dataset=feats.entity_df.dataset,
+            entity_keys=list(feats.entity_keys),
+            timestamp_column=feats.entity_df.timestamp_column,
+            label=feats.label,
+            request_features=list(feats.entity_df.request_features),
+            lookback_days=train.lookback_days,
+        )
+        fit = SklearnTrainModelOperator(
+            task_id="train",
+            model_name=spec.name,
+            training_set=build.output,
+            estimator=train.estimator,
+            params=dict(train.params),
+            preprocessing=train.preprocessing.model_dump(),
+            split=train.split.model_dump(),
+            seed=train.seed,
+            label=feats.label,
+            timestamp_column=feats.entity_df.timestamp_column,
+            exclude_columns=list(feats.entity_keys),
+        )
+        register = MLflowRegisterModelOperator(
+            task_id="register",
+            model_name=spec.name,
+            run_id="{{ ti.xcom_pull(task_ids='train')['run_id'] }}",
+            model_uri="{{ ti.xcom_pull(task_ids='train')['model_uri'] }}",
+        )
+        chain(build, fit, register)
+    return dag

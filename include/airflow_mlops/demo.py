@@ -1,0 +1,127 @@
+"""The embedded demo: state dir, demo batches, both DAGs end to end, and `airflow standalone`.
+
+Everything runs in this process with `dag.test()` on SQLite (Airflow, MLflow, Feast online store)
+and duckdb (Feast offline store) — no server to start.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from airflow_mlops import config
+from airflow_mlops.runtime_env import apply_airflow_env
+
+log = logging.getLogger(__name__)
+DEMO_START = datetime(2026, 10, 1, tzinfo=UTC)
+
+
+def _say(message: str) -> None:
+    print(f"\n==> {message}", flush=True)
+
+
+def _airflow_cli() -> str:
+    return str(Path(sys.executable).with_name("airflow"))
+
+
+def init_state() -> Path:
+    """Create MLOPS_HOME and migrate the Airflow metadata DB (idempotent)."""
+    env = apply_airflow_env()
+    home = config.paths()
+    for folder in (home.home, home.airflow_home, home.mlflow_dir, home.feast_dir, home.offline_dir, home.landing_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+    _say(f"state dir {home.home} (AIRFLOW_HOME={env['AIRFLOW_HOME']})")
+    started = time.monotonic()
+    subprocess.run([_airflow_cli(), "db", "migrate"], check=True, env=os.environ.copy(), stdout=subprocess.DEVNULL)
+    print(f"    Airflow metadata DB ready in {time.monotonic() - started:.1f}s", flush=True)
+    return home.home
+
+
+def write_demo_batches(days: int = 30, start: str | None = None, covariate_shift: float = 0.0,
+                       concept_shift: float = 0.0, seed: int = 7) -> dict[str, Path]:
+    """Write one raw batch per dataset into MLOPS_HOME/landing/<dataset>/."""
+    from airflow_mlops.core.demo_data import DemoConfig, generate
+
+    first = datetime.fromisoformat(start).replace(tzinfo=UTC) if start else DEMO_START
+    cfg = DemoConfig(start=first, days=days, seed=seed, covariate_shift=covariate_shift, concept_shift=concept_shift)
+    written = {}
+    tag = f"{first:%Y%m%d}-{days}d-s{seed}-cov{covariate_shift:g}-con{concept_shift:g}"
+    for dataset, frame in generate(cfg).items():
+        folder = config.paths().landing_dir / dataset
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / f"batch-{tag}.parquet"
+        tmp = target.with_suffix(".parquet.tmp")
+        frame.to_parquet(tmp, index=False)
+        tmp.replace(target)  # the landing watcher must never see half a file
+        written[dataset] = target
+        print(f"    {dataset}: {len(frame):,} rows -> {target}", flush=True)
+    return written
+
+
+def _run_dag(dag_id: str) -> Any:
+    from airflow_mlops.dags import build_dags
+
+    dag = build_dags()[dag_id]
+    _say(f"running DAG {dag_id} ({len(dag.tasks)} tasks: {', '.join(t.task_id for t in dag.topological_sort())})")
+    started = time.monotonic()
+    run = dag.test()
+    state = str(getattr(run, "state", "unknown"))
+    print(f"    {dag_id}: {state} in {time.monotonic() - started:.1f}s", flush=True)
+    if not state.endswith("success"):
+        raise SystemExit(f"DAG {dag_id} ended {state}; see the task logs above")
+    return run
+
+
+def _summary() -> None:
+    from airflow_mlops.core.spec import load_specs
+    from airflow_mlops.hooks.mlflow import MLflowHook
+
+    hook = MLflowHook()
+    client = hook.get_conn()
+    _say("results")
+    print(f"    MLflow tracking store: {hook.tracking_uri}")
+    print(f"    MLflow UI:             mlflow ui --backend-store-uri {hook.tracking_uri} --port 5000")
+    for spec in load_specs():
+        version = client.get_model_version_by_alias(spec.name, "challenger")
+        run = client.get_run(version.run_id)
+        metrics = ", ".join(f"{k}={v:.4f}" for k, v in sorted(run.data.metrics.items()))
+        print(f"    model {spec.name} v{version.version} (alias challenger, run {version.run_id}): {metrics}")
+    home = config.paths()
+    print(f"    offline store:         {home.offline_dir}")
+    print(f"    Feast registry/online: {home.feast_dir}")
+    print(f"    training sets:         {home.training_sets_dir}")
+
+
+def run_demo(days: int = 30) -> int:
+    """Generate data and run the feature and training DAGs end to end on the embedded stack."""
+    from airflow_mlops.dags import FEATURE_DAG_ID, training_dag_id
+    from airflow_mlops.core.spec import load_specs
+
+    init_state()
+    _say(f"generating {days} days of seeded demo data into the landing dir")
+    write_demo_batches(days=days)
+    _run_dag(FEATURE_DAG_ID)
+    for spec in load_specs():
+        _run_dag(training_dag_id(spec.name))
+    _summary()
+    return 0
+
+
+def run_standalone(port: int = 8080) -> int:
+    """`airflow standalone` with our env; prints where to log in."""
+    init_state()
+    env = os.environ.copy()
+    env["AIRFLOW__API__PORT"] = str(port)
+    password_file = Path(env["AIRFLOW_HOME"]) / "simple_auth_manager_passwords.json.generated"
+    _say(f"starting Airflow on http://localhost:{port} — user 'admin', password in {password_file} "
+         "(also printed below by Airflow as 'Password for user')")
+    if shutil.which(_airflow_cli()) is None:
+        raise SystemExit("airflow is not installed in this environment; run `make install` first")
+    return subprocess.call([_airflow_cli(), "standalone"], env=env)
