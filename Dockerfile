@@ -1,0 +1,39 @@
+# syntax=docker/dockerfile:1
+# Astro Runtime image of airflow-mlops (astro dev start / astro deploy).
+#
+# Astro Runtime 3.3-8 = Apache Airflow 3.3.2, the version pinned in requirements/lock.txt.
+# Python: the Airflow 3.3 Runtime builds ship Python 3.12, 3.13 and 3.14 (3.14 when the tag has no
+# -python-X.Y suffix); none ships 3.11. (Source: Astronomer's runtime catalog as used by astro-cli;
+# check `astro dev upgrade-test` or the Runtime release notes when bumping.) The -python-3.12 build
+# is the closest to the 3.11 the lock was compiled for; every one of the lock's pins has a
+# CPython 3.12 manylinux wheel and pyproject.toml admits 3.11 and 3.12.
+FROM astrocrpublic.azurecr.io/runtime:3.3-8-python-3.12
+
+# The base image's ONBUILD steps have run at this point, in this order: apt-get install of
+# packages.txt (empty), pip install of requirements.txt (comments only: see that file), then
+# `COPY --chown=astro:0 . .` of the build context into /usr/local/airflow (see .dockerignore).
+
+# One state directory for all embedded state (ARCHITECTURE.md §2), writable by the astro user.
+# In a multi-container deployment it is per container: use the production profile there
+# (PostgreSQL, MLflow server, Redis; docker/.env.example) and mount a shared volume here for the
+# Feast registry and the parquet offline store.
+ENV MLOPS_HOME=/usr/local/airflow/.local \
+    MLOPS_PROJECT_DIR=/usr/local/airflow \
+    MLFLOW_DISABLE_TELEMETRY=true \
+    DO_NOT_TRACK=true \
+    AIRFLOW__USAGE_DATA_COLLECTION__ENABLED=False \
+    FEAST_USAGE=False \
+    GX_ANALYTICS_ENABLED=False \
+    SCARF_ANALYTICS=false
+
+# requirements/lock.txt is the constraints file: only the project's runtime dependencies are
+# installed (not the lock's dev group), each at the exact locked version. The project is installed
+# editable from include/, which `astro dev start` mounts, so code edits show without a rebuild.
+# Airflow's own pins (apache-airflow==3.3.2, ...) are met by the Runtime's 3.3.2+astro.N builds,
+# so pip leaves Airflow as Astronomer built it; the check below fails the build if it did not.
+USER root
+RUN pip install --no-cache-dir --constraint requirements/lock.txt --editable . \
+    && python -c "import airflow, airflow_mlops; assert airflow.__version__.startswith('3.3.'), airflow.__version__" \
+    && mkdir -p "${MLOPS_HOME}" \
+    && chown -R astro:0 "${MLOPS_HOME}"
+USER astro

@@ -1,0 +1,210 @@
+"""The offline store: raw batches landed as date-partitioned parquet that Feast (duckdb) reads.
+
+Layout, one directory per dataset::
+
+    <offline_dir>/<dataset>/date=YYYY-MM-DD/<batch_id>.parquet   one file per batch and UTC day
+    <offline_dir>/<dataset>/_batches/<batch_id>.json             commit record of a landed batch
+
+- `batch_id` is a short sha256 of the raw file's bytes, so landing the same batch twice writes
+  nothing the second time (`already_landed`).
+- Every file is written to a hidden temp file and renamed with `os.replace`, so a reader (duckdb's
+  `**/*.parquet` glob, pyarrow's hive dataset) never sees a half-written file. The commit record is
+  written last: a crash in between is repaired by the next landing of the same batch, which only
+  writes the partitions that are still missing.
+- Timestamps are written as `timestamp[us, tz=UTC]`: duckdb >= 2 fails on ns tz timestamps and
+  naive timestamps make point-in-time joins depend on the reader's time zone.
+- The hive `date=` directory shows up as an extra `date` column for duckdb's glob reader; Feast
+  only selects the columns it needs, so it is harmless (checked by tests/integration).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airflow_mlops.exceptions import DataValidationFailed
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+TIMESTAMP_COLUMN = "event_timestamp"
+PARTITION_KEY = "date"
+BATCH_ID_LENGTH = 16
+LANDED_SUBDIR = "_landed"
+MANIFEST_SUBDIR = "_batches"
+
+
+def batch_id_of(src: Path) -> str:
+    """Short sha256 of the file content: the same bytes always get the same id."""
+    digest = hashlib.sha256()
+    with src.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:BATCH_ID_LENGTH]
+
+
+def atomic_write_bytes(target: Path, write: Any) -> None:
+    """Call `write(tmp_path)`, then rename into place; readers see the old or the new file, never half.
+
+    The temp file starts with a dot and lives in the target's directory: globs like `*.parquet`
+    and pyarrow datasets skip it, and `os.replace` stays on one file system (atomic).
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def normalize_timestamps(frame: pd.DataFrame) -> pd.DataFrame:
+    """Every datetime column as tz-aware UTC with microsecond precision; naive values are read as UTC."""
+    import pandas as pd
+
+    out = frame.copy()
+    for column in out.columns:
+        series = out[column]
+        if not pd.api.types.is_datetime64_any_dtype(series):
+            continue
+        if getattr(series.dt, "tz", None) is None:
+            series = series.dt.tz_localize("UTC")
+        out[column] = series.dt.tz_convert("UTC").astype("datetime64[us, UTC]")
+    return out
+
+
+def _read_batch(src: Path, dataset: str) -> pd.DataFrame:
+    import pandas as pd
+
+    frame = pd.read_parquet(src)
+    if TIMESTAMP_COLUMN not in frame.columns:
+        raise DataValidationFailed(
+            f"batch {src} of dataset '{dataset}' has no '{TIMESTAMP_COLUMN}' column (columns: "
+            f"{sorted(frame.columns)}); the offline store partitions by it and Feast joins on it. "
+            f"Add the column (UTC event time) and land the file again."
+        )
+    if PARTITION_KEY in frame.columns:
+        raise DataValidationFailed(
+            f"batch {src} of dataset '{dataset}' has a '{PARTITION_KEY}' column, which clashes with the "
+            f"hive partition directory 'date=YYYY-MM-DD' of the offline store; rename the column."
+        )
+    frame = normalize_timestamps(frame)
+    if frame[TIMESTAMP_COLUMN].isna().any():
+        raise DataValidationFailed(
+            f"batch {src} of dataset '{dataset}' has {int(frame[TIMESTAMP_COLUMN].isna().sum())} rows "
+            f"without '{TIMESTAMP_COLUMN}'; every row needs an event time. Fix the batch and land it again."
+        )
+    return frame
+
+
+def _write_partition(part: pd.DataFrame, target: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(part.reset_index(drop=True), preserve_index=False)
+    atomic_write_bytes(target, lambda tmp: pq.write_table(table, tmp))
+
+
+def _manifest_path(offline_dir: Path, dataset: str, batch_id: str) -> Path:
+    return offline_dir / dataset / MANIFEST_SUBDIR / f"{batch_id}.json"
+
+
+def land_batch(src: Path, dataset: str, *, offline_dir: Path) -> dict[str, Any]:
+    """Land one raw parquet batch into the offline store (atomic, idempotent).
+
+    Returns {dataset, batch_id, rows, start, end, files, already_landed}; `start`/`end` are the
+    ISO UTC bounds of the batch's event timestamps and `files` the partition files (relative to
+    `offline_dir`).
+    """
+    src, offline_dir = Path(src), Path(offline_dir)
+    batch_id = batch_id_of(src)
+    manifest = _manifest_path(offline_dir, dataset, batch_id)
+    if manifest.exists():
+        record = json.loads(manifest.read_text())
+        log.info("batch %s of %s (%s) was already landed; nothing written", batch_id, dataset, src.name)
+        return {**record, "already_landed": True}
+    frame = _read_batch(src, dataset)
+    days = frame[TIMESTAMP_COLUMN].dt.strftime("%Y-%m-%d")
+    files = []
+    for day, part in frame.groupby(days, sort=True):
+        target = offline_dir / dataset / f"{PARTITION_KEY}={day}" / f"{batch_id}.parquet"
+        if not target.exists():  # a crashed earlier landing may have written some partitions already
+            _write_partition(part, target)
+        files.append(str(target.relative_to(offline_dir)))
+    record = {
+        "dataset": dataset,
+        "batch_id": batch_id,
+        "source": src.name,
+        "rows": len(frame),
+        "start": frame[TIMESTAMP_COLUMN].min().isoformat() if len(frame) else None,
+        "end": frame[TIMESTAMP_COLUMN].max().isoformat() if len(frame) else None,
+        "files": files,
+    }
+    atomic_write_bytes(manifest, lambda tmp: tmp.write_text(json.dumps(record, indent=2)))
+    log.info("landed batch %s of %s: %s rows in %s partition(s)", batch_id, dataset, record["rows"], len(files))
+    return {**record, "already_landed": False}
+
+
+def land_landing_dir(
+    landing_dir: Path, offline_dir: Path, *, datasets: list[str] | None = None
+) -> dict[str, Any]:
+    """Land every `landing/<dataset>/*.parquet` and move each landed raw file to `landing/<dataset>/_landed/`.
+
+    Returns {batches: [land_batch results], landed: n new, already_landed: n, rows: new rows,
+    datasets: [names seen]}.
+    """
+    landing_dir, offline_dir = Path(landing_dir), Path(offline_dir)
+    names = datasets if datasets is not None else _datasets_in(landing_dir)
+    batches = []
+    for dataset in names:
+        for src in sorted((landing_dir / dataset).glob("*.parquet")):
+            result = land_batch(src, dataset, offline_dir=offline_dir)
+            _move_to_landed(src, result["batch_id"])
+            batches.append(result)
+    new = [b for b in batches if not b["already_landed"]]
+    return {
+        "datasets": list(names),
+        "batches": batches,
+        "landed": len(new),
+        "already_landed": len(batches) - len(new),
+        "rows": sum(b["rows"] for b in new),
+    }
+
+
+def _datasets_in(landing_dir: Path) -> list[str]:
+    if not landing_dir.is_dir():
+        return []
+    return sorted(p.name for p in landing_dir.iterdir() if p.is_dir() and not p.name.startswith(("_", ".")))
+
+
+def _move_to_landed(src: Path, batch_id: str) -> None:
+    # Keep the raw file (audit trail; re-landing it is a no-op) but out of the next run's glob.
+    # A different file dropped under a reused name must not overwrite the earlier audit copy.
+    done = src.parent / LANDED_SUBDIR
+    done.mkdir(exist_ok=True)
+    target = done / src.name
+    if target.exists() and batch_id_of(target) != batch_id:
+        target = done / f"{src.stem}.{batch_id}{src.suffix}"
+    shutil.move(str(src), target)
+
+
+def landed_batches(offline_dir: Path, dataset: str) -> list[dict[str, Any]]:
+    """Commit records of every batch landed for `dataset`, oldest event time first."""
+    folder = Path(offline_dir) / dataset / MANIFEST_SUBDIR
+    records = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+    return sorted(records, key=lambda r: (r.get("start") or "", r["batch_id"]))
+
+
+def batch_id_from_file(path: str | Path) -> str:
+    """The batch id a partition file was written by (its file name without `.parquet`)."""
+    return Path(path).stem

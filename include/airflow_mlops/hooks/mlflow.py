@@ -1,0 +1,340 @@
+"""MLflowHook: an Airflow `mlflow` connection -> an `MlflowClient` for tracking and registry.
+
+Resolution, per setting: explicit constructor argument > connection > environment/defaults
+(`airflow_mlops.config.default_tracking_uri()`: MLFLOW_TRACKING_URI or SQLite in MLOPS_HOME).
+
+Connection fields (conn_type "mlflow"):
+- host: the tracking URI (http://mlflow:5000, postgresql://user@db/mlflow, sqlite:////abs/mlflow.db);
+- login/password: MLFLOW_TRACKING_USERNAME/PASSWORD for an authenticated MLflow server;
+- extra: {"registry_uri": "...", "artifact_root": "..."} (registry defaults to the tracking URI).
+
+mlflow is imported inside methods only: DAG files and the provider registry import this module.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from airflow.sdk import BaseHook
+from airflow.sdk.exceptions import AirflowNotFoundException
+
+from airflow_mlops import config
+from airflow_mlops.exceptions import StoreUnavailable
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+log = logging.getLogger(__name__)
+
+DB_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
+CONNECT_TIMEOUT_S = 3.0
+# MLflow opens a database store with ~10 retries and exponential back-off (~100 s,
+# mlflow/store/db/utils.py create_sqlalchemy_engine_with_retry): probe first, fail in seconds.
+_PREPARED_STORES: set[tuple[str, str]] = set()
+
+
+@dataclass(frozen=True)
+class MLflowSettings:
+    """Where tracking, registry and artifacts live, and where that was decided."""
+
+    tracking_uri: str
+    registry_uri: str
+    artifact_root: str | None
+    username: str | None = None
+    password: str | None = None
+    source: str = "defaults"
+
+
+def scheme_of(uri: str) -> str:
+    """'postgresql' for postgresql+psycopg2://..., 'http' for http://..., '' for plain paths."""
+    return urlsplit(uri).scheme.split("+", 1)[0].lower()
+
+
+def with_installed_driver(uri: str) -> str:
+    """'postgresql://' -> 'postgresql+psycopg2://' when only psycopg2 is installed.
+
+    SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3; this project ships psycopg2-binary,
+    so without this a plain URI fails with "No module named 'psycopg'" deep inside MLflow.
+    """
+    if not uri.startswith("postgresql://"):
+        return uri
+    from importlib.util import find_spec
+
+    if find_spec("psycopg") is None and find_spec("psycopg2") is not None:
+        return "postgresql+psycopg2://" + uri.removeprefix("postgresql://")
+    return uri
+
+
+def redact(uri: str) -> str:
+    """The URI with any password replaced by ***, safe for logs and error messages."""
+    parts = urlsplit(uri)
+    if not parts.password:
+        return uri
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class MLflowHook(BaseHook):
+    """Connects Airflow to MLflow tracking and model registry.
+
+    :param mlflow_conn_id: Airflow connection of type "mlflow"; when it does not exist (or no
+        Airflow API/DB is reachable, as in plain scripts) the embedded defaults are used.
+    :param tracking_uri: overrides the connection's host.
+    :param registry_uri: overrides the connection's extra "registry_uri".
+    :param artifact_root: where new experiments of database-backed stores keep artifacts;
+        defaults to the connection's extra "artifact_root", else MLOPS_HOME/mlflow/artifacts.
+    """
+
+    conn_name_attr = "mlflow_conn_id"
+    default_conn_name = "mlflow_default"
+    conn_type = "mlflow"
+    hook_name = "MLflow"
+
+    def __init__(
+        self,
+        mlflow_conn_id: str = default_conn_name,
+        tracking_uri: str | None = None,
+        registry_uri: str | None = None,
+        artifact_root: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.mlflow_conn_id = mlflow_conn_id
+        self._tracking_uri = tracking_uri
+        self._registry_uri = registry_uri
+        self._artifact_root = artifact_root
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        return {
+            "hidden_fields": ["schema", "port"],
+            "relabeling": {
+                "host": "Tracking URI",
+                "login": "Username (MLflow server auth)",
+                "password": "Password (MLflow server auth)",
+            },
+            "placeholders": {
+                "host": "http://127.0.0.1:5000 | postgresql://mlflow@127.0.0.1:5432/mlflow | sqlite:////abs/path/mlflow.db",
+                "extra": '{"registry_uri": "defaults to the tracking URI", "artifact_root": "s3://bucket/mlflow or /abs/dir"}',
+                "login": "optional, sets MLFLOW_TRACKING_USERNAME",
+                "password": "optional, sets MLFLOW_TRACKING_PASSWORD",
+            },
+        }
+
+    # ----------------------------------------------------------------------------- resolution
+    @cached_property
+    def settings(self) -> MLflowSettings:
+        """Resolved once per hook; the connection is read lazily so constructing a hook is free."""
+        conn = None if self._tracking_uri else self._connection()
+        extra = conn.extra_dejson if conn is not None else {}
+        tracking = self._tracking_uri or (self._conn_tracking_uri(conn) if conn else None) or config.default_tracking_uri()
+        registry = (
+            self._registry_uri or extra.get("registry_uri") or os.environ.get("MLFLOW_REGISTRY_URI") or tracking
+        )
+        artifact_root = self._artifact_root or extra.get("artifact_root") or self._default_artifact_root(tracking)
+        source = "arguments" if self._tracking_uri else (f"connection {self.mlflow_conn_id}" if conn else "defaults")
+        return MLflowSettings(
+            tracking_uri=with_installed_driver(tracking),
+            registry_uri=with_installed_driver(registry),
+            artifact_root=artifact_root,
+            username=(conn.login or None) if conn else None,
+            password=(conn.password or None) if conn else None,
+            source=source,
+        )
+
+    def _connection(self) -> Any | None:
+        try:
+            return self.get_connection(self.mlflow_conn_id)
+        except AirflowNotFoundException:
+            log.info("No Airflow connection %r; using MLflow defaults", self.mlflow_conn_id)
+        except Exception as exc:  # noqa: BLE001 - outside a task there may be no API/DB to ask at all
+            log.warning("Cannot read Airflow connection %r (%s: %s); using MLflow defaults",
+                        self.mlflow_conn_id, type(exc).__name__, exc)
+        return None
+
+    @staticmethod
+    def _conn_tracking_uri(conn: Any) -> str | None:
+        """host holds the full URI; a bare host (from a URI-style connection string) means http."""
+        extra = conn.extra_dejson
+        if extra.get("tracking_uri"):
+            return str(extra["tracking_uri"])
+        host = (conn.host or "").strip()
+        if not host or "://" in host:
+            return host or None
+        scheme = extra.get("scheme", "http")
+        return f"{scheme}://{host}:{conn.port}" if conn.port else f"{scheme}://{host}"
+
+    @staticmethod
+    def _default_artifact_root(tracking_uri: str) -> str | None:
+        """Database stores write artifacts client-side: keep them in the state dir, not ./mlruns.
+        An MLflow server decides its own artifact root, so http(s) gets None."""
+        if scheme_of(tracking_uri) in DB_SCHEMES:
+            return str(config.paths().mlflow_artifacts)
+        return None
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.settings.tracking_uri
+
+    @property
+    def registry_uri(self) -> str:
+        return self.settings.registry_uri
+
+    # ----------------------------------------------------------------------------- clients
+    def get_conn(self) -> MlflowClient:
+        """An MlflowClient for the resolved tracking and registry URIs (stores prepared first)."""
+        from mlflow import MlflowClient
+
+        self._apply_credentials()
+        for uri in dict.fromkeys((self.tracking_uri, self.registry_uri)):
+            self._prepare_store(uri)
+        log.info("MLflow tracking %s, registry %s (from %s)", redact(self.tracking_uri),
+                 redact(self.registry_uri), self.settings.source)
+        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
+
+    def _apply_credentials(self) -> None:
+        # MLflow's REST client reads credentials only from these variables, at request time.
+        if self.settings.username:
+            os.environ["MLFLOW_TRACKING_USERNAME"] = self.settings.username
+        if self.settings.password:
+            os.environ["MLFLOW_TRACKING_PASSWORD"] = self.settings.password
+
+    def _prepare_store(self, uri: str) -> None:
+        """Create a database store with OUR artifact root before MlflowClient opens it.
+
+        MlflowClient opens database stores with the artifact root "./mlruns": on a fresh database the
+        Default experiment (id 0) would point into the working directory. Opening it once here with
+        the state-dir root creates that experiment in the right place; later opens only verify.
+        """
+        root = self.settings.artifact_root
+        if scheme_of(uri) not in DB_SCHEMES or root is None or (uri, root) in _PREPARED_STORES:
+            return
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+        if scheme_of(uri) == "sqlite":
+            Path(unquote(urlsplit(uri).path)).parent.mkdir(parents=True, exist_ok=True)
+        SqlAlchemyStore(uri, _as_uri(root))
+        _PREPARED_STORES.add((uri, root))
+
+    def experiment_id(self, name: str) -> str:
+        """Id of experiment `name`, created if absent (artifacts under the state dir for DB stores)."""
+        client = self.get_conn()
+        found = client.get_experiment_by_name(name)
+        if found is not None:
+            if found.lifecycle_stage == "deleted":
+                client.restore_experiment(found.experiment_id)
+                log.info("Restored deleted MLflow experiment %s (%s)", name, found.experiment_id)
+            return str(found.experiment_id)
+        root = self.settings.artifact_root
+        location = f"{_as_uri(root).rstrip('/')}/{_safe_dir(name)}" if root else None
+        return str(client.create_experiment(name, artifact_location=location))
+
+    @contextmanager
+    def activated(self) -> Iterator[MlflowClient]:
+        """Point MLflow's fluent API (start_run, log_model, load_model) at this hook's stores.
+
+        mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI to os.environ (for subprocesses);
+        restoring both on exit keeps one task's URIs from leaking into the next hook's defaults.
+        """
+        import mlflow
+
+        client = self.get_conn()
+        saved = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.registry_uri)
+        try:
+            yield client
+        finally:
+            mlflow.set_tracking_uri(saved["MLFLOW_TRACKING_URI"])
+            mlflow.set_registry_uri(saved["MLFLOW_REGISTRY_URI"])  # type: ignore[arg-type]
+            if saved["MLFLOW_REGISTRY_URI"] is None:
+                os.environ.pop("MLFLOW_REGISTRY_URI", None)
+
+    # ----------------------------------------------------------------------------- health
+    def check_backend(self, timeout: float = CONNECT_TIMEOUT_S) -> None:
+        """Fail fast with StoreUnavailable when the tracking or registry backend is unreachable."""
+        for uri in dict.fromkeys((self.tracking_uri, self.registry_uri)):
+            scheme = scheme_of(uri)
+            if scheme in ("http", "https"):
+                _check_http(uri, timeout)
+            elif scheme in DB_SCHEMES and scheme != "sqlite":
+                _check_database(uri, timeout)
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Airflow UI "Test" button."""
+        try:
+            self.check_backend()
+            self.get_conn().search_experiments(max_results=1)
+        except StoreUnavailable as exc:
+            return False, str(exc)
+        return True, f"MLflow reachable at {redact(self.tracking_uri)}"
+
+
+def _as_uri(root: str) -> str:
+    """Local directories become file:// URIs; anything with a scheme is used as given."""
+    if "://" in root:
+        return root
+    return Path(root).expanduser().resolve().as_uri()
+
+
+def _safe_dir(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) or "experiment"
+
+
+def _check_http(uri: str, timeout: float) -> None:
+    import requests
+
+    fix = ("start it (`mlflow server --workers 1` with MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false, or the compose "
+           "service in docker/) or point the mlflow_default connection / MLFLOW_TRACKING_URI elsewhere")
+    try:
+        response = requests.get(f"{uri.rstrip('/')}/health", timeout=(timeout, timeout * 2))
+    except requests.RequestException as exc:
+        raise StoreUnavailable("MLflow tracking server", redact(uri), _first_line(exc), fix) from exc
+    if response.status_code >= 500:
+        raise StoreUnavailable("MLflow tracking server", redact(uri), f"/health answered HTTP {response.status_code}", fix)
+
+
+def _check_database(uri: str, timeout: float) -> None:
+    """TCP probe (fast 'connection refused'), then one real login for auth/database errors."""
+    parts = urlsplit(uri)
+    scheme = scheme_of(uri)
+    port = parts.port or {"postgresql": 5432, "mysql": 3306, "mssql": 1433}[scheme]
+    host = parts.hostname or "localhost"
+    fix = (f"start {scheme} on {host}:{port} (e.g. `docker compose -f docker/compose.yaml up -d postgres`) "
+           "or point the mlflow_default connection / MLFLOW_TRACKING_URI at a reachable store")
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise StoreUnavailable("MLflow backend store", redact(uri), _first_line(exc), fix) from exc
+    if scheme == "postgresql":
+        _login_postgres(uri, timeout, fix)
+
+
+def _login_postgres(uri: str, timeout: float, fix: str) -> None:
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    engine = sqlalchemy.create_engine(uri, poolclass=NullPool, connect_args={"connect_timeout": max(1, int(timeout))})
+    try:
+        with engine.connect():
+            pass
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        reason = _first_line(getattr(exc, "orig", None) or exc)
+        hint = "create the database first; " if "does not exist" in reason else ""
+        raise StoreUnavailable("MLflow backend store", redact(uri), reason, hint + fix) from None
+    finally:
+        engine.dispose()
+
+
+def _first_line(exc: BaseException | object) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]

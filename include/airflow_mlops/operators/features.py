@@ -1,0 +1,215 @@
+"""Feature pipeline operators: land raw batches, apply Feast definitions, materialize, build training sets.
+
+Thin by design: each `execute()` reads its (templated) arguments, calls FeastHook or `core`, and
+returns a small JSON-able dict for XCom. pandas/feast are imported inside `execute()` only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import Asset, BaseOperator
+
+from airflow_mlops.exceptions import MLOpsError
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+FEATURE_ASSET_PREFIX = "mlops.features."
+
+
+def _as_datetime(value: str | datetime | None) -> datetime | None:
+    """Templated values arrive as ISO strings; naive values are UTC."""
+    if value is None or value == "":
+        return None
+    parsed = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
+
+
+class LandRawBatchesOperator(BaseOperator):
+    """Land every raw parquet batch in `MLOPS_HOME/landing/<dataset>/` into the offline store.
+
+    Landing is idempotent (a batch's id is the hash of its bytes) and atomic; landed raw files move
+    to `landing/<dataset>/_landed/`. Returns {datasets, batches, landed, already_landed, rows}.
+
+    :param datasets: dataset names to land (templated); None lands every dataset directory.
+    :param fail_if_empty: raise if no new batch was landed (default: succeed with landed=0).
+    """
+
+    template_fields: Sequence[str] = ("datasets",)
+
+    def __init__(self, *, datasets: list[str] | None = None, fail_if_empty: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.datasets = datasets
+        self.fail_if_empty = fail_if_empty
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_mlops.config import paths
+        from airflow_mlops.core.offline import land_landing_dir
+
+        home = paths()
+        summary = land_landing_dir(home.landing_dir, home.offline_dir, datasets=self.datasets)
+        self.log.info("landed %s new batch(es), %s rows; %s already landed",
+                      summary["landed"], summary["rows"], summary["already_landed"])
+        if self.fail_if_empty and summary["landed"] == 0:
+            raise MLOpsError(
+                f"no new raw batch found in {home.landing_dir}/<dataset>/*.parquet (datasets: "
+                f"{summary['datasets'] or 'none'}; {summary['already_landed']} already landed). Drop parquet "
+                f"files there (e.g. `airflow-mlops demo`) and re-run, or set fail_if_empty=False."
+            )
+        return summary
+
+
+class FeastApplyOperator(BaseOperator):
+    """Register the feature repo's definitions in the Feast registry, only when they changed.
+
+    Returns {applied, hash, feature_views, feature_services}.
+
+    :param feast_conn_id: Feast connection (templated).
+    :param force: apply even if the definitions' hash is unchanged.
+    """
+
+    template_fields: Sequence[str] = ("feast_conn_id",)
+
+    def __init__(self, *, feast_conn_id: str = "feast_default", force: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.feast_conn_id = feast_conn_id
+        self.force = force
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_mlops.hooks.feast import FeastHook
+
+        result = FeastHook(feast_conn_id=self.feast_conn_id).apply(force=self.force)
+        self.log.info("Feast apply: %s (definitions %s)", "applied" if result["applied"] else "unchanged, skipped",
+                      result["hash"][:12])
+        return result
+
+
+class FeastMaterializeOperator(BaseOperator):
+    """Load offline features into the online store and annotate `mlops.features.<view>` outlets.
+
+    Without `start`/`end`, a view's first run materializes from its data's earliest event time to
+    the newest, and later runs are incremental (Feast's own incremental mode would start the first
+    run at now - ttl). For every outlet `Asset("mlops.features.<view>")` the asset event's extra
+    gets {feature_view, mode, rows, start, end, batch_ids}. Returns {feature_views, rows, start,
+    end, views}.
+
+    :param feature_views: views to materialize (templated); None means all registered views.
+    :param start: window start, ISO string or datetime (templated); needs `end` or uses now.
+    :param end: window end (templated); alone, it caps the automatic window.
+    :param feast_conn_id: Feast connection (templated).
+    """
+
+    template_fields: Sequence[str] = ("feature_views", "start", "end", "feast_conn_id")
+
+    def __init__(
+        self,
+        *,
+        feature_views: list[str] | None = None,
+        start: str | datetime | None = None,
+        end: str | datetime | None = None,
+        feast_conn_id: str = "feast_default",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.feature_views = feature_views
+        self.start = start
+        self.end = end
+        self.feast_conn_id = feast_conn_id
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_mlops.hooks.feast import FeastHook
+
+        hook = FeastHook(feast_conn_id=self.feast_conn_id)
+        start, end = _as_datetime(self.start), _as_datetime(self.end)
+        views = list(self.feature_views) if self.feature_views else None
+        if start is not None:
+            result = hook.materialize(start, end or datetime.now(UTC), views)
+        else:
+            result = hook.materialize_new(views, end=end)
+        for view, info in result["views"].items():
+            self.log.info("%s: %s (%s rows, %s → %s)", view, info["mode"], info["rows"], info["start"], info["end"])
+        self._annotate_outlets(context, result["views"])
+        return result
+
+    def _annotate_outlets(self, context: Context, views: dict[str, dict[str, Any]]) -> None:
+        for outlet in self.outlets or []:
+            if not isinstance(outlet, Asset) or not outlet.name.startswith(FEATURE_ASSET_PREFIX):
+                continue
+            view = outlet.name[len(FEATURE_ASSET_PREFIX):]
+            if view not in views:
+                self.log.warning("outlet %s names feature view %s, which this task did not materialize",
+                                 outlet.name, view)
+                continue
+            context["outlet_events"][outlet].extra = {"feature_view": view, **views[view]}
+
+
+class FeastBuildTrainingSetOperator(BaseOperator):
+    """Build a point-in-time training set from a label dataset and a feature service.
+
+    Reads the newest `lookback_days` of `entity_dataset` from the offline store, joins the feature
+    service's features as of each row's time (duckdb), writes a content-addressed parquet snapshot
+    under `MLOPS_HOME/training_sets/<model_name>/` and returns its lineage: {path, sha256, rows,
+    start, end, feature_service, feature_views, columns, missing}.
+
+    :param feature_service: Feast feature service name (templated).
+    :param entity_dataset: offline-store dataset with entity keys, event time and label (templated).
+    :param entity_keys: join keys, e.g. ["driver_id"].
+    :param timestamp_column: event-time column of the entity dataset.
+    :param label: label column (stored as `label_column`: BaseOperator.label is taken).
+    :param request_features: request-time columns carried from the entity dataset.
+    :param lookback_days: days of label data, counted back from the newest row (templated).
+    :param model_name: model the set is for; names the output folder (templated).
+    :param feast_conn_id: Feast connection (templated).
+    """
+
+    template_fields: Sequence[str] = (
+        "feature_service", "entity_dataset", "lookback_days", "model_name", "feast_conn_id",
+    )
+
+    def __init__(
+        self,
+        *,
+        feature_service: str,
+        entity_dataset: str,
+        entity_keys: list[str],
+        timestamp_column: str,
+        label: str,
+        request_features: list[str] | None = None,
+        lookback_days: int | str = 30,
+        model_name: str,
+        feast_conn_id: str = "feast_default",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.feature_service = feature_service
+        self.entity_dataset = entity_dataset
+        self.entity_keys = list(entity_keys)
+        self.timestamp_column = timestamp_column
+        self.label_column = label  # BaseOperator.label is the task's display label
+        self.request_features = list(request_features or [])
+        self.lookback_days = lookback_days
+        self.model_name = model_name
+        self.feast_conn_id = feast_conn_id
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_mlops.config import paths
+        from airflow_mlops.core.training_set import build_training_set, load_entity_df
+        from airflow_mlops.hooks.feast import FeastHook, feast_output_to_log
+
+        home = paths()
+        columns = [*self.entity_keys, self.timestamp_column, self.label_column, *self.request_features]
+        entity_df = load_entity_df(home.dataset_dir(self.entity_dataset), self.timestamp_column,
+                                   int(self.lookback_days), columns)
+        store = FeastHook(feast_conn_id=self.feast_conn_id).get_store()
+        with feast_output_to_log():
+            lineage = build_training_set(
+                store, feature_service=self.feature_service, entity_df=entity_df, entity_keys=self.entity_keys,
+                timestamp_column=self.timestamp_column, label=self.label_column, request_features=self.request_features,
+                out_dir=home.training_sets_dir / self.model_name,
+            )
+        self.log.info("training set %s: %s rows (%s → %s), missing %s", lineage["path"], lineage["rows"],
+                      lineage["start"], lineage["end"], lineage["missing"])
+        return lineage

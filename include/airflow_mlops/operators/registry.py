@@ -1,0 +1,159 @@
+"""MLflowRegisterModelOperator: a logged model -> a registered model version with an alias.
+
+Idempotent by design: Airflow retries and "clear task" re-run execute(); the version already
+registered for the same MLflow run is found and reused, so a run never gets two versions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+
+
+def logged_model_id(model_uri: str) -> str | None:
+    """'m-abc' for MLflow 3 logged-model URIs 'models:/m-abc'; None for runs:/, models:/name/1, ..."""
+    rest = model_uri.removeprefix("models:/")
+    if rest != model_uri and rest.startswith("m-") and "/" not in rest and "@" not in rest:
+        return rest
+    return None
+
+
+class MLflowRegisterModelOperator(BaseOperator):
+    """Register the model of an MLflow run (once) and point an alias at that version.
+
+    Creates the registered model when absent, finds or creates the version for `run_id`, tags it
+    with the training run's lineage (training-set sha256/path/rows/window, feature service/views,
+    git commit) and this Airflow run, then sets `alias` (aliases, not the deprecated stages).
+
+    :param model_name: registered model name. (templated)
+    :param run_id: MLflow run that logged the model, e.g. `train.output["run_id"]`. (templated)
+    :param model_uri: URI returned by the training task, e.g. models:/m-... (templated)
+    :param alias: alias to set on the version, "challenger" by default. (templated)
+    :param description: description for a newly created registered model. (templated)
+    :param mlflow_conn_id: Airflow connection of type "mlflow".
+    :return: {"name", "version", "run_id", "alias", "created"} (created: a new version was made)
+    """
+
+    template_fields: Sequence[str] = ("model_name", "run_id", "model_uri", "alias", "description")
+    ui_color = "#d7ecff"
+
+    def __init__(
+        self,
+        *,
+        model_name: str,
+        run_id: str,
+        model_uri: str,
+        alias: str = "challenger",
+        description: str | None = None,
+        mlflow_conn_id: str = "mlflow_default",
+        **kwargs: Any,
+    ) -> None:
+        # One XCom per key as well as the whole dict, so `task.output["run_id"]` resolves downstream.
+        kwargs.setdefault("multiple_outputs", True)
+        super().__init__(**kwargs)
+        self.model_name = model_name
+        self.run_id = run_id
+        self.model_uri = model_uri
+        self.alias = alias
+        self.description = description
+        self.mlflow_conn_id = mlflow_conn_id
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_mlops.hooks.mlflow import MLflowHook
+
+        hook = MLflowHook(self.mlflow_conn_id)
+        hook.check_backend()
+        # activated(): MLflow 3.17's SQL registry store resolves a "models:/m-..." source with a
+        # fresh MlflowClient() on the GLOBAL tracking URI, not this client's (sqlalchemy_store.py TODO).
+        with hook.activated() as client:
+            model_id = self._check_source(client)
+            self._ensure_registered_model(client)
+            version, created = self._find_or_create_version(client, model_id, context)
+            client.set_registered_model_alias(self.model_name, self.alias, version.version)
+        # search_model_versions returns empty aliases in MLflow 3: read the alias back directly.
+        confirmed = client.get_model_version_by_alias(self.model_name, self.alias)
+        if str(confirmed.version) != str(version.version):
+            from airflow_mlops.exceptions import RegistryError
+
+            raise RegistryError(
+                f"alias {self.alias!r} of {self.model_name} points at version {confirmed.version} right after "
+                f"being set to {version.version}; another writer moved it, re-run this task"
+            )
+        self.log.info("%s version %s (%s) now has alias %s", self.model_name, version.version,
+                      "created" if created else "already registered", self.alias)
+        return {"name": self.model_name, "version": str(version.version), "run_id": self.run_id,
+                "alias": self.alias, "created": created}
+
+    def _check_source(self, client: MlflowClient) -> str | None:
+        """The logged-model id of model_uri, after checking it was logged by run_id."""
+        from airflow_mlops.exceptions import RegistryError
+
+        model_id = logged_model_id(self.model_uri)
+        if model_id is None:
+            return None
+        source_run = client.get_logged_model(model_id).source_run_id
+        if source_run != self.run_id:
+            raise RegistryError(
+                f"model_uri {self.model_uri} was logged by run {source_run}, not run_id {self.run_id}; "
+                "pass run_id and model_uri from the same training task output"
+            )
+        return model_id
+
+    def _ensure_registered_model(self, client: MlflowClient) -> None:
+        from mlflow.exceptions import MlflowException
+
+        from airflow_mlops.core.lineage import TAG_PREFIX
+
+        try:
+            client.get_registered_model(self.model_name)
+            return
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+        try:
+            client.create_registered_model(self.model_name, tags={f"{TAG_PREFIX}managed_by": "airflow-mlops"},
+                                           description=self.description)
+            self.log.info("Created registered model %s", self.model_name)
+        except MlflowException as exc:
+            # A parallel DAG run may have created it between our get and create: that is fine.
+            if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+                raise
+
+    def _existing_version(self, client: MlflowClient) -> ModelVersion | None:
+        found = client.search_model_versions(f"name = '{self.model_name}' and run_id = '{self.run_id}'")
+        if not found:
+            return None
+        ordered = sorted(found, key=lambda mv: int(mv.version))
+        if len(ordered) > 1:
+            self.log.warning("Run %s already has versions %s of %s; reusing the first", self.run_id,
+                             [mv.version for mv in ordered], self.model_name)
+        return ordered[0]
+
+    def _find_or_create_version(
+        self, client: MlflowClient, model_id: str | None, context: Context
+    ) -> tuple[ModelVersion, bool]:
+        existing = self._existing_version(client)
+        if existing is not None:
+            return existing, False
+        version = client.create_model_version(
+            self.model_name, self.model_uri, run_id=self.run_id, tags=self._version_tags(client, context),
+            model_id=model_id,
+        )
+        return version, True
+
+    def _version_tags(self, client: MlflowClient, context: Context) -> dict[str, str]:
+        """Lineage of the training run plus who registered it (this Airflow run)."""
+        from airflow_mlops.core import lineage
+
+        run_tags = client.get_run(self.run_id).data.tags
+        tags = {key: run_tags[key] for key in lineage.TRAINING_TAGS if key in run_tags}
+        tags[lineage.TAG_SOURCE_RUN_ID] = self.run_id
+        tags.update(lineage.airflow_context_tags(context))
+        return tags

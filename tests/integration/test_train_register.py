@@ -1,0 +1,307 @@
+"""Train -> log -> register against a real SQLite MLflow store in a fresh MLOPS_HOME.
+
+Operators run through execute() with a minimal context, and once through dag.test() of a tiny DAG
+(in a subprocess with its own AIRFLOW_HOME, because dag.test() reads DAGs from a bundle folder).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from airflow_mlops.core import lineage
+from airflow_mlops.exceptions import RegistryError, TrainingFailed, TrainingSetError
+from airflow_mlops.hooks.mlflow import MLflowHook
+from airflow_mlops.operators.registry import MLflowRegisterModelOperator
+from airflow_mlops.operators.training import SklearnTrainModelOperator
+
+pytestmark = pytest.mark.integration
+
+MODEL = "ride_completion"
+HGB = "sklearn.ensemble.HistGradientBoostingClassifier"
+
+
+def build_training_set(small_demo: Any, directory: Path) -> dict[str, Any]:
+    """A point-in-time training set like the Feast task writes, plus its lineage dict."""
+    _, tables = small_demo
+    rides = tables["rides"].drop(columns="ride_id").sort_values("event_timestamp")
+    stats = tables["driver_hourly_stats"].drop(columns="created").sort_values("event_timestamp")
+    frame = pd.merge_asof(rides, stats, on="event_timestamp", by="driver_id", direction="backward")
+    frame = frame.rename(columns={c: f"driver_hourly_stats__{c}" for c in ("conv_rate", "acc_rate")})
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "ride_completion.parquet"
+    frame.to_parquet(path, index=False)
+    return {
+        "path": str(path),
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "rows": len(frame),
+        "start": frame["event_timestamp"].min().isoformat(),
+        "end": frame["event_timestamp"].max().isoformat(),
+        "feature_service": "ride_completion_v1",
+        "feature_views": {"driver_hourly_stats": ["conv_rate", "acc_rate", "avg_daily_trips", "rating"]},
+        "columns": list(frame.columns),
+        "missing": {c: int(n) for c, n in frame.isna().sum().items() if n},
+    }
+
+
+@pytest.fixture(scope="module")
+def migrated_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty, fully migrated MLflow database: creating one costs ~4 s of migrations per test."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    template = tmp_path_factory.mktemp("mlflow_template")
+    SqlAlchemyStore(f"sqlite:///{template / 'mlflow.db'}", str(template / "artifacts")).engine.dispose()
+    return template / "mlflow.db"
+
+
+@pytest.fixture
+def training_set(mlops_home: Path, small_demo: Any, migrated_db: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "AIRFLOW_CONN_MLFLOW_DEFAULT"):
+        monkeypatch.delenv(name, raising=False)
+    (mlops_home / "mlflow").mkdir()
+    # Only the Default experiment 0 (unused here) points at the template's artifact dir; the
+    # experiments these tests create get this test's MLOPS_HOME (asserted below).
+    shutil.copy(migrated_db, mlops_home / "mlflow" / "mlflow.db")
+    return build_training_set(small_demo, mlops_home / "training_sets")
+
+
+def context(try_number: int = 1, run_id: str = "manual__2026-10-04T00:00:00+00:00") -> dict[str, Any]:
+    dag = SimpleNamespace(dag_id="ride_completion__train")
+    ti = SimpleNamespace(task_id="train", try_number=try_number, dag_id=dag.dag_id, run_id=run_id)
+    return {"dag": dag, "ti": ti, "run_id": run_id, "logical_date": None}
+
+
+def train_operator(training_set: Any, **overrides: Any) -> SklearnTrainModelOperator:
+    kwargs = dict(
+        task_id="train", model_name=MODEL, training_set=training_set, estimator=HGB,
+        params={"max_iter": 15, "max_leaf_nodes": 8}, preprocessing={"impute": "median", "scale": False},
+        split={"method": "time", "test_size": 0.2}, seed=7, label="completed",
+        exclude_columns=["driver_id"],
+    )
+    return SklearnTrainModelOperator(**{**kwargs, **overrides})
+
+
+def register(result: dict[str, Any], **overrides: Any) -> dict[str, Any]:
+    op = MLflowRegisterModelOperator(task_id="register", model_name=MODEL, run_id=result["run_id"],
+                                     model_uri=result["model_uri"], **overrides)
+    return op.execute({**context(), "ti": SimpleNamespace(task_id="register", try_number=1)})
+
+
+@pytest.fixture
+def trained(training_set: dict[str, Any]) -> dict[str, Any]:
+    return train_operator(training_set).execute(context())
+
+
+def test_training_logs_a_complete_run(trained: dict[str, Any], training_set: dict[str, Any], mlops_home: Path) -> None:
+    assert set(trained) == {"run_id", "model_uri", "metrics", "experiment_id"}
+    assert trained["model_uri"].startswith("models:/m-")
+    assert trained["metrics"]["roc_auc"] > 0.6
+    client = MLflowHook().get_conn()
+    run = client.get_run(trained["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == f"{MODEL}-manual__2026-10-04T00:00:00+00:00-try1"
+    assert client.get_experiment(trained["experiment_id"]).name == MODEL
+    assert run.info.artifact_uri.startswith((mlops_home / "mlflow" / "artifacts").resolve().as_uri())
+    params = run.data.params
+    assert params["estimator"] == HGB and params["params.max_iter"] == "15" and params["seed"] == "7"
+    assert params["preprocessing.impute"] == "median" and params["split.method"] == "time"
+    assert run.data.metrics["roc_auc"] == pytest.approx(trained["metrics"]["roc_auc"])
+    assert run.data.metrics["train_rows"] + run.data.metrics["validation_rows"] == training_set["rows"]
+    tags = run.data.tags
+    assert tags[lineage.TAG_TRAINING_SET_SHA256] == training_set["sha256"]
+    assert tags[lineage.TAG_TRAINING_SET_PATH] == training_set["path"]
+    assert tags[lineage.TAG_TRAINING_SET_ROWS] == str(training_set["rows"])
+    assert tags[lineage.TAG_FEATURE_SERVICE] == "ride_completion_v1"
+    assert "driver_hourly_stats" in tags[lineage.TAG_FEATURE_VIEWS]
+    assert tags[lineage.TAG_DAG_ID] == "ride_completion__train" and tags[lineage.TAG_TRY_NUMBER] == "1"
+    assert tags[lineage.TAG_GIT_COMMIT] == lineage.git_commit(Path(__file__).resolve().parents[2])
+    artifacts = {a.path for a in client.list_artifacts(trained["run_id"], "training_set")}
+    assert artifacts == {"training_set/lineage.json"}
+
+
+def test_logged_model_loads_with_signature_and_pinned_requirements(trained: dict[str, Any]) -> None:
+    import mlflow
+
+    with MLflowHook().activated():
+        model = mlflow.sklearn.load_model(trained["model_uri"])
+        info = mlflow.models.get_model_info(trained["model_uri"])
+        # "models:/m-<id>/requirements.txt" is parsed as registered model "m-<id>": fetch the model dir.
+        reqs = (Path(mlflow.artifacts.download_artifacts(trained["model_uri"])) / "requirements.txt").read_text()
+    columns = [spec.name for spec in info.signature.inputs.inputs]
+    assert "driver_hourly_stats__conv_rate" in columns and "driver_id" not in columns
+    assert {spec.type.name for spec in info.signature.inputs.inputs} == {"double"}
+    assert info.flavors["sklearn"]["serialization_format"] == "cloudpickle"
+    assert "scikit-learn==" in reqs and "cloudpickle==" in reqs
+    rows = pd.DataFrame([{c: 1.0 for c in columns}, {c: None for c in columns}], dtype="float64")
+    assert model.predict_proba(rows).shape == (2, 2)
+
+
+def test_register_twice_creates_one_version_with_alias_and_lineage(trained: dict[str, Any],
+                                                                   training_set: dict[str, Any]) -> None:
+    import mlflow
+
+    first = register(trained, description="Predicts ride completion.")
+    again = register(trained)
+    assert first == {"name": MODEL, "version": "1", "run_id": trained["run_id"], "alias": "challenger", "created": True}
+    assert again == {**first, "created": False}
+    client = MLflowHook().get_conn()
+    assert len(client.search_model_versions(f"name = '{MODEL}'")) == 1
+    assert client.get_registered_model(MODEL).description == "Predicts ride completion."
+    version = client.get_model_version_by_alias(MODEL, "challenger")
+    assert str(version.version) == "1" and version.run_id == trained["run_id"]  # an int on SQL stores
+    assert version.tags[lineage.TAG_TRAINING_SET_SHA256] == training_set["sha256"]
+    assert version.tags[lineage.TAG_SOURCE_RUN_ID] == trained["run_id"]
+    assert version.tags[lineage.TAG_DAG_ID] == "ride_completion__train"
+    with MLflowHook().activated():
+        model = mlflow.sklearn.load_model(f"models:/{MODEL}@challenger")
+        frame = pd.read_parquet(training_set["path"])
+        features = [spec.name for spec in mlflow.models.get_model_info(f"models:/{MODEL}@challenger").signature.inputs.inputs]
+    proba = model.predict_proba(frame[features].astype("float64").head(20))[:, 1]
+    assert ((proba > 0) & (proba < 1)).all()
+
+
+def test_second_training_run_becomes_version_two_and_moves_the_alias(trained: dict[str, Any],
+                                                                     training_set: dict[str, Any]) -> None:
+    register(trained)
+    retrained = train_operator(training_set).execute(context(run_id="manual__second"))
+    assert retrained["metrics"] == trained["metrics"]  # same data + seed -> same metrics
+    second = register(retrained)
+    assert second["version"] == "2" and second["created"] is True
+    client = MLflowHook().get_conn()
+    assert str(client.get_model_version_by_alias(MODEL, "challenger").version) == "2"
+
+
+def test_register_rejects_a_model_uri_from_another_run(trained: dict[str, Any], training_set: dict[str, Any]) -> None:
+    other = train_operator(training_set).execute(context(run_id="manual__other"))
+    with pytest.raises(RegistryError, match="was logged by run"):
+        register({"run_id": trained["run_id"], "model_uri": other["model_uri"]})
+
+
+def test_changed_snapshot_is_refused(training_set: dict[str, Any]) -> None:
+    Path(training_set["path"]).write_bytes(Path(training_set["path"]).read_bytes() + b"\0")
+    with pytest.raises(TrainingSetError, match="changed after it was recorded"):
+        train_operator(training_set).execute(context())
+
+
+def test_bad_estimator_names_the_spec_field_and_leaves_no_run(training_set: dict[str, Any]) -> None:
+    with pytest.raises(TrainingFailed, match=r"^training\.estimator: .*sklearn\.ensemble\.Forest"):
+        train_operator(training_set, estimator="sklearn.ensemble.Forest").execute(context())
+    with pytest.raises(TrainingFailed, match=r"^training\.params"):
+        train_operator(training_set, params={"n_trees": 3}).execute(context())
+    client = MLflowHook().get_conn()
+    experiment = client.get_experiment_by_name(MODEL)
+    assert experiment is None or not client.search_runs([experiment.experiment_id])
+
+
+def test_failed_logging_ends_the_run_failed(training_set: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlflow.sklearn
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(mlflow.sklearn, "log_model", broken)
+    with pytest.raises(OSError, match="disk full"):
+        train_operator(training_set).execute(context())
+    client = MLflowHook().get_conn()
+    runs = client.search_runs([client.get_experiment_by_name(MODEL).experiment_id])
+    assert [r.info.status for r in runs] == ["FAILED"]
+
+
+def test_retry_closes_a_run_an_earlier_try_left_running(training_set: dict[str, Any]) -> None:
+    hook = MLflowHook()
+    client = hook.get_conn()
+    experiment_id = hook.experiment_id(MODEL)
+    tags = lineage.airflow_context_tags(context(try_number=1))
+    orphan = client.create_run(experiment_id, tags=tags, run_name="killed try")  # SIGKILLed mid-run
+    result = train_operator(training_set).execute(context(try_number=2))
+    assert client.get_run(orphan.info.run_id).info.status == "KILLED"
+    assert client.get_run(result["run_id"]).info.status == "FINISHED"
+
+
+def test_training_set_may_be_json_text(training_set: dict[str, Any]) -> None:
+    import json
+
+    result = train_operator(json.dumps(training_set), estimator="sklearn.linear_model.LogisticRegression",
+                            params={"max_iter": 300}, preprocessing={"impute": "mean", "scale": True}).execute(context())
+    assert result["metrics"]["roc_auc"] > 0.6
+
+
+def test_template_fields_are_declared() -> None:
+    assert "training_set" in SklearnTrainModelOperator.template_fields
+    assert {"run_id", "model_uri", "alias"} <= set(MLflowRegisterModelOperator.template_fields)
+    assert "(templated)" in (SklearnTrainModelOperator.__doc__ or "")
+    assert "(templated)" in (MLflowRegisterModelOperator.__doc__ or "")
+
+
+DAG_FILE = '''
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import airflow_mlops
+from airflow.sdk import DAG, task
+
+from airflow_mlops.operators.registry import MLflowRegisterModelOperator
+from airflow_mlops.operators.training import SklearnTrainModelOperator
+
+with DAG("tiny_train", schedule=None, tags=["test"]):
+    @task
+    def build_training_set() -> dict:
+        return json.loads(Path({lineage_file!r}).read_text())
+
+    train = SklearnTrainModelOperator(
+        task_id="train", model_name="tiny", training_set=build_training_set(),
+        estimator="sklearn.linear_model.LogisticRegression", params={{"max_iter": 300}},
+        label="completed", exclude_columns=["driver_id"],
+    )
+    MLflowRegisterModelOperator(
+        task_id="register", model_name="tiny", run_id=train.output["run_id"], model_uri=train.output["model_uri"],
+    )
+'''
+
+RUNNER = '''
+import sys
+from airflow.dag_processing.dagbag import DagBag
+dag = DagBag(dag_folder=sys.argv[1]).dags["tiny_train"]
+run = dag.test()
+print("STATE", run.state)
+'''
+
+
+def test_dag_test_chains_training_set_train_and_register(training_set: dict[str, Any], tmp_path: Path,
+                                                         mlops_home: Path) -> None:
+    import json
+
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    lineage_file = tmp_path / "lineage.json"
+    lineage_file.write_text(json.dumps(training_set))
+    (dags / "tiny_train.py").write_text(DAG_FILE.format(lineage_file=str(lineage_file)))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_", "AIRFLOW__", "MLFLOW_"))}
+    env.update(AIRFLOW_HOME=str(tmp_path / "airflow"), AIRFLOW__CORE__DAGS_FOLDER=str(dags),
+               AIRFLOW__CORE__LOAD_EXAMPLES="False", MLOPS_HOME=str(mlops_home))
+    airflow = Path(sys.executable).with_name("airflow")
+    subprocess.run([str(airflow), "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", RUNNER, str(dags)], env=env, capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path)
+    output = done.stdout + done.stderr
+    assert "STATE success" in output, output[-4000:]
+    client = MLflowHook().get_conn()
+    version = client.get_model_version_by_alias("tiny", "challenger")
+    run = client.get_run(version.run_id)
+    assert run.data.tags[lineage.TAG_DAG_ID] == "tiny_train"
+    assert run.data.tags[lineage.TAG_RUN_ID].startswith("manual__")
+    assert run.info.run_name.startswith("tiny-manual__")
+    assert version.tags[lineage.TAG_TRAINING_SET_SHA256] == training_set["sha256"]
+    assert not (tmp_path / "mlruns").exists()

@@ -1,0 +1,114 @@
+"""Model specs: valid files load; each kind of bad input names the file, the field and the fix."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from airflow_mlops.core.spec import load_specs, parse_spec, spec_problems
+from airflow_mlops.exceptions import SpecError
+
+pytestmark = pytest.mark.unit
+
+PROJECT = Path(__file__).resolve().parents[2]
+DEMO_SPEC = PROJECT / "include" / "models" / "ride_completion.yaml"
+
+
+def _demo(**changes: object) -> dict:
+    data = yaml.safe_load(DEMO_SPEC.read_text())
+    for dotted, value in changes.items():
+        node = data
+        *parents, leaf = dotted.split("__")
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    return data
+
+
+def _problems(data: dict, name: str = "ride_completion.yaml") -> list[str]:
+    return spec_problems(yaml.safe_dump(data), f"/specs/{name}")
+
+
+def test_shipped_specs_load() -> None:
+    specs = load_specs(PROJECT / "include" / "models")
+    assert [s.name for s in specs] == ["ride_completion"]
+    assert specs[0].features.feature_service == "ride_completion_v1"
+    assert specs[0].source_file.endswith("ride_completion.yaml")
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "fragment"),
+    [
+        ({"training__bogus": 1}, "training.bogus", "unknown field"),
+        ({"evaluation__primary_metric": "auc"}, "evaluation.primary_metric", "'roc_auc'"),
+        ({"training__estimator": "HistGradientBoosting"}, "training.estimator", "dotted import path"),
+        ({"training__split__test_size": 1.5}, "training.split.test_size", "less than 0.9"),
+        ({"promotion__approval": "sometimes"}, "promotion.approval", "'auto' or 'manual'"),
+        ({"monitoring__cooldown": "six hours"}, "monitoring.cooldown", "pattern"),
+        ({"features__feature_views": []}, "features.feature_views", "at least 1"),
+    ],
+)
+def test_bad_field_is_named_with_value_and_rule(change: dict, field: str, fragment: str) -> None:
+    problems = _problems(_demo(**change))
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(f"/specs/ride_completion.yaml: {field}:")
+    assert fragment in problems[0]
+
+
+def test_missing_required_field() -> None:
+    data = _demo()
+    del data["features"]["label"]
+    assert _problems(data) == ["/specs/ride_completion.yaml: features.label: required field is missing"]
+
+
+def test_name_must_match_file() -> None:
+    problems = _problems(_demo(), name="other.yaml")
+    assert "must equal the file name 'other'" in problems[0]
+
+
+def test_invalid_yaml_and_non_mapping() -> None:
+    assert "not valid YAML" in spec_problems("name: [unclosed", "/specs/x.yaml")[0]
+    assert "expected a mapping" in spec_problems("- a\n- b\n", "/specs/x.yaml")[0]
+
+
+def test_every_problem_of_every_file_is_reported_at_once(tmp_path: Path) -> None:
+    good = _demo()
+    bad_a = _demo(training__bogus=1, evaluation__primary_metric="auc")
+    bad_b = {**_demo(name="b_model"), "extra_top": True}
+    for name, data in {"ride_completion": good, "a_model": {**bad_a, "name": "a_model"}, "b_model": bad_b}.items():
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(SpecError) as err:
+        load_specs(tmp_path)
+    message = str(err.value)
+    assert "3 problem(s)" in message
+    assert "a_model.yaml: training.bogus" in message and "a_model.yaml: evaluation.primary_metric" in message
+    assert "b_model.yaml: extra_top: unknown field" in message
+
+
+def test_missing_directory_names_the_setting(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="MLOPS_MODELS_DIR"):
+        load_specs(tmp_path / "nope")
+
+
+def test_reserved_source_file_field() -> None:
+    assert "reserved field" in _problems({**_demo(), "source_file": "x"})[0]
+
+
+def test_parse_returns_frozen_model() -> None:
+    spec = parse_spec(DEMO_SPEC.read_text(), str(DEMO_SPEC))
+    with pytest.raises(Exception, match="frozen"):
+        spec.name = "x"  # type: ignore[misc]
+
+
+def test_parsing_imports_no_heavy_library() -> None:
+    code = (
+        "import sys; from airflow_mlops.core.spec import load_specs; load_specs(); "
+        "heavy = {'pandas','numpy','sklearn','mlflow','feast','evidently','great_expectations','pyarrow'}; "
+        "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=PROJECT)
+    assert out.stdout.strip() == "[]"
