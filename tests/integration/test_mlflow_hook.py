@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from airflow_mlops.exceptions import StoreUnavailable
-from airflow_mlops.hooks.mlflow import MLflowHook, redact, scheme_of
+from airflow_mlops.hooks.mlflow import MLflowHook, redact, scheme_of, with_installed_driver
 
 pytestmark = pytest.mark.integration
 
@@ -28,8 +28,9 @@ def no_mlflow_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-def test_defaults_live_in_the_state_dir(mlops_home: Path, no_mlflow_env: None, tmp_path: Path,
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_defaults_live_in_the_state_dir(
+    mlops_home: Path, no_mlflow_env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)  # a stray ./mlruns would show up here
     hook = MLflowHook()
     db = mlops_home / "mlflow" / "mlflow.db"
@@ -48,15 +49,17 @@ def test_defaults_live_in_the_state_dir(mlops_home: Path, no_mlflow_env: None, t
     assert not (tmp_path / "mlruns").exists()
 
 
-def test_env_tracking_uri_is_used_without_a_connection(mlops_home: Path, no_mlflow_env: None,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_env_tracking_uri_is_used_without_a_connection(
+    mlops_home: Path, no_mlflow_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     uri = f"sqlite:///{mlops_home / 'other.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     assert MLflowHook().tracking_uri == uri
 
 
-def test_connection_then_explicit_arguments_win(mlops_home: Path, no_mlflow_env: None,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_connection_then_explicit_arguments_win(
+    mlops_home: Path, no_mlflow_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     conn_db, reg_db = mlops_home / "conn.db", mlops_home / "registry.db"
     conn = {"conn_type": "mlflow", "host": f"sqlite:///{conn_db}", "extra": {"registry_uri": f"sqlite:///{reg_db}"}}
     monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps(conn))
@@ -82,6 +85,17 @@ def test_connection_with_bare_host_and_credentials(no_mlflow_env: None, monkeypa
     hook._apply_credentials()
     assert os.environ["MLFLOW_TRACKING_USERNAME"] == "ops"
     assert os.environ["MLFLOW_TRACKING_PASSWORD"] == "s3cret"
+
+
+def test_connection_with_empty_host_keeps_env_and_defaults(
+    mlops_home: Path, no_mlflow_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """airflow_settings.yaml ships mlflow_default with an empty host so the environment still decides."""
+    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps({"conn_type": "mlflow"}))
+    assert MLflowHook().tracking_uri == f"sqlite:///{mlops_home / 'mlflow' / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
+    hook = MLflowHook()
+    assert hook.tracking_uri == "http://mlflow:5000" and hook.settings.source == "defaults"
 
 
 def test_missing_connection_falls_back_to_defaults(mlops_home: Path, no_mlflow_env: None) -> None:
@@ -123,6 +137,11 @@ def test_unreachable_postgres_fails_fast_and_hides_the_password(no_mlflow_env: N
     assert "topsecret" not in message
     assert redact(url) in message and "postgresql" in message
     assert "Traceback" not in message and len(message.splitlines()) == 1
+    # get_conn() probes too: MLflow alone would retry the engine ~10 times (~100 s) first.
+    started = time.perf_counter()
+    with pytest.raises(StoreUnavailable):
+        MLflowHook(tracking_uri=url).get_conn()
+    assert time.perf_counter() - started < 8
 
 
 def test_ui_field_behaviour_and_helpers() -> None:
@@ -132,6 +151,20 @@ def test_ui_field_behaviour_and_helpers() -> None:
     assert MLflowHook.conn_type == "mlflow" and MLflowHook.default_conn_name == "mlflow_default"
     assert scheme_of("postgresql+psycopg2://u@h/db") == "postgresql"
     assert redact("postgresql://u:pw@h:5432/db") == "postgresql://u:***@h:5432/db"
+
+
+def test_bare_postgres_uri_gets_the_installed_driver(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    uri = "postgresql://u@h/db"
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "psycopg" else real(name, *a))
+    assert with_installed_driver(uri) == "postgresql+psycopg2://u@h/db"  # SQLAlchemy 2.1 would pick psycopg 3
+    monkeypatch.setattr(importlib.util, "find_spec", real)
+    expected = uri if real("psycopg") else "postgresql+psycopg2://u@h/db"
+    assert with_installed_driver(uri) == expected
+    assert with_installed_driver("postgresql+psycopg2://u@h/db") == "postgresql+psycopg2://u@h/db"
+    assert with_installed_driver("sqlite:///x.db") == "sqlite:///x.db"
 
 
 def test_sqlite_check_and_test_connection(mlops_home: Path, no_mlflow_env: None) -> None:

@@ -11,7 +11,6 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -65,7 +64,9 @@ def migrated_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def training_set(mlops_home: Path, small_demo: Any, migrated_db: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+def training_set(
+    mlops_home: Path, small_demo: Any, migrated_db: Path, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, Any]:
     for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "AIRFLOW_CONN_MLFLOW_DEFAULT"):
         monkeypatch.delenv(name, raising=False)
     (mlops_home / "mlflow").mkdir()
@@ -83,17 +84,24 @@ def context(try_number: int = 1, run_id: str = "manual__2026-10-04T00:00:00+00:0
 
 def train_operator(training_set: Any, **overrides: Any) -> SklearnTrainModelOperator:
     kwargs = dict(
-        task_id="train", model_name=MODEL, training_set=training_set, estimator=HGB,
-        params={"max_iter": 15, "max_leaf_nodes": 8}, preprocessing={"impute": "median", "scale": False},
-        split={"method": "time", "test_size": 0.2}, seed=7, label="completed",
+        task_id="train",
+        model_name=MODEL,
+        training_set=training_set,
+        estimator=HGB,
+        params={"max_iter": 15, "max_leaf_nodes": 8},
+        preprocessing={"impute": "median", "scale": False},
+        split={"method": "time", "test_size": 0.2},
+        seed=7,
+        label="completed",
         exclude_columns=["driver_id"],
     )
     return SklearnTrainModelOperator(**{**kwargs, **overrides})
 
 
 def register(result: dict[str, Any], **overrides: Any) -> dict[str, Any]:
-    op = MLflowRegisterModelOperator(task_id="register", model_name=MODEL, run_id=result["run_id"],
-                                     model_uri=result["model_uri"], **overrides)
+    op = MLflowRegisterModelOperator(
+        task_id="register", model_name=MODEL, run_id=result["run_id"], model_uri=result["model_uri"], **overrides
+    )
     return op.execute({**context(), "ti": SimpleNamespace(task_id="register", try_number=1)})
 
 
@@ -146,8 +154,9 @@ def test_logged_model_loads_with_signature_and_pinned_requirements(trained: dict
     assert model.predict_proba(rows).shape == (2, 2)
 
 
-def test_register_twice_creates_one_version_with_alias_and_lineage(trained: dict[str, Any],
-                                                                   training_set: dict[str, Any]) -> None:
+def test_register_twice_creates_one_version_with_alias_and_lineage(
+    trained: dict[str, Any], training_set: dict[str, Any]
+) -> None:
     import mlflow
 
     first = register(trained, description="Predicts ride completion.")
@@ -165,13 +174,16 @@ def test_register_twice_creates_one_version_with_alias_and_lineage(trained: dict
     with MLflowHook().activated():
         model = mlflow.sklearn.load_model(f"models:/{MODEL}@challenger")
         frame = pd.read_parquet(training_set["path"])
-        features = [spec.name for spec in mlflow.models.get_model_info(f"models:/{MODEL}@challenger").signature.inputs.inputs]
+        features = [
+            spec.name for spec in mlflow.models.get_model_info(f"models:/{MODEL}@challenger").signature.inputs.inputs
+        ]
     proba = model.predict_proba(frame[features].astype("float64").head(20))[:, 1]
     assert ((proba > 0) & (proba < 1)).all()
 
 
-def test_second_training_run_becomes_version_two_and_moves_the_alias(trained: dict[str, Any],
-                                                                     training_set: dict[str, Any]) -> None:
+def test_second_training_run_becomes_version_two_and_moves_the_alias(
+    trained: dict[str, Any], training_set: dict[str, Any]
+) -> None:
     register(trained)
     retrained = train_operator(training_set).execute(context(run_id="manual__second"))
     assert retrained["metrics"] == trained["metrics"]  # same data + seed -> same metrics
@@ -231,8 +243,12 @@ def test_retry_closes_a_run_an_earlier_try_left_running(training_set: dict[str, 
 def test_training_set_may_be_json_text(training_set: dict[str, Any]) -> None:
     import json
 
-    result = train_operator(json.dumps(training_set), estimator="sklearn.linear_model.LogisticRegression",
-                            params={"max_iter": 300}, preprocessing={"impute": "mean", "scale": True}).execute(context())
+    result = train_operator(
+        json.dumps(training_set),
+        estimator="sklearn.linear_model.LogisticRegression",
+        params={"max_iter": 300},
+        preprocessing={"impute": "mean", "scale": True},
+    ).execute(context())
     assert result["metrics"]["roc_auc"] > 0.6
 
 
@@ -243,7 +259,7 @@ def test_template_fields_are_declared() -> None:
     assert "(templated)" in (MLflowRegisterModelOperator.__doc__ or "")
 
 
-DAG_FILE = '''
+DAG_FILE = """
 from __future__ import annotations
 
 import json
@@ -268,19 +284,20 @@ with DAG("tiny_train", schedule=None, tags=["test"]):
     MLflowRegisterModelOperator(
         task_id="register", model_name="tiny", run_id=train.output["run_id"], model_uri=train.output["model_uri"],
     )
-'''
+"""
 
-RUNNER = '''
+RUNNER = """
 import sys
 from airflow.dag_processing.dagbag import DagBag
 dag = DagBag(dag_folder=sys.argv[1]).dags["tiny_train"]
 run = dag.test()
 print("STATE", run.state)
-'''
+"""
 
 
-def test_dag_test_chains_training_set_train_and_register(training_set: dict[str, Any], tmp_path: Path,
-                                                         mlops_home: Path) -> None:
+def test_dag_test_chains_training_set_train_and_register(
+    training_set: dict[str, Any], tmp_path: Path, mlops_home: Path
+) -> None:
     import json
 
     dags = tmp_path / "dags"
@@ -289,12 +306,23 @@ def test_dag_test_chains_training_set_train_and_register(training_set: dict[str,
     lineage_file.write_text(json.dumps(training_set))
     (dags / "tiny_train.py").write_text(DAG_FILE.format(lineage_file=str(lineage_file)))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_", "AIRFLOW__", "MLFLOW_"))}
-    env.update(AIRFLOW_HOME=str(tmp_path / "airflow"), AIRFLOW__CORE__DAGS_FOLDER=str(dags),
-               AIRFLOW__CORE__LOAD_EXAMPLES="False", MLOPS_HOME=str(mlops_home))
+    env.update(
+        AIRFLOW_HOME=str(tmp_path / "airflow"),
+        AIRFLOW__CORE__DAGS_FOLDER=str(dags),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        MLOPS_HOME=str(mlops_home),
+    )
     airflow = Path(sys.executable).with_name("airflow")
     subprocess.run([str(airflow), "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
-    done = subprocess.run([sys.executable, "-c", RUNNER, str(dags)], env=env, capture_output=True, text=True,
-                          timeout=300, cwd=tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-c", RUNNER, str(dags)],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     output = done.stdout + done.stderr
     assert "STATE success" in output, output[-4000:]
     client = MLflowHook().get_conn()

@@ -135,7 +135,8 @@ def test_entity_df_is_only_the_newest_lookback_window(store: Any, small_demo: tu
 
 def test_unknown_feature_service_and_missing_columns_are_training_set_errors(store: Any, tmp_path: Path) -> None:
     with pytest.raises(TrainingSetError, match=r"'ride_completion_v9' is not registered.*ride_completion_v1"):
-        build_training_set(store, entity_df=_entity_df(), out_dir=tmp_path, **{**KEYS, "feature_service": "ride_completion_v9"})
+        build_training_set(store, entity_df=_entity_df(), out_dir=tmp_path,
+                           **{**KEYS, "feature_service": "ride_completion_v9"})
     with pytest.raises(TrainingSetError, match=r"lacks column\(s\) \['surge_multiplier'\]"):
         _build(store, _entity_df().drop(columns="surge_multiplier"), tmp_path)
     with pytest.raises(TrainingSetError, match="no landed data"):

@@ -20,7 +20,7 @@ import pytest
 
 from airflow_mlops.core import lineage
 from airflow_mlops.exceptions import StoreUnavailable
-from airflow_mlops.hooks.mlflow import MLflowHook
+from airflow_mlops.hooks.mlflow import MLflowHook, with_installed_driver
 from airflow_mlops.operators.registry import MLflowRegisterModelOperator
 from airflow_mlops.operators.training import SklearnTrainModelOperator
 
@@ -38,7 +38,8 @@ def _admin_connection() -> Any:
     except psycopg2.OperationalError as exc:
         raise RuntimeError(
             f"PostgreSQL at {PG_HOST}:{PG_PORT} (user {PG_USER}, trust auth) is required by the stack tests and is "
-            f"not reachable: {str(exc).strip()}. Start it (e.g. `docker compose -f docker/compose.yaml up -d postgres`)."
+            f"not reachable: {str(exc).strip()}. "
+            "Start it (e.g. `docker compose -f docker/compose.yaml up -d postgres`)."
         ) from exc
     conn.autocommit = True  # CREATE/DROP DATABASE cannot run inside a transaction
     return conn
@@ -76,8 +77,13 @@ def _training_set(small_demo: Any, directory: Path) -> dict[str, Any]:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "stack.parquet"
     frame.to_parquet(path, index=False)
-    return {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "rows": len(frame),
-            "feature_service": "ride_completion_v1", "feature_views": {"driver_hourly_stats": ["conv_rate"]}}
+    return {
+        "path": str(path),
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "rows": len(frame),
+        "feature_service": "ride_completion_v1",
+        "feature_views": {"driver_hourly_stats": ["conv_rate"]},
+    }
 
 
 def _context(task_id: str) -> dict[str, Any]:
@@ -89,17 +95,23 @@ def test_track_register_alias_and_load_on_postgres(pg_connection: str, mlops_hom
     import mlflow
 
     hook = MLflowHook()
-    # SQLAlchemy 2.1 maps bare postgresql:// to psycopg 3; the hook picks the installed psycopg2.
-    assert hook.tracking_uri == pg_connection.replace("postgresql://", "postgresql+psycopg2://")
-    assert hook.settings.source == "connection mlflow_default"
+    assert hook.tracking_uri == pg_connection and hook.settings.source == "connection mlflow_default"
+    # SQLAlchemy 2.1 maps bare postgresql:// to psycopg 3; without it MLflow gets psycopg2.
+    assert hook.get_conn().tracking_uri == with_installed_driver(pg_connection)
     hook.check_backend()
     record = _training_set(small_demo, mlops_home / "training_sets")
     trained = SklearnTrainModelOperator(
-        task_id="train", model_name=MODEL, training_set=record, estimator="sklearn.linear_model.LogisticRegression",
-        params={"max_iter": 300}, label="completed", exclude_columns=["driver_id"],
+        task_id="train",
+        model_name=MODEL,
+        training_set=record,
+        estimator="sklearn.linear_model.LogisticRegression",
+        params={"max_iter": 300},
+        label="completed",
+        exclude_columns=["driver_id"],
     ).execute(_context("train"))
-    register = MLflowRegisterModelOperator(task_id="register", model_name=MODEL, run_id=trained["run_id"],
-                                           model_uri=trained["model_uri"])
+    register = MLflowRegisterModelOperator(
+        task_id="register", model_name=MODEL, run_id=trained["run_id"], model_uri=trained["model_uri"]
+    )
     first, again = register.execute(_context("register")), register.execute(_context("register"))
     assert first["created"] is True and again == {**first, "created": False}
 
@@ -123,7 +135,7 @@ def test_tables_live_in_the_postgres_database(pg_connection: str) -> None:
     import sqlalchemy
 
     MLflowHook().get_conn()
-    engine = sqlalchemy.create_engine(MLflowHook().tracking_uri)
+    engine = sqlalchemy.create_engine(MLflowHook().get_conn().tracking_uri)
     try:
         tables = set(sqlalchemy.inspect(engine).get_table_names())
     finally:

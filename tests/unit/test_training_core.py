@@ -92,8 +92,14 @@ def test_feature_columns_use_numeric_columns_only(frame: pd.DataFrame) -> None:
     extra = frame.assign(city="x", is_airport=False)
     columns = training.feature_columns(extra, ["driver_id", "event_timestamp", "completed"])
     assert columns == [
-        "trip_distance_km", "surge_multiplier", "pickup_hour", "driver_hourly_stats__conv_rate",
-        "acc_rate", "avg_daily_trips", "rating", "is_airport",
+        "trip_distance_km",
+        "surge_multiplier",
+        "pickup_hour",
+        "driver_hourly_stats__conv_rate",
+        "acc_rate",
+        "avg_daily_trips",
+        "rating",
+        "is_airport",
     ]
     with pytest.raises(TrainingFailed, match="no numeric feature columns"):
         training.feature_columns(frame[["driver_id", "event_timestamp"]], ["driver_id"])
@@ -120,8 +126,10 @@ def test_random_split_is_seeded(frame: pd.DataFrame) -> None:
     assert list(first) == list(again) and list(first) != list(other)
 
 
-@pytest.mark.parametrize(("method", "test_size", "field"), [("kfold", 0.2, "training.split.method"),
-                                                          ("time", 1.5, "training.split.test_size")])
+@pytest.mark.parametrize(
+    ("method", "test_size", "field"),
+    [("kfold", 0.2, "training.split.method"), ("time", 1.5, "training.split.test_size")],
+)
 def test_bad_split_names_the_field(frame: pd.DataFrame, method: str, test_size: float, field: str) -> None:
     with pytest.raises(TrainingFailed, match=rf"^{field}"):
         training.split(frame, method, test_size)
@@ -135,7 +143,16 @@ def test_time_split_needs_the_timestamp_column(frame: pd.DataFrame) -> None:
 def test_compute_metrics() -> None:
     y = np.array([0, 0, 1, 1])
     perfect = training.compute_metrics(y, [0.1, 0.2, 0.8, 0.9])
-    assert set(perfect) == {"roc_auc", "accuracy", "f1", "precision", "recall", "log_loss", "average_precision", "brier"}
+    assert set(perfect) == {
+        "roc_auc",
+        "accuracy",
+        "f1",
+        "precision",
+        "recall",
+        "log_loss",
+        "average_precision",
+        "brier",
+    }
     assert perfect["roc_auc"] == perfect["accuracy"] == perfect["f1"] == perfect["average_precision"] == 1.0
     assert perfect["brier"] == pytest.approx(np.mean([0.01, 0.04, 0.04, 0.01]))
     wrong = training.compute_metrics(y, [0.9, 0.8, 0.2, 0.1], ["accuracy", "roc_auc"])
@@ -187,8 +204,10 @@ def test_model_requirements_are_pinned() -> None:
     import cloudpickle
     import sklearn
 
-    assert training.model_requirements(HGB) == [f"cloudpickle=={cloudpickle.__version__}",
-                                                f"scikit-learn=={sklearn.__version__}"]
+    assert training.model_requirements(HGB) == [
+        f"cloudpickle=={cloudpickle.__version__}",
+        f"scikit-learn=={sklearn.__version__}",
+    ]
 
 
 # ----------------------------------------------------------------------------- lineage
@@ -224,8 +243,12 @@ def test_git_commit_matches_git_for_this_project() -> None:
 
 def test_airflow_context_tags() -> None:
     ti = SimpleNamespace(task_id="train", try_number=2, dag_id="ride_completion__train")
-    context = {"ti": ti, "run_id": "manual__1", "dag": SimpleNamespace(dag_id="ride_completion__train"),
-               "logical_date": datetime(2026, 10, 1, tzinfo=UTC)}
+    context = {
+        "ti": ti,
+        "run_id": "manual__1",
+        "dag": SimpleNamespace(dag_id="ride_completion__train"),
+        "logical_date": datetime(2026, 10, 1, tzinfo=UTC),
+    }
     assert lineage.airflow_context_tags(context) == {
         "airflow_mlops.airflow.dag_id": "ride_completion__train",
         "airflow_mlops.airflow.run_id": "manual__1",
@@ -240,8 +263,14 @@ def test_airflow_context_tags() -> None:
 def test_snapshot_verification(tmp_path: Path) -> None:
     path = tmp_path / "set.parquet"
     path.write_bytes(b"rows")
-    record = lineage.normalize_lineage({"path": str(path), "sha256": lineage.file_sha256(path), "rows": 1,
-                                        "feature_views": {"driver_hourly_stats": ["conv_rate"]}})
+    record = lineage.normalize_lineage(
+        {
+            "path": str(path),
+            "sha256": lineage.file_sha256(path),
+            "rows": 1,
+            "feature_views": {"driver_hourly_stats": ["conv_rate"]},
+        }
+    )
     assert lineage.verify_snapshot(record) == path
     tags = lineage.training_set_tags(record)
     assert tags[lineage.TAG_TRAINING_SET_ROWS] == "1"

@@ -98,7 +98,8 @@ def make_estimator(estimator_path: str, params: Mapping[str, Any] | None, seed: 
         ) from exc
     if not is_classifier(estimator):
         raise TrainingFailed(
-            f"training.estimator: {estimator_path} is not a classifier; pick a scikit-learn classifier such as {EXAMPLE}"
+            f"training.estimator: {estimator_path} is not a classifier; "
+            f"pick a scikit-learn classifier such as {EXAMPLE}"
         )
     if not hasattr(estimator, "predict_proba"):
         raise TrainingFailed(
@@ -125,7 +126,9 @@ def build_pipeline(
     prep = {**DEFAULT_PREPROCESSING, **(preprocessing or {})}
     unknown = sorted(set(prep) - set(DEFAULT_PREPROCESSING))
     if unknown:
-        raise TrainingFailed(f"training.preprocessing: unknown keys {unknown}; allowed: {sorted(DEFAULT_PREPROCESSING)}")
+        raise TrainingFailed(
+            f"training.preprocessing: unknown keys {unknown}; allowed: {sorted(DEFAULT_PREPROCESSING)}"
+        )
     impute = prep["impute"]
     if impute not in IMPUTE_STRATEGIES:
         raise TrainingFailed(f"training.preprocessing.impute: got {impute!r}; allowed: {list(IMPUTE_STRATEGIES)}")
@@ -146,7 +149,9 @@ def feature_columns(frame: pd.DataFrame, exclude: Iterable[str] = ()) -> list[st
 
     skip = set(exclude)
     columns = [c for c in frame.columns if c not in skip]
-    numeric = [c for c in columns if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])]
+    numeric = [
+        c for c in columns if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])
+    ]
     numeric += [c for c in columns if pd.api.types.is_bool_dtype(frame[c])]
     ignored = [c for c in columns if c not in numeric]
     if ignored:
@@ -191,7 +196,9 @@ def split(
     return ordered[before], ordered[~before]
 
 
-def compute_metrics(y_true: Sequence[Any] | np.ndarray, proba: Sequence[float] | np.ndarray, names: Iterable[str] | None = None) -> dict[str, float]:
+def compute_metrics(
+    y_true: Sequence[Any] | np.ndarray, proba: Sequence[float] | np.ndarray, names: Iterable[str] | None = None
+) -> dict[str, float]:
     """Binary metrics from positive-class probabilities; NaN where undefined (one class only)."""
     import numpy as np
     from sklearn import metrics as m
@@ -223,7 +230,7 @@ def _labelled_rows(frame: pd.DataFrame, label: str) -> pd.DataFrame:
         raise TrainingFailed(f"features.label: {label!r} is not a column of the training set {list(frame.columns)}")
     values = frame[label]
     present = set(values.dropna().unique().tolist())
-    if not present <= {0, 1, True, False}:
+    if not present <= {0, 1}:  # True/False hash as 1/0
         shown = sorted(map(str, present))[:5]
         raise TrainingFailed(f"features.label: {label!r} must be binary 0/1, found values {shown}")
     unlabelled = int(values.isna().sum())

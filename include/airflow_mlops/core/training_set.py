@@ -93,24 +93,26 @@ def build_training_set(
             f"point-in-time join must return every entity row once (check the offline store type is duckdb)"
         )
     frame = _canonical(frame.rename(columns={FEAST_TIMESTAMP: timestamp_column}), keep, timestamp_column, entity_keys)
-    features = [c for c in frame.columns if c not in keep]
-    missing = {c: int(n) for c, n in frame[features].isna().sum().items()}
     path, sha = _write_snapshot(frame, Path(out_dir))
-    lineage = {
+    lineage = _lineage(frame, path, sha, timestamp_column, [c for c in frame.columns if c not in keep])
+    lineage = {**lineage, "feature_service": feature_service, "feature_views": feature_view_versions(store, service)}
+    atomic_write_bytes(path.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(lineage, indent=2)))
+    gaps = {c: n for c, n in lineage["missing"].items() if n}
+    log.info("training set %s: %s rows, missing values %s", path.name, lineage["rows"], gaps or "none")
+    return lineage
+
+
+def _lineage(frame: pd.DataFrame, path: Path, sha: str, timestamp_column: str, features: list[str]) -> dict[str, Any]:
+    stamps = frame[timestamp_column]
+    return {
         "path": str(path),
         "sha256": sha,
         "rows": len(frame),
-        "start": frame[timestamp_column].min().isoformat() if len(frame) else "",
-        "end": frame[timestamp_column].max().isoformat() if len(frame) else "",
-        "feature_service": feature_service,
-        "feature_views": feature_view_versions(store, service),
+        "start": stamps.min().isoformat() if len(frame) else "",
+        "end": stamps.max().isoformat() if len(frame) else "",
         "columns": list(frame.columns),
-        "missing": missing,
+        "missing": {c: int(n) for c, n in frame[features].isna().sum().items()},
     }
-    atomic_write_bytes(path.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(lineage, indent=2)))
-    gaps = {c: n for c, n in missing.items() if n}
-    log.info("training set %s: %s rows, missing values %s", path.name, lineage["rows"], gaps or "none")
-    return lineage
 
 
 def _feature_service(store: FeatureStore, name: str) -> Any:

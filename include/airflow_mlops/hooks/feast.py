@@ -46,6 +46,7 @@ DEFAULT_PROJECT = "mlops"
 APPLIED_STATE_FILE = "applied_definitions.json"
 REDIS_CHECK_TIMEOUT_S = 2.0
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_LOG_RECORD = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")  # a line a log handler already formatted
 
 
 @dataclass(frozen=True)
@@ -59,14 +60,19 @@ class FeastSettings:
 
     @property
     def is_redis(self) -> bool:
-        return bool(self.online_store) and self.online_store.startswith(("redis://", "rediss://"))
+        return self.online_store is not None and self.online_store.startswith(("redis://", "rediss://"))
+
+    @property
+    def redis_url(self) -> str:
+        """The Redis URL; empty when the online store is SQLite."""
+        return self.online_store if self.online_store is not None and self.is_redis else ""
 
     @property
     def online_store_label(self) -> str:
         """The online store without credentials, for logs, errors and change detection."""
         if self.is_redis:
-            p = redis_params(self.online_store)
-            return f"{urlsplit(self.online_store).scheme}://{p['host']}:{p['port']}/{p['db']}"
+            p = redis_params(self.redis_url)
+            return f"{urlsplit(self.redis_url).scheme}://{p['host']}:{p['port']}/{p['db']}"
         return f"sqlite:///{sqlite_online_path(self.online_store)}"
 
 
@@ -100,26 +106,33 @@ def redis_connection_string(url: str, password: str | None = None) -> str:
 
 @contextlib.contextmanager
 def feast_output_to_log(logger: logging.Logger = log) -> Iterator[None]:
-    """Turn Feast's colored stdout prints into log lines and disable tqdm bars while Feast runs.
+    """Turn Feast's colored prints into log lines; no tqdm bars, no ibis deprecation noise.
 
     `FeatureStore.materialize*` prints ANSI-colored progress and hands a `tqdm` builder to the
-    compute engine (feast/feature_store.py `tqdm_builder`); in task logs both are noise.
+    compute engine (feast/feature_store.py `tqdm_builder`); in task logs both are noise. Lines that
+    already are formatted log records (dag.test() logs to stdout) are passed through, not re-logged.
     """
     import functools
+    import warnings
 
     import feast.feature_store as feature_store_module
     from tqdm import tqdm
 
-    buffer, original = io.StringIO(), feature_store_module.tqdm
+    buffer, original, stdout = io.StringIO(), feature_store_module.tqdm, sys.stdout
     feature_store_module.tqdm = functools.partial(tqdm, disable=True)
     try:
-        with contextlib.redirect_stdout(buffer):
+        with warnings.catch_warnings(), contextlib.redirect_stdout(buffer):
+            # Feast 0.67's duckdb path calls ibis' deprecated fetch_arrow_table() on every query.
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ibis\.")
             yield
     finally:
         feature_store_module.tqdm = original
-        for line in _ANSI.sub("", buffer.getvalue()).splitlines():
-            if line.strip():
-                logger.info("feast: %s", line.strip())
+        for line in buffer.getvalue().splitlines():
+            plain = _ANSI.sub("", line).strip()
+            if _LOG_RECORD.match(plain):
+                stdout.write(line + "\n")
+            elif plain:
+                logger.info("feast: %s", plain)
 
 
 @contextlib.contextmanager
@@ -132,9 +145,10 @@ def _importable_repo(repo: Path) -> Iterator[None]:
     """
     from feast.repo_operations import get_repo_files, py_path_to_module
 
-    old_cwd = os.getcwd()
+    old_cwd, old_bytecode = os.getcwd(), sys.dont_write_bytecode
     os.chdir(repo)
     sys.path.insert(0, str(repo))
+    sys.dont_write_bytecode = True  # as `feast apply` does: no __pycache__ inside the repo
     names = [py_path_to_module(f) for f in get_repo_files(repo)]
     try:
         for name in names:
@@ -144,6 +158,7 @@ def _importable_repo(repo: Path) -> Iterator[None]:
         for name in names:
             sys.modules.pop(name, None)
         sys.path.remove(str(repo))
+        sys.dont_write_bytecode = old_bytecode
         os.chdir(old_cwd)
 
 
@@ -255,7 +270,7 @@ class FeastHook(BaseHook):
     def _online_store_config(self) -> dict[str, Any]:
         s = self.settings
         if s.is_redis:
-            return {"type": "redis", "connection_string": redis_connection_string(s.online_store, s.redis_password)}
+            return {"type": "redis", "connection_string": redis_connection_string(s.redis_url, s.redis_password)}
         if s.online_store and not s.online_store.startswith("sqlite:"):
             raise MLOpsError(f"online store {s.online_store!r} is not supported; use redis://host:port/db, "
                              "rediss://... or leave it unset for the embedded SQLite store")
@@ -293,7 +308,7 @@ class FeastHook(BaseHook):
         from redis.backoff import NoBackoff
         from redis.retry import Retry
 
-        params = redis_params(s.online_store, s.redis_password)
+        params = redis_params(s.redis_url, s.redis_password)
         # redis-py retries refused connections with backoff (~8 s) by default: one try is enough here.
         client = redis.Redis(**params, socket_connect_timeout=REDIS_CHECK_TIMEOUT_S,
                              socket_timeout=REDIS_CHECK_TIMEOUT_S, retry=Retry(NoBackoff(), 0))
@@ -375,7 +390,10 @@ class FeastHook(BaseHook):
         import duckdb
 
         source = self.get_store().get_feature_view(view).batch_source
-        path = source.path if Path(source.path).is_absolute() else str(self.settings.repo_path / source.path)
+        raw_path = str(getattr(source, "path", "") or "")
+        if source is None or not raw_path:
+            raise FeatureRepoError(f"feature view {view} has no file source; the offline store here is parquet files")
+        path = raw_path if Path(raw_path).is_absolute() else str(self.settings.repo_path / raw_path)
         ts = '"' + source.timestamp_field.replace('"', '""') + '"'
         bounds = [(op, _utc(v)) for op, v in ((">=", start), (">", after), ("<=", end)) if v is not None]
         where = " AND ".join(["TRUE", *(f"{ts} {op} ?" for op, _ in bounds)])
@@ -384,7 +402,7 @@ class FeastHook(BaseHook):
         try:
             with duckdb.connect() as con:
                 con.execute("SET TimeZone='UTC'")
-                rows, first, last, files = con.execute(sql, [path, *(v for _, v in bounds)]).fetchone()
+                rows, first, last, files = con.execute(sql, [path, *(v for _, v in bounds)]).fetchone() or (0,) * 4
         except duckdb.IOException as err:  # no file matches the glob yet: an empty source
             log.info("offline source of %s has no data yet (%s)", view, err)
             rows, first, last, files = 0, None, None, []
@@ -393,7 +411,8 @@ class FeastHook(BaseHook):
 
     def _last_interval(self, view: str) -> tuple[datetime, datetime] | None:
         fv = self.get_store().registry.get_feature_view(view, self.settings.project, allow_cache=False)
-        return tuple(fv.materialization_intervals[-1]) if fv.materialization_intervals else None
+        return (fv.materialization_intervals[-1][0], fv.materialization_intervals[-1][1]) \
+            if fv.materialization_intervals else None
 
     def materialize(self, start: datetime, end: datetime, feature_views: list[str] | None = None) -> dict[str, Any]:
         """Load [start, end] of the views' offline data into the online store."""
@@ -412,8 +431,9 @@ class FeastHook(BaseHook):
             self.get_store().materialize_incremental(_utc(end), feature_views=views)
         results = {}
         for view in views:
-            start, stop = self._last_interval(view)
-            after = before[view][1] if before[view] else None  # Feast re-reads `after` itself; count only new rows
+            start, stop = self._last_interval(view) or (_utc(end), _utc(end))  # Feast records one per run
+            previous = before[view]
+            after = previous[1] if previous else None  # Feast re-reads `after` itself; count only new rows
             results[view] = self._view_result(view, "incremental", None if after else start, stop, after=after)
         return self._summary(results)
 

@@ -123,7 +123,7 @@ class MLflowHook(BaseHook):
             },
             "placeholders": {
                 "host": "http://127.0.0.1:5000 | postgresql://mlflow@127.0.0.1:5432/mlflow | sqlite:////abs/path/mlflow.db",
-                "extra": '{"registry_uri": "defaults to the tracking URI", "artifact_root": "s3://bucket/mlflow or /abs/dir"}',
+                "extra": '{"registry_uri": "defaults to the tracking URI", "artifact_root": "s3://bucket/mlflow"}',
                 "login": "optional, sets MLFLOW_TRACKING_USERNAME",
                 "password": "optional, sets MLFLOW_TRACKING_PASSWORD",
             },
@@ -135,15 +135,17 @@ class MLflowHook(BaseHook):
         """Resolved once per hook; the connection is read lazily so constructing a hook is free."""
         conn = None if self._tracking_uri else self._connection()
         extra = conn.extra_dejson if conn is not None else {}
-        tracking = self._tracking_uri or (self._conn_tracking_uri(conn) if conn else None) or config.default_tracking_uri()
-        registry = (
-            self._registry_uri or extra.get("registry_uri") or os.environ.get("MLFLOW_REGISTRY_URI") or tracking
-        )
+        # An empty host is valid: airflow_settings.yaml ships one so MLFLOW_TRACKING_URI still applies.
+        from_conn = self._conn_tracking_uri(conn) if conn else None
+        tracking = self._tracking_uri or from_conn or config.default_tracking_uri()
+        registry = self._registry_uri or extra.get("registry_uri") or os.environ.get("MLFLOW_REGISTRY_URI") or tracking
         artifact_root = self._artifact_root or extra.get("artifact_root") or self._default_artifact_root(tracking)
-        source = "arguments" if self._tracking_uri else (f"connection {self.mlflow_conn_id}" if conn else "defaults")
+        source = (
+            "arguments" if self._tracking_uri else (f"connection {self.mlflow_conn_id}" if from_conn else "defaults")
+        )
         return MLflowSettings(
-            tracking_uri=with_installed_driver(tracking),
-            registry_uri=with_installed_driver(registry),
+            tracking_uri=tracking,
+            registry_uri=registry,
             artifact_root=artifact_root,
             username=(conn.login or None) if conn else None,
             password=(conn.password or None) if conn else None,
@@ -156,8 +158,12 @@ class MLflowHook(BaseHook):
         except AirflowNotFoundException:
             log.info("No Airflow connection %r; using MLflow defaults", self.mlflow_conn_id)
         except Exception as exc:  # noqa: BLE001 - outside a task there may be no API/DB to ask at all
-            log.warning("Cannot read Airflow connection %r (%s: %s); using MLflow defaults",
-                        self.mlflow_conn_id, type(exc).__name__, exc)
+            log.warning(
+                "Cannot read Airflow connection %r (%s: %s); using MLflow defaults",
+                self.mlflow_conn_id,
+                type(exc).__name__,
+                exc,
+            )
         return None
 
     @staticmethod
@@ -194,11 +200,16 @@ class MLflowHook(BaseHook):
         from mlflow import MlflowClient
 
         self._apply_credentials()
-        for uri in dict.fromkeys((self.tracking_uri, self.registry_uri)):
+        tracking, registry = with_installed_driver(self.tracking_uri), with_installed_driver(self.registry_uri)
+        for uri in dict.fromkeys((tracking, registry)):
             self._prepare_store(uri)
-        log.info("MLflow tracking %s, registry %s (from %s)", redact(self.tracking_uri),
-                 redact(self.registry_uri), self.settings.source)
-        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
+        log.info(
+            "MLflow tracking %s, registry %s (from %s)",
+            redact(self.tracking_uri),
+            redact(self.registry_uri),
+            self.settings.source,
+        )
+        return MlflowClient(tracking_uri=tracking, registry_uri=registry)
 
     def _apply_credentials(self) -> None:
         # MLflow's REST client reads credentials only from these variables, at request time.
@@ -221,6 +232,8 @@ class MLflowHook(BaseHook):
 
         if scheme_of(uri) == "sqlite":
             Path(unquote(urlsplit(uri).path)).parent.mkdir(parents=True, exist_ok=True)
+        else:
+            _check_database(uri, CONNECT_TIMEOUT_S)  # seconds, instead of MLflow's ~100 s of retries
         SqlAlchemyStore(uri, _as_uri(root))
         _PREPARED_STORES.add((uri, root))
 
@@ -248,12 +261,12 @@ class MLflowHook(BaseHook):
 
         client = self.get_conn()
         saved = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-        mlflow.set_tracking_uri(self.tracking_uri)
-        mlflow.set_registry_uri(self.registry_uri)
+        mlflow.set_tracking_uri(with_installed_driver(self.tracking_uri))
+        mlflow.set_registry_uri(with_installed_driver(self.registry_uri))
         try:
             yield client
         finally:
-            mlflow.set_tracking_uri(saved["MLFLOW_TRACKING_URI"])
+            mlflow.set_tracking_uri(saved["MLFLOW_TRACKING_URI"])  # type: ignore[arg-type]  # None = unset
             mlflow.set_registry_uri(saved["MLFLOW_REGISTRY_URI"])  # type: ignore[arg-type]
             if saved["MLFLOW_REGISTRY_URI"] is None:
                 os.environ.pop("MLFLOW_REGISTRY_URI", None)
@@ -292,14 +305,19 @@ def _safe_dir(name: str) -> str:
 def _check_http(uri: str, timeout: float) -> None:
     import requests
 
-    fix = ("start it (`mlflow server --workers 1` with MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false, or the compose "
-           "service in docker/) or point the mlflow_default connection / MLFLOW_TRACKING_URI elsewhere")
+    fix = (
+        "start it (`docker compose -f docker/compose.yaml up -d mlflow`, or `mlflow server --workers 1` with "
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false) or point the mlflow_default connection / MLFLOW_TRACKING_URI "
+        "elsewhere"
+    )
     try:
         response = requests.get(f"{uri.rstrip('/')}/health", timeout=(timeout, timeout * 2))
     except requests.RequestException as exc:
         raise StoreUnavailable("MLflow tracking server", redact(uri), _first_line(exc), fix) from exc
     if response.status_code >= 500:
-        raise StoreUnavailable("MLflow tracking server", redact(uri), f"/health answered HTTP {response.status_code}", fix)
+        raise StoreUnavailable(
+            "MLflow tracking server", redact(uri), f"/health answered HTTP {response.status_code}", fix
+        )
 
 
 def _check_database(uri: str, timeout: float) -> None:
@@ -307,14 +325,17 @@ def _check_database(uri: str, timeout: float) -> None:
     parts = urlsplit(uri)
     scheme = scheme_of(uri)
     port = parts.port or {"postgresql": 5432, "mysql": 3306, "mssql": 1433}[scheme]
-    host = parts.hostname or "localhost"
-    fix = (f"start {scheme} on {host}:{port} (e.g. `docker compose -f docker/compose.yaml up -d postgres`) "
-           "or point the mlflow_default connection / MLFLOW_TRACKING_URI at a reachable store")
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            pass
-    except OSError as exc:
-        raise StoreUnavailable("MLflow backend store", redact(uri), _first_line(exc), fix) from exc
+    host = parts.hostname
+    fix = (
+        f"start {scheme} on {host or 'the local socket'}:{port} (e.g. `docker compose -f docker/compose.yaml up -d "
+        "postgres`) or point the mlflow_default connection / MLFLOW_TRACKING_URI at a reachable store"
+    )
+    if host:  # no host = Unix socket (postgresql:///mlflow): only the login below can tell
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                pass
+        except OSError as exc:
+            raise StoreUnavailable("MLflow backend store", redact(uri), _first_line(exc), fix) from exc
     if scheme == "postgresql":
         _login_postgres(uri, timeout, fix)
 
@@ -323,7 +344,9 @@ def _login_postgres(uri: str, timeout: float, fix: str) -> None:
     import sqlalchemy
     from sqlalchemy.pool import NullPool
 
-    engine = sqlalchemy.create_engine(uri, poolclass=NullPool, connect_args={"connect_timeout": max(1, int(timeout))})
+    engine = sqlalchemy.create_engine(
+        with_installed_driver(uri), poolclass=NullPool, connect_args={"connect_timeout": max(1, int(timeout))}
+    )
     try:
         with engine.connect():
             pass

@@ -86,10 +86,20 @@ class MLflowRegisterModelOperator(BaseOperator):
                 f"alias {self.alias!r} of {self.model_name} points at version {confirmed.version} right after "
                 f"being set to {version.version}; another writer moved it, re-run this task"
             )
-        self.log.info("%s version %s (%s) now has alias %s", self.model_name, version.version,
-                      "created" if created else "already registered", self.alias)
-        return {"name": self.model_name, "version": str(version.version), "run_id": self.run_id,
-                "alias": self.alias, "created": created}
+        self.log.info(
+            "%s version %s (%s) now has alias %s",
+            self.model_name,
+            version.version,
+            "created" if created else "already registered",
+            self.alias,
+        )
+        return {
+            "name": self.model_name,
+            "version": str(version.version),
+            "run_id": self.run_id,
+            "alias": self.alias,
+            "created": created,
+        }
 
     def _check_source(self, client: MlflowClient) -> str | None:
         """The logged-model id of model_uri, after checking it was logged by run_id."""
@@ -118,8 +128,9 @@ class MLflowRegisterModelOperator(BaseOperator):
             if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
                 raise
         try:
-            client.create_registered_model(self.model_name, tags={f"{TAG_PREFIX}managed_by": "airflow-mlops"},
-                                           description=self.description)
+            client.create_registered_model(
+                self.model_name, tags={f"{TAG_PREFIX}managed_by": "airflow-mlops"}, description=self.description
+            )
             self.log.info("Created registered model %s", self.model_name)
         except MlflowException as exc:
             # A parallel DAG run may have created it between our get and create: that is fine.
@@ -132,8 +143,12 @@ class MLflowRegisterModelOperator(BaseOperator):
             return None
         ordered = sorted(found, key=lambda mv: int(mv.version))
         if len(ordered) > 1:
-            self.log.warning("Run %s already has versions %s of %s; reusing the first", self.run_id,
-                             [mv.version for mv in ordered], self.model_name)
+            self.log.warning(
+                "Run %s already has versions %s of %s; reusing the first",
+                self.run_id,
+                [mv.version for mv in ordered],
+                self.model_name,
+            )
         return ordered[0]
 
     def _find_or_create_version(
@@ -143,7 +158,10 @@ class MLflowRegisterModelOperator(BaseOperator):
         if existing is not None:
             return existing, False
         version = client.create_model_version(
-            self.model_name, self.model_uri, run_id=self.run_id, tags=self._version_tags(client, context),
+            self.model_name,
+            self.model_uri,
+            run_id=self.run_id,
+            tags=self._version_tags(client, context),
             model_id=model_id,
         )
         return version, True

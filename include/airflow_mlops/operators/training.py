@@ -53,10 +53,22 @@ class SklearnTrainModelOperator(BaseOperator):
     """
 
     template_fields: Sequence[str] = (
-        "model_name", "training_set", "estimator", "estimator_params", "preprocessing", "split",
-        "label_column", "timestamp_column", "exclude_columns",
+        "model_name",
+        "training_set",
+        "estimator",
+        "estimator_params",
+        "preprocessing",
+        "split",
+        "label_column",
+        "timestamp_column",
+        "exclude_columns",
     )
-    template_fields_renderers = {"training_set": "json", "estimator_params": "json", "preprocessing": "json", "split": "json"}
+    template_fields_renderers = {
+        "training_set": "json",
+        "estimator_params": "json",
+        "preprocessing": "json",
+        "split": "json",
+    }
     ui_color = "#d7ecff"
 
     def __init__(
@@ -100,11 +112,19 @@ class SklearnTrainModelOperator(BaseOperator):
         hook = MLflowHook(self.mlflow_conn_id)
         hook.check_backend()  # fail in seconds, before spending minutes on training
         frame = pd.read_parquet(lineage.verify_snapshot(record))
-        self.log.info("Training %s on %s rows x %s columns from %s", self.estimator, len(frame), frame.shape[1], record["path"])
+        self.log.info(
+            "Training %s on %s rows x %s columns from %s", self.estimator, len(frame), frame.shape[1], record["path"]
+        )
         result = training.train(
-            frame, label=self.label_column, estimator=self.estimator, params=self.estimator_params,
-            preprocessing=self.preprocessing, split_config=self.split, seed=self.seed,
-            timestamp_column=self.timestamp_column, exclude=self.exclude_columns,
+            frame,
+            label=self.label_column,
+            estimator=self.estimator,
+            params=self.estimator_params,
+            preprocessing=self.preprocessing,
+            split_config=self.split,
+            seed=self.seed,
+            timestamp_column=self.timestamp_column,
+            exclude=self.exclude_columns,
         )
         self.log.info("Validation metrics (%s rows): %s", result.validation_rows, result.metrics)
         experiment_id = hook.experiment_id(self.model_name)
@@ -148,8 +168,12 @@ class SklearnTrainModelOperator(BaseOperator):
         return f"{self.model_name}-{run_id}" + (f"-try{try_number}" if try_number else "")
 
     def _flat_params(self, result: TrainResult) -> dict[str, Any]:
-        flat: dict[str, Any] = {"estimator": self.estimator, "seed": self.seed, "label": self.label_column,
-                                "n_features": len(result.feature_columns)}
+        flat: dict[str, Any] = {
+            "estimator": self.estimator,
+            "seed": self.seed,
+            "label": self.label_column,
+            "n_features": len(result.feature_columns),
+        }
         flat.update({f"params.{key}": value for key, value in self.estimator_params.items()})
         flat.update({f"preprocessing.{key}": value for key, value in self.preprocessing.items()})
         flat.update({f"split.{key}": value for key, value in result.split.items()})
@@ -177,8 +201,11 @@ class SklearnTrainModelOperator(BaseOperator):
                 pip_requirements=model_requirements(self.estimator),
                 metadata={"feature_columns": result.feature_columns, "label": self.label_column},
             )
-            timings = {"fit_seconds": result.fit_seconds, "train_rows": result.train_rows,
-                       "validation_rows": result.validation_rows}
+            timings = {
+                "fit_seconds": result.fit_seconds,
+                "train_rows": result.train_rows,
+                "validation_rows": result.validation_rows,
+            }
             mlflow.log_metrics({**result.metrics, **timings}, model_id=info.model_id)
             # default=str: start/end may arrive as datetimes when the lineage is passed in-process
             mlflow.log_dict(json.loads(json.dumps(dict(record), default=str)), "training_set/lineage.json")
