@@ -47,7 +47,8 @@ def measure(dag_file: Path, env: dict[str, str], repeat: int) -> dict:
         out = subprocess.run([sys.executable, "-c", PROBE, str(dag_file), json.dumps(HEAVY)], env=env,
                              capture_output=True, text=True, check=True)
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    return {"median_s": statistics.median(r["seconds"] for r in runs), "dags": runs[0]["dags"], "heavy": runs[0]["heavy"]}
+    median = statistics.median(r["seconds"] for r in runs)
+    return {"median_s": median, "dags": runs[0]["dags"], "heavy": runs[0]["heavy"]}
 
 
 def generated_specs(folder: Path, count: int) -> Path:
@@ -78,9 +79,10 @@ def main() -> None:
         cases[f"dags/{dag_file.name} ({args.specs} specs)"] = (dag_file, {**env, "MLOPS_MODELS_DIR": str(many)})
     results = {name: measure(path, case_env, args.repeat) for name, (path, case_env) in cases.items()}
     base = results["baseline (3 EmptyOperators)"]["median_s"]
-    print(f"| case | DAGs | median parse (s) | ratio to baseline | heavy imports |\n|---|---|---|---|---|")
+    print("| case | DAGs | median parse (s) | ratio to baseline | heavy imports |\n|---|---|---|---|---|")
     for name, r in results.items():
-        print(f"| {name} | {r['dags']} | {r['median_s']:.3f} | {r['median_s'] / base:.1f}x | {', '.join(r['heavy']) or 'none'} |")
+        heavy = ", ".join(r["heavy"]) or "none"
+        print(f"| {name} | {r['dags']} | {r['median_s']:.3f} | {r['median_s'] / base:.1f}x | {heavy} |")
     shutil.rmtree(work, ignore_errors=True)
     if any(r["heavy"] for r in results.values()):
         sys.exit("a DAG file imported a heavy library at parse time")

@@ -25,7 +25,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         layers = {m.name for m in item.iter_markers()} & LAYER_MARKERS
         if len(layers) != 1:
-            errors.append(f"{item.nodeid}: has markers {sorted(layers) or 'none'}; give it exactly one of {sorted(LAYER_MARKERS)}")
+            found = sorted(layers) or "none"
+            errors.append(f"{item.nodeid}: has markers {found}; give it exactly one of {sorted(LAYER_MARKERS)}")
     if errors:
         raise pytest.UsageError("unmarked or multiply-marked tests:\n" + "\n".join(errors))
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import warnings
 import sys
 from collections.abc import Sequence
 
@@ -69,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     gen.set_defaults(func=_cmd_generate)
     demo = sub.add_parser("demo", help="generate data and run the feature and training DAGs end to end")
     demo.add_argument("--days", type=int, default=30)
+    demo.add_argument("--verbose", action="store_true", help="show every Airflow task log line")
     demo.set_defaults(func=_cmd_demo)
     up = sub.add_parser("up", help="airflow standalone on the embedded state, with our DAGs and plugin")
     up.add_argument("--port", type=int, default=8080)
@@ -81,6 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Airflow reads its configuration once, at import: set AIRFLOW_HOME & co. before anything imports it.
     from airflow_mlops.runtime_env import apply_airflow_env
 
+    if args.command == "demo" and not args.verbose:
+        # dag.test() echoes every task log line; the demo prints its own progress, so keep warnings only.
+        os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
+        warnings.simplefilter("ignore", DeprecationWarning)  # libraries' deprecations are not the user's to fix
     apply_airflow_env()
     from airflow_mlops.exceptions import MLOpsError
 

@@ -90,9 +90,11 @@ def _summary() -> None:
     print(f"    MLflow UI:             mlflow ui --backend-store-uri {hook.tracking_uri} --port 5000")
     for spec in load_specs():
         version = client.get_model_version_by_alias(spec.name, "challenger")
-        run = client.get_run(version.run_id)
-        metrics = ", ".join(f"{k}={v:.4f}" for k, v in sorted(run.data.metrics.items()))
+        run = client.get_run(str(version.run_id))
+        shown = [m for m in spec.evaluation.metrics if m in run.data.metrics]
+        metrics = ", ".join(f"{m}={run.data.metrics[m]:.4f}" for m in shown)
         print(f"    model {spec.name} v{version.version} (alias challenger, run {version.run_id}): {metrics}")
+        print(f"    model URI:             models:/{spec.name}@challenger")
     home = config.paths()
     print(f"    offline store:         {home.offline_dir}")
     print(f"    Feast registry/online: {home.feast_dir}")
@@ -101,8 +103,8 @@ def _summary() -> None:
 
 def run_demo(days: int = 30) -> int:
     """Generate data and run the feature and training DAGs end to end on the embedded stack."""
-    from airflow_mlops.dags import FEATURE_DAG_ID, training_dag_id
     from airflow_mlops.core.spec import load_specs
+    from airflow_mlops.dags import FEATURE_DAG_ID, training_dag_id
 
     init_state()
     _say(f"generating {days} days of seeded demo data into the landing dir")

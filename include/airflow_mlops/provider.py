@@ -20,7 +20,10 @@ def get_provider_info() -> dict[str, Any]:
             {"integration-name": "Feast", "python-modules": ["airflow_mlops.hooks.feast"]},
         ],
         "operators": [
-            {"integration-name": "MLflow", "python-modules": ["airflow_mlops.operators.training", "airflow_mlops.operators.registry"]},
+            {
+                "integration-name": "MLflow",
+                "python-modules": ["airflow_mlops.operators.training", "airflow_mlops.operators.registry"],
+            },
             {"integration-name": "Feast", "python-modules": ["airflow_mlops.operators.features"]},
         ],
     }

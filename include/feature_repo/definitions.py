@@ -12,7 +12,9 @@ from feast.value_type import ValueType
 
 from airflow_mlops.config import paths
 
-driver = Entity(name="driver", join_keys=["driver_id"], value_type=ValueType.INT64, description="A driver on the platform")
+driver = Entity(
+    name="driver", join_keys=["driver_id"], value_type=ValueType.INT64, description="A driver on the platform"
+)
 
 driver_hourly_stats_source = FileSource(
     name="driver_hourly_stats_source",

@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from airflow_mlops import config
+from airflow_mlops.core.feature_repo import parse_feature_repo
 from airflow_mlops.core.spec import ModelSpec, parse_spec, spec_problems
+from airflow_mlops.exceptions import FeatureRepoError
 
 log = logging.getLogger(__name__)
 
@@ -26,33 +28,16 @@ class RepoIndex:
     problems: list[str] = field(default_factory=list)
 
 
-def parse_feature_repo(repo: Path):  # noqa: ANN201 - feast type, imported lazily
-    """Feast's parser names modules relative to the working directory, as its CLI does after chdir."""
-    import os
-    import sys
-
-    from feast.repo_operations import parse_repo
-
-    previous = os.getcwd()
-    sys.path.insert(0, str(repo))
-    try:
-        os.chdir(repo)
-        return parse_repo(repo.resolve())
-    finally:
-        os.chdir(previous)
-        sys.path.remove(str(repo))
-
-
 def index_feature_repo(repo: Path) -> RepoIndex:
-    """Parse the repo's definitions with Feast's own parser (imports the repo's Python files)."""
+    """Parse the repo's definitions with the shared parser (core.feature_repo), as FeastHook does."""
     index = RepoIndex()
     if not (repo / "feature_store.yaml").is_file():
         index.problems.append(f"{repo}: not a Feast repo (no feature_store.yaml); set MLOPS_FEATURE_REPO")
         return index
     try:
         contents = parse_feature_repo(repo)
-    except Exception as exc:  # noqa: BLE001 - a user's definitions can raise anything; report it, don't crash
-        index.problems.append(f"{repo}: Feast definitions failed to load: {type(exc).__name__}: {exc}")
+    except FeatureRepoError as exc:  # the definitions raised or are unusable: report it, don't crash
+        index.problems.append(str(exc))
         return index
     entity_keys = {e.name: [e.join_key] for e in contents.entities}
     for view in contents.feature_views:

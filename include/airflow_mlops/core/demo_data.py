@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -114,7 +114,6 @@ def _stats_as_of(frame: pd.DataFrame, stats: pd.DataFrame) -> pd.DataFrame:
 
 
 def _label(frame: pd.DataFrame, known: pd.DataFrame, concept: float, rng: object) -> pd.Series:
-    import numpy as np
 
     distance_weight = -0.12 * (1.0 - concept)
     surge_weight = -1.5 * concept
@@ -132,7 +131,7 @@ def _label(frame: pd.DataFrame, known: pd.DataFrame, concept: float, rng: object
     return (draws < _sigmoid(logit)).astype("int64")
 
 
-def _sigmoid(x: object) -> object:
+def _sigmoid(x: Any) -> Any:
     import numpy as np
 
     return 1.0 / (1.0 + np.exp(-np.asarray(x)))

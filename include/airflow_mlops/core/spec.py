@@ -31,12 +31,16 @@ class EntitySource(_Strict):
 
     dataset: str = Field(pattern=NAME_RE, description="offline-store dataset holding labelled events")
     timestamp_column: str = "event_timestamp"
-    request_features: tuple[str, ...] = Field(default=(), description="columns used as-is from the label table")
+    request_features: tuple[str, ...] = Field(
+        default=(), description="columns used as-is from the label table"
+    )
 
 
 class Features(_Strict):
     feature_service: str = Field(pattern=NAME_RE)
-    feature_views: tuple[str, ...] = Field(min_length=1, description="views of the service; their assets trigger retraining")
+    feature_views: tuple[str, ...] = Field(
+        min_length=1, description="views of the service; their assets trigger retraining"
+    )
     entity_keys: tuple[str, ...] = Field(min_length=1)
     entity_df: EntitySource
     label: str
@@ -65,13 +69,17 @@ class Training(_Strict):
     seed: int = 7
     schedule: str | None = Field(default=None, description="cron or preset, in addition to asset triggers")
     retrain_on_features: bool = True
-    lookback_days: int = Field(default=30, ge=1, description="label rows used for training, counted back from the newest")
+    lookback_days: int = Field(
+        default=30, ge=1, description="label rows used for training, counted back from the newest"
+    )
 
     @field_validator("estimator")
     @classmethod
     def _import_path(cls, value: str) -> str:
         if not IMPORT_PATH_RE.match(value):
-            raise ValueError(f"must be a dotted import path like sklearn.ensemble.HistGradientBoostingClassifier, got {value!r}")
+            raise ValueError(
+                f"must be a dotted import path like sklearn.ensemble.HistGradientBoostingClassifier, got {value!r}"
+            )
         return value
 
 

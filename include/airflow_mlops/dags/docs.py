@@ -37,6 +37,6 @@ Generated from `{spec.source_file}` — edit the spec, not this DAG.
 
 **Runs on**: feature assets {listens}; schedule `{train.schedule or "none"}`; or by hand.
 
-Intended use: {spec.intended_use or "—"}  
-Limitations: {spec.limitations or "—"}
+- Intended use: {spec.intended_use or "—"}
+- Limitations: {spec.limitations or "—"}
 """

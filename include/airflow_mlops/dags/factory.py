@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, chain
+from airflow.sdk.definitions.asset import BaseAsset
 
 from airflow_mlops.core.spec import ModelSpec, load_specs
 from airflow_mlops.dags.assets import features_asset
@@ -72,8 +73,10 @@ def feature_dag(specs: list[ModelSpec]) -> DAG:
 
 
 def _training_schedule(spec: ModelSpec) -> Any:
-    assets: list[Asset] = [features_asset(v) for v in spec.features.feature_views] if spec.training.retrain_on_features else []
-    condition = None
+    assets: list[Asset] = []
+    if spec.training.retrain_on_features:
+        assets = [features_asset(v) for v in spec.features.feature_views]
+    condition: BaseAsset | None = None
     for asset in assets:
         condition = asset if condition is None else condition | asset
     cron = spec.training.schedule

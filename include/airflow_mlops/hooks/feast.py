@@ -9,14 +9,8 @@ files import operators, operators import this module, so its top must stay light
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import io
 import json
 import logging
-import os
-import re
-import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,12 +25,11 @@ from airflow.sdk.exceptions import (
 )
 
 from airflow_mlops import config
+from airflow_mlops.core.feature_repo import definitions_hash, feast_output_to_log, parse_feature_repo
 from airflow_mlops.core.offline import atomic_write_bytes, batch_id_from_file
 from airflow_mlops.exceptions import FeatureRepoError, MLOpsError, StoreUnavailable
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from feast import FeatureStore, RepoConfig
     from feast.repo_contents import RepoContents
 
@@ -45,8 +38,6 @@ log = logging.getLogger(__name__)
 DEFAULT_PROJECT = "mlops"
 APPLIED_STATE_FILE = "applied_definitions.json"
 REDIS_CHECK_TIMEOUT_S = 2.0
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_LOG_RECORD = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")  # a line a log handler already formatted
 
 
 @dataclass(frozen=True)
@@ -102,102 +93,6 @@ def redis_connection_string(url: str, password: str | None = None) -> str:
     items = [f"{p['host']}:{p['port']}", f"db={p['db']}"]
     items += [f"{key}={p[key]}" for key in ("username", "password") if p[key]]
     return ",".join(items + (["ssl=true"] if p["ssl"] else []))
-
-
-@contextlib.contextmanager
-def feast_output_to_log(logger: logging.Logger = log) -> Iterator[None]:
-    """Turn Feast's colored prints into log lines; no tqdm bars, no ibis deprecation noise.
-
-    `FeatureStore.materialize*` prints ANSI-colored progress and hands a `tqdm` builder to the
-    compute engine (feast/feature_store.py `tqdm_builder`); in task logs both are noise. Lines that
-    already are formatted log records (dag.test() logs to stdout) are passed through, not re-logged.
-    """
-    import functools
-    import warnings
-
-    import feast.feature_store as feature_store_module
-    from tqdm import tqdm
-
-    buffer, original, stdout = io.StringIO(), feature_store_module.tqdm, sys.stdout
-    feature_store_module.tqdm = functools.partial(tqdm, disable=True)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(buffer):
-            # Feast 0.67's duckdb path calls ibis' deprecated fetch_arrow_table() on every query.
-            warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ibis\.")
-            yield
-    finally:
-        feature_store_module.tqdm = original
-        for line in buffer.getvalue().splitlines():
-            plain = _ANSI.sub("", line).strip()
-            if _LOG_RECORD.match(plain):
-                stdout.write(line + "\n")
-            elif plain:
-                logger.info("feast: %s", plain)
-
-
-@contextlib.contextmanager
-def _importable_repo(repo: Path) -> Iterator[None]:
-    """Let `feast.repo_operations.parse_repo` run from any cwd, repeatedly, in one process.
-
-    parse_repo imports each file under a module name relative to the *cwd* (`py_path_to_module`)
-    through `importlib.import_module`, whose cache would keep definitions that read MLOPS_HOME at
-    import time; so chdir into the repo, put it on sys.path and drop those modules before and after.
-    """
-    from feast.repo_operations import get_repo_files, py_path_to_module
-
-    old_cwd, old_bytecode = os.getcwd(), sys.dont_write_bytecode
-    os.chdir(repo)
-    sys.path.insert(0, str(repo))
-    sys.dont_write_bytecode = True  # as `feast apply` does: no __pycache__ inside the repo
-    names = [py_path_to_module(f) for f in get_repo_files(repo)]
-    try:
-        for name in names:
-            sys.modules.pop(name, None)
-        yield
-    finally:
-        for name in names:
-            sys.modules.pop(name, None)
-        sys.path.remove(str(repo))
-        sys.dont_write_bytecode = old_bytecode
-        os.chdir(old_cwd)
-
-
-def definitions_hash(repo: Path, *, project: str, online_store: str) -> str:
-    """sha256 of every definition file Feast reads (honouring .feastignore), the project and online store."""
-    from feast.repo_operations import get_repo_files
-
-    repo = repo.resolve()
-    digest = hashlib.sha256(f"{project}\0{online_store}\0".encode())
-    for path in get_repo_files(repo):
-        digest.update(str(path.relative_to(repo)).encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()
-
-
-def _check_join_key_types(contents: RepoContents, repo: Path) -> None:
-    """Refuse definitions whose join-key type Feast would infer by reading a glob source.
-
-    If neither the Entity has a `value_type` nor the view's schema lists the join key, apply infers
-    the type with pyarrow's ParquetDataset (feast/inference.py `_infer_features_and_entities` →
-    file_source.py `get_table_column_names_and_types`), which cannot expand `**` globs and fails with
-    a bare FileNotFoundError, although duckdb reads the same glob fine at query time.
-    """
-    from feast import ValueType
-
-    entities = {e.name: e for e in contents.entities}
-    for view in contents.feature_views:
-        path = getattr(view.batch_source, "path", "") or ""
-        declared = {f.name for f in view.schema}
-        for name in view.entities:
-            entity = entities.get(name)
-            if entity is None or entity.value_type != ValueType.UNKNOWN or entity.join_key in declared:
-                continue
-            if any(ch in path for ch in "*?["):
-                raise FeatureRepoError(
-                    f"{repo}: feature view '{view.name}' reads the glob {path!r} but the type of join key "
-                    f"'{entity.join_key}' is not declared, and Feast can only infer it from a single file or "
-                    f"directory. Declare it: Entity(name='{name}', ..., value_type=ValueType.INT64) or add "
-                    f"Field(name='{entity.join_key}', dtype=Int64) to the view's schema."
-                )
 
 
 def _utc(value: datetime) -> datetime:
@@ -328,22 +223,11 @@ class FeastHook(BaseHook):
     # -- definitions --------------------------------------------------------------------------
     def parse_definitions(self) -> RepoContents:
         """Parse the feature repo with Feast's own parser; errors name the repo and the fix."""
-        from feast.project import Project
-        from feast.repo_operations import parse_repo
-
         repo = self.settings.repo_path
         if not repo.is_dir():
             raise FeatureRepoError(f"feature repo {repo} does not exist; set MLOPS_FEATURE_REPO or the "
                                    f"`repo_path` extra of connection '{self.feast_conn_id}'")
-        try:
-            with _importable_repo(repo):
-                contents = parse_repo(repo)
-        except Exception as err:  # user code: any import-time error is a repo error
-            raise FeatureRepoError(f"cannot load Feast definitions from {repo}: {type(err).__name__}: {err}") from err
-        if not contents.projects:  # the same default as `feast apply` (repo_operations._get_repo_contents)
-            contents.projects.append(Project(name=self.settings.project, description=""))
-        _check_join_key_types(contents, repo)
-        return contents
+        return parse_feature_repo(repo, project=self.settings.project)
 
     def apply(self, *, force: bool = False) -> dict[str, Any]:
         """Register the repo's definitions, only if they changed since the last apply.
@@ -368,7 +252,7 @@ class FeastHook(BaseHook):
         # What `feast apply` does, minus its sys.exit() on repo errors. Source validation is skipped: for
         # a FileSource it only logs, and logs a false "path does not exist" for our `**` glob
         # (feast/infra/offline_stores/file_source.py `validate`); duckdb reads the glob fine.
-        with feast_output_to_log():
+        with feast_output_to_log(log):
             apply_total_with_repo_instance(store, s.project, store.registry, contents, skip_source_validation=True)
         record = {**summary, "applied_at": datetime.now(UTC).isoformat(), "online_store": s.online_store_label}
         atomic_write_bytes(state, lambda tmp: tmp.write_text(json.dumps(record, indent=2)))
@@ -418,7 +302,7 @@ class FeastHook(BaseHook):
         """Load [start, end] of the views' offline data into the online store."""
         self.check_online_store()
         views = self.feature_view_names(feature_views)
-        with feast_output_to_log():
+        with feast_output_to_log(log):
             self.get_store().materialize(_utc(start), _utc(end), feature_views=views)
         return self._summary({v: self._view_result(v, "full", _utc(start), _utc(end)) for v in views})
 
@@ -427,7 +311,7 @@ class FeastHook(BaseHook):
         self.check_online_store()
         views = self.feature_view_names(feature_views)
         before = {v: self._last_interval(v) for v in views}
-        with feast_output_to_log():
+        with feast_output_to_log(log):
             self.get_store().materialize_incremental(_utc(end), feature_views=views)
         results = {}
         for view in views:

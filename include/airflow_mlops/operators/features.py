@@ -197,14 +197,15 @@ class FeastBuildTrainingSetOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlops.config import paths
         from airflow_mlops.core.training_set import build_training_set, load_entity_df
-        from airflow_mlops.hooks.feast import FeastHook, feast_output_to_log
+        from airflow_mlops.core.feature_repo import feast_output_to_log
+        from airflow_mlops.hooks.feast import FeastHook
 
         home = paths()
         columns = [*self.entity_keys, self.timestamp_column, self.label_column, *self.request_features]
         entity_df = load_entity_df(home.dataset_dir(self.entity_dataset), self.timestamp_column,
                                    int(self.lookback_days), columns)
         store = FeastHook(feast_conn_id=self.feast_conn_id).get_store()
-        with feast_output_to_log():
+        with feast_output_to_log(self.log):
             lineage = build_training_set(
                 store, feature_service=self.feature_service, entity_df=entity_df, entity_keys=self.entity_keys,
                 timestamp_column=self.timestamp_column, label=self.label_column, request_features=self.request_features,
