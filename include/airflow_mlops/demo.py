@@ -121,6 +121,9 @@ def run_standalone(port: int = 8080) -> int:
     init_state()
     env = os.environ.copy()
     env["AIRFLOW__API__PORT"] = str(port)
+    env.setdefault("AIRFLOW__API__HOST", "127.0.0.1")  # a laptop UI with a generated password: not on the LAN
+    # standalone starts its components as `airflow …` subprocesses found on PATH: use this venv's.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     password_file = Path(env["AIRFLOW_HOME"]) / "simple_auth_manager_passwords.json.generated"
     _say(f"starting Airflow on http://localhost:{port} — user 'admin', password in {password_file} "
          "(also printed below by Airflow as 'Password for user')")

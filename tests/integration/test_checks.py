@@ -15,6 +15,15 @@ from airflow_mlops.core.checks import check_project
 pytestmark = pytest.mark.integration
 
 PROJECT = Path(__file__).resolve().parents[2]
+UNTYPED_GLOB_REPO = """
+from datetime import timedelta
+from feast import Entity, FeatureView, Field, FileSource
+from feast.types import Float64
+rider = Entity(name="rider", join_keys=["rider_id"])
+src = FileSource(path="/nowhere/**/*.parquet", timestamp_field="event_timestamp")
+rider_stats = FeatureView(name="rider_stats", entities=[rider], ttl=timedelta(days=1),
+                          schema=[Field(name="score", dtype=Float64)], source=src)
+"""
 
 
 @pytest.fixture
@@ -77,16 +86,26 @@ def test_broken_feature_repo_is_reported_not_raised(models: Path, tmp_path: Path
     (repo / "feature_store.yaml").write_text((PROJECT / "include" / "feature_repo" / "feature_store.yaml").read_text())
     (repo / "broken.py").write_text("raise RuntimeError('oops in definitions')\n")
     [problem] = check_project(models, repo)
-    assert "Feast definitions failed to load" in problem and "oops in definitions" in problem
+    assert f"cannot load Feast definitions from {repo}: RuntimeError: oops in definitions" in problem
+
+
+def test_untyped_join_key_over_a_glob_is_reported(models: Path, tmp_path: Path) -> None:
+    """The shared parser (core.feature_repo) applies the hook's join-key check in `check` too."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "feature_store.yaml").write_text((PROJECT / "include" / "feature_repo" / "feature_store.yaml").read_text())
+    (repo / "defs.py").write_text(UNTYPED_GLOB_REPO)
+    [problem] = check_project(models, repo)
+    assert "join key 'rider_id' is not declared" in problem and "value_type=ValueType.INT64" in problem
 
 
 def test_cli_exit_codes(models: Path, tmp_path: Path) -> None:
     env = {"MLOPS_MODELS_DIR": str(models), "MLOPS_HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin"}
-    ok = subprocess.run([sys.executable, "-m", "airflow_mlops.cli", "check", "--fast"], env=env,
+    ok = subprocess.run([sys.executable, "-m", "airflow_mlops.cli", "check", "--fast"], check=False, env=env,
                         capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     _edit(models, training__bogus=1)
-    bad = subprocess.run([sys.executable, "-m", "airflow_mlops.cli", "check", "--fast"], env=env,
+    bad = subprocess.run([sys.executable, "-m", "airflow_mlops.cli", "check", "--fast"], check=False, env=env,
                          capture_output=True, text=True)
     assert bad.returncode == 1
     assert "training.bogus: unknown field" in bad.stdout

@@ -145,7 +145,7 @@ def test_unreachable_postgres_fails_fast_and_hides_the_password(no_mlflow_env: N
 
 
 def test_ui_field_behaviour_and_helpers() -> None:
-    behaviour = MLflowHook.get_ui_field_behaviour()
+    behaviour = MLflowHook.ui_field_behaviour()
     assert behaviour["relabeling"]["host"] == "Tracking URI"
     assert "registry_uri" in behaviour["placeholders"]["extra"]
     assert MLflowHook.conn_type == "mlflow" and MLflowHook.default_conn_name == "mlflow_default"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from airflow.sdk import Asset
+from airflow.sdk.exceptions import AirflowSkipException
 from airflow.sdk.execution_time.context import OutletEventAccessors
 
 from airflow_mlops import config
@@ -177,3 +179,61 @@ def test_feature_operators_end_to_end(mlops_home: Path, small_demo: tuple) -> No
     assert Path(lineage["path"]).parent == mlops_home / "training_sets" / "ride_completion"
     assert lineage["rows"] == 1200 and json.loads(json.dumps(lineage)) == lineage
     assert lineage["feature_views"][VIEW]["materialized_until"] == "2026-10-03T23:00:00+00:00"
+
+
+RIDE_VIEW = """
+
+ride_stats = FeatureView(
+    name="ride_stats", entities=[driver], ttl=timedelta(days=2),
+    schema=[Field(name="trip_distance_km", dtype=Float64)],
+    source=FileSource(name="rides_source", path=str(paths().dataset_dir("rides") / "**" / "*.parquet"),
+                      timestamp_field="event_timestamp"),
+)
+"""
+
+
+def _materialize(context: dict[str, Any], outlets: list[Asset], **kwargs: Any) -> dict[str, Any]:
+    return FeastMaterializeOperator(task_id="materialize", outlets=outlets, **kwargs).execute(context)
+
+
+def test_materialize_skips_when_no_view_has_new_rows(mlops_home: Path, small_demo: tuple) -> None:
+    _drop_in_landing(small_demo[1])
+    LandRawBatchesOperator(task_id="land").execute({})
+    FeastApplyOperator(task_id="apply").execute({})
+    features = Asset(f"mlops.features.{VIEW}")
+    assert _materialize({"outlet_events": OutletEventAccessors()}, [features])["rows"] == 1440
+
+    with pytest.raises(AirflowSkipException, match=rf"no new feature rows: views \['{VIEW}'\] are up to date"):
+        _materialize({"outlet_events": OutletEventAccessors()}, [features])
+    context: dict[str, Any] = {"outlet_events": OutletEventAccessors()}
+    result = _materialize(context, [features], skip_when_up_to_date=False)
+    assert result["views"][VIEW]["mode"] == "up_to_date" and result["rows"] == 0
+    assert context["outlet_events"][features].extra == {}
+
+
+def test_only_views_with_new_rows_get_event_extras(
+    mlops_home: Path, small_demo: tuple, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two views; a new batch of driver stats only: the task succeeds and annotates that view alone."""
+    repo = tmp_path / "repo"
+    shutil.copytree(config.feature_repo_dir(), repo, ignore=shutil.ignore_patterns("__pycache__"))
+    (repo / "definitions.py").write_text((repo / "definitions.py").read_text() + RIDE_VIEW)
+    monkeypatch.setenv("AIRFLOW_CONN_FEAST_TWO_VIEWS", json.dumps({"conn_type": "feast",
+                                                                   "extra": {"repo_path": str(repo)}}))
+    cfg, data = small_demo
+    _drop_in_landing(data)
+    LandRawBatchesOperator(task_id="land").execute({})
+    FeastApplyOperator(task_id="apply", feast_conn_id="feast_two_views").execute({})
+    stats, rides = Asset(f"mlops.features.{VIEW}"), Asset("mlops.features.ride_stats")
+    first = _materialize({"outlet_events": OutletEventAccessors()}, [stats, rides], feast_conn_id="feast_two_views")
+    assert first["feature_views"] == ["driver_hourly_stats", "ride_stats"]
+
+    newer = demo_data.driver_stats(demo_data.DemoConfig(start=cfg.end, days=1, drivers=cfg.drivers, seed=5))
+    _drop_in_landing({VIEW: newer})
+    LandRawBatchesOperator(task_id="land").execute({})
+    context: dict[str, Any] = {"outlet_events": OutletEventAccessors()}
+    second = _materialize(context, [stats, rides], feast_conn_id="feast_two_views")
+    assert second["views"]["ride_stats"]["mode"] == "up_to_date"
+    assert context["outlet_events"][stats].extra["rows"] == len(newer) == second["rows"]
+    assert context["outlet_events"][stats].extra["mode"] == "incremental"
+    assert context["outlet_events"][rides].extra == {}

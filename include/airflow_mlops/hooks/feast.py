@@ -118,7 +118,7 @@ class FeastHook(BaseHook):
     hook_name = "Feast"
 
     @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+    def ui_field_behaviour(cls) -> dict[str, Any]:
         extra = {"repo_path": "/usr/local/airflow/include/feature_repo", "project": DEFAULT_PROJECT,
                  "online_store": "redis://redis:6379/0  (omit: embedded SQLite online store)"}
         return {

@@ -113,7 +113,8 @@ class MLflowHook(BaseHook):
         self._artifact_root = artifact_root
 
     @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+    def ui_field_behaviour(cls) -> dict[str, Any]:
+        """Connection-form behaviour, declared to Airflow through provider.py (3.2+ declarative style)."""
         return {
             "hidden_fields": ["schema", "port"],
             "relabeling": {

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset, BaseOperator
+from airflow.sdk.exceptions import AirflowSkipException
 
 from airflow_mlops.exceptions import MLOpsError
 
@@ -92,14 +93,23 @@ class FeastMaterializeOperator(BaseOperator):
 
     Without `start`/`end`, a view's first run materializes from its data's earliest event time to
     the newest, and later runs are incremental (Feast's own incremental mode would start the first
-    run at now - ttl). For every outlet `Asset("mlops.features.<view>")` the asset event's extra
-    gets {feature_view, mode, rows, start, end, batch_ids}. Returns {feature_views, rows, start,
-    end, views}.
+    run at now - ttl). Returns {feature_views, rows, start, end, views}.
+
+    Asset events (they start retraining, so they must mean "new feature data"):
+
+    - No view got new rows (every view `up_to_date` or 0 rows): with `skip_when_up_to_date` the task
+      raises AirflowSkipException, and a skipped task emits no asset event in Airflow 3.
+    - Some views got new rows: the task succeeds. The outlet `Asset("mlops.features.<view>")` of
+      each updated view gets the extra {feature_view, mode, rows, start, end, batch_ids}. Airflow
+      emits an event for every outlet of a successful task, so the outlets of unchanged views
+      still get one, with an empty extra: consumers tell them apart by `"rows" in extra`.
 
     :param feature_views: views to materialize (templated); None means all registered views.
     :param start: window start, ISO string or datetime (templated); needs `end` or uses now.
     :param end: window end (templated); alone, it caps the automatic window.
     :param feast_conn_id: Feast connection (templated).
+    :param skip_when_up_to_date: skip the task (no asset events) when no view got new rows
+        (default True); False succeeds and emits events with empty extras.
     """
 
     template_fields: Sequence[str] = ("feature_views", "start", "end", "feast_conn_id")
@@ -111,6 +121,7 @@ class FeastMaterializeOperator(BaseOperator):
         start: str | datetime | None = None,
         end: str | datetime | None = None,
         feast_conn_id: str = "feast_default",
+        skip_when_up_to_date: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -118,6 +129,7 @@ class FeastMaterializeOperator(BaseOperator):
         self.start = start
         self.end = end
         self.feast_conn_id = feast_conn_id
+        self.skip_when_up_to_date = skip_when_up_to_date
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlops.hooks.feast import FeastHook
@@ -131,19 +143,33 @@ class FeastMaterializeOperator(BaseOperator):
             result = hook.materialize_new(views, end=end)
         for view, info in result["views"].items():
             self.log.info("%s: %s (%s rows, %s → %s)", view, info["mode"], info["rows"], info["start"], info["end"])
-        self._annotate_outlets(context, result["views"])
+        updated = {view: info for view, info in result["views"].items() if _has_new_rows(info)}
+        if not updated and self.skip_when_up_to_date:
+            raise AirflowSkipException(
+                f"no new feature rows: views {result['feature_views'] or '(none registered)'} are up to date, so "
+                f"no {FEATURE_ASSET_PREFIX}* asset event is emitted and no retraining starts on unchanged data. "
+                f"Land a new batch to materialize, or set skip_when_up_to_date=False to succeed anyway."
+            )
+        self._annotate_outlets(context, updated, result["views"])
         return result
 
-    def _annotate_outlets(self, context: Context, views: dict[str, dict[str, Any]]) -> None:
+    def _annotate_outlets(self, context: Context, updated: dict[str, dict[str, Any]],
+                          materialized: dict[str, dict[str, Any]]) -> None:
         for outlet in self.outlets or []:
             if not isinstance(outlet, Asset) or not outlet.name.startswith(FEATURE_ASSET_PREFIX):
                 continue
             view = outlet.name[len(FEATURE_ASSET_PREFIX):]
-            if view not in views:
+            if view not in materialized:
                 self.log.warning("outlet %s names feature view %s, which this task did not materialize",
                                  outlet.name, view)
-                continue
-            context["outlet_events"][outlet].extra = {"feature_view": view, **views[view]}
+            elif view not in updated:
+                self.log.info("outlet %s: no new rows for %s; its asset event carries no extra", outlet.name, view)
+            else:
+                context["outlet_events"][outlet].extra = {"feature_view": view, **updated[view]}
+
+
+def _has_new_rows(info: dict[str, Any]) -> bool:
+    return info["mode"] != "up_to_date" and info["rows"] > 0
 
 
 class FeastBuildTrainingSetOperator(BaseOperator):
@@ -196,8 +222,8 @@ class FeastBuildTrainingSetOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlops.config import paths
-        from airflow_mlops.core.training_set import build_training_set, load_entity_df
         from airflow_mlops.core.feature_repo import feast_output_to_log
+        from airflow_mlops.core.training_set import build_training_set, load_entity_df
         from airflow_mlops.hooks.feast import FeastHook
 
         home = paths()
