@@ -10,5 +10,5 @@ from airflow_mlops import privacy as _privacy
 
 _privacy.disable_telemetry()
 
-__version__ = "0.1.0"
+from airflow_mlops.provider import VERSION as __version__
 __all__ = ["__version__"]

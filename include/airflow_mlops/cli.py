@@ -1,4 +1,4 @@
-"""`airflow-mlops` command: check, init, demo, generate-data, up, env."""
+"""`airflow-mlops` command: check, doctor, env, init, generate-data, demo, up."""
 
 from __future__ import annotations
 
@@ -24,6 +24,16 @@ def _cmd_env(_: argparse.Namespace) -> int:
 
     for key, value in apply_airflow_env().items():
         print(f"export {key}={value}")
+    return 0
+
+
+def _cmd_doctor(_: argparse.Namespace) -> int:
+    from airflow_mlops.demo import describe_profile, preflight
+
+    for line in describe_profile():
+        print(line)
+    preflight()
+    print("every configured store answers")
     return 0
 
 
@@ -61,6 +71,9 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--fast", action="store_true", help="spec syntax only: skip importing estimators and Feast")
     check.set_defaults(func=_cmd_check)
     sub.add_parser("env", help="print the environment the project gives Airflow").set_defaults(func=_cmd_env)
+    sub.add_parser("doctor", help="show which stores are configured and check each one answers").set_defaults(
+        func=_cmd_doctor
+    )
     sub.add_parser("init", help="create the state dir and the Airflow metadata DB").set_defaults(func=_cmd_init)
     gen = sub.add_parser("generate-data", help="write seeded demo batches to the landing dir")
     gen.add_argument("--days", type=int, default=30)

@@ -32,8 +32,9 @@ def _airflow_cli() -> str:
 
 
 def init_state() -> Path:
-    """Create MLOPS_HOME and migrate the Airflow metadata DB (idempotent)."""
+    """Check the configured stores answer, create MLOPS_HOME and migrate the Airflow metadata DB (idempotent)."""
     env = apply_airflow_env()
+    preflight()
     home = config.paths()
     for folder in (home.home, home.airflow_home, home.mlflow_dir, home.feast_dir, home.offline_dir, home.landing_dir):
         folder.mkdir(parents=True, exist_ok=True)
@@ -42,6 +43,29 @@ def init_state() -> Path:
     subprocess.run([_airflow_cli(), "db", "migrate"], check=True, env=os.environ.copy(), stdout=subprocess.DEVNULL)
     print(f"    Airflow metadata DB ready in {time.monotonic() - started:.1f}s", flush=True)
     return home.home
+
+
+def preflight() -> None:
+    """Fail in a second, naming each unreachable server and what to start, before any work begins."""
+    from airflow_mlops.exceptions import ProfileError
+    from airflow_mlops.profile import check_profile
+
+    problems = check_profile()
+    if problems:
+        raise ProfileError(problems)
+
+
+def describe_profile() -> list[str]:
+    """Which store each component uses, as configured right now (passwords masked)."""
+    from airflow_mlops.profile import mask_url
+
+    env = os.environ
+    return [
+        f"Airflow metadata DB: {mask_url(env.get('AIRFLOW__DATABASE__SQL_ALCHEMY_CONN', 'sqlite (AIRFLOW_HOME)'))}",
+        f"MLflow tracking:     {mask_url(config.default_tracking_uri())}",
+        f"Feast online store:  {mask_url(config.default_online_store() or 'sqlite (MLOPS_HOME/feast/online.db)')}",
+        f"State dir:           {config.paths().home}",
+    ]
 
 
 def write_demo_batches(days: int = 30, start: str | None = None, covariate_shift: float = 0.0,

@@ -29,6 +29,14 @@ class StoreUnavailable(MLOpsError):
         super().__init__(f"{what} at {url} is unreachable ({reason}). {fix}")
 
 
+class ProfileError(MLOpsError):
+    """The configured production profile points at servers that do not answer."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("production profile is not reachable:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
 class DataValidationFailed(MLOpsError):
     """A batch or training set broke its data contract."""
 

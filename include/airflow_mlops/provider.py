@@ -1,38 +1,62 @@
 """Provider metadata: makes `airflow providers list` show us and the UI offer our connection types.
 
-Connection-form behaviour is declared here (Airflow 3.2+ reads `ui-field-behaviour` from provider
-info; the hook-method form is deprecated and needs flask_appbuilder to load).
+Pure data, no imports from the package: Airflow calls `get_provider_info()` while it is still
+initialising its configuration, so importing hooks (and through them airflow) here would be circular.
+Connection-form behaviour is declared here — Airflow 3.2+ reads `ui-field-behaviour` from provider
+info; the hook-method form is deprecated and only loads with flask_appbuilder installed.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from airflow_mlops import __version__
+VERSION = "0.1.0"
+
+CONNECTION_FORMS: dict[str, dict[str, Any]] = {
+    "mlflow": {
+        "hidden_fields": ["schema", "port"],
+        "relabeling": {
+            "host": "Tracking URI",
+            "login": "Username (MLflow server auth)",
+            "password": "Password (MLflow server auth)",
+        },
+        "placeholders": {
+            "host": "http://127.0.0.1:5000 | postgresql://mlflow@127.0.0.1:5432/mlflow | sqlite:////abs/mlflow.db",
+            "extra": '{"registry_uri": "defaults to the tracking URI", "artifact_root": "s3://bucket/mlflow"}',
+            "login": "optional, sets MLFLOW_TRACKING_USERNAME",
+            "password": "optional, sets MLFLOW_TRACKING_PASSWORD",
+        },
+    },
+    "feast": {
+        "hidden_fields": ["host", "schema", "login", "port"],
+        "relabeling": {"password": "Redis password (optional)"},
+        "placeholders": {
+            "extra": json.dumps(
+                {
+                    "repo_path": "/usr/local/airflow/include/feature_repo",
+                    "project": "mlops",
+                    "online_store": "redis://redis:6379/0  (omit: embedded SQLite online store)",
+                },
+                indent=2,
+            ),
+            "password": "only if Redis requires AUTH",
+        },
+    },
+}
+HOOKS = {
+    "mlflow": ("airflow_mlops.hooks.mlflow.MLflowHook", "MLflow"),
+    "feast": ("airflow_mlops.hooks.feast.FeastHook", "Feast"),
+}
 
 
 def _declared(behaviour: dict[str, Any]) -> dict[str, Any]:
     """Hook-style snake_case behaviour -> provider-info kebab-case."""
     return {
-        "hidden-fields": behaviour.get("hidden_fields", []),
-        "relabeling": behaviour.get("relabeling", {}),
-        "placeholders": behaviour.get("placeholders", {}),
+        "hidden-fields": behaviour["hidden_fields"],
+        "relabeling": behaviour["relabeling"],
+        "placeholders": behaviour["placeholders"],
     }
-
-
-def _connection_types() -> list[dict[str, Any]]:
-    from airflow_mlops.hooks.feast import FeastHook
-    from airflow_mlops.hooks.mlflow import MLflowHook
-
-    return [
-        {
-            "hook-class-name": f"{hook.__module__}.{hook.__name__}",
-            "hook-name": hook.hook_name,
-            "connection-type": hook.conn_type,
-            "ui-field-behaviour": _declared(hook.ui_field_behaviour()),
-        }
-        for hook in (MLflowHook, FeastHook)
-    ]
 
 
 def get_provider_info() -> dict[str, Any]:
@@ -40,8 +64,16 @@ def get_provider_info() -> dict[str, Any]:
         "package-name": "airflow-mlops",
         "name": "Airflow MLOps",
         "description": "Data validation, Feast features, MLflow registry, deployment and monitoring for Airflow 3",
-        "versions": [__version__],
-        "connection-types": _connection_types(),
+        "versions": [VERSION],
+        "connection-types": [
+            {
+                "hook-class-name": hook_class,
+                "hook-name": hook_name,
+                "connection-type": conn_type,
+                "ui-field-behaviour": _declared(CONNECTION_FORMS[conn_type]),
+            }
+            for conn_type, (hook_class, hook_name) in HOOKS.items()
+        ],
         "hooks": [
             {"integration-name": "MLflow", "python-modules": ["airflow_mlops.hooks.mlflow"]},
             {"integration-name": "Feast", "python-modules": ["airflow_mlops.hooks.feast"]},

@@ -75,6 +75,39 @@ class AirflowClient:
             body["note"] = note
         return self.request("POST", f"/dags/{dag_id}/dagRuns", json=body)
 
+    def trigger_due_run(self, dag_id: str) -> dict[str, Any]:
+        """Trigger the run the schedule has due now (its logical date), so unpausing adds no second run.
+
+        The scheduler does not create a scheduled run for a logical date that already has a run; it
+        moves `next_dagrun` on instead (airflow/jobs/scheduler_job_runner.py `_create_dag_runs`).
+        """
+        dag = self.dag(dag_id)
+        due = dag["next_dagrun_logical_date"]
+        if due is None or parse_time(dag["next_dagrun_run_after"]) > datetime.now(UTC):
+            return self.trigger(dag_id)
+        return self.trigger(dag_id, logical_date=parse_time(due))
+
+    def unpause_without_catchup(self, dag_id: str, timeout: float = 60) -> None:
+        """Unpause so that only asset events and manual triggers start runs, not the catch-up run.
+
+        With catchup=False a cron schedule has its latest *past* point due, so unpausing creates a
+        scheduled run at once (airflow/timetables/trigger.py `next_dagrun_info`). A placeholder run
+        at that logical date, failed before the DAG is unpaused (it never starts), takes the slot;
+        once the scheduler has moved `next_dagrun` on, the placeholder is deleted again.
+        """
+        dag = self.dag(dag_id)
+        due = dag["next_dagrun_logical_date"]
+        if due is None or parse_time(dag["next_dagrun_run_after"]) > datetime.now(UTC):
+            self.unpause(dag_id)
+            return
+        placeholder = self.trigger(dag_id, logical_date=parse_time(due),
+                                   note="e2e placeholder: takes the catch-up slot, never runs")
+        self.set_run_state(dag_id, placeholder["dag_run_id"], "failed")
+        self.unpause(dag_id)
+        wait_for(lambda: self.dag(dag_id)["next_dagrun_logical_date"] != due, timeout,
+                 f"the scheduler to move {dag_id}'s next run past {due}")
+        self.request("DELETE", f"/dags/{dag_id}/dagRuns/{placeholder['dag_run_id']}", expect=204)
+
     def set_run_state(self, dag_id: str, run_id: str, state: str) -> dict[str, Any]:
         return self.request("PATCH", f"/dags/{dag_id}/dagRuns/{run_id}", json={"state": state})
 

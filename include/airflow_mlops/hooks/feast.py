@@ -4,7 +4,8 @@ Settings resolve as: explicit argument > connection extras (`repo_path`, `online
 `project`; the password is the Redis password) > environment/embedded default. No
 `feature_store.yaml` is read: the `RepoConfig` is built here, so switching the online store to
 Redis is configuration only. Feast, pandas, pyarrow and duckdb are imported inside functions: DAG
-files import operators, operators import this module, so its top must stay light.
+files import operators, operators import this module, so its top must stay light. The repo as
+files (parsing it in-process, hashing it, Feast's prints in the log) is `core.feature_repo`.
 """
 
 from __future__ import annotations

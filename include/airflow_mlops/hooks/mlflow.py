@@ -114,21 +114,10 @@ class MLflowHook(BaseHook):
 
     @classmethod
     def ui_field_behaviour(cls) -> dict[str, Any]:
-        """Connection-form behaviour, declared to Airflow through provider.py (3.2+ declarative style)."""
-        return {
-            "hidden_fields": ["schema", "port"],
-            "relabeling": {
-                "host": "Tracking URI",
-                "login": "Username (MLflow server auth)",
-                "password": "Password (MLflow server auth)",
-            },
-            "placeholders": {
-                "host": "http://127.0.0.1:5000 | postgresql://mlflow@127.0.0.1:5432/mlflow | sqlite:////abs/path/mlflow.db",
-                "extra": '{"registry_uri": "defaults to the tracking URI", "artifact_root": "s3://bucket/mlflow"}',
-                "login": "optional, sets MLFLOW_TRACKING_USERNAME",
-                "password": "optional, sets MLFLOW_TRACKING_PASSWORD",
-            },
-        }
+        """Connection-form behaviour; declared to Airflow through provider.py (3.2+ declarative style)."""
+        from airflow_mlops.provider import CONNECTION_FORMS
+
+        return CONNECTION_FORMS[cls.conn_type]
 
     # ----------------------------------------------------------------------------- resolution
     @cached_property
