@@ -120,13 +120,10 @@ class FeastHook(BaseHook):
 
     @classmethod
     def ui_field_behaviour(cls) -> dict[str, Any]:
-        extra = {"repo_path": "/usr/local/airflow/include/feature_repo", "project": DEFAULT_PROJECT,
-                 "online_store": "redis://redis:6379/0  (omit: embedded SQLite online store)"}
-        return {
-            "hidden_fields": ["host", "schema", "login", "port"],
-            "relabeling": {"password": "Redis password (optional)"},
-            "placeholders": {"extra": json.dumps(extra, indent=2), "password": "only if Redis requires AUTH"},
-        }
+        """Connection-form behaviour; declared to Airflow through provider.py (3.2+ declarative style)."""
+        from airflow_mlops.provider import CONNECTION_FORMS
+
+        return CONNECTION_FORMS[cls.conn_type]
 
     def __init__(self, feast_conn_id: str = default_conn_name, repo_path: str | Path | None = None,
                  online_store: str | None = None) -> None:
