@@ -7,8 +7,8 @@ so no code path a user runs phones home (see `privacy.py`).
 from __future__ import annotations
 
 from airflow_mlops import privacy as _privacy
+from airflow_mlops.provider import VERSION as __version__
 
 _privacy.disable_telemetry()
 
-from airflow_mlops.provider import VERSION as __version__
 __all__ = ["__version__"]

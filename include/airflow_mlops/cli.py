@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import warnings
 import sys
+import warnings
 from collections.abc import Sequence
 
 
