@@ -12,6 +12,9 @@ and `include/models` are copies of the shipped ones (MLOPS_FEATURE_REPO / MLOPS_
 4. `build_dags()` gives `mlops_features` and `churn__train`; both succeed under `dag.test()` (in a
    subprocess with the project's own Airflow environment, like `airflow-mlops demo`), and MLflow has
    `churn` v1 under alias `challenger` with a roc_auc only the point-in-time features can explain.
+
+The fresh state dir gets its Airflow metadata DB from `airflow-mlops init` (what `make demo`/`make up`
+run first), in the background while steps 1-3 run. ~50 s on 2 loaded cores, most of it imports.
 """
 
 from __future__ import annotations
@@ -110,31 +113,33 @@ def _finished(process: subprocess.Popen[str], expect: int = 0) -> str:
     return output
 
 
-def _readme_example_error() -> str:
-    """The example `check` error line the README shows for a wrong feature service."""
-    found = re.search(r"`(ERROR include/models/\S+\.yaml: features\.feature_service: [^`]+)`",
+def _readme_example_error() -> tuple[str, str]:
+    """The example `check` error the README shows for a wrong feature service: (spec path, message).
+
+    The spec path is taken from `include/` on, whatever the README puts before it (`/…/` or nothing).
+    """
+    found = re.search(r"`ERROR (?:\S*/)?(include/models/\S+\.yaml): (features\.feature_service: [^`]+)`",
                       README.read_text(encoding="utf-8"))
     assert found, "the README no longer shows an example `check` error for features.feature_service"
-    return found[1]
+    return found[1], found[2]
 
 
-def _models_with_bad_service(project: Path, example: str) -> Path:
+def _models_with_bad_service(project: Path, spec_path: str, message: str) -> Path:
     """A copy of the models dir whose spec (the one the README's example names) uses the example's bad service."""
-    spec_path = Path(example.removeprefix("ERROR ").split(": ", 1)[0])
-    bad_service = re.search(r"'(\w+)' is not defined", example)[1]  # type: ignore[index]
-    models = project.parent / "bad_spec" / spec_path.parent
-    shutil.copytree(project / spec_path.parent, models)
-    spec = models / spec_path.name
+    bad_service = re.search(r"'(\w+)' is not defined", message)[1]  # type: ignore[index]
+    models = project.parent / "bad_spec" / Path(spec_path).parent
+    shutil.copytree(project / Path(spec_path).parent, models)
+    spec = models / Path(spec_path).name
     good = spec.read_text(encoding="utf-8")
     spec.write_text(re.sub(r"(feature_service:\s*)\w+", rf"\g<1>{bad_service}", good, count=1), encoding="utf-8")
     return models
 
 
-def _assert_check_printed(output: str, example: str, models: Path) -> None:
+def _assert_check_printed(output: str, spec_path: str, message: str, models: Path) -> None:
     errors = [line for line in output.splitlines() if line.startswith("ERROR ")]
-    spec_path, rest = example.removeprefix("ERROR ").split(": ", 1)
-    # `check` prints the spec path as it resolved it (absolute); the README shows it project-relative.
-    assert errors == [f"ERROR {models / Path(spec_path).name}: {rest}"], f"README: {example}\ncheck: {errors}"
+    # `check` prints the spec path as it resolved it: absolute.
+    expected = f"ERROR {models / Path(spec_path).name}: {message}"
+    assert errors == [expected], f"README example: ...{spec_path}: {message}\ncheck printed: {errors}"
 
 
 def _land_and_add_files(project: Path, mlops_home: Path, env: dict[str, str]) -> ChurnData:
@@ -193,32 +198,27 @@ def _assert_registered(mlops_home: Path) -> None:
 
 
 def test_readme_add_your_own_model_end_to_end(mlops_home: Path, tmp_path: Path) -> None:
-    import time; t0=time.monotonic(); T=lambda m: print("T", m, round(time.monotonic()-t0,1), flush=True)
     project = _scratch_project(tmp_path, mlops_home)
     env = _user_env(mlops_home, project)
     check = own_model_readme().check_command
-    example = _readme_example_error()
+    spec_path, message = _readme_example_error()
     with contextlib.ExitStack() as stack:
         # A fresh state dir needs its Airflow metadata DB (`airflow-mlops init`); it migrates meanwhile.
         init = stack.enter_context(_background([str(VENV / "bin" / "airflow-mlops"), "init"], project, env))
         data = _land_and_add_files(project, mlops_home, env)
         # Step 4, with the README's command: consistent as written; with the README's wrong service name,
         # the README's error (on a copy of the models dir, in the background).
-        bad_models = _models_with_bad_service(project, example)
+        bad_models = _models_with_bad_service(project, spec_path, message)
         bad_check = stack.enter_context(_background(["bash", "-euo", "pipefail", "-c", check], project,
                                                     {**env, "MLOPS_MODELS_DIR": str(bad_models)}))
         checked = _bash(check, project, env)
-        T('checked = _bash(chec')
         assert checked.returncode == 0, checked.stdout + checked.stderr
         assert "specs and feature repo are consistent" in checked.stdout
         _finished(init)
-        T('_finished(init)')
 
         # Airflow picks the model up: the feature DAG lands and materializes, then the generated training DAG.
         _run_dags(project, env)
-        T('_run_dags(project, e')
         _assert_landed_and_joined(mlops_home, data)
         _assert_registered(mlops_home)
-        T('_assert_registered(m')
-        _assert_check_printed(_finished(bad_check, expect=1), example, bad_models)
-        T("bad")
+        assert not (project / "mlruns").exists(), "MLflow wrote outside MLOPS_HOME"
+        _assert_check_printed(_finished(bad_check, expect=1), spec_path, message, bad_models)

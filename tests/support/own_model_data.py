@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import textwrap
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -142,7 +142,3 @@ def write_churn_parquet(directory: Path, data: ChurnData) -> dict[str, Path]:
         written[name] = directory / f"{name}.parquet"
         frame.to_parquet(written[name], index=False)
     return written
-
-
-def since_start(days: float) -> datetime:
-    return START + timedelta(days=days)
