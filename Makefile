@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export MLOPS_HOME ?= $(CURDIR)/.local
 PYTEST_ARGS ?=
 
-.PHONY: install demo up test test-stack lint bench lock clean check
+.PHONY: install browser-deps demo up test test-stack lint bench lock clean check
 
 install: $(VENV)/.installed
 
@@ -28,8 +28,18 @@ up: install
 check: install
 	$(VENV)/bin/airflow-mlops check
 
+## Debian's Chromium for the `browser` tests: Playwright drives /usr/bin/chromium (no browser download).
+browser-deps:
+	@if [ -x /usr/bin/chromium ]; then \
+	  echo "chromium present: $$(/usr/bin/chromium --version 2>/dev/null)"; \
+	else \
+	  sudo=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+	  $$sudo apt-get update -q && \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium fonts-dejavu-core; \
+	fi
+
 ## Every test except the production-profile `stack` tests; needs no server.
-test: install
+test: install browser-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -m "not stack" $(PYTEST_ARGS)
 

@@ -87,26 +87,29 @@ class AirflowClient:
             return self.trigger(dag_id)
         return self.trigger(dag_id, logical_date=parse_time(due))
 
-    def unpause_without_catchup(self, dag_id: str, timeout: float = 60) -> None:
+    def unpause_without_catchup(self, dag_id: str, timeout: float = 60) -> str | None:
         """Unpause so that only asset events and manual triggers start runs, not the catch-up run.
 
-        With catchup=False a cron schedule has its latest *past* point due, so unpausing creates a
-        scheduled run at once (airflow/timetables/trigger.py `next_dagrun_info`). A placeholder run
-        at that logical date, failed before the DAG is unpaused (it never starts), takes the slot;
-        once the scheduler has moved `next_dagrun` on, the placeholder is deleted again.
+        With catchup=False a cron schedule always has its latest *past* point due, so unpausing
+        creates a scheduled run at once (airflow/timetables/trigger.py `next_dagrun_info`), and
+        every re-parse recomputes that point from the last scheduled run, ignoring manual ones
+        (airflow/dag_processing/collection.py `_get_latest_runs_stmt`). The scheduler creates no
+        scheduled run for a logical date that already has a run (airflow/jobs/scheduler_job_runner.py
+        `_create_dag_runs`): a placeholder run at that date, failed before the DAG is unpaused so it
+        never starts, holds the slot. It must stay; returns its run id (None if nothing was due).
         """
         dag = self.dag(dag_id)
         due = dag["next_dagrun_logical_date"]
         if due is None or parse_time(dag["next_dagrun_run_after"]) > datetime.now(UTC):
             self.unpause(dag_id)
-            return
+            return None
         placeholder = self.trigger(dag_id, logical_date=parse_time(due),
-                                   note="e2e placeholder: takes the catch-up slot, never runs")
+                                   note="e2e placeholder: holds the catch-up slot, never runs")
         self.set_run_state(dag_id, placeholder["dag_run_id"], "failed")
         self.unpause(dag_id)
         wait_for(lambda: self.dag(dag_id)["next_dagrun_logical_date"] != due, timeout,
-                 f"the scheduler to move {dag_id}'s next run past {due}")
-        self.request("DELETE", f"/dags/{dag_id}/dagRuns/{placeholder['dag_run_id']}", expect=204)
+                 f"the scheduler to skip {dag_id}'s catch-up run at {due}")
+        return str(placeholder["dag_run_id"])
 
     def set_run_state(self, dag_id: str, run_id: str, state: str) -> dict[str, Any]:
         return self.request("PATCH", f"/dags/{dag_id}/dagRuns/{run_id}", json={"state": state})

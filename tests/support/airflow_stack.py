@@ -30,6 +30,7 @@ from typing import IO, Any
 from unittest import mock
 
 import httpx
+import psutil
 
 from support.airflow_client import AirflowClient, wait_for
 
@@ -139,7 +140,7 @@ class AirflowStack:
 
     @property
     def password_file(self) -> Path:
-        return self.airflow_home / "simple_auth_manager_passwords.json"
+        return self.airflow_home / "simple_auth_manager_passwords.json.generated"
 
     @property
     def base_url(self) -> str:
@@ -173,9 +174,10 @@ class AirflowStack:
         for name in components:
             out = (self.log_dir / f"{name}.log").open("ab")
             self._log_handles.append(out)
-            self.procs[name] = subprocess.Popen(  # noqa: PLW1509 - preexec_fn: own group + parent-death signal
+            # preexec_fn is safe here: the test process starts the stack before any thread exists.
+            self.procs[name] = subprocess.Popen(
                 [airflow_exe(), name], env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, cwd=self.home, preexec_fn=_die_with_parent,
+                stdin=subprocess.DEVNULL, cwd=self.home, preexec_fn=_die_with_parent,  # noqa: PLW1509
             )
 
     def check_alive(self) -> None:
@@ -186,7 +188,12 @@ class AirflowStack:
             raise RuntimeError(f"Airflow component(s) died: {sorted(dead)}\n{tails}")
 
     def stop(self) -> None:
-        """SIGTERM every process group, SIGKILL what is left after STOP_TIMEOUT_S; never raises."""
+        """SIGTERM every process group, SIGKILL what is left after STOP_TIMEOUT_S; never raises.
+
+        Task processes start their own process group (the LocalExecutor's supervisor), so every
+        descendant is looked up first and killed too if it outlives its component.
+        """
+        family = [child for proc in self.procs.values() for child in _descendants(proc.pid)]
         for proc in self.procs.values():
             _signal_group(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_TIMEOUT_S
@@ -194,9 +201,13 @@ class AirflowStack:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
         for proc in self.procs.values():
-            _signal_group(proc.pid, signal.SIGKILL)  # task workers forked by the scheduler live in its group
+            _signal_group(proc.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5)
+        for child in family:
+            with contextlib.suppress(psutil.Error):
+                child.kill()  # psutil refuses if the pid now belongs to another process
+        psutil.wait_procs(family, timeout=5)
         for handle in self._log_handles:
             handle.close()
 
@@ -232,7 +243,8 @@ class AirflowStack:
     def _dag_parsed(client: AirflowClient, dag_id: str) -> bool:
         errors = client.import_errors()
         if errors:
-            raise RuntimeError("DAG import errors:\n" + "\n".join(f"{e['filename']}: {e['stack_trace']}" for e in errors))
+            details = "\n".join(f"{e['filename']}: {e['stack_trace']}" for e in errors)
+            raise RuntimeError(f"DAG import errors:\n{details}")
         response = client.request("GET", "/dags", params={"dag_id_pattern": dag_id})
         return any(dag["dag_id"] == dag_id for dag in response["dags"])
 
@@ -249,6 +261,13 @@ class AirflowStack:
         if attempts:
             print(f"\n===== outbound network attempts =====\n{attempts}", file=out)
         out.flush()
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return list(psutil.Process(pid).children(recursive=True))
+    except psutil.Error:
+        return []
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
@@ -275,3 +294,17 @@ def airflow_stack(home: Path, components: Iterable[str] = ALL_COMPONENTS, dag_id
         raise
     finally:
         stack.stop()
+
+
+@contextlib.contextmanager
+def airflow_stack_for_fixture(request: Any, home: Path, **kwargs: Any) -> Iterator[AirflowStack]:
+    """`airflow_stack` for a (module- or session-scoped) pytest fixture.
+
+    Pytest does not raise a test's failure into its fixtures, so the logs are printed when the
+    session's failure count grew while the stack was up. `request` is the fixture's FixtureRequest.
+    """
+    failed_before = request.session.testsfailed
+    with airflow_stack(home, **kwargs) as stack:
+        yield stack
+        if request.session.testsfailed > failed_before:
+            stack.dump_logs()
