@@ -53,6 +53,9 @@ lint: install
 
 bench: install
 	$(PY) benchmarks/dag_parse_time.py
+	$(PY) benchmarks/validation.py
+	$(PY) benchmarks/training_set_build.py
+	$(PY) benchmarks/online_lookup.py
 
 ## Re-resolve the lock after changing dependencies in pyproject.toml.
 lock: install

@@ -108,6 +108,17 @@ def test_same_inputs_give_the_same_content_addressed_snapshot(store: Any, tmp_pa
     assert json.loads(path.with_suffix(".json").read_text()) == first
 
 
+def test_chunked_join_gives_the_same_snapshot(store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bounded-memory chunks of entity rows must not change a single byte of the training set."""
+    import airflow_mlops.core.training_set as training_set
+
+    whole = _build(store, _entity_df(), tmp_path / "whole")
+    monkeypatch.setattr(training_set, "ENTITY_CHUNK_ROWS", 97)  # many uneven chunks
+    chunked = _build(store, _entity_df(), tmp_path / "chunked")
+    assert chunked["rows"] == whole["rows"] > 97 * 3
+    assert chunked["sha256"] == whole["sha256"]
+
+
 def _leaves(value: Any) -> list[Any]:
     if isinstance(value, dict):
         return [leaf for v in value.values() for leaf in _leaves(v)]
