@@ -1,4 +1,4 @@
-"""`airflow-mlops` command: check, doctor, env, init, generate-data, demo, up."""
+"""`airflow-mlops` command: check, doctor, env, init, generate-data, suite, demo, up."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -52,6 +53,15 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_suite(args: argparse.Namespace) -> int:
+    from airflow_mlops.core.suites import write_reference_suite
+
+    out = write_reference_suite(args.dataset, args.source, out=args.out, keys=args.keys, label=args.label,
+                                timestamp_column=args.timestamp_column, unique=args.unique, force=args.force)
+    print(f"wrote suite '{args.dataset}' to {out}; review the ranges and rules before relying on it")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from airflow_mlops.demo import run_demo
 
@@ -82,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--concept-shift", type=float, default=0.0, help="0..1: the rule itself changes")
     gen.add_argument("--seed", type=int, default=7)
     gen.set_defaults(func=_cmd_generate)
+    _add_suite_parser(sub)
     demo = sub.add_parser("demo", help="generate data and run the feature and training DAGs end to end")
     demo.add_argument("--days", type=int, default=30)
     demo.add_argument("--verbose", action="store_true", help="show every Airflow task log line")
@@ -90,6 +101,20 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, default=8080)
     up.set_defaults(func=_cmd_up)
     return parser
+
+
+def _add_suite_parser(sub: Any) -> None:
+    suite = sub.add_parser("suite", help="profile a trusted batch into a GX suite include/expectations/<dataset>.json")
+    suite.add_argument("--dataset", required=True, help="dataset name; the suite is named like it")
+    suite.add_argument("--from", dest="source", required=True, help="trusted reference batch (.parquet or .csv)")
+    suite.add_argument("--out", default=None, help="suite file (default: <expectations dir>/<dataset>.json)")
+    suite.add_argument("--keys", nargs="+", default=None,
+                       help="entity key columns (default: the entity keys of the specs that use the dataset)")
+    suite.add_argument("--label", default=None, help="label column (default: the spec label of a label dataset)")
+    suite.add_argument("--timestamp-column", default=None, help="event time column (default: event_timestamp)")
+    suite.add_argument("--unique", nargs="*", default=(), help="columns whose values are unique on their own")
+    suite.add_argument("--force", action="store_true", help="overwrite an existing (maybe hand-edited) suite")
+    suite.set_defaults(func=_cmd_suite)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

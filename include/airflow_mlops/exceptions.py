@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 
 class MLOpsError(AirflowException):
@@ -37,8 +37,13 @@ class ProfileError(MLOpsError):
         super().__init__("production profile is not reachable:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
-class DataValidationFailed(MLOpsError):
-    """A batch or training set broke its data contract."""
+class DataValidationFailed(MLOpsError, AirflowFailException):
+    """A batch or training set broke its data contract.
+
+    Also an AirflowFailException: the task fails without retrying. Bad data does not fix itself,
+    and a retry after the bad files were quarantined would succeed and run downstream tasks in the
+    very run that found them.
+    """
 
 
 class TrainingSetError(MLOpsError):

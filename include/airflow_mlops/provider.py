@@ -77,6 +77,7 @@ def get_provider_info() -> dict[str, Any]:
         "hooks": [
             {"integration-name": "MLflow", "python-modules": ["airflow_mlops.hooks.mlflow"]},
             {"integration-name": "Feast", "python-modules": ["airflow_mlops.hooks.feast"]},
+            {"integration-name": "Great Expectations", "python-modules": ["airflow_mlops.hooks.gx"]},
         ],
         "operators": [
             {
@@ -84,5 +85,12 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["airflow_mlops.operators.training", "airflow_mlops.operators.registry"],
             },
             {"integration-name": "Feast", "python-modules": ["airflow_mlops.operators.features"]},
+            {"integration-name": "Great Expectations", "python-modules": ["airflow_mlops.operators.validation"]},
         ],
+        "sensors": [{"integration-name": "Feast", "python-modules": ["airflow_mlops.sensors.feast"]}],
+        "triggers": [
+            {"integration-name": "Feast", "python-modules": ["airflow_mlops.triggers.feast"]},
+            {"integration-name": "Landing directory", "python-modules": ["airflow_mlops.triggers.landing"]},
+        ],
+        "extra-links": ["airflow_mlops.operators.validation.ValidationReportLink"],
     }

@@ -15,16 +15,24 @@ Layout, one directory per dataset::
   naive timestamps make point-in-time joins depend on the reader's time zone.
 - The hive `date=` directory shows up as an extra `date` column for duckdb's glob reader; Feast
   only selects the columns it needs, so it is harmless (checked by tests/integration).
+- Raw batches are parquet or CSV (`RAW_SUFFIXES`). CSV is strict UTF-8 (a leading BOM is allowed)
+  and has no types: a column whose every non-empty value is an ISO 8601 date-time is read as a
+  timestamp (tz-aware when the values carry an offset or `Z`; naive otherwise, which the
+  validation gate rejects). `load_raw_batch` names the rule a file breaks when it cannot be read:
+  `file_not_empty`, `csv_utf8` or `file_readable`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +48,11 @@ PARTITION_KEY = "date"
 BATCH_ID_LENGTH = 16
 LANDED_SUBDIR = "_landed"
 MANIFEST_SUBDIR = "_batches"
+RAW_SUFFIXES = (".parquet", ".csv")
+RULE_NOT_EMPTY = "file_not_empty"
+RULE_UTF8 = "csv_utf8"
+RULE_READABLE = "file_readable"
+_ISO_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})?$")
 
 
 def batch_id_of(src: Path) -> str:
@@ -83,10 +96,63 @@ def normalize_timestamps(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _read_batch(src: Path, dataset: str) -> pd.DataFrame:
+def raw_batches_in(folder: Path) -> list[Path]:
+    """The raw batch files (`RAW_SUFFIXES`) directly in `folder`, by name; hidden and temp files are skipped."""
+    if not Path(folder).is_dir():
+        return []
+    return sorted(p for p in Path(folder).iterdir()
+                  if p.is_file() and p.suffix.lower() in RAW_SUFFIXES and not p.name.startswith((".", "_")))
+
+
+def load_raw_batch(src: Path) -> tuple[pd.DataFrame | None, tuple[str, str] | None]:
+    """Read a parquet or CSV batch: (frame, None), or (None, (rule, reason)) when the file cannot be read."""
     import pandas as pd
 
-    frame = pd.read_parquet(src)
+    src = Path(src)
+    if src.stat().st_size == 0:
+        return None, (RULE_NOT_EMPTY, "the file is empty (0 bytes)")
+    try:
+        if src.suffix.lower() == ".csv":
+            return _read_csv(src)
+        return pd.read_parquet(src), None
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid and pandas' ParserError are ValueErrors
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return None, (RULE_READABLE, f"cannot be read as {src.suffix.lstrip('.') or 'parquet'}: {reason}")
+
+
+def _read_csv(src: Path) -> tuple[pd.DataFrame | None, tuple[str, str] | None]:
+    import pandas as pd
+
+    raw = src.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, (RULE_UTF8, f"byte {exc.start} (0x{raw[exc.start]:02x}) is not valid UTF-8; "
+                                 f"re-export the CSV as UTF-8")
+    frame = pd.read_csv(io.StringIO(text.removeprefix("\ufeff")))
+    for column in frame.columns:
+        values = frame[column].dropna()
+        if pd.api.types.is_string_dtype(frame[column]) and len(values) and values.astype(str).str.match(
+                _ISO_DATETIME).all():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # mixed offsets: pandas warns and returns objects
+                parsed = pd.to_datetime(frame[column], format="ISO8601", errors="coerce")
+            if pd.api.types.is_datetime64_any_dtype(parsed):
+                frame[column] = parsed
+    return frame, None
+
+
+def read_raw_batch(src: Path) -> pd.DataFrame:
+    """`load_raw_batch`, raising DataValidationFailed (naming the file and the rule) when it cannot be read."""
+    frame, problem = load_raw_batch(src)
+    if frame is None:
+        rule, reason = problem or (RULE_READABLE, "unknown")
+        raise DataValidationFailed(f"raw batch {src}: rule {rule}: {reason}")
+    return frame
+
+
+def _read_batch(src: Path, dataset: str) -> pd.DataFrame:
+    frame = read_raw_batch(src)
     if TIMESTAMP_COLUMN not in frame.columns:
         raise DataValidationFailed(
             f"batch {src} of dataset '{dataset}' has no '{TIMESTAMP_COLUMN}' column (columns: "
@@ -120,7 +186,7 @@ def _manifest_path(offline_dir: Path, dataset: str, batch_id: str) -> Path:
 
 
 def land_batch(src: Path, dataset: str, *, offline_dir: Path) -> dict[str, Any]:
-    """Land one raw parquet batch into the offline store (atomic, idempotent).
+    """Land one raw parquet or CSV batch into the offline store (atomic, idempotent).
 
     Returns {dataset, batch_id, rows, start, end, files, already_landed}; `start`/`end` are the
     ISO UTC bounds of the batch's event timestamps and `files` the partition files (relative to
@@ -158,7 +224,7 @@ def land_batch(src: Path, dataset: str, *, offline_dir: Path) -> dict[str, Any]:
 def land_landing_dir(
     landing_dir: Path, offline_dir: Path, *, datasets: list[str] | None = None
 ) -> dict[str, Any]:
-    """Land every `landing/<dataset>/*.parquet` and move each landed raw file to `landing/<dataset>/_landed/`.
+    """Land every `landing/<dataset>/*.{parquet,csv}`; each landed raw file moves to `landing/<dataset>/_landed/`.
 
     Returns {batches: [land_batch results], landed: n new, already_landed: n, rows: new rows,
     datasets: [names seen]}.
@@ -167,7 +233,7 @@ def land_landing_dir(
     names = datasets if datasets is not None else _datasets_in(landing_dir)
     batches = []
     for dataset in names:
-        for src in sorted((landing_dir / dataset).glob("*.parquet")):
+        for src in raw_batches_in(landing_dir / dataset):
             result = land_batch(src, dataset, offline_dir=offline_dir)
             _move_to_landed(src, result["batch_id"])
             batches.append(result)

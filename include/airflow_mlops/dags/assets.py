@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from airflow.sdk import Asset
+from airflow.sdk import Asset, AssetWatcher
+
+from airflow_mlops.config import paths
+from airflow_mlops.triggers.landing import LandingFileTrigger, poll_interval_from_env
+
+LANDING_ASSET = "mlops.landing"
+LANDING_WATCHER = "mlops_landing_watcher"
 
 
 def features_asset(feature_view: str) -> Asset:
@@ -23,3 +29,17 @@ def drift_asset(model: str) -> Asset:
 def performance_asset(model: str) -> Asset:
     """Emitted only when delayed-label performance degraded beyond tolerance."""
     return Asset(name=f"mlops.performance.{model}", uri=f"mlops://performance/{model}", group="mlops")
+
+
+def landing_asset(poll_interval: float | None = None) -> Asset:
+    """Updated by the AssetWatcher whenever a complete new raw batch lands in `landing/<dataset>/`.
+
+    One event per file; the event's `extra["payload"]` names it ({dataset, file, path, size_bytes,
+    modified_at}). The watcher runs in the triggerer, and only while a DAG scheduled on this asset is
+    unpaused. Poll interval: `poll_interval`, else MLOPS_LANDING_POLL_INTERVAL, else 10 s. The
+    trigger's arguments identify it (Airflow hashes them), so they must be the same on every parse.
+    """
+    trigger = LandingFileTrigger(landing_dir=str(paths().landing_dir),
+                                 poll_interval=poll_interval if poll_interval is not None else poll_interval_from_env())
+    return Asset(name=LANDING_ASSET, uri="mlops://landing", group="mlops",
+                 watchers=[AssetWatcher(name=LANDING_WATCHER, trigger=trigger)])

@@ -9,9 +9,13 @@ def feature_dag_doc(views: list[str], specs: list[ModelSpec]) -> str:
     used_by = ", ".join(f"`{s.name}`" for s in specs) or "no model yet"
     emitted = "\n".join(f"- `mlops.features.{v}`" for v in views) or "- none (no spec uses a feature view)"
     return f"""### Feature pipeline
-Lands raw batches from `$MLOPS_HOME/landing/<dataset>/` into the offline store (partitioned parquet,
-idempotent per batch), runs `feast apply` only when the definitions changed, then materializes the
-feature views to the online store.
+1. **validate_raw_batches** — every parquet/CSV file in `$MLOPS_HOME/landing/<dataset>/` is checked
+   against the GX suite `include/expectations/<dataset>.json` (plus UTC, not-in-the-future and
+   label-leakage rules). A bad file moves to `$MLOPS_HOME/quarantine/<dataset>/` with its report, and
+   the run stops here; the good files land on the next run. "Validation report" link on the task.
+2. **land_raw_batches** — lands the files into the offline store (partitioned parquet, idempotent per batch).
+3. **feast_apply** — only when the definitions changed.
+4. **materialize** — feature views to the online store.
 
 **Emits** (one event per materialized view):
 {emitted}

@@ -1,7 +1,8 @@
 """Build every DAG from the model specs.
 
-- `mlops_features`: land raw batches → feast apply (only when definitions changed) → materialize;
-  emits `mlops.features.<view>` for each view a spec uses.
+- `mlops_features`: validate raw batches (GX suite per dataset; bad files quarantined, the run
+  stops) → land raw batches → feast apply (only when definitions changed) → materialize; emits
+  `mlops.features.<view>` for each view a spec uses.
 - `<model>__train`: point-in-time training set from Feast → train the spec's estimator → log and
   register the version in MLflow (alias `challenger`). Scheduled on the feature assets of its
   feature views OR the spec's cron schedule, and runnable by hand.
@@ -17,7 +18,7 @@ from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, c
 from airflow.sdk.definitions.asset import BaseAsset
 
 from airflow_mlops.core.spec import ModelSpec, load_specs
-from airflow_mlops.dags.assets import features_asset
+from airflow_mlops.dags.assets import features_asset, landing_asset
 from airflow_mlops.dags.docs import feature_dag_doc, training_dag_doc
 from airflow_mlops.operators.features import (
     FeastApplyOperator,
@@ -27,6 +28,7 @@ from airflow_mlops.operators.features import (
 )
 from airflow_mlops.operators.registry import MLflowRegisterModelOperator
 from airflow_mlops.operators.training import SklearnTrainModelOperator
+from airflow_mlops.operators.validation import GXValidateRawBatchesOperator
 
 FEATURE_DAG_ID = "mlops_features"
 FEATURES_SCHEDULE = "@hourly"
@@ -55,7 +57,9 @@ def feature_dag(specs: list[ModelSpec]) -> DAG:
     views = sorted({view for spec in specs for view in spec.features.feature_views})
     with DAG(
         dag_id=FEATURE_DAG_ID,
-        schedule=FEATURES_SCHEDULE,
+        # a new raw batch in the landing dir (AssetWatcher) OR the hourly backstop
+        schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable(FEATURES_SCHEDULE, timezone="UTC"),
+                                     assets=landing_asset()),
         start_date=START_DATE,
         catchup=False,
         max_active_runs=1,  # two runs materializing at once would race on the online store
@@ -63,12 +67,15 @@ def feature_dag(specs: list[ModelSpec]) -> DAG:
         tags=["mlops", "features"],
         doc_md=feature_dag_doc(views, specs),
     ) as dag:
+        validate = GXValidateRawBatchesOperator(
+            task_id="validate_raw_batches", label_columns=sorted({spec.features.label for spec in specs})
+        )
         land = LandRawBatchesOperator(task_id="land_raw_batches")
         apply = FeastApplyOperator(task_id="feast_apply")
         materialize = FeastMaterializeOperator(
             task_id="materialize", feature_views=views or None, outlets=[features_asset(v) for v in views]
         )
-        chain(land, apply, materialize)
+        chain(validate, land, apply, materialize)
     return dag
 
 
@@ -107,6 +114,8 @@ def training_dag(spec: ModelSpec) -> DAG:
             label=feats.label,
             request_features=list(feats.entity_df.request_features),
             lookback_days=train.lookback_days,
+            validation_suite=spec.validation.suite,
+            validation_mode=spec.validation.mode,
         )
         fit = SklearnTrainModelOperator(
             task_id="train",

@@ -14,6 +14,7 @@ from airflow.sdk import Asset, BaseOperator
 from airflow.sdk.exceptions import AirflowSkipException
 
 from airflow_mlops.exceptions import MLOpsError
+from airflow_mlops.operators.validation import ValidationReportLink
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -189,11 +190,17 @@ class FeastBuildTrainingSetOperator(BaseOperator):
     :param lookback_days: days of label data, counted back from the newest row (templated).
     :param model_name: model the set is for; names the output folder (templated).
     :param feast_conn_id: Feast connection (templated).
+    :param validation_suite: GX suite the snapshot must pass (the spec's `validation.suite`); on
+        failure in fail mode the snapshot moves to `quarantine/<suite dataset>/` and the task raises
+        DataValidationFailed. The lineage then carries `validation` {suite, success, mode,
+        failure_count, report}; the full summary is XCom `validation` ("Validation report" link).
+    :param validation_mode: "fail" or "warn" (the spec's `validation.mode`).
     """
 
     template_fields: Sequence[str] = (
         "feature_service", "entity_dataset", "lookback_days", "model_name", "feast_conn_id",
     )
+    operator_extra_links = (ValidationReportLink(),)
 
     def __init__(
         self,
@@ -207,9 +214,13 @@ class FeastBuildTrainingSetOperator(BaseOperator):
         lookback_days: int | str = 30,
         model_name: str,
         feast_conn_id: str = "feast_default",
+        validation_suite: str | None = None,
+        validation_mode: str = "fail",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.validation_suite = validation_suite
+        self.validation_mode = validation_mode
         self.feature_service = feature_service
         self.entity_dataset = entity_dataset
         self.entity_keys = list(entity_keys)
@@ -239,4 +250,9 @@ class FeastBuildTrainingSetOperator(BaseOperator):
             )
         self.log.info("training set %s: %s rows (%s → %s), missing %s", lineage["path"], lineage["rows"],
                       lineage["start"], lineage["end"], lineage["missing"])
+        if self.validation_suite:
+            from airflow_mlops.operators.validation import validate_training_set
+
+            lineage = validate_training_set(self, context, lineage, suite=self.validation_suite,
+                                            mode=self.validation_mode, label_columns=[self.label_column])
         return lineage
