@@ -46,8 +46,11 @@ class DataValidationFailed(MLOpsError, AirflowFailException):
     """
 
 
-class TrainingSetError(MLOpsError):
-    """A point-in-time training set could not be built as asked."""
+class TrainingSetError(MLOpsError, AirflowFailException):
+    """A point-in-time training set could not be built as asked.
+
+    No retry: a missing dataset, lost rows or an unknown feature service does not fix itself.
+    """
 
 
 class TrainingFailed(MLOpsError):

@@ -74,14 +74,15 @@ def _user_env(mlops_home: Path, project: Path) -> dict[str, str]:
     """A shell with nothing from the test session: only where the state and the user's files are."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MLOPS", "MLFLOW"))}
     env.update(MLOPS_HOME=str(mlops_home), MLOPS_MODELS_DIR=str(project / "include" / "models"),
-               MLOPS_FEATURE_REPO=str(project / "include" / "feature_repo"))
+               MLOPS_FEATURE_REPO=str(project / "include" / "feature_repo"),
+               MLOPS_EXPECTATIONS_DIR=str(project / "include" / "expectations"))
     return env
 
 
 def _scratch_project(tmp_path: Path, mlops_home: Path) -> Path:
     """A directory that looks like the project to the README's relative paths (.local, .venv, include/)."""
     project = tmp_path / "project"
-    for sub in ("feature_repo", "models"):
+    for sub in ("feature_repo", "models", "expectations"):
         shutil.copytree(PROJECT_DIR / "include" / sub, project / "include" / sub,
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     (project / ".local").symlink_to(mlops_home, target_is_directory=True)
@@ -151,6 +152,7 @@ def _land_and_add_files(project: Path, mlops_home: Path, env: dict[str, str]) ->
     assert landed.returncode == 0, landed.stderr
     for dataset in ("orders", "customer_stats"):
         assert (mlops_home / "landing" / dataset / f"{dataset}.parquet").is_file()
+        assert (project / "include" / "expectations" / f"{dataset}.json").is_file(), "the README's suite step"
     assert set(readme.files) == {"include/feature_repo/customers.py", f"include/models/{MODEL}.yaml"}
     for relative, text in readme.files.items():
         (project / relative).write_text(text, encoding="utf-8")

@@ -222,18 +222,24 @@ def land_batch(src: Path, dataset: str, *, offline_dir: Path) -> dict[str, Any]:
 
 
 def land_landing_dir(
-    landing_dir: Path, offline_dir: Path, *, datasets: list[str] | None = None
+    landing_dir: Path, offline_dir: Path, *, datasets: list[str] | None = None,
+    allowed_batch_ids: set[str] | None = None,
 ) -> dict[str, Any]:
     """Land every `landing/<dataset>/*.{parquet,csv}`; each landed raw file moves to `landing/<dataset>/_landed/`.
 
+    `allowed_batch_ids` restricts landing to content the validation gate passed: a file dropped (or
+    rewritten) after validation has another id and waits for the next run's gate.
     Returns {batches: [land_batch results], landed: n new, already_landed: n, rows: new rows,
-    datasets: [names seen]}.
+    datasets: [names seen], deferred: [files left for the next gate]}.
     """
     landing_dir, offline_dir = Path(landing_dir), Path(offline_dir)
     names = datasets if datasets is not None else _datasets_in(landing_dir)
-    batches = []
+    batches, deferred = [], []
     for dataset in names:
         for src in raw_batches_in(landing_dir / dataset):
+            if allowed_batch_ids is not None and batch_id_of(src) not in allowed_batch_ids:
+                deferred.append(f"{dataset}/{src.name}")
+                continue
             result = land_batch(src, dataset, offline_dir=offline_dir)
             _move_to_landed(src, result["batch_id"])
             batches.append(result)
@@ -244,6 +250,7 @@ def land_landing_dir(
         "landed": len(new),
         "already_landed": len(batches) - len(new),
         "rows": sum(b["rows"] for b in new),
+        "deferred": deferred,
     }
 
 

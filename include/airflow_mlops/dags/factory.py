@@ -29,6 +29,7 @@ from airflow_mlops.operators.features import (
 from airflow_mlops.operators.registry import MLflowRegisterModelOperator
 from airflow_mlops.operators.training import SklearnTrainModelOperator
 from airflow_mlops.operators.validation import GXValidateRawBatchesOperator
+from airflow_mlops.sensors.feast import FeastCheckFreshnessOperator
 
 FEATURE_DAG_ID = "mlops_features"
 FEATURES_SCHEDULE = "@hourly"
@@ -70,12 +71,20 @@ def feature_dag(specs: list[ModelSpec]) -> DAG:
         validate = GXValidateRawBatchesOperator(
             task_id="validate_raw_batches", label_columns=sorted({spec.features.label for spec in specs})
         )
-        land = LandRawBatchesOperator(task_id="land_raw_batches")
+        land = LandRawBatchesOperator(task_id="land_raw_batches", validated=validate.output)
         apply = FeastApplyOperator(task_id="feast_apply")
         materialize = FeastMaterializeOperator(
             task_id="materialize", feature_views=views or None, outlets=[features_asset(v) for v in views]
         )
-        chain(validate, land, apply, materialize)
+        # Warn, not fail: serving is not wired yet, and the demo's history ends weeks ago. The sensor
+        # (FeastFeatureFreshnessSensor) is the hard gate for consumers that need fresh features.
+        freshness = FeastCheckFreshnessOperator(
+            task_id="check_freshness",
+            feature_views=views or None,
+            on_stale="warn",
+            trigger_rule="none_failed",  # also after a skipped materialize: that is when features go stale
+        )
+        chain(validate, land, apply, materialize, freshness)
     return dag
 
 

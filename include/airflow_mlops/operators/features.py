@@ -37,14 +37,19 @@ class LandRawBatchesOperator(BaseOperator):
     to `landing/<dataset>/_landed/`. Returns {datasets, batches, landed, already_landed, rows}.
 
     :param datasets: dataset names to land (templated); None lands every dataset directory.
+    :param validated: the validation gate's summary (templated, e.g. the XComArg of
+        `validate_raw_batches`); only its `landable` batch ids are landed, so a file dropped after
+        the gate ran waits for the next run's gate. None lands everything (no gate).
     :param fail_if_empty: raise if no new batch was landed (default: succeed with landed=0).
     """
 
-    template_fields: Sequence[str] = ("datasets",)
+    template_fields: Sequence[str] = ("datasets", "validated")
 
-    def __init__(self, *, datasets: list[str] | None = None, fail_if_empty: bool = False, **kwargs: Any) -> None:
+    def __init__(self, *, datasets: list[str] | None = None, validated: Any = None, fail_if_empty: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.datasets = datasets
+        self.validated = validated
         self.fail_if_empty = fail_if_empty
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -52,9 +57,11 @@ class LandRawBatchesOperator(BaseOperator):
         from airflow_mlops.core.offline import land_landing_dir
 
         home = paths()
-        summary = land_landing_dir(home.landing_dir, home.offline_dir, datasets=self.datasets)
-        self.log.info("landed %s new batch(es), %s rows; %s already landed",
-                      summary["landed"], summary["rows"], summary["already_landed"])
+        allowed = None if self.validated is None else {b["batch_id"] for b in self.validated.get("landable", [])}
+        summary = land_landing_dir(home.landing_dir, home.offline_dir, datasets=self.datasets,
+                                   allowed_batch_ids=allowed)
+        self.log.info("landed %s new batch(es), %s rows; %s already landed; left for the next gate: %s",
+                      summary["landed"], summary["rows"], summary["already_landed"], summary["deferred"] or "none")
         if self.fail_if_empty and summary["landed"] == 0:
             raise MLOpsError(
                 f"no new raw batch found in {home.landing_dir}/<dataset>/*.parquet (datasets: "

@@ -1,0 +1,1 @@
+"""Sensors: waits on Feast state (feature freshness); deferrable, reschedule and poke modes."""

@@ -1,0 +1,1 @@
+"""Triggers: AssetWatcher event triggers (new raw batches) and the deferrable sensors' triggers."""

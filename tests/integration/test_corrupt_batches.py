@@ -1,0 +1,180 @@
+"""The bad-input corpus through `dag.test()` of the real feature DAG (`mlops_features`, built from the shipped specs).
+
+One subprocess with its own migrated Airflow metadata DB and MLOPS_HOME runs, in order:
+
+1. a good demo batch (both datasets) through validate → land → feast apply → materialize;
+2. the same again with nothing new: a no-op (validation sees no file, materialize skips);
+3. each corrupt batch of `tests/data/corrupt` alone in the landing dir: `validate_raw_batches` fails,
+   land/apply/materialize never run, the file is in quarantine with its report, and the offline store,
+   Feast registry and online store are byte-identical (sha256 of every file before/after);
+4. a good next-day CSV batch together with a bad parquet: the run fails, the bad file is quarantined,
+   the CSV waits; the next run lands the CSV and materializes it.
+
+The runner reads task states and XComs from the metadata DB after each run (fine in a test, never in a task).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from data.corrupt.batches import CORRUPTIONS, STATS, Corruption, base_frames, write_corpus
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+
+PROJECT = Path(__file__).resolve().parents[2]
+GOOD_START = datetime(2026, 10, 1, tzinfo=UTC)
+ASSET_URL = re.compile(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//|url\(\s*["']?(?:https?:)?//|@import""", re.I)
+
+RUNNER = """
+import hashlib
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from airflow.models.taskinstance import TaskInstance
+from airflow.models.xcom import XComModel
+from airflow.utils.session import create_session
+from sqlalchemy import select
+
+from airflow_mlops import config
+from airflow_mlops.dags import build_dags
+
+dag = build_dags()["mlops_features"]
+home = config.paths()
+plan = json.loads(Path(sys.argv[1]).read_text())
+
+
+def digest():
+    files = [p for root in (home.offline_dir, home.feast_dir) if root.exists() for p in sorted(root.rglob("*"))]
+    return {str(p.relative_to(home.home)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files if p.is_file()}
+
+
+def xcom(run_id, key):
+    with create_session() as session:
+        row = session.execute(select(XComModel.value).where(
+            XComModel.run_id == run_id, XComModel.task_id == "validate_raw_batches", XComModel.key == key)).first()
+    value = row[0] if row else None
+    try:
+        return json.loads(value) if isinstance(value, str) else value
+    except ValueError:
+        return value
+
+
+def run(label, drops):
+    for dataset, source in drops:
+        target = home.landing_dir / dataset / Path(source).name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source, target)
+    before = digest()
+    dag_run = dag.test()
+    with create_session() as session:
+        tasks = dict(session.execute(select(TaskInstance.task_id, TaskInstance.state)
+                                     .where(TaskInstance.run_id == dag_run.run_id)).all())
+    landing = [str(p.relative_to(home.landing_dir)) for p in home.landing_dir.glob("*/*") if p.is_file()]
+    return {"label": label, "state": str(dag_run.state), "tasks": {t: str(s) for t, s in tasks.items()},
+            "validation": xcom(dag_run.run_id, "validation"),
+            "link": xcom(dag_run.run_id, "_link_ValidationReportLink"),
+            "unchanged": digest() == before, "stores": sorted(digest()), "landing": sorted(landing),
+            "quarantine": sorted(str(p.relative_to(home.quarantine_dir)) for p in home.quarantine_dir.glob("*/*"))}
+
+
+results = [run(step["label"], step["drops"]) for step in plan]
+print("RESULT " + json.dumps(results))
+"""
+
+
+def _plan(tmp_path: Path) -> list[dict[str, Any]]:
+    good = base_frames(GOOD_START, days=3, seed=11)
+    for dataset, frame in good.items():
+        frame.to_parquet(tmp_path / f"{dataset}.parquet", index=False)
+    corpus = write_corpus(tmp_path / "corpus", datetime(2026, 10, 10, tzinfo=UTC))
+    next_day = base_frames(datetime(2026, 10, 4, tzinfo=UTC), days=1, seed=12)[STATS]
+    next_day.to_csv(tmp_path / "next_day.csv", index=False)
+    next_day.assign(conv_rate=3.0).to_parquet(tmp_path / "next_day_bad.parquet", index=False)
+    return [
+        {"label": "good", "drops": [[d, str(tmp_path / f"{d}.parquet")] for d in good]},
+        {"label": "again", "drops": []},
+        *[{"label": c.case, "drops": [[c.dataset, str(corpus[c.case])]]} for c in CORRUPTIONS],
+        {"label": "mixed", "drops": [[STATS, str(tmp_path / "next_day.csv")],
+                                     [STATS, str(tmp_path / "next_day_bad.parquet")]]},
+        {"label": "next", "drops": []},
+    ]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    tmp_path = tmp_path_factory.mktemp("corrupt_dag")
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps(_plan(tmp_path)))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_", "AIRFLOW__", "MLOPS_"))}
+    # dag.test() syncs the DAG from the dags folder's bundle: the project's own DAG file.
+    env.update(AIRFLOW_HOME=str(tmp_path / "airflow"), AIRFLOW__CORE__LOAD_EXAMPLES="False",
+               AIRFLOW__CORE__DAGS_FOLDER=str(PROJECT / "dags"), MLOPS_HOME=str(tmp_path / "home"))
+    airflow = Path(sys.executable).with_name("airflow")
+    subprocess.run([str(airflow), "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", RUNNER, str(plan)], check=False, env=env, capture_output=True,
+                          text=True, timeout=800, cwd=tmp_path)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert done.returncode == 0 and lines, (done.stdout + done.stderr)[-6000:]
+    results = json.loads(lines[-1][len("RESULT "):])
+    return {r["label"]: {**r, "home": tmp_path / "home"} for r in results}
+
+
+def test_the_feature_pipeline_passes_on_demo_data(runs: dict[str, dict[str, Any]]) -> None:
+    good = runs["good"]
+    assert good["state"] == "success" and set(good["tasks"].values()) == {"success"}, good
+    assert sorted(good["validation"]["passed"]) == ["driver_hourly_stats/driver_hourly_stats.parquet",
+                                                    "rides/rides.parquet"]
+    assert any(s.startswith("offline/rides/") for s in good["stores"])
+    assert any(s.startswith("feast/online") for s in good["stores"]), "materialized to the online store"
+    assert good["link"].startswith("/mlops/reports/validation/_runs/mlops_features/"), good["link"]
+
+
+def test_a_second_run_with_the_same_batch_is_a_no_op(runs: dict[str, dict[str, Any]]) -> None:
+    again = runs["again"]
+    assert again["state"] == "success" and again["unchanged"], again
+    assert again["validation"]["files"] == 0 and again["tasks"]["materialize"] == "skipped"
+
+
+@pytest.mark.parametrize("corruption", CORRUPTIONS, ids=lambda c: c.case)
+def test_a_corrupt_batch_stops_at_validation_and_leaves_the_stores_untouched(
+    runs: dict[str, dict[str, Any]], corruption: Corruption
+) -> None:
+    run = runs[corruption.case]
+    assert run["state"] == "failed"
+    assert run["tasks"] == {"validate_raw_batches": "failed", "land_raw_batches": "upstream_failed",
+                            "feast_apply": "upstream_failed", "materialize": "upstream_failed"}, run["tasks"]
+    assert run["unchanged"], "offline store, Feast registry and online store must be byte-identical"
+    message = run["validation"]["message"]
+    assert corruption.expected in message, message
+    assert f"quarantine/{corruption.dataset}/{corruption.file_name}" in message and "full report:" in message
+    assert f"{corruption.dataset}/{corruption.file_name}" in run["quarantine"]
+    assert f"{corruption.dataset}/{corruption.file_name}.report.html" in run["quarantine"]
+    assert run["landing"] == [], "the bad file left the landing dir"
+    report = Path(run["validation"]["entries"][0]["report"]["html"]).read_text(encoding="utf-8")
+    assert not ASSET_URL.search(report) and "https://" not in report and "http://" not in report
+
+
+def test_good_files_wait_while_bad_ones_are_quarantined_and_land_on_the_next_run(
+    runs: dict[str, dict[str, Any]]
+) -> None:
+    mixed, following = runs["mixed"], runs["next"]
+    assert mixed["state"] == "failed" and mixed["unchanged"]
+    assert mixed["landing"] == ["driver_hourly_stats/next_day.csv"]
+    assert "driver_hourly_stats/next_day_bad.parquet" in mixed["quarantine"]
+    assert "column 'conv_rate': rule expect_column_values_to_be_between" in mixed["validation"]["message"]
+
+    assert following["state"] == "success" and set(following["tasks"].values()) == {"success"}, following["tasks"]
+    assert following["validation"]["passed"] == ["driver_hourly_stats/next_day.csv"]
+    assert not following["unchanged"] and following["landing"] == [], "the CSV was landed and materialized"
+    assert any(s.startswith("offline/driver_hourly_stats/date=2026-10-04/") for s in following["stores"])

@@ -1,0 +1,92 @@
+"""dag.test() of the freshness sensor (deferrable) and check operator inside a real DAG run.
+
+Airflow itself serializes the trigger, runs it (inline, as `dag.test()` does), resumes the task with
+the event in `execute_complete`, and records states and XComs. Runs in a subprocess with its own
+AIRFLOW_HOME (migrated SQLite metadata DB); the runner reads TaskInstance and XCom rows afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from airflow_mlops import config
+from airflow_mlops.core.demo_data import DemoConfig, driver_stats
+from airflow_mlops.core.offline import land_landing_dir
+from airflow_mlops.hooks.feast import FeastHook
+
+pytestmark = pytest.mark.integration
+
+DAG_FILE = """
+from airflow.sdk import DAG
+
+from airflow_mlops.sensors.feast import FeastCheckFreshnessOperator, FeastFeatureFreshnessSensor
+
+with DAG("freshness_gate", schedule=None, tags=["test"]):
+    stale = FeastFeatureFreshnessSensor(task_id="wait_for_10m_fresh", max_staleness="10m", deferrable=True,
+                                        timeout=2, poke_interval=0.5)
+    check = FeastCheckFreshnessOperator(task_id="check_tag_rule", trigger_rule="all_done")
+    stale >> check
+"""
+
+RUNNER = """
+import json
+import sys
+
+from airflow.dag_processing.dagbag import DagBag
+from airflow.models.taskinstance import TaskInstance
+from airflow.models.xcom import XComModel
+from airflow.utils.session import create_session
+from sqlalchemy import select
+
+dag = DagBag(dag_folder=sys.argv[1]).dags["freshness_gate"]
+run = dag.test()
+with create_session() as session:
+    states = dict(session.execute(select(TaskInstance.task_id, TaskInstance.state)
+                                  .where(TaskInstance.run_id == run.run_id)).all())
+    xcom = session.scalars(select(XComModel.value).where(XComModel.run_id == run.run_id,
+                                                         XComModel.task_id == "check_tag_rule")).first()
+print("RESULT " + json.dumps({"state": str(run.state), "tasks": {k: str(v) for k, v in states.items()},
+                              "check": xcom if not isinstance(xcom, str) else json.loads(xcom)}))
+"""
+
+
+def test_deferred_sensor_fails_with_the_message_and_the_check_passes(mlops_home: Path, tmp_path: Path) -> None:
+    newest = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
+    frame = driver_stats(DemoConfig(start=newest - timedelta(hours=23), days=1, drivers=5, seed=3))
+    home = config.paths()
+    (home.landing_dir / "driver_hourly_stats").mkdir(parents=True)
+    frame.to_parquet(home.landing_dir / "driver_hourly_stats" / "stats.parquet", index=False)
+    land_landing_dir(home.landing_dir, home.offline_dir)
+    FeastHook().apply()
+    FeastHook().materialize_new()
+
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    (dags / "freshness_gate.py").write_text(DAG_FILE)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_", "AIRFLOW__"))}
+    env.update(AIRFLOW_HOME=str(tmp_path / "airflow"), AIRFLOW__CORE__DAGS_FOLDER=str(dags),
+               AIRFLOW__CORE__LOAD_EXAMPLES="False", MLOPS_HOME=str(mlops_home))
+    airflow = Path(sys.executable).with_name("airflow")
+    subprocess.run([str(airflow), "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", RUNNER, str(dags)], check=False, env=env, capture_output=True,
+                          text=True, timeout=300, cwd=tmp_path)
+    output = done.stdout + done.stderr
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert done.returncode == 0 and lines, output[-4000:]
+    result = json.loads(lines[-1][len("RESULT "):])
+
+    assert result["tasks"] == {"wait_for_10m_fresh": "failed", "check_tag_rule": "success"}, output[-4000:]
+    assert "running trigger in line" in output  # it really deferred
+    for text in ("features still stale after waiting 2s", "feature view 'driver_hourly_stats' is STALE",
+                 "allowed 10m (max_staleness argument)", "Fix: run the `mlops_features` DAG"):
+        assert text in output, f"{text!r} not in the task log:\n{output[-4000:]}"
+    assert re.search(r"staleness 3[0-4]m", output), output[-4000:]  # 30 min old + the test's own time
+    assert result["check"]["fresh"] is True and result["check"]["views"][0]["allowed"] == "2h"
