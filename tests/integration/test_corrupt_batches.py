@@ -153,7 +153,8 @@ def test_a_corrupt_batch_stops_at_validation_and_leaves_the_stores_untouched(
     run = runs[corruption.case]
     assert run["state"] == "failed"
     assert run["tasks"] == {"validate_raw_batches": "failed", "land_raw_batches": "upstream_failed",
-                            "feast_apply": "upstream_failed", "materialize": "upstream_failed"}, run["tasks"]
+                            "feast_apply": "upstream_failed", "materialize": "upstream_failed",
+                            "check_freshness": "upstream_failed"}, run["tasks"]
     assert run["unchanged"], "offline store, Feast registry and online store must be byte-identical"
     message = run["validation"]["message"]
     assert corruption.expected in message, message

@@ -164,9 +164,18 @@ class FeastCheckFreshnessOperator(BaseOperator):
         self.on_stale = on_stale
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_mlops.core.freshness import FreshnessConfigError
+
         views = list(self.feature_views) if self.feature_views else None
-        report = freshness_report(views, self.max_staleness, feast_conn_id=self.feast_conn_id,
-                                  check_source=self.check_source)
+        try:
+            report = freshness_report(views, self.max_staleness, feast_conn_id=self.feast_conn_id,
+                                      check_source=self.check_source)
+        except FreshnessConfigError as err:
+            if self.on_stale != "warn":
+                raise
+            # warn mode is advisory: a view without a freshness rule must not fail the pipeline.
+            self.log.warning("freshness not checked: %s", err)
+            return {"fresh": None, "error": str(err)}
         _log_report(self.log, report)
         if report.fresh or self.on_stale == "warn":
             if not report.fresh:
