@@ -20,7 +20,7 @@ import socket
 from collections.abc import Mapping
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["check_profile", "mask_url"]
+__all__ = ["check_profile", "mask_url", "tcp_error"]
 
 DEFAULT_TIMEOUT = 2.0
 DEFAULT_PORTS = {"postgresql": 5432, "postgres": 5432, "redis": 6379, "rediss": 6379, "http": 80, "https": 443}
@@ -126,11 +126,12 @@ def _unreachable(what: str, url: str, timeout: float, fix: str) -> list[str]:
         return [f"{what} URL {shown} is not valid ({exc}). {fix}"]
     if not host:
         return []  # a Unix-socket URL (e.g. postgresql:///airflow): nothing to reach over TCP
-    reason = _tcp_error(host, port, timeout)
+    reason = tcp_error(host, port, timeout)
     return [] if reason is None else [f"{what} at {shown} is unreachable ({reason}). {fix}"]
 
 
-def _tcp_error(host: str, port: int, timeout: float) -> str | None:
+def tcp_error(host: str, port: int, timeout: float) -> str | None:
+    """Why a TCP connect to host:port fails within `timeout`, in words; None when it connects."""
     try:
         with socket.create_connection((host, port), timeout=timeout):
             return None

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from airflow_mlops.exceptions import StoreUnavailable
-from airflow_mlops.hooks.mlflow import MLflowHook, redact, scheme_of, with_installed_driver
+from airflow_mlops.hooks.mlflow import MLflowHook, scheme_of, with_installed_driver
+from airflow_mlops.profile import mask_url
 
 pytestmark = pytest.mark.integration
 
@@ -135,7 +136,7 @@ def test_unreachable_postgres_fails_fast_and_hides_the_password(no_mlflow_env: N
     assert time.perf_counter() - started < 5
     message = str(caught.value)
     assert "topsecret" not in message
-    assert redact(url) in message and "postgresql" in message
+    assert mask_url(url) in message and "postgresql" in message
     assert "Traceback" not in message and len(message.splitlines()) == 1
     # get_conn() probes too: MLflow alone would retry the engine ~10 times (~100 s) first.
     started = time.perf_counter()
@@ -150,7 +151,7 @@ def test_ui_field_behaviour_and_helpers() -> None:
     assert "registry_uri" in behaviour["placeholders"]["extra"]
     assert MLflowHook.conn_type == "mlflow" and MLflowHook.default_conn_name == "mlflow_default"
     assert scheme_of("postgresql+psycopg2://u@h/db") == "postgresql"
-    assert redact("postgresql://u:pw@h:5432/db") == "postgresql://u:***@h:5432/db"
+    assert mask_url("postgresql://u:pw@h:5432/db") == "postgresql://u:***@h:5432/db"
 
 
 def test_bare_postgres_uri_gets_the_installed_driver(monkeypatch: pytest.MonkeyPatch) -> None:

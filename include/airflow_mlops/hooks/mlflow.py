@@ -15,20 +15,20 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 
 from airflow_mlops import config
 from airflow_mlops.exceptions import StoreUnavailable
+from airflow_mlops.profile import mask_url, tcp_error
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -72,15 +72,6 @@ def with_installed_driver(uri: str) -> str:
     if find_spec("psycopg") is None and find_spec("psycopg2") is not None:
         return "postgresql+psycopg2://" + uri.removeprefix("postgresql://")
     return uri
-
-
-def redact(uri: str) -> str:
-    """The URI with any password replaced by ***, safe for logs and error messages."""
-    parts = urlsplit(uri)
-    if not parts.password:
-        return uri
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class MLflowHook(BaseHook):
@@ -195,8 +186,8 @@ class MLflowHook(BaseHook):
             self._prepare_store(uri)
         log.info(
             "MLflow tracking %s, registry %s (from %s)",
-            redact(self.tracking_uri),
-            redact(self.registry_uri),
+            mask_url(self.tracking_uri),
+            mask_url(self.registry_uri),
             self.settings.source,
         )
         return MlflowClient(tracking_uri=tracking, registry_uri=registry)
@@ -278,7 +269,7 @@ class MLflowHook(BaseHook):
             self.get_conn().search_experiments(max_results=1)
         except StoreUnavailable as exc:
             return False, str(exc)
-        return True, f"MLflow reachable at {redact(self.tracking_uri)}"
+        return True, f"MLflow reachable at {mask_url(self.tracking_uri)}"
 
 
 def _as_uri(root: str) -> str:
@@ -303,10 +294,10 @@ def _check_http(uri: str, timeout: float) -> None:
     try:
         response = requests.get(f"{uri.rstrip('/')}/health", timeout=(timeout, timeout * 2))
     except requests.RequestException as exc:
-        raise StoreUnavailable("MLflow tracking server", redact(uri), _first_line(exc), fix) from exc
+        raise StoreUnavailable("MLflow tracking server", mask_url(uri), _first_line(exc), fix) from exc
     if response.status_code >= 500:
         raise StoreUnavailable(
-            "MLflow tracking server", redact(uri), f"/health answered HTTP {response.status_code}", fix
+            "MLflow tracking server", mask_url(uri), f"/health answered HTTP {response.status_code}", fix
         )
 
 
@@ -321,11 +312,9 @@ def _check_database(uri: str, timeout: float) -> None:
         "postgres`) or point the mlflow_default connection / MLFLOW_TRACKING_URI at a reachable store"
     )
     if host:  # no host = Unix socket (postgresql:///mlflow): only the login below can tell
-        try:
-            with socket.create_connection((host, port), timeout=timeout):
-                pass
-        except OSError as exc:
-            raise StoreUnavailable("MLflow backend store", redact(uri), _first_line(exc), fix) from exc
+        reason = tcp_error(host, port, timeout)
+        if reason is not None:
+            raise StoreUnavailable("MLflow backend store", mask_url(uri), reason, fix)
     if scheme == "postgresql":
         _login_postgres(uri, timeout, fix)
 
@@ -343,7 +332,7 @@ def _login_postgres(uri: str, timeout: float, fix: str) -> None:
     except sqlalchemy.exc.SQLAlchemyError as exc:
         reason = _first_line(getattr(exc, "orig", None) or exc)
         hint = "create the database first; " if "does not exist" in reason else ""
-        raise StoreUnavailable("MLflow backend store", redact(uri), reason, hint + fix) from None
+        raise StoreUnavailable("MLflow backend store", mask_url(uri), reason, hint + fix) from None
     finally:
         engine.dispose()
 
