@@ -86,10 +86,12 @@ def estimator_problems(spec: ModelSpec) -> list[str]:
 
 
 def suite_problems(spec: ModelSpec) -> list[str]:
+    from airflow_mlops.core.suites import suite_path
+
     suite = spec.validation.suite
-    if suite and not (config.expectations_dir() / f"{suite}.json").is_file():
-        return [f"{spec.source_file}: validation.suite: {suite!r} has no file "
-                f"{config.expectations_dir() / (suite + '.json')}; create it or remove the field"]
+    if suite and not suite_path(suite).is_file():
+        return [f"{spec.source_file}: validation.suite: {suite!r} has no file {suite_path(suite)}; "
+                "create it (airflow-mlops suite --dataset ... --from ...) or remove the field"]
     return []
 
 
