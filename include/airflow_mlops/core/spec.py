@@ -61,6 +61,26 @@ class Preprocessing(_Strict):
     scale: bool = False
 
 
+class KubernetesCompute(_Strict):
+    """Where the training pod runs and what it may use (KubernetesPodOperator arguments)."""
+
+    image: str = Field(default="airflow-mlops:latest", description="image with this project installed")
+    namespace: str = Field(default="default", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    service_account: str | None = None
+    cpu: str = Field(default="1", pattern=r"^\d+(\.\d+)?m?$")
+    memory: str = Field(default="2Gi", pattern=r"^\d+(Ki|Mi|Gi|Ti|K|M|G|T)?$")
+    state_volume_claim: str = Field(
+        default="mlops-state", description="PVC holding MLOPS_HOME (training-set snapshots)"
+    )
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    startup_timeout_seconds: int = Field(default=600, ge=30)
+
+
+class Compute(_Strict):
+    backend: Literal["local", "kubernetes"] = "local"
+    kubernetes: KubernetesCompute = KubernetesCompute()
+
+
 class Training(_Strict):
     estimator: str = Field(description="import path of a scikit-learn compatible classifier")
     params: dict[str, Any] = Field(default_factory=dict)
@@ -72,6 +92,7 @@ class Training(_Strict):
     lookback_days: int = Field(
         default=30, ge=1, description="label rows used for training, counted back from the newest"
     )
+    compute: Compute = Compute()
 
     @field_validator("estimator")
     @classmethod
@@ -88,11 +109,38 @@ class Threshold(_Strict):
     max: float | None = None
 
 
+class Slice(_Strict):
+    """Per-slice metrics: one group per value, or per bin when `bins` (edges, ascending) is given."""
+
+    column: str
+    bins: tuple[float, ...] | None = Field(default=None, min_length=2)
+
+    @field_validator("bins")
+    @classmethod
+    def _ascending(cls, value: tuple[float, ...] | None) -> tuple[float, ...] | None:
+        if value is not None and list(value) != sorted(set(value)):
+            raise ValueError(f"bin edges must be strictly ascending, got {list(value)}")
+        return value
+
+
 class Evaluation(_Strict):
+    """How a challenger is judged: absolute thresholds, then against the champion on the same rows.
+
+    rule "improvement": promote when the primary metric's gain over the champion is at least
+    `min_improvement` AND the lower bound of its bootstrap confidence interval is above 0.
+    rule "non_regression": promote unless the CI's lower bound shows a loss above `max_regression`.
+    """
+
     primary_metric: Literal[METRICS] = "roc_auc"  # type: ignore[valid-type]
     metrics: tuple[Literal[METRICS], ...] = ("roc_auc", "accuracy", "f1", "log_loss")  # type: ignore[valid-type]
     thresholds: dict[Literal[METRICS], Threshold] = Field(default_factory=dict)  # type: ignore[valid-type]
-    min_improvement: float = 0.0
+    rule: Literal["improvement", "non_regression"] = "improvement"
+    min_improvement: float = Field(default=0.0, ge=0.0)
+    max_regression: float = Field(default=0.0, ge=0.0)
+    confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
+    bootstrap_samples: int = Field(default=500, ge=50, le=20000)
+    slices: tuple[Slice, ...] = ()
+    min_slice_rows: int = Field(default=50, ge=1, description="smaller slices are reported but flagged")
 
 
 class Canary(_Strict):
@@ -102,6 +150,9 @@ class Canary(_Strict):
 
 class Promotion(_Strict):
     approval: Literal["auto", "manual"] = "auto"
+    approval_timeout: str = Field(
+        default="7d", pattern=r"^\d+[smhd]$", description="a manual approval not answered by then fails"
+    )
     canary: Canary | None = None
 
 
@@ -135,6 +186,14 @@ class ModelSpec(_Strict):
     @property
     def training_columns(self) -> tuple[str, ...]:
         return self.features.entity_df.request_features
+
+
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration_seconds(text: str) -> int:
+    """'90s', '15m', '6h', '7d' -> seconds (the spec's duration fields are validated to this shape)."""
+    return int(text[:-1]) * _UNIT_SECONDS[text[-1]]
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:
