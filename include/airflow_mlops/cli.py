@@ -49,7 +49,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from airflow_mlops.demo import write_demo_batches
 
     write_demo_batches(days=args.days, start=args.start, covariate_shift=args.covariate_shift,
-                       concept_shift=args.concept_shift, seed=args.seed)
+                       concept_shift=args.concept_shift, seed=args.seed, label_noise=args.label_noise)
     return 0
 
 
@@ -90,6 +90,8 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--start", default=None, help="UTC date YYYY-MM-DD (default: 2026-10-01)")
     gen.add_argument("--covariate-shift", type=float, default=0.0, help="0..1: inputs move, the rule holds")
     gen.add_argument("--concept-shift", type=float, default=0.0, help="0..1: the rule itself changes")
+    gen.add_argument("--label-noise", type=float, default=0.0,
+                     help="0..1: share of labels replaced by coin flips (degraded data)")
     gen.add_argument("--seed", type=int, default=7)
     gen.set_defaults(func=_cmd_generate)
     _add_suite_parser(sub)

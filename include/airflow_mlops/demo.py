@@ -69,14 +69,16 @@ def describe_profile() -> list[str]:
 
 
 def write_demo_batches(days: int = 30, start: str | None = None, covariate_shift: float = 0.0,
-                       concept_shift: float = 0.0, seed: int = 7) -> dict[str, Path]:
+                       concept_shift: float = 0.0, seed: int = 7, label_noise: float = 0.0) -> dict[str, Path]:
     """Write one raw batch per dataset into MLOPS_HOME/landing/<dataset>/."""
     from airflow_mlops.core.demo_data import DemoConfig, generate
 
     first = datetime.fromisoformat(start).replace(tzinfo=UTC) if start else DEMO_START
-    cfg = DemoConfig(start=first, days=days, seed=seed, covariate_shift=covariate_shift, concept_shift=concept_shift)
+    cfg = DemoConfig(start=first, days=days, seed=seed, covariate_shift=covariate_shift, concept_shift=concept_shift,
+                     label_noise=label_noise)
     written = {}
-    tag = f"{first:%Y%m%d}-{days}d-s{seed}-cov{covariate_shift:g}-con{concept_shift:g}"
+    tag = f"{first:%Y%m%d}-{days}d-s{seed}-cov{covariate_shift:g}-con{concept_shift:g}" + (
+        f"-noise{label_noise:g}" if label_noise else "")
     for dataset, frame in generate(cfg).items():
         folder = config.paths().landing_dir / dataset
         folder.mkdir(parents=True, exist_ok=True)

@@ -59,3 +59,21 @@ class TrainingFailed(MLOpsError):
 
 class RegistryError(MLOpsError):
     """The MLflow model registry refused or contradicts an operation."""
+
+
+class ModelBelowThreshold(MLOpsError, AirflowFailException):
+    """The challenger missed an absolute threshold of `evaluation.thresholds`.
+
+    No retry: the same model scored on the same rows gives the same numbers.
+    """
+
+
+class ChallengerNotBetter(MLOpsError):
+    """The challenger did not beat the champion by the spec's rule (it stays unpromoted)."""
+
+
+class PromotionConflict(RegistryError, AirflowFailException):
+    """Another promotion or rollback of the same model is in progress or moved the aliases first.
+
+    No retry: the evidence this task holds is about a registry state that no longer exists.
+    """

@@ -10,6 +10,8 @@ The label depends on the driver's stats *as of the request time* (so a point-in-
 and on request features. Two independent knobs inject drift:
 - `covariate_shift` in [0, 1]: longer trips, more surge, lower acceptance (inputs move, rule holds);
 - `concept_shift` in [0, 1]: the rule itself changes (distance stops mattering, surge starts to).
+A third knob degrades the data itself: `label_noise` in [0, 1] replaces that share of labels with
+coin flips (a broken labelling job); at 1 nothing is learnable and evaluation thresholds refuse the model.
 """
 
 from __future__ import annotations
@@ -33,9 +35,10 @@ class DemoConfig:
     seed: int = 7
     covariate_shift: float = 0.0
     concept_shift: float = 0.0
+    label_noise: float = 0.0
 
     def __post_init__(self) -> None:
-        for knob in ("covariate_shift", "concept_shift"):
+        for knob in ("covariate_shift", "concept_shift", "label_noise"):
             value = getattr(self, knob)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{knob}={value} is outside [0, 1]; use 0 for none and 1 for the strongest shift")
@@ -99,6 +102,9 @@ def rides(cfg: DemoConfig, stats: pd.DataFrame | None = None) -> pd.DataFrame:
     frame["pickup_hour"] = frame["event_timestamp"].dt.hour.astype("int64")
     known = _stats_as_of(frame, stats)
     frame["completed"] = _label(frame, known, cfg.concept_shift, rng)
+    if cfg.label_noise > 0:
+        noisy = rng.uniform(0, 1, len(frame)) < cfg.label_noise
+        frame.loc[noisy, "completed"] = rng.integers(0, 2, int(noisy.sum()))
     return frame
 
 

@@ -326,3 +326,22 @@ def model_requirements(estimator_path: str) -> list[str]:
         except metadata.PackageNotFoundError:
             pinned.append(dist)
     return pinned
+
+
+def holdout(
+    frame: pd.DataFrame,
+    *,
+    label: str,
+    split_config: Mapping[str, Any] | None = None,
+    seed: int = 7,
+    timestamp_column: str = "event_timestamp",
+) -> pd.DataFrame:
+    """The labelled validation rows `train()` scored on: the same split of the same snapshot.
+
+    Evaluation scores the challenger AND the champion on exactly these rows, so both are judged
+    on data neither was fitted on, taken at the same point in time.
+    """
+    cfg = {**DEFAULT_SPLIT, **(split_config or {})}
+    labelled = _labelled_rows(frame, label)
+    _, valid_part = split(labelled, cfg["method"], cfg["test_size"], timestamp_column, seed)
+    return valid_part

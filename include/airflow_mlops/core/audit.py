@@ -1,0 +1,141 @@
+"""The champion audit trail and the promotion lease, as plain data (no MLflow import).
+
+The registry is the source of truth, so the trail lives in it: every alias move of `champion`
+(promotion, rollback) and every human decision (approve, reject) is one registered-model tag
+`airflow_mlops.audit.<seq>` holding a JSON event. Tags survive any MLflow backend (SQLite,
+PostgreSQL, a server), need no extra table and are shown by the MLflow UI as they are.
+
+Alias moves are guarded by a lease: a registered-model tag naming its owner and time. MLflow has
+no compare-and-set on aliases; a writer claims the lease, waits a settle time, and reads it back.
+Two writers that claim within the settle time both read the last claim, so exactly one goes on;
+a writer that claims later finds the champion already moved and stops (see
+`hooks/mlflow_registry.py`). A lease older than its TTL is considered abandoned.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from airflow_mlops.core.lineage import TAG_PREFIX
+
+AUDIT_TAG_PREFIX = f"{TAG_PREFIX}audit."
+LEASE_TAG = f"{TAG_PREFIX}promotion_lease"
+LEASE_TTL = timedelta(minutes=10)
+ACTIONS = ("promote", "rollback", "approve", "reject", "not_promoted")
+ALIAS_MOVES = ("promote", "rollback")
+
+# Model-version tags written with each decision (the version's own view of the trail).
+TAG_WAS_CHAMPION = f"{TAG_PREFIX}was_champion"
+TAG_PROMOTED_AT = f"{TAG_PREFIX}promoted_at"
+TAG_PROMOTED_BY = f"{TAG_PREFIX}promoted_by"
+TAG_PREVIOUS_CHAMPION = f"{TAG_PREFIX}previous_champion"
+TAG_PROMOTION_REASON = f"{TAG_PREFIX}promotion_reason"
+TAG_DEMOTED_AT = f"{TAG_PREFIX}demoted_at"
+TAG_DECISION = f"{TAG_PREFIX}decision"
+TAG_DECIDED_BY = f"{TAG_PREFIX}decided_by"
+TAG_DECISION_REASON = f"{TAG_PREFIX}decision_reason"
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One entry of a model's champion history."""
+
+    action: str
+    version: str
+    previous: str | None
+    actor: str
+    trigger: str
+    dag_id: str | None
+    run_id: str | None
+    at: str
+    reason: str
+    seq: int = 0
+
+    def __post_init__(self) -> None:
+        if self.action not in ACTIONS:
+            raise ValueError(f"audit action {self.action!r} is not one of {ACTIONS}")
+
+    def to_json(self) -> str:
+        return json.dumps({k: v for k, v in asdict(self).items() if k != "seq"}, sort_keys=True)
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def audit_tag(seq: int) -> str:
+    """Zero-padded so tags sort in order in the MLflow UI too."""
+    return f"{AUDIT_TAG_PREFIX}{seq:06d}"
+
+
+def history(tags: Mapping[str, str]) -> list[AuditEvent]:
+    """The audit events of a registered model's tags, oldest first (unreadable entries skipped)."""
+    events = []
+    for key, value in tags.items():
+        if not key.startswith(AUDIT_TAG_PREFIX) or not key[len(AUDIT_TAG_PREFIX):].isdigit():
+            continue
+        try:
+            data = json.loads(value)
+            events.append(AuditEvent(seq=int(key[len(AUDIT_TAG_PREFIX):]), **data))
+        except (ValueError, TypeError):
+            continue  # a hand-edited tag must not break promotions; it is simply not history
+    return sorted(events, key=lambda e: e.seq)
+
+
+def next_seq(tags: Mapping[str, str]) -> int:
+    seqs = [int(k[len(AUDIT_TAG_PREFIX):]) for k in tags if k.startswith(AUDIT_TAG_PREFIX)
+            and k[len(AUDIT_TAG_PREFIX):].isdigit()]
+    return max(seqs, default=0) + 1
+
+
+def champions(events: Iterable[AuditEvent]) -> list[str]:
+    """Every version that ever held `champion`, in the order they got it (repeats kept)."""
+    return [e.version for e in events if e.action in ALIAS_MOVES]
+
+
+def previous_champion(events: list[AuditEvent], current: str | None) -> str | None:
+    """The version that was champion right before `current` got the alias (most recent move)."""
+    for event in reversed(events):
+        if event.action in ALIAS_MOVES and event.version == current:
+            return event.previous
+    return None
+
+
+def move_by_run(events: Iterable[AuditEvent], action: str, version: str, dag_id: str | None,
+                run_id: str | None) -> AuditEvent | None:
+    """The alias move this Airflow run already made (a cleared task re-running finds it)."""
+    if not run_id:
+        return None
+    for event in events:
+        if (event.action, event.version, event.dag_id, event.run_id) == (action, version, dag_id, run_id):
+            return event
+    return None
+
+
+def lease_value(owner: str, at: datetime | None = None) -> str:
+    return json.dumps({"owner": owner, "at": (at or datetime.now(UTC)).isoformat()})
+
+
+def lease_of(tags: Mapping[str, str], now: datetime | None = None,
+             ttl: timedelta = LEASE_TTL) -> dict[str, Any] | None:
+    """The live lease ({owner, at}) or None when free, expired or unreadable."""
+    raw = tags.get(LEASE_TAG)
+    if not raw:
+        return None
+    try:
+        lease = json.loads(raw)
+        taken = datetime.fromisoformat(lease["at"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    if (now or datetime.now(UTC)) - taken > ttl:
+        return None
+    return dict(lease)
+
+
+def same_task(owner_a: str, owner_b: str) -> bool:
+    """Owners are '<dag_id>/<run_id>/<task_id>/<token>': earlier tries of one task may take over."""
+    return owner_a.rsplit("/", 1)[0] == owner_b.rsplit("/", 1)[0]
