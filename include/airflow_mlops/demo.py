@@ -115,12 +115,17 @@ def _summary() -> None:
     print(f"    MLflow tracking store: {hook.tracking_uri}")
     print(f"    MLflow UI:             mlflow ui --backend-store-uri {hook.tracking_uri} --port 5000")
     for spec in load_specs():
-        version = client.get_model_version_by_alias(spec.name, "challenger")
-        run = client.get_run(str(version.run_id))
-        shown = [m for m in spec.evaluation.metrics if m in run.data.metrics]
-        metrics = ", ".join(f"{m}={run.data.metrics[m]:.4f}" for m in shown)
-        print(f"    model {spec.name} v{version.version} (alias challenger, run {version.run_id}): {metrics}")
-        print(f"    model URI:             models:/{spec.name}@challenger")
+        for alias in ("champion", "challenger"):
+            try:
+                version = client.get_model_version_by_alias(spec.name, alias)
+            except Exception:  # noqa: BLE001 - no such alias yet (e.g. the first model was refused)
+                print(f"    model {spec.name}: no {alias}")
+                continue
+            run = client.get_run(str(version.run_id))
+            shown = [m for m in spec.evaluation.metrics if m in run.data.metrics]
+            metrics = ", ".join(f"{m}={run.data.metrics[m]:.4f}" for m in shown)
+            print(f"    model {spec.name} v{version.version} (alias {alias}, run {version.run_id}): {metrics}")
+        print(f"    model URI:             models:/{spec.name}@champion")
     home = config.paths()
     print(f"    offline store:         {home.offline_dir}")
     print(f"    Feast registry/online: {home.feast_dir}")

@@ -17,7 +17,7 @@ def feature_dag_doc(views: list[str], specs: list[ModelSpec]) -> str:
 3. **feast_apply** — only when the definitions changed.
 4. **materialize** — feature views to the online store.
 
-**Emits** (one event per materialized view):
+**Emits** (one event per view that got new rows, through its alias `mlops.features.<view>.updates`):
 {emitted}
 
 Used by: {used_by}.
@@ -25,22 +25,43 @@ Used by: {used_by}.
 
 
 def training_dag_doc(spec: ModelSpec) -> str:
-    feats, train = spec.features, spec.training
+    feats, train, ev = spec.features, spec.training, spec.evaluation
     listens = ", ".join(f"`mlops.features.{v}`" for v in feats.feature_views) if train.retrain_on_features else "none"
+    where = "in a Kubernetes pod" if train.compute.backend == "kubernetes" else "in the worker"
+    thresholds = ", ".join(f"{m} {t.model_dump(exclude_none=True)}" for m, t in ev.thresholds.items()) or "none"
+    manual = spec.promotion.approval == "manual"
+    approval = ("**approve** — a human approves in *Required actions* (or the REST API) within "
+                f"{spec.promotion.approval_timeout}; reject keeps the champion.\n7. " if manual else "")
     return f"""### Training: `{spec.name}`
 {spec.description}
 
 Generated from `{spec.source_file}` — edit the spec, not this DAG.
 
 1. **build_training_set** — point-in-time join of `{feats.entity_df.dataset}` (label `{feats.label}`)
-   with feature service `{feats.feature_service}` (last {train.lookback_days} days).
-2. **train** — `{train.estimator}` with seed {train.seed}, {train.split.method} split
-   ({train.split.test_size:.0%} validation); logged to MLflow experiment `{spec.name}`.
-3. **register** — registers a version of `{spec.name}` and points alias `challenger` at it
-   (idempotent on retries).
+   with feature service `{feats.feature_service}` (last {train.lookback_days} days), validated by its suite.
+2. **train** — `{train.estimator}` {where}, seed {train.seed}, {train.split.method} split
+   ({train.split.test_size:.0%} held out); logged to MLflow experiment `{spec.name}`.
+3. **evaluate** — challenger and current champion on the same held-out rows: thresholds ({thresholds}),
+   then rule `{ev.rule}` on `{ev.primary_metric}` with a {ev.confidence:.0%} bootstrap CI. Below a
+   threshold the run fails here (nothing registered).
+4. **register** — version of `{spec.name}` with alias `challenger` and verdict tags (idempotent).
+5. **model_card** — card (Markdown/HTML/JSON) logged to the run, linked from the version.
+6. {approval}**promote** — moves `champion` when the verdict says so (skipped otherwise, reason logged);
+   audit trail in the registry; emits `mlops.model.{spec.name}.champion`.
 
 **Runs on**: feature assets {listens}; schedule `{train.schedule or "none"}`; or by hand.
+Undo a promotion with the `{spec.name}__rollback` DAG.
 
 - Intended use: {spec.intended_use or "—"}
 - Limitations: {spec.limitations or "—"}
+"""
+
+
+def rollback_dag_doc(spec: ModelSpec) -> str:
+    return f"""### Rollback: `{spec.name}`
+Manual only. Trigger with config `{{"target": "previous", "reason": "..."}}` or a version number as target.
+
+The target must exist and must have been champion before (audit trail or `airflow_mlops.was_champion`
+tag). Under the registry lease the `champion` alias moves in one call, the move is written to the
+audit trail, and `mlops.model.{spec.name}.champion` is emitted (so deployment follows).
 """

@@ -25,6 +25,27 @@ def logged_model_id(model_uri: str) -> str | None:
     return None
 
 
+def evaluation_tags(evaluation: Any) -> dict[str, str]:
+    """Version tags summarising an evaluation result (empty when there is none)."""
+    import json
+
+    if not evaluation:
+        return {}
+    data = json.loads(evaluation) if isinstance(evaluation, str) else dict(evaluation)
+    prefix = "airflow_mlops.evaluation."
+    tags = {
+        f"{prefix}verdict": "promote" if data.get("promote") else "hold",
+        f"{prefix}champion_version": str(data.get("champion_version") or "none"),
+        f"{prefix}primary_metric": str(data.get("primary_metric")),
+        f"{prefix}value": str(data.get("challenger_value")),
+        f"{prefix}gain": str(data.get("gain")),
+        f"{prefix}ci": json.dumps(data.get("ci")),
+        f"{prefix}report": str(data.get("report_uri") or ""),
+        f"{prefix}reasons": "; ".join(data.get("reasons") or [])[:4000],
+    }
+    return {key: value for key, value in tags.items() if value}
+
+
 class MLflowRegisterModelOperator(BaseOperator):
     """Register the model of an MLflow run (once) and point an alias at that version.
 
@@ -37,11 +58,13 @@ class MLflowRegisterModelOperator(BaseOperator):
     :param model_uri: URI returned by the training task, e.g. models:/m-... (templated)
     :param alias: alias to set on the version, "challenger" by default. (templated)
     :param description: description for a newly created registered model. (templated)
+    :param evaluation: the evaluation task's result; its verdict, primary metric, gain and the
+        champion it was compared with become version tags. (templated)
     :param mlflow_conn_id: Airflow connection of type "mlflow".
     :return: {"name", "version", "run_id", "alias", "created"} (created: a new version was made)
     """
 
-    template_fields: Sequence[str] = ("model_name", "run_id", "model_uri", "alias", "description")
+    template_fields: Sequence[str] = ("model_name", "run_id", "model_uri", "alias", "description", "evaluation")
     ui_color = "#d7ecff"
 
     def __init__(
@@ -52,6 +75,7 @@ class MLflowRegisterModelOperator(BaseOperator):
         model_uri: str,
         alias: str = "challenger",
         description: str | None = None,
+        evaluation: Any = None,
         mlflow_conn_id: str = "mlflow_default",
         **kwargs: Any,
     ) -> None:
@@ -63,6 +87,7 @@ class MLflowRegisterModelOperator(BaseOperator):
         self.model_uri = model_uri
         self.alias = alias
         self.description = description
+        self.evaluation = evaluation
         self.mlflow_conn_id = mlflow_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -76,6 +101,8 @@ class MLflowRegisterModelOperator(BaseOperator):
             model_id = self._check_source(client)
             self._ensure_registered_model(client)
             version, created = self._find_or_create_version(client, model_id, context)
+            for key, value in evaluation_tags(self.evaluation).items():
+                client.set_model_version_tag(self.model_name, version.version, key, value)
             client.set_registered_model_alias(self.model_name, self.alias, version.version)
         # search_model_versions returns empty aliases in MLflow 3: read the alias back directly.
         confirmed = client.get_model_version_by_alias(self.model_name, self.alias)

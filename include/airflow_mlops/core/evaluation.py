@@ -1,0 +1,481 @@
+"""Evaluation core: judge a challenger on held-out rows, against thresholds and the champion.
+
+Pure functions, no Airflow or MLflow: the evaluation operator scores both models on the same rows,
+calls `evaluate()` and logs `EvaluationResult.to_dict()`. Metrics come from
+`core.training.compute_metrics`. The champion comparison is a paired bootstrap of the primary metric:
+both models are scored on the same resampled rows, so the interval reflects their difference rather
+than the noise each has alone. numpy/pandas/sklearn are imported inside functions.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from itertools import pairwise
+from typing import TYPE_CHECKING, Any
+
+from airflow_mlops.core.spec import METRICS
+from airflow_mlops.core.training import compute_metrics
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["LOWER_IS_BETTER", "RULES", "EvaluationResult", "check_thresholds", "evaluate", "paired_bootstrap"]
+
+log = logging.getLogger(__name__)
+
+LOWER_IS_BETTER = ("log_loss", "brier")
+RULES = ("improvement", "non_regression")
+MISSING = "missing"
+MAX_DISTINCT = 20  # more distinct values than this fall back to quartile bins
+CURVE_POINTS = 200
+
+
+@dataclass
+class EvaluationResult:
+    """Everything the decision rests on; `to_dict()` is the JSON artifact, `summary()` the log line."""
+
+    rows: int
+    positives: int
+    primary_metric: str
+    challenger: dict[str, Any]
+    champion: dict[str, Any] | None
+    thresholds: list[dict[str, Any]]
+    comparison: dict[str, Any] | None
+    slices: list[dict[str, Any]]
+    verdict: dict[str, Any]
+    curves: dict[str, Any]
+
+    @property
+    def promote(self) -> bool:
+        return bool(self.verdict["promote"])
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able: plain Python numbers, NaN and infinities as None."""
+        return _jsonable(asdict(self))
+
+    def summary(self) -> str:
+        """One paragraph for task logs and approval (HITL) bodies."""
+        metric = self.primary_metric
+        text = (
+            f"Challenger {self.challenger.get('version') or '(new)'}: {metric} "
+            f"{_num(self.challenger['metrics'][metric])} on {self.rows} rows ({self.positives} positives)."
+        )
+        if self.champion is not None and self.comparison is not None:
+            c = self.comparison
+            text += (
+                f" Champion {self.champion.get('version') or '(unknown)'}: {_num(c['champion'])}; "
+                f"gain {_signed(c['gain'])} ({_pct(c['confidence'])} CI [{_signed(c['ci_low'])}, "
+                f"{_signed(c['ci_high'])}], {c['samples_used']} resamples, rule {c['rule']})."
+            )
+        decision = "PROMOTE" if self.promote else "DO NOT PROMOTE"
+        return f"{text} Verdict: {decision}. " + " ".join(f"{r.rstrip('.')}." for r in self.verdict["reasons"])
+
+
+def evaluate(
+    y_true: Any,
+    challenger_proba: Any,
+    champion_proba: Any = None,
+    *,
+    metrics: Sequence[str],
+    primary_metric: str,
+    thresholds: Mapping[str, Any] | None = None,
+    rule: str = "improvement",
+    min_improvement: float = 0.0,
+    max_regression: float = 0.0,
+    confidence: float = 0.95,
+    bootstrap_samples: int = 500,
+    seed: int = 7,
+    slices: Sequence[Any] = (),
+    slice_frame: pd.DataFrame | None = None,
+    min_slice_rows: int = 50,
+    champion_version: str | None = None,
+    challenger_version: str | None = None,
+) -> EvaluationResult:
+    """Score the challenger (and champion, if any) on the same held-out rows and decide promotion.
+
+    `thresholds` is {metric: {"min": x, "max": y}} (pydantic `Threshold` objects work too);
+    `slices` are {"column": c, "bins": [edges] | None} mappings or `spec.Slice` objects.
+    """
+    thresholds = {k: _as_dict(v) for k, v in (thresholds or {}).items()}
+    _check_options(rule, confidence, bootstrap_samples)
+    names = _metric_names(metrics, primary_metric, thresholds)
+    y, chal, champ = _arrays(y_true, challenger_proba, champion_proba, slice_frame)
+    chal_metrics = compute_metrics(y, chal, names)
+    champ_metrics = compute_metrics(y, champ, names) if champ is not None else None
+    checks = check_thresholds(chal_metrics, thresholds)
+    comparison = None
+    if champ is not None and champ_metrics is not None:
+        settings = {"rule": rule, "min_improvement": float(min_improvement), "max_regression": float(max_regression)}
+        boot = paired_bootstrap(
+            y, chal, champ, primary_metric, samples=bootstrap_samples, seed=seed, confidence=confidence
+        )
+        comparison = _comparison(primary_metric, chal_metrics, champ_metrics, {**boot, **settings})
+    return EvaluationResult(
+        rows=len(y),
+        positives=int(y.sum()),
+        primary_metric=primary_metric,
+        challenger={"version": challenger_version, "metrics": chal_metrics},
+        champion=None if champ_metrics is None else {"version": champion_version, "metrics": champ_metrics},
+        thresholds=checks,
+        comparison=comparison,
+        slices=slice_metrics(slices, slice_frame, y, chal, champ, names, min_slice_rows),
+        verdict=_verdict(checks, comparison),
+        curves={"challenger": roc_points(y, chal), "champion": roc_points(y, champ) if champ is not None else None},
+    )
+
+
+def _comparison(metric: str, ours: Mapping[str, float], theirs: Mapping[str, float], extra: dict) -> dict[str, Any]:
+    a, b = ours[metric], theirs[metric]
+    head = {"metric": metric, "challenger": a, "champion": b, "gain": _gain(metric, a, b)}
+    return {**head, **extra, "higher_is_better": metric not in LOWER_IS_BETTER}
+
+
+def _check_options(rule: str, confidence: float, samples: int) -> None:
+    if rule not in RULES:
+        raise ValueError(f"evaluation.rule: got {rule!r}; allowed: {list(RULES)}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"evaluation.confidence: got {confidence!r}; must be between 0 and 1, e.g. 0.95")
+    if samples < 1:
+        raise ValueError(f"evaluation.bootstrap_samples: got {samples!r}; must be at least 1, e.g. 500")
+
+
+def _metric_names(metrics: Sequence[str], primary: str, thresholds: Mapping[str, Any]) -> list[str]:
+    """The metrics to compute: the listed ones, then the primary and thresholded ones, in that order."""
+    for field, wanted in (("metrics", list(metrics)), ("primary_metric", [primary]), ("thresholds", list(thresholds))):
+        unknown = [m for m in wanted if m not in METRICS]
+        if unknown:
+            raise ValueError(f"evaluation.{field}: unknown metric(s) {unknown}; allowed: {list(METRICS)}")
+    for metric, bounds in thresholds.items():
+        extra = sorted(set(bounds) - {"min", "max"})
+        if extra:
+            raise ValueError(f"evaluation.thresholds.{metric}: unknown key(s) {extra}; allowed: ['min', 'max']")
+    return list(dict.fromkeys([*metrics, primary, *thresholds]))
+
+
+def _arrays(y_true: Any, challenger: Any, champion: Any, frame: Any) -> tuple[Any, Any, Any]:
+    """Labels as int 0/1 and probabilities as float vectors, all of one length, or ValueError."""
+    import numpy as np
+
+    y = np.asarray(y_true)
+    if y.ndim != 1 or len(y) == 0:
+        raise ValueError(f"y_true must be a non-empty 1-D array of 0/1 labels, got shape {y.shape}")
+    values = set(np.unique(y).tolist())
+    if not values <= {0, 1}:
+        raise ValueError(f"y_true must hold binary 0/1 labels, found {sorted(map(str, values))[:5]}")
+    arrays = [_proba(challenger, "challenger_proba", len(y))]
+    arrays.append(None if champion is None else _proba(champion, "champion_proba", len(y)))
+    if frame is not None and len(frame) != len(y):
+        raise ValueError(
+            f"slice_frame has {len(frame)} rows but y_true has {len(y)}; pass the held-out rows "
+            "themselves, in the same order as y_true"
+        )
+    return y.astype(int), arrays[0], arrays[1]
+
+
+def _proba(values: Any, name: str, rows: int) -> Any:
+    import numpy as np
+
+    p = np.asarray(values, dtype=float)
+    if p.ndim == 2 and p.shape[1] == 2:  # predict_proba output: keep the positive class
+        p = p[:, 1]
+    if p.ndim != 1 or len(p) != rows:
+        raise ValueError(
+            f"{name} has shape {p.shape} but y_true has {rows} rows; pass one positive-class "
+            "probability per held-out row, in the same order as y_true"
+        )
+    bad = int((~np.isfinite(p)).sum())
+    if bad:
+        raise ValueError(f"{name} holds {bad} NaN/infinite value(s); every held-out row needs a probability")
+    return p
+
+
+def _gain(metric: str, challenger: float, champion: float) -> float:
+    """Positive when the challenger is better, whichever direction the metric runs."""
+    return champion - challenger if metric in LOWER_IS_BETTER else challenger - champion
+
+
+def check_thresholds(values: Mapping[str, float], thresholds: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One {metric, min, max, value, passed, reason} per thresholded metric; NaN fails."""
+    checks = []
+    for metric, bounds in thresholds.items():
+        low, high, value = bounds.get("min"), bounds.get("max"), values[metric]
+        field = f"evaluation.thresholds.{metric}"
+        if math.isnan(value):
+            reason = (
+                f"{metric} is NaN (undefined: the evaluation rows hold one class only), so {field} "
+                "counts as failed; evaluate on rows with both classes"
+            )
+        elif low is not None and value < low:
+            reason = f"{metric} {_num(value)} is below the minimum {low:g} ({field}.min)"
+        elif high is not None and value > high:
+            reason = f"{metric} {_num(value)} is above the maximum {high:g} ({field}.max)"
+        else:
+            reason = ""
+        ok = f"{metric} {_num(value)} meets {field} (min {low}, max {high})"
+        checks.append(
+            {"metric": metric, "min": low, "max": high, "value": value, "passed": not reason, "reason": reason or ok}
+        )
+    return checks
+
+
+def paired_bootstrap(
+    y: Any, challenger: Any, champion: Any, metric: str, *, samples: int = 500, seed: int = 7, confidence: float = 0.95
+) -> dict[str, Any]:
+    """Percentile CI of the gain: both models scored on the same resampled rows each time.
+
+    Resamples where the metric is undefined (one class drawn) are skipped and counted out.
+    """
+    import numpy as np
+
+    y, challenger, champion = np.asarray(y).astype(int), np.asarray(challenger, float), np.asarray(champion, float)
+    rng = np.random.default_rng(seed)
+    score = (
+        _auc_scorer(y, challenger, champion)
+        if metric == "roc_auc"
+        else _generic_scorer(y, challenger, champion, metric)
+    )
+    gains = []
+    for _ in range(samples):
+        a, b = score(rng.integers(0, len(y), len(y)))
+        gain = _gain(metric, a, b)
+        if not math.isnan(gain):
+            gains.append(gain)
+    low, high = np.percentile(gains, [50 * (1 - confidence), 50 * (1 + confidence)]) if gains else (math.nan,) * 2
+    if len(gains) < samples:
+        log.info(
+            "bootstrap: %s of %s resamples had %s undefined and were skipped", samples - len(gains), samples, metric
+        )
+    ci = {"ci_low": float(low), "ci_high": float(high), "confidence": float(confidence)}
+    return {**ci, "samples_used": len(gains), "samples_requested": samples, "seed": seed}
+
+
+def _generic_scorer(y: Any, a: Any, b: Any, metric: str) -> Callable[[Any], tuple[float, float]]:
+    def score(idx: Any) -> tuple[float, float]:
+        return compute_metrics(y[idx], a[idx], [metric])[metric], compute_metrics(y[idx], b[idx], [metric])[metric]
+
+    return score
+
+
+def _auc_scorer(y: Any, a: Any, b: Any) -> Callable[[Any], tuple[float, float]]:
+    """ROC AUC of a resample in O(n): a resample is a row-count weight vector, and each model's scores
+    are grouped into tied ranks once, up front. Equal to roc_auc_score(y[idx], p[idx]) (the
+    Mann-Whitney statistic, ties counted half); ~25x faster than calling it per resample."""
+    import numpy as np
+
+    ties = [np.unique(p, return_inverse=True)[1] for p in (a, b)]
+
+    def auc(group: Any, w_pos: Any, w_neg: Any) -> float:
+        size = int(group.max()) + 1
+        pos = np.bincount(group, weights=w_pos, minlength=size)
+        neg = np.bincount(group, weights=w_neg, minlength=size)
+        total_pos, total_neg = pos.sum(), neg.sum()
+        if total_pos == 0 or total_neg == 0:
+            return math.nan
+        below = np.cumsum(neg) - neg
+        return float((pos * (below + 0.5 * neg)).sum() / (total_pos * total_neg))
+
+    def score(idx: Any) -> tuple[float, float]:
+        weights = np.bincount(idx, minlength=len(y)).astype(float)
+        w_pos = weights * y
+        w_neg = weights - w_pos
+        return auc(ties[0], w_pos, w_neg), auc(ties[1], w_pos, w_neg)
+
+    return score
+
+
+def _verdict(checks: list[dict[str, Any]], comparison: dict[str, Any] | None) -> dict[str, Any]:
+    passed = all(c["passed"] for c in checks)
+    reasons = [c["reason"] for c in checks if not c["passed"]]
+    if not checks:
+        reasons.append("no thresholds configured (evaluation.thresholds): only the champion comparison applies")
+    elif passed:
+        reasons.append(f"all {len(checks)} threshold(s) passed")
+    beats = None if comparison is None else _beats(comparison)
+    if comparison is None:
+        reasons.append("no champion yet: judged on thresholds alone")
+    else:
+        reasons.append(_comparison_reason(comparison, bool(beats)))
+    promote = passed and (beats is None or beats)
+    return {"passed_thresholds": passed, "beats_champion": beats, "promote": promote, "reasons": reasons}
+
+
+def _beats(c: Mapping[str, Any]) -> bool:
+    gain, low = c["gain"], c["ci_low"]
+    if math.isnan(gain) or math.isnan(low):
+        return False
+    if c["rule"] == "improvement":
+        return bool(gain >= c["min_improvement"] and low > 0)
+    return bool(low >= -c["max_regression"])
+
+
+def _comparison_reason(c: Mapping[str, Any], beats: bool) -> str:
+    head = (
+        f"{c['metric']} gain {_signed(c['gain'])} ({_pct(c['confidence'])} CI [{_signed(c['ci_low'])}, "
+        f"{_signed(c['ci_high'])}])"
+    )
+    if math.isnan(c["gain"]) or math.isnan(c["ci_low"]):
+        return (
+            f"{head} is undefined ({c['samples_used']} of {c['samples_requested']} resamples usable; "
+            "the rows need both classes), so the challenger is not judged better"
+        )
+    if c["rule"] == "improvement":
+        needs = (
+            f"rule improvement needs the CI's lower bound > 0 and gain >= {c['min_improvement']} "
+            "(evaluation.min_improvement)"
+        )
+        if beats:
+            return f"{head} beats the champion: {needs}"
+        if c["ci_low"] <= 0:
+            return f"{head} is not above 0; {needs}"
+        return f"{head} is below the minimum improvement; {needs}"
+    needs = f"rule non_regression needs the CI's lower bound >= -{c['max_regression']} (evaluation.max_regression)"
+    return f"{head} {'does not regress' if beats else 'shows a regression'}; {needs}"
+
+
+def slice_metrics(
+    specs: Sequence[Any], frame: pd.DataFrame | None, y: Any, chal: Any, champ: Any, names: Sequence[str], min_rows: int
+) -> list[dict[str, Any]]:
+    """Per slice spec: {column, bins, groups: [{group, rows, positives, challenger, champion, small}],
+    note?} or {column, bins, error} when the slice cannot be built (the evaluation goes on)."""
+    out = []
+    for raw in specs:
+        spec = _as_dict(raw)
+        column, bins = spec["column"], spec.get("bins")
+        entry: dict[str, Any] = {"column": column, "bins": list(bins) if bins is not None else None}
+        try:
+            labels, order, note = _group_labels(frame, column, bins)
+        except _SliceError as exc:
+            out.append({**entry, "error": str(exc)})
+            continue
+        masks = [(g, labels == g) for g in order]
+        groups = [_group(g, mask, y, chal, champ, names, min_rows) for g, mask in masks if mask.any()]
+        out.append({**entry, "groups": groups, **({"note": note} if note else {})})
+    return out
+
+
+class _SliceError(ValueError):
+    """A slice that cannot be built; reported in its entry instead of failing the evaluation."""
+
+
+def _group_labels(
+    frame: pd.DataFrame | None, column: str, bins: Sequence[float] | None
+) -> tuple[Any, list[str], str | None]:
+    import pandas as pd
+
+    if frame is None:
+        raise _SliceError(f"slice column {column!r}: no slice_frame was given; pass the held-out rows")
+    if column not in frame.columns:
+        raise _SliceError(
+            f"slice column {column!r} is not in the evaluation rows; available columns: "
+            f"{sorted(map(str, frame.columns))}; fix evaluation.slices"
+        )
+    values = frame[column]
+    numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+    if bins is not None:
+        if not numeric:
+            raise _SliceError(
+                f"slice column {column!r} has dtype {values.dtype} but bins need numbers; "
+                "remove evaluation.slices[].bins to group by value"
+            )
+        return (*_binned(values, list(bins)), None)
+    distinct = int(values.nunique())
+    if distinct <= MAX_DISTINCT:
+        return _by_value(values)
+    if not numeric:
+        raise _SliceError(
+            f"slice column {column!r} has {distinct} distinct values (more than "
+            f"{MAX_DISTINCT}) and is not numeric; slice a column with fewer values"
+        )
+    # Rounded so the group labels show the exact edges used.
+    edges = sorted({float(_num(q)) for q in values.quantile([0.25, 0.5, 0.75]).tolist()})
+    note = (
+        f"{distinct} distinct values (more than {MAX_DISTINCT}): grouped into quartile bins "
+        f"at {[_edge(e) for e in edges]}; set evaluation.slices[].bins to choose the edges"
+    )
+    return (*_binned(values, edges), note)
+
+
+def _binned(values: pd.Series, edges: list[float]) -> tuple[Any, list[str]]:
+    """Groups "[a, b)" between edges, "< first" and ">= last" outside them, "missing" for NaN."""
+    import numpy as np
+
+    x = values.to_numpy(dtype=float, na_value=np.nan)
+    inner = [f"[{_edge(a)}, {_edge(b)})" for a, b in pairwise(edges)]
+    names = [f"< {_edge(edges[0])}", *inner, f">= {_edge(edges[-1])}", MISSING]
+    position = np.searchsorted(np.asarray(edges, dtype=float), x, side="right")
+    position[np.isnan(x)] = len(edges) + 1
+    return np.asarray(names, dtype=object)[position], names
+
+
+def _by_value(values: pd.Series) -> tuple[Any, list[str], None]:
+    import numpy as np
+
+    present = values.dropna().drop_duplicates().tolist()
+    try:
+        present.sort()
+    except TypeError:  # mixed types: order by their text
+        present.sort(key=str)
+    labels = np.asarray([str(v) for v in values.tolist()], dtype=object)
+    labels[values.isna().to_numpy()] = MISSING
+    return labels, list(dict.fromkeys([*map(str, present), MISSING])), None
+
+
+def _group(label: str, mask: Any, y: Any, chal: Any, champ: Any, names: Sequence[str], min_rows: int) -> dict[str, Any]:
+    rows = int(mask.sum())
+    champion = compute_metrics(y[mask], champ[mask], names) if champ is not None else None
+    group = {"group": label, "rows": rows, "positives": int(y[mask].sum())}
+    return {
+        **group,
+        "challenger": compute_metrics(y[mask], chal[mask], names),
+        "champion": champion,
+        "small": rows < min_rows,
+    }
+
+
+def roc_points(y: Any, proba: Any, limit: int = CURVE_POINTS) -> dict[str, list[float]] | None:
+    """ROC curve thinned to at most `limit` points (first and last kept); None with one class only."""
+    import numpy as np
+    from sklearn.metrics import roc_curve
+
+    if len(np.unique(y)) < 2:
+        return None
+    fpr, tpr, _ = roc_curve(y, proba)
+    if len(fpr) > limit:
+        keep = np.unique(np.linspace(0, len(fpr) - 1, limit).round().astype(int))
+        fpr, tpr = fpr[keep], tpr[keep]
+    return {"fpr": [round(float(v), 5) for v in fpr], "tpr": [round(float(v), 5) for v in tpr]}
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    return dict(value) if isinstance(value, Mapping) else dict(value.model_dump())
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        return _jsonable(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:.4g}"
+
+
+def _signed(value: float | None) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:+.4f}"
+
+
+def _edge(value: float) -> str:
+    return f"{value:g}"
+
+
+def _pct(confidence: float) -> str:
+    return f"{confidence * 100:g}%"

@@ -1,0 +1,419 @@
+"""Model cards: what a model version is, what it was trained and judged on, and what to watch for.
+
+`build_model_card` gathers the spec's model fields, the training-set lineage (with its data
+validation summary), the training config and `EvaluationResult.to_dict()` into one JSON-able dict;
+`render_markdown` (for the MLflow model version description) and `render_html` (a self-contained
+page) lay it out. Any input may be partial: a first model has no champion, an older run may have
+no validation record; the card then says "not recorded" instead of failing the task.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from airflow_mlops.core.evaluation import LOWER_IS_BETTER
+from airflow_mlops.core.evaluation_report import badge, esc, fmt, page, roc_svg
+
+__all__ = ["build_model_card", "render_html", "render_markdown"]
+
+NOT_RECORDED = "not recorded"
+TOP_FAILURES = 5
+# A block is one of ("p", text) ("kv", [(key, value)]) ("table", headers, rows) ("list", items) ("svg", markup).
+Block = tuple[Any, ...]
+
+
+def build_model_card(
+    *,
+    model: Mapping[str, Any],
+    version: str | None,
+    run_id: str | None,
+    lineage: Mapping[str, Any] | None,
+    evaluation: Mapping[str, Any] | None,
+    training: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The card as plain JSON-able data; every section tolerates missing inputs."""
+    lineage, evaluation, training = dict(lineage or {}), dict(evaluation or {}), dict(training or {})
+    card = {
+        "model": {
+            **{k: model.get(k) for k in ("name", "description", "owner")},
+            "tags": list(model.get("tags") or []),
+            "version": version,
+            "run_id": run_id,
+        },
+        "intended_use": model.get("intended_use") or "",
+        "limitations": model.get("limitations") or "",
+        "training": {k: training.get(k) for k in ("estimator", "params", "preprocessing", "split", "seed")},
+        "feature_columns": list(training.get("feature_columns") or []),
+        "data": _data(lineage),
+        "validation": _validation(lineage.get("validation")),
+        "evaluation": _evaluation(evaluation),
+        "comparison": evaluation.get("comparison"),
+        "verdict": evaluation.get("verdict"),
+        "curves": evaluation.get("curves") or {},
+    }
+    card["caveats"] = _caveats(card, evaluation)
+    return json.loads(json.dumps(card, default=str))
+
+
+def _data(lineage: Mapping[str, Any]) -> dict[str, Any]:
+    views = lineage.get("feature_views") or {}
+    if isinstance(views, Mapping):
+        listed = [{"name": name, **(info if isinstance(info, Mapping) else {})} for name, info in views.items()]
+    else:
+        listed = [{"name": name} for name in views]
+    missing = {str(k): int(v) for k, v in (lineage.get("missing") or {}).items() if v}
+    keep = ("path", "sha256", "rows", "start", "end", "feature_service")
+    return {**{k: lineage.get(k) for k in keep}, "feature_views": listed, "missing": missing}
+
+
+def _validation(summary: Any) -> dict[str, Any] | None:
+    """The GX summary's scalars and statistics, and its failures as one line each."""
+    if not isinstance(summary, Mapping) or not summary:
+        return None
+    scalars = {k: v for k, v in summary.items() if isinstance(v, str | int | float | bool) or v is None}
+    failures = summary.get("failures")
+    if failures is None:  # a raw GX result: the failed expectations are the unsuccessful results
+        failures = [r for r in summary.get("results") or [] if isinstance(r, Mapping) and not r.get("success")]
+    count = summary.get("failure_count", len(failures))
+    described = [_describe_failure(f) for f in failures[:TOP_FAILURES]]
+    return {
+        **scalars,
+        "statistics": dict(summary.get("statistics") or {}),
+        "failures": described,
+        "failure_count": count,
+    }
+
+
+def _describe_failure(failure: Any) -> str:
+    if not isinstance(failure, Mapping):
+        return str(failure)
+    config = failure.get("expectation_config") or {}
+    rule = failure.get("rule") or config.get("type") or "expectation"
+    column = failure.get("column") or (config.get("kwargs") or {}).get("column")
+    text = f"{'column ' + repr(column) if column else 'table'}: {rule}"
+    if failure.get("unexpected_count") is not None:
+        text += f": {failure['unexpected_count']} unexpected"
+    return text + (f" — {str(failure['detail'])[:200]}" if failure.get("detail") else "")
+
+
+def _evaluation(result: Mapping[str, Any]) -> dict[str, Any]:
+    primary = result.get("primary_metric")
+    ours = (result.get("challenger") or {}).get("metrics") or {}
+    theirs = (result.get("champion") or {}).get("metrics") or {}
+    metrics = [
+        {"metric": m, "challenger": v, "champion": theirs.get(m), "gain": _gain(m, v, theirs.get(m))}
+        for m, v in ours.items()
+    ]
+    slices = [_slice_summary(s, str(primary), ours.get(primary)) for s in result.get("slices") or []]
+    ranked = [s["worst"] for s in slices if s.get("worst") and s["worst"]["shortfall"] is not None]
+    return {
+        **{k: result.get(k) for k in ("rows", "positives", "primary_metric")},
+        "challenger_version": (result.get("challenger") or {}).get("version"),
+        "metrics": metrics,
+        "thresholds": list(result.get("thresholds") or []),
+        "slices": slices,
+        "worst_slice": max(ranked, key=lambda w: w["shortfall"]) if ranked else None,
+    }
+
+
+def _gain(metric: str, ours: Any, theirs: Any) -> float | None:
+    if ours is None or theirs is None:
+        return None
+    return float(theirs - ours if metric in LOWER_IS_BETTER else ours - theirs)
+
+
+def _slice_summary(entry: Mapping[str, Any], metric: str, overall: Any) -> dict[str, Any]:
+    """Per slice: group counts and the worst group on the primary metric (small groups only if all are)."""
+    groups = [g for g in entry.get("groups") or [] if (g.get("challenger") or {}).get(metric) is not None]
+    summary = {k: entry.get(k) for k in ("column", "bins", "note", "error")}
+    summary.update(
+        groups=len(entry.get("groups") or []), small=[g["group"] for g in entry.get("groups") or [] if g.get("small")]
+    )
+    pool = [g for g in groups if not g.get("small")] or groups
+    if not pool:
+        return {**summary, "worst": None}
+    sign = -1 if metric in LOWER_IS_BETTER else 1
+    worst = min(pool, key=lambda g: sign * g["challenger"][metric])
+    value = worst["challenger"][metric]
+    shortfall = None if overall is None else sign * (overall - value)
+    found = {"column": entry.get("column"), "group": worst["group"], "value": value, "rows": worst.get("rows")}
+    return {
+        **summary,
+        "worst": {**found, "small": bool(worst.get("small")), "overall": overall, "shortfall": shortfall},
+    }
+
+
+def _caveats(card: Mapping[str, Any], evaluation: Mapping[str, Any]) -> list[str]:
+    notes = []
+    if not evaluation:
+        notes.append(f"evaluation {NOT_RECORDED}: this card does not say how well the model performs")
+    elif card["comparison"] is None:
+        notes.append("first model (no champion): promotion rested on the thresholds alone")
+    if card["validation"] is None:
+        notes.append(f"data validation of the training set {NOT_RECORDED}")
+    elif card["validation"].get("success") is False:
+        notes.append(f"the training set failed data validation ({card['validation']['failure_count']} failure(s))")
+    notes += _data_caveats(card["data"], card["training"])
+    notes += _evaluation_caveats(card["evaluation"], card["comparison"])
+    return notes
+
+
+def _data_caveats(data: Mapping[str, Any], training: Mapping[str, Any]) -> list[str]:
+    notes = []
+    rows = data.get("rows")
+    impute = (training.get("preprocessing") or {}).get("impute")
+    how = f"imputed ({impute})" if impute and impute != "none" else "passed to the estimator as NaN"
+    for column, count in data["missing"].items():
+        share = f" ({100 * count / rows:.1f} %)" if isinstance(rows, int) and rows else ""
+        notes.append(f"feature {column} is missing in {count} training rows{share}; {how}")
+    if not data.get("sha256"):
+        notes.append(f"training-set lineage {NOT_RECORDED}: the data cannot be traced to a snapshot")
+    return notes
+
+
+def _evaluation_caveats(ev: Mapping[str, Any], comparison: Mapping[str, Any] | None) -> list[str]:
+    notes = [f"{m['metric']} is undefined on the evaluation rows" for m in ev["metrics"] if m["challenger"] is None]
+    for entry in ev["slices"]:
+        if entry.get("error"):
+            notes.append(f"slice {entry['column']}: {entry['error']}")
+        if entry.get("note"):
+            notes.append(f"slice {entry['column']}: {entry['note']}")
+        if entry.get("small"):
+            notes.append(
+                f"slice {entry['column']}: group(s) {entry['small']} have fewer than evaluation."
+                "min_slice_rows rows; their metrics are noisy"
+            )
+    if comparison and comparison.get("samples_used", 0) < comparison.get("samples_requested", 0):
+        notes.append(
+            f"bootstrap used {comparison['samples_used']} of {comparison['samples_requested']} resamples "
+            "(the rest drew one class only)"
+        )
+    return notes
+
+
+def _sections(card: Mapping[str, Any]) -> list[tuple[str, list[Block]]]:
+    m, t = card["model"], card["training"]
+    details: list[Block] = [
+        (
+            "kv",
+            [
+                ("name", m.get("name")),
+                ("version", m.get("version")),
+                ("MLflow run", m.get("run_id")),
+                ("owner", m.get("owner")),
+                ("tags", ", ".join(m.get("tags") or []) or None),
+                ("estimator", t.get("estimator")),
+                ("params", _json(t.get("params"))),
+                ("preprocessing", _json(t.get("preprocessing"))),
+                ("split", _json(t.get("split"))),
+                ("seed", t.get("seed")),
+                ("features", _features(card["feature_columns"])),
+            ],
+        )
+    ]
+    if m.get("description"):
+        details.insert(0, ("p", m["description"]))
+    return [
+        ("Model details", details),
+        ("Intended use", [("p", card["intended_use"] or NOT_RECORDED)]),
+        ("Limitations", [("p", card["limitations"] or NOT_RECORDED)]),
+        ("Training data and lineage", _data_blocks(card["data"])),
+        ("Data validation", _validation_blocks(card["validation"])),
+        ("Evaluation", _evaluation_blocks(card["evaluation"], card.get("curves") or {})),
+        ("Comparison with the champion and verdict", _verdict_blocks(card)),
+        ("Caveats", [("list", card["caveats"])] if card["caveats"] else [("p", "none noted")]),
+    ]
+
+
+def _data_blocks(data: Mapping[str, Any]) -> list[Block]:
+    window = f"{data['start']} → {data['end']}" if data.get("start") or data.get("end") else None
+    blocks: list[Block] = [
+        (
+            "kv",
+            [
+                ("feature service", data.get("feature_service")),
+                ("time window", window),
+                ("rows", data.get("rows")),
+                ("snapshot sha256", data.get("sha256")),
+                ("snapshot path", data.get("path")),
+            ],
+        )
+    ]
+    if data["feature_views"]:
+        rows = [
+            [v.get("name"), v.get("version"), v.get("spec_sha256"), len(v.get("features") or []) or None]
+            for v in data["feature_views"]
+        ]
+        blocks.append(("table", ["feature view", "version", "spec sha256", "features"], rows))
+    missing = data["missing"]
+    blocks.append(
+        ("table", ["feature", "missing values"], [[k, v] for k, v in missing.items()])
+        if missing
+        else ("p", "Missing feature values: none.")
+    )
+    return blocks
+
+
+def _validation_blocks(validation: Mapping[str, Any] | None) -> list[Block]:
+    if validation is None:
+        return [("p", f"Data validation: {NOT_RECORDED}.")]
+    stats = validation.get("statistics") or {}
+    pairs = [(k, validation.get(k)) for k in ("suite", "dataset", "success", "rows", "validated_at")]
+    pairs += [(k.replace("_", " "), v) for k, v in stats.items()]
+    pairs.append(("failures", validation.get("failure_count")))
+    blocks: list[Block] = [("kv", pairs)]
+    if validation["failures"]:
+        blocks.append(("list", validation["failures"]))
+    return blocks
+
+
+def _evaluation_blocks(ev: Mapping[str, Any], curves: Mapping[str, Any]) -> list[Block]:
+    if not ev.get("metrics"):
+        return [("p", f"Evaluation: {NOT_RECORDED}.")]
+    blocks: list[Block] = [
+        (
+            "p",
+            f"{ev.get('rows')} held-out rows, {ev.get('positives')} positives; primary "
+            f"metric {ev.get('primary_metric')}.",
+        )
+    ]
+    rows = [[m["metric"], _n(m["challenger"]), _n(m["champion"]), _n(m["gain"], True)] for m in ev["metrics"]]
+    blocks.append(("table", ["metric", "challenger", "champion", "gain"], rows))
+    if ev["thresholds"]:
+        rows = [
+            [c["metric"], c.get("min"), c.get("max"), _n(c.get("value")), c.get("passed")] for c in ev["thresholds"]
+        ]
+        blocks.append(("table", ["threshold", "min", "max", "value", "passed"], rows))
+    scores = {who: {"metrics": {m["metric"]: m[who] for m in ev["metrics"]}} for who in ("challenger", "champion")}
+    blocks.append(("svg", roc_svg(curves, scores)))
+    if ev["slices"]:
+        head = ["slice", "groups", "worst group", f"its {ev['primary_metric']}", "small groups"]
+        blocks.append(("table", head, [_slice_row(s) for s in ev["slices"]]))
+    worst = ev.get("worst_slice")
+    if worst:
+        blocks.append(
+            (
+                "p",
+                f"Worst slice: {worst['column']} = {worst['group']}: {ev['primary_metric']} "
+                f"{_n(worst['value'])} vs {_n(worst['overall'])} overall ({worst['rows']} rows).",
+            )
+        )
+    return blocks
+
+
+def _slice_row(s: Mapping[str, Any]) -> list[Any]:
+    worst = s.get("worst") or {}
+    return [
+        s["column"],
+        s["groups"],
+        worst.get("group") or s.get("error"),
+        _n(worst.get("value")),
+        ", ".join(map(str, s["small"])) or None,
+    ]
+
+
+def _verdict_blocks(card: Mapping[str, Any]) -> list[Block]:
+    verdict, c = card.get("verdict") or {}, card.get("comparison")
+    if c:
+        level = f"{100 * c['confidence']:g}%" if c.get("confidence") is not None else ""
+        text = (
+            f"{c.get('metric')}: challenger {_n(c.get('challenger'))} vs champion {_n(c.get('champion'))}, gain "
+            f"{_n(c.get('gain'), True)} ({level} CI [{_n(c.get('ci_low'), True)}, {_n(c.get('ci_high'), True)}], "
+            f"{c.get('samples_used')} paired bootstrap resamples, rule {c.get('rule')})."
+        )
+    else:
+        text = "No champion: this is the first model version judged for this name."
+    if not verdict:
+        return [("p", text), ("p", f"Verdict: {NOT_RECORDED}.")]
+    decision = "promote" if verdict.get("promote") else "do not promote"
+    return [("p", text), ("p", f"Verdict: {decision}."), ("list", list(verdict.get("reasons") or []))]
+
+
+def render_markdown(card: Mapping[str, Any]) -> str:
+    """Markdown for the model version description; text is HTML-escaped so no markup slips through."""
+    m = card["model"]
+    lines = [f"# Model card: {_md(m.get('name'))} v{_md(m.get('version') or '?')}", ""]
+    for title, blocks in _sections(card):
+        lines += [f"## {title}", ""]
+        for block in blocks:
+            lines += [*_md_block(block), ""] if block[0] != "svg" else []
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _md_block(block: Block) -> list[str]:
+    kind = block[0]
+    if kind == "p":
+        return [_md(block[1], table=False)]
+    if kind == "list":
+        return [f"- {_md(item, table=False)}" for item in block[1]]
+    if kind == "kv":
+        return [f"- **{_md(k)}**: {_md(v)}" for k, v in block[1] if v is not None]
+    if kind == "table":
+        head, rows = block[1], block[2]
+        return [
+            "| " + " | ".join(_md(h) for h in head) + " |",
+            "|" + "---|" * len(head),
+            *("| " + " | ".join(_md(c) for c in row) + " |" for row in rows),
+        ]
+    return []  # svg: HTML only
+
+
+def render_html(card: Mapping[str, Any]) -> str:
+    """A self-contained page (inline CSS and SVG, no script, no URL); all text escaped."""
+    m = card["model"]
+    verdict = card.get("verdict") or {}
+    title = f"Model card: {m.get('name')} v{m.get('version') or '?'}"
+    body = [f"<h1>{esc(title)}</h1>"]
+    if verdict:
+        body.append(f"<p>{badge(verdict.get('promote'), 'promoted', 'not promoted')}</p>")
+    for section, blocks in _sections(card):
+        body.append(f"<h2>{esc(section)}</h2>" + "".join(_html_block(b) for b in blocks))
+    return page(title, "\n".join(body))
+
+
+def _html_block(block: Block) -> str:
+    kind = block[0]
+    if kind == "p":
+        return f"<p>{esc(block[1])}</p>"
+    if kind == "list":
+        return "<ul>" + "".join(f"<li>{esc(item)}</li>" for item in block[1]) + "</ul>"
+    if kind == "kv":
+        rows = "".join(f"<tr><th>{esc(k)}</th><td>{_cell(v)}</td></tr>" for k, v in block[1] if v is not None)
+        return f"<table>{rows}</table>"
+    if kind == "table":
+        head = "".join(f"<th>{esc(h)}</th>" for h in block[1])
+        rows = "".join("<tr>" + "".join(f"<td>{_cell(c)}</td>" for c in row) + "</tr>" for row in block[2])
+        return f"<table><tr>{head}</tr>{rows}</table>"
+    return str(block[1])  # svg: generated by evaluation_report, already escaped
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, bool):
+        return badge(value, "yes", "no")
+    if isinstance(value, float):
+        return fmt(value)
+    return "—" if value is None else esc(value)
+
+
+def _md(value: Any, table: bool = True) -> str:
+    text = "—" if value is None else html.escape(str(value), quote=False)
+    # Pipes and newlines would break a table row; elsewhere only newlines are flattened.
+    return " ".join(text.replace("|", "\\|").split()) if table else " ".join(text.split())
+
+
+def _n(value: Any, signed: bool = False) -> str | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return f"{value:+.4f}" if signed else f"{value:.4f}"
+
+
+def _json(value: Any) -> str | None:
+    return None if value in (None, {}, []) else json.dumps(value, sort_keys=True, default=str)
+
+
+def _features(columns: Sequence[str]) -> str | None:
+    return f"{len(columns)}: {', '.join(columns)}" if columns else None
