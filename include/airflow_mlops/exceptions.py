@@ -72,6 +72,10 @@ class ChallengerNotBetter(MLOpsError):
     """The challenger did not beat the champion by the spec's rule (it stays unpromoted)."""
 
 
+class RollbackRefused(RegistryError, AirflowFailException):
+    """The rollback target does not exist, was never champion, or is champion already (no retry)."""
+
+
 class PromotionConflict(RegistryError, AirflowFailException):
     """Another promotion or rollback of the same model is in progress or moved the aliases first.
 

@@ -200,7 +200,8 @@ def test_rollback_to_previous_restores_the_former_champion(versions: list[str]) 
     result = rollback("previous")
     assert champion() == "3" and result["previous"] == "2" and result["action"] == "rollback"
     last = history()[-1]
-    assert (last.action, last.version, last.actor, last.reason) == ("rollback", "3", "bob", "v2 misroutes airport rides")
+    assert (last.action, last.version, last.actor) == ("rollback", "3", "bob")
+    assert last.reason == "v2 misroutes airport rides"
     assert rollback("previous")["audit_seq"] == last.seq, "a cleared rollback task repeats nothing"
 
 
@@ -215,7 +216,7 @@ def test_rollback_to_previous_restores_the_former_champion(versions: list[str]) 
 def test_rollback_refuses_bad_targets_and_moves_nothing(versions: list[str], target: str, reason: str,
                                                         message: str) -> None:
     promote("3", None)
-    with pytest.raises((RegistryError, ValueError), match=message):
+    with pytest.raises(RegistryError, match=message):
         rollback(target, reason)
     assert champion() == "3" and len(history()) == 1
 

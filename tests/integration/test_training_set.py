@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from airflow.sdk import Asset
+from airflow.sdk import Asset, AssetAlias
 from airflow.sdk.exceptions import AirflowSkipException
 from airflow.sdk.execution_time.context import OutletEventAccessors
 
@@ -21,6 +21,7 @@ from airflow_mlops.core import demo_data
 from airflow_mlops.core.offline import land_landing_dir
 from airflow_mlops.core.spec import parse_spec
 from airflow_mlops.core.training_set import build_training_set, load_entity_df
+from airflow_mlops.dags.assets import champion_asset, features_alias
 from airflow_mlops.exceptions import MLOpsError, TrainingSetError
 from airflow_mlops.hooks.feast import FeastHook
 from airflow_mlops.operators.features import (
@@ -166,15 +167,15 @@ def test_feature_operators_end_to_end(mlops_home: Path, small_demo: tuple) -> No
     assert FeastApplyOperator(task_id="apply").execute({})["applied"] is True
     assert FeastApplyOperator(task_id="apply").execute({})["applied"] is False
 
-    features, other = Asset(f"mlops.features.{VIEW}"), Asset("mlops.model.ride_completion.champion")
+    features, other = features_alias(VIEW), champion_asset("ride_completion")
     context: dict[str, Any] = {"outlet_events": OutletEventAccessors()}
     result = FeastMaterializeOperator(task_id="materialize", outlets=[features, other]).execute(context)
     stats_batch = next(b["batch_id"] for b in landed["batches"] if b["dataset"] == VIEW)
-    assert context["outlet_events"][features].extra == {
+    assert _alias_events(context, features) == [(f"mlops.features.{VIEW}", f"mlops://features/{VIEW}", {
         "feature_view": VIEW, "mode": "full", "rows": 1440, "batch_ids": [stats_batch],
         "start": "2026-10-01T00:00:00+00:00", "end": "2026-10-03T23:00:00+00:00",
-    }
-    assert context["outlet_events"][other].extra == {}
+    })]
+    assert context["outlet_events"][other].extra == {}, "only feature outlets are touched"
     assert json.loads(json.dumps(result)) == result
 
     window = FeastMaterializeOperator(task_id="m2", start="2026-10-03T00:00:00", end="2026-10-03T23:00:00+00:00")
@@ -203,15 +204,21 @@ ride_stats = FeatureView(
 """
 
 
-def _materialize(context: dict[str, Any], outlets: list[Asset], **kwargs: Any) -> dict[str, Any]:
+def _materialize(context: dict[str, Any], outlets: list[Asset | AssetAlias], **kwargs: Any) -> dict[str, Any]:
     return FeastMaterializeOperator(task_id="materialize", outlets=outlets, **kwargs).execute(context)
+
+
+def _alias_events(context: dict[str, Any], alias: AssetAlias) -> list[tuple[str, str, dict[str, Any]]]:
+    """(asset name, asset uri, event extra) of each event the task added through `alias`."""
+    events = context["outlet_events"][alias].asset_alias_events
+    return [(e.dest_asset_key.name, e.dest_asset_key.uri, e.extra) for e in events]
 
 
 def test_materialize_skips_when_no_view_has_new_rows(mlops_home: Path, small_demo: tuple) -> None:
     _drop_in_landing(small_demo[1])
     LandRawBatchesOperator(task_id="land").execute({})
     FeastApplyOperator(task_id="apply").execute({})
-    features = Asset(f"mlops.features.{VIEW}")
+    features = features_alias(VIEW)
     assert _materialize({"outlet_events": OutletEventAccessors()}, [features])["rows"] == 1440
 
     with pytest.raises(AirflowSkipException, match=rf"no new feature rows: views \['{VIEW}'\] are up to date"):
@@ -219,13 +226,17 @@ def test_materialize_skips_when_no_view_has_new_rows(mlops_home: Path, small_dem
     context: dict[str, Any] = {"outlet_events": OutletEventAccessors()}
     result = _materialize(context, [features], skip_when_up_to_date=False)
     assert result["views"][VIEW]["mode"] == "up_to_date" and result["rows"] == 0
-    assert context["outlet_events"][features].extra == {}
+    assert _alias_events(context, features) == [], "succeeds, but an alias with no added event emits nothing"
 
 
-def test_only_views_with_new_rows_get_event_extras(
+def test_only_views_with_new_rows_get_events(
     mlops_home: Path, small_demo: tuple, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Two views; a new batch of driver stats only: the task succeeds and annotates that view alone."""
+    """Two views; a new batch of driver stats only: the task succeeds and adds an event for that view alone.
+
+    A static Asset outlet (the old way) still gets the extra for a view with new rows and none otherwise
+    (Airflow then emits it with an empty extra: the reason to use `features_alias`).
+    """
     repo = tmp_path / "repo"
     shutil.copytree(config.feature_repo_dir(), repo, ignore=shutil.ignore_patterns("__pycache__"))
     (repo / "definitions.py").write_text((repo / "definitions.py").read_text() + RIDE_VIEW)
@@ -235,16 +246,23 @@ def test_only_views_with_new_rows_get_event_extras(
     _drop_in_landing(data)
     LandRawBatchesOperator(task_id="land").execute({})
     FeastApplyOperator(task_id="apply", feast_conn_id="feast_two_views").execute({})
-    stats, rides = Asset(f"mlops.features.{VIEW}"), Asset("mlops.features.ride_stats")
-    first = _materialize({"outlet_events": OutletEventAccessors()}, [stats, rides], feast_conn_id="feast_two_views")
+    stats, rides = features_alias(VIEW), features_alias("ride_stats")
+    static_stats, static_rides = Asset(f"mlops.features.{VIEW}"), Asset("mlops.features.ride_stats")
+    outlets: list[Asset | AssetAlias] = [stats, rides, static_stats, static_rides]
+    context: dict[str, Any] = {"outlet_events": OutletEventAccessors()}
+    first = _materialize(context, outlets, feast_conn_id="feast_two_views")
     assert first["feature_views"] == ["driver_hourly_stats", "ride_stats"]
+    assert [name for name, _, _ in _alias_events(context, rides)] == ["mlops.features.ride_stats"]
 
     newer = demo_data.driver_stats(demo_data.DemoConfig(start=cfg.end, days=1, drivers=cfg.drivers, seed=5))
     _drop_in_landing({VIEW: newer})
     LandRawBatchesOperator(task_id="land").execute({})
-    context: dict[str, Any] = {"outlet_events": OutletEventAccessors()}
-    second = _materialize(context, [stats, rides], feast_conn_id="feast_two_views")
+    context = {"outlet_events": OutletEventAccessors()}
+    second = _materialize(context, outlets, feast_conn_id="feast_two_views")
     assert second["views"]["ride_stats"]["mode"] == "up_to_date"
-    assert context["outlet_events"][stats].extra["rows"] == len(newer) == second["rows"]
-    assert context["outlet_events"][stats].extra["mode"] == "incremental"
-    assert context["outlet_events"][rides].extra == {}
+    [(name, _, extra)] = _alias_events(context, stats)
+    assert name == f"mlops.features.{VIEW}" and extra["rows"] == len(newer) == second["rows"]
+    assert extra["mode"] == "incremental"
+    assert _alias_events(context, rides) == [], "no new ride_stats rows: no event"
+    assert context["outlet_events"][static_stats].extra == extra
+    assert context["outlet_events"][static_rides].extra == {}

@@ -2,18 +2,43 @@
 
 from __future__ import annotations
 
-from airflow.sdk import Asset, AssetWatcher
+from airflow.sdk import Asset, AssetAlias, AssetWatcher
 
 from airflow_mlops.config import paths
 from airflow_mlops.triggers.landing import LandingFileTrigger, poll_interval_from_env
 
 LANDING_ASSET = "mlops.landing"
 LANDING_WATCHER = "mlops_landing_watcher"
+FEATURES_PREFIX = "mlops.features."
+FEATURES_ALIAS_SUFFIX = ".updates"
 
 
 def features_asset(feature_view: str) -> Asset:
-    """Emitted when a feature view was materialized to the online store."""
-    return Asset(name=f"mlops.features.{feature_view}", uri=f"mlops://features/{feature_view}", group="mlops")
+    """Emitted when a feature view got new rows in the online store (through `features_alias`)."""
+    return Asset(name=f"{FEATURES_PREFIX}{feature_view}", uri=f"mlops://features/{feature_view}", group="mlops")
+
+
+def features_alias(feature_view: str) -> AssetAlias:
+    """The materialize task's outlet for a view: `mlops.features.<view>.updates`.
+
+    A static Asset outlet gets an event on every successful run, changed or not. Through this alias
+    the task adds an event for `features_asset(feature_view)` only in a run that gave the view new
+    rows; a run that adds none emits nothing. Airflow links the alias to that asset at its first
+    event, so the asset graph shows the feature DAG → alias → asset → training DAGs from then on.
+    """
+    return AssetAlias(name=f"{FEATURES_PREFIX}{feature_view}{FEATURES_ALIAS_SUFFIX}", group="mlops")
+
+
+def feature_view_of(outlet: object) -> str | None:
+    """The view a `features_asset` or `features_alias` outlet names (read from its name), else None."""
+    if isinstance(outlet, AssetAlias):
+        name, suffix = outlet.name, FEATURES_ALIAS_SUFFIX
+    elif isinstance(outlet, Asset):
+        name, suffix = outlet.name, ""
+    else:
+        return None
+    view = name[len(FEATURES_PREFIX): len(name) - len(suffix)]
+    return view if name.startswith(FEATURES_PREFIX) and name.endswith(suffix) and view else None
 
 
 def champion_asset(model: str) -> Asset:

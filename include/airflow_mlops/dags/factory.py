@@ -2,10 +2,13 @@
 
 - `mlops_features`: validate raw batches (GX suite per dataset; bad files quarantined, the run
   stops) → land raw batches → feast apply (only when definitions changed) → materialize; emits
-  `mlops.features.<view>` for each view a spec uses.
-- `<model>__train`: point-in-time training set from Feast → train the spec's estimator → log and
-  register the version in MLflow (alias `challenger`). Scheduled on the feature assets of its
-  feature views OR the spec's cron schedule, and runnable by hand.
+  `mlops.features.<view>` for each view that got new rows (through its alias).
+- `<model>__train`: point-in-time training set from Feast → train the spec's estimator (in-process
+  or in a Kubernetes pod) → evaluate against the champion on the same held-out rows → register
+  the version (alias `challenger`, verdict tags) → model card → [human approval] → promote
+  (alias `champion`, audit trail, `mlops.model.<name>.champion` event). Scheduled on the feature
+  assets of its feature views OR the spec's cron schedule, and runnable by hand.
+- `<model>__rollback`: manual; moves `champion` back to a former champion ("previous" or a version).
 """
 
 from __future__ import annotations
@@ -14,18 +17,21 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, chain
+from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, chain
 from airflow.sdk.definitions.asset import BaseAsset
 
-from airflow_mlops.core.spec import ModelSpec, load_specs
-from airflow_mlops.dags.assets import features_asset, landing_asset
-from airflow_mlops.dags.docs import feature_dag_doc, training_dag_doc
+from airflow_mlops.core.spec import ModelSpec, duration_seconds, load_specs
+from airflow_mlops.dags.assets import champion_asset, features_alias, features_asset, landing_asset
+from airflow_mlops.dags.docs import feature_dag_doc, rollback_dag_doc, training_dag_doc
+from airflow_mlops.operators.evaluation import EvaluateModelOperator
 from airflow_mlops.operators.features import (
     FeastApplyOperator,
     FeastBuildTrainingSetOperator,
     FeastMaterializeOperator,
     LandRawBatchesOperator,
 )
+from airflow_mlops.operators.model_card import MLflowModelCardOperator
+from airflow_mlops.operators.promotion import MLflowPromoteModelOperator, MLflowRollbackModelOperator
 from airflow_mlops.operators.registry import MLflowRegisterModelOperator
 from airflow_mlops.operators.training import SklearnTrainModelOperator
 from airflow_mlops.operators.validation import GXValidateRawBatchesOperator
@@ -51,6 +57,7 @@ def build_dags(specs: Iterable[ModelSpec] | None = None) -> dict[str, DAG]:
     dags = {FEATURE_DAG_ID: feature_dag(specs)}
     for spec in specs:
         dags[training_dag_id(spec.name)] = training_dag(spec)
+        dags[rollback_dag_id(spec.name)] = rollback_dag(spec)
     return dags
 
 
@@ -73,8 +80,11 @@ def feature_dag(specs: list[ModelSpec]) -> DAG:
         )
         land = LandRawBatchesOperator(task_id="land_raw_batches", validated=validate.output)
         apply = FeastApplyOperator(task_id="feast_apply")
+        # One alias per view, not the static asset: Airflow emits a static outlet on every successful
+        # run, so a view without new rows would still retrain its models. Through its alias the task
+        # emits `mlops.features.<view>` only when the view got new rows (see features_alias).
         materialize = FeastMaterializeOperator(
-            task_id="materialize", feature_views=views or None, outlets=[features_asset(v) for v in views]
+            task_id="materialize", feature_views=views or None, outlets=[features_alias(v) for v in views]
         )
         # Warn, not fail: serving is not wired yet, and the demo's history ends weeks ago. The sensor
         # (FeastFeatureFreshnessSensor) is the hard gate for consumers that need fresh features.
@@ -126,24 +136,118 @@ def training_dag(spec: ModelSpec) -> DAG:
             validation_suite=spec.validation.suite,
             validation_mode=spec.validation.mode,
         )
-        fit = SklearnTrainModelOperator(
-            task_id="train",
+        fit = _train_task(spec, build.output)
+        evaluate = EvaluateModelOperator(
+            task_id="evaluate",
             model_name=spec.name,
             training_set=build.output,
-            estimator=train.estimator,
-            params=dict(train.params),
-            preprocessing=train.preprocessing.model_dump(),
+            challenger=fit.output,
+            evaluation=spec.evaluation.model_dump(mode="json"),
+            label=feats.label,
             split=train.split.model_dump(),
             seed=train.seed,
-            label=feats.label,
             timestamp_column=feats.entity_df.timestamp_column,
-            exclude_columns=list(feats.entity_keys),
         )
         register = MLflowRegisterModelOperator(
             task_id="register",
             model_name=spec.name,
-            run_id="{{ ti.xcom_pull(task_ids='train')['run_id'] }}",
-            model_uri="{{ ti.xcom_pull(task_ids='train')['model_uri'] }}",
+            run_id=fit.output["run_id"],
+            model_uri=fit.output["model_uri"],
+            evaluation=evaluate.output,
+            description=spec.description or None,
         )
-        chain(build, fit, register)
+        card = MLflowModelCardOperator(
+            task_id="model_card",
+            model_name=spec.name,
+            registered=register.output,
+            training_set=build.output,
+            model_info=_model_info(spec),
+        )
+        promote = MLflowPromoteModelOperator(
+            task_id="promote",
+            model_name=spec.name,
+            version=register.output["version"],  # type: ignore[index]  # PlainXComArg supports keys
+            evaluation=evaluate.output,
+            outlets=[champion_asset(spec.name)],
+        )
+        chain(build, fit, evaluate, register, card, *_approval(spec), promote)
+    return dag
+
+
+def _train_task(spec: ModelSpec, training_set: Any) -> Any:
+    feats, train = spec.features, spec.training
+    if train.compute.backend == "kubernetes":
+        from airflow_mlops.operators.kubernetes import kubernetes_train_operator
+
+        return kubernetes_train_operator(task_id="train", spec=spec, training_set=training_set)
+    return SklearnTrainModelOperator(
+        task_id="train",
+        model_name=spec.name,
+        training_set=training_set,
+        estimator=train.estimator,
+        params=dict(train.params),
+        preprocessing=train.preprocessing.model_dump(),
+        split=train.split.model_dump(),
+        seed=train.seed,
+        label=feats.label,
+        timestamp_column=feats.entity_df.timestamp_column,
+        exclude_columns=list(feats.entity_keys),
+    )
+
+
+def _approval(spec: ModelSpec) -> list[Any]:
+    """The human gate between the model card and the promotion, when the spec asks for one."""
+    if spec.promotion.approval != "manual":
+        return []
+    from airflow_mlops.operators.approval import MLflowApproveModelOperator
+
+    return [MLflowApproveModelOperator(
+        task_id="approve",
+        model_name=spec.name,
+        version="{{ ti.xcom_pull(task_ids='register')['version'] }}",
+        evaluation="{{ ti.xcom_pull(task_ids='evaluate') | tojson }}",
+        response_timeout=timedelta(seconds=duration_seconds(spec.promotion.approval_timeout)),
+        retries=0,  # a human answer is recorded once; a retry would ask again
+    )]
+
+
+def _model_info(spec: ModelSpec) -> dict[str, Any]:
+    return {
+        "name": spec.name,
+        "description": spec.description,
+        "owner": spec.owner,
+        "intended_use": spec.intended_use,
+        "limitations": spec.limitations,
+        "tags": list(spec.tags),
+    }
+
+
+def rollback_dag_id(model: str) -> str:
+    return f"{model}__rollback"
+
+
+def rollback_dag(spec: ModelSpec) -> DAG:
+    with DAG(
+        dag_id=rollback_dag_id(spec.name),
+        schedule=None,  # by hand only: Trigger DAG w/ config, or POST /api/v2/dags/<id>/dagRuns
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,
+        # Retries cover registry hiccups; a bad target raises RollbackRefused, which never retries.
+        default_args=_default_args(spec.owner),
+        tags=["mlops", "rollback", spec.name, *spec.tags],
+        doc_md=rollback_dag_doc(spec),
+        params={
+            "target": Param("previous", type="string", title="Target version",
+                            description='a version number that was champion before, or "previous"'),
+            "reason": Param(type="string", minLength=3, title="Reason", description="kept in the audit trail"),
+        },
+    ) as dag:
+        MLflowRollbackModelOperator(
+            task_id="rollback",
+            model_name=spec.name,
+            target="{{ params.target }}",
+            reason="{{ params.reason }}",
+            outlets=[champion_asset(spec.name)],
+        )
     return dag

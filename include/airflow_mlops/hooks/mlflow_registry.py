@@ -15,7 +15,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from airflow_mlops.core import audit
-from airflow_mlops.exceptions import PromotionConflict, RegistryError
+from airflow_mlops.exceptions import PromotionConflict, RollbackRefused
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -54,7 +54,7 @@ class ModelRegistry:
             raise
 
     def version(self, version: str) -> ModelVersion:
-        """The model version, or RegistryError naming the versions that do exist."""
+        """The model version, or RollbackRefused (a RegistryError) naming the versions that do exist."""
         from mlflow.exceptions import MlflowException
 
         try:
@@ -63,9 +63,7 @@ class ModelRegistry:
             if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
                 raise
         known = sorted(int(mv.version) for mv in self.client.search_model_versions(f"name = '{self.name}'"))
-        raise RegistryError(
-            f"{self.name} has no version {version!r}; existing versions: {known or 'none'}"
-        ) from None
+        raise RollbackRefused(f"{self.name} has no version {version!r}; existing versions: {known or 'none'}") from None
 
     def history(self) -> list[audit.AuditEvent]:
         return audit.history(self.tags())

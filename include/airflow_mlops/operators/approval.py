@@ -53,16 +53,19 @@ class MLflowApproveModelOperator(ApprovalOperator):
 
     :param model_name: registered model name.
     :param version: the registered challenger version, e.g. "{{ ti.xcom_pull('register')['version'] }}". (templated)
+    :param evaluation: the evaluation task's result; when it does not recommend promotion nobody is
+        asked: the task skips (and so does the promotion) and the version is tagged not_promoted. (templated)
     :param response_timeout: how long to wait (spec `promotion.approval_timeout`); unanswered = task fails.
     :param mlflow_conn_id: Airflow connection of type "mlflow".
     Other arguments (subject, body, assigned_users, notifiers) as ApprovalOperator; subject and body
     default to a summary of the evaluation with links to its report and the model card.
     """
 
-    template_fields = (*ApprovalOperator.template_fields, "version")
+    template_fields = (*ApprovalOperator.template_fields, "version", "evaluation")
 
-    def __init__(self, *, model_name: str, version: str, mlflow_conn_id: str = "mlflow_default",
-                 response_timeout: timedelta | None = None, **kwargs: Any) -> None:
+    def __init__(self, *, model_name: str, version: str, evaluation: Any = None,
+                 mlflow_conn_id: str = "mlflow_default", response_timeout: timedelta | None = None,
+                 **kwargs: Any) -> None:
         kwargs.setdefault("subject", f"Promote {model_name} to champion?")
         kwargs.setdefault("body", approval_body(model_name))
         kwargs.setdefault("params", {"reason": Param("", type="string", title="Reason",
@@ -70,7 +73,26 @@ class MLflowApproveModelOperator(ApprovalOperator):
         super().__init__(response_timeout=response_timeout, **kwargs)
         self.model_name = model_name
         self.version = version
+        self.evaluation = evaluation
         self.mlflow_conn_id = mlflow_conn_id
+
+    def execute(self, context: Context) -> Any:
+        import json
+
+        evaluation = json.loads(self.evaluation) if isinstance(self.evaluation, str) else self.evaluation
+        if evaluation is not None and not evaluation.get("promote"):
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            from airflow_mlops.hooks.mlflow import MLflowHook
+            from airflow_mlops.hooks.mlflow_registry import ModelRegistry
+            from airflow_mlops.operators.promotion import actor_of
+
+            why = "; ".join(evaluation.get("reasons") or ["the evaluation did not recommend promotion"])
+            with MLflowHook(self.mlflow_conn_id).activated() as client:
+                ModelRegistry(client, self.model_name).tag_decision(str(self.version), "not_promoted",
+                                                                    actor_of(context), why)
+            raise AirflowSkipException(f"nothing to approve: {self.model_name} v{self.version} stays challenger: {why}")
+        return super().execute(context)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         if "error" not in event:

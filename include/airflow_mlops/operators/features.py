@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import Asset, BaseOperator
+from airflow.sdk import AssetAlias, BaseOperator
 from airflow.sdk.exceptions import AirflowSkipException
 
 from airflow_mlops.exceptions import MLOpsError
@@ -97,27 +97,31 @@ class FeastApplyOperator(BaseOperator):
 
 
 class FeastMaterializeOperator(BaseOperator):
-    """Load offline features into the online store and annotate `mlops.features.<view>` outlets.
+    """Load offline features into the online store; emit `mlops.features.<view>` only for views with new rows.
 
     Without `start`/`end`, a view's first run materializes from its data's earliest event time to
     the newest, and later runs are incremental (Feast's own incremental mode would start the first
     run at now - ttl). Returns {feature_views, rows, start, end, views}.
 
-    Asset events (they start retraining, so they must mean "new feature data"):
+    Asset events (they start retraining, so they must mean "new feature data"). Give the task one
+    `features_alias(view)` outlet (`AssetAlias("mlops.features.<view>.updates")`) per view:
 
-    - No view got new rows (every view `up_to_date` or 0 rows): with `skip_when_up_to_date` the task
-      raises AirflowSkipException, and a skipped task emits no asset event in Airflow 3.
-    - Some views got new rows: the task succeeds. The outlet `Asset("mlops.features.<view>")` of
-      each updated view gets the extra {feature_view, mode, rows, start, end, batch_ids}. Airflow
-      emits an event for every outlet of a successful task, so the outlets of unchanged views
-      still get one, with an empty extra: consumers tell them apart by `"rows" in extra`.
+    - A view got new rows: the task adds an event for `features_asset(view)` through that view's
+      alias, with the extra {feature_view, mode, rows, start, end, batch_ids}. DAGs scheduled on
+      the asset itself are triggered by it.
+    - A view got no new rows (`up_to_date` or 0 rows): nothing is added, and an alias with no added
+      event emits nothing — DAGs scheduled on that view's asset are not triggered.
+    - No view got new rows: with `skip_when_up_to_date` the task raises AirflowSkipException (a
+      skipped task emits no asset event); otherwise it succeeds and emits nothing through aliases.
+
+    A static `Asset("mlops.features.<view>")` outlet still works, but Airflow emits an event for it
+    on every successful run; it gets the extra when its view has new rows and an empty one otherwise.
 
     :param feature_views: views to materialize (templated); None means all registered views.
     :param start: window start, ISO string or datetime (templated); needs `end` or uses now.
     :param end: window end (templated); alone, it caps the automatic window.
     :param feast_conn_id: Feast connection (templated).
-    :param skip_when_up_to_date: skip the task (no asset events) when no view got new rows
-        (default True); False succeeds and emits events with empty extras.
+    :param skip_when_up_to_date: skip the task when no view got new rows (default True).
     """
 
     template_fields: Sequence[str] = ("feature_views", "start", "end", "feast_conn_id")
@@ -158,20 +162,26 @@ class FeastMaterializeOperator(BaseOperator):
                 f"no {FEATURE_ASSET_PREFIX}* asset event is emitted and no retraining starts on unchanged data. "
                 f"Land a new batch to materialize, or set skip_when_up_to_date=False to succeed anyway."
             )
-        self._annotate_outlets(context, updated, result["views"])
+        self._emit_events(context, updated, result["views"])
         return result
 
-    def _annotate_outlets(self, context: Context, updated: dict[str, dict[str, Any]],
-                          materialized: dict[str, dict[str, Any]]) -> None:
+    def _emit_events(self, context: Context, updated: dict[str, dict[str, Any]],
+                     materialized: dict[str, dict[str, Any]]) -> None:
+        from airflow_mlops.dags.assets import feature_view_of, features_asset
+
         for outlet in self.outlets or []:
-            if not isinstance(outlet, Asset) or not outlet.name.startswith(FEATURE_ASSET_PREFIX):
+            view = feature_view_of(outlet)
+            if view is None:
                 continue
-            view = outlet.name[len(FEATURE_ASSET_PREFIX):]
             if view not in materialized:
-                self.log.warning("outlet %s names feature view %s, which this task did not materialize",
-                                 outlet.name, view)
+                self.log.warning("outlet %s names feature view %s, which this task did not materialize", outlet, view)
             elif view not in updated:
-                self.log.info("outlet %s: no new rows for %s; its asset event carries no extra", outlet.name, view)
+                static = "" if isinstance(outlet, AssetAlias) else " (static Asset outlet: Airflow still emits one)"
+                self.log.info("%s: no new rows, no event through %s%s", view, outlet, static)
+            elif isinstance(outlet, AssetAlias):
+                extra = {"feature_view": view, **updated[view]}
+                context["outlet_events"][outlet].add(features_asset(view), extra=extra)
+                self.log.info("%s: event for %s (%s rows)", view, features_asset(view).name, extra["rows"])
             else:
                 context["outlet_events"][outlet].extra = {"feature_view": view, **updated[view]}
 

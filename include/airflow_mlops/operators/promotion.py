@@ -206,7 +206,9 @@ class MLflowRollbackModelOperator(_ChampionMoveOperator):
         from airflow_mlops.hooks.mlflow import MLflowHook
 
         if not str(self.reason).strip():
-            raise ValueError("reason: a rollback needs a reason for the audit trail; pass params.reason")
+            from airflow_mlops.exceptions import RollbackRefused
+
+            raise RollbackRefused("reason: a rollback needs a reason for the audit trail; pass params.reason")
         with MLflowHook(self.mlflow_conn_id).activated() as client:
             target = self._resolve(self._registry(client), context)
         self.log.info("Rolling %s back to v%s: %s", self.model_name, target, self.reason)
@@ -214,7 +216,7 @@ class MLflowRollbackModelOperator(_ChampionMoveOperator):
 
     def _resolve(self, registry: ModelRegistry, context: Context) -> str:
         from airflow_mlops.core import audit
-        from airflow_mlops.exceptions import RegistryError
+        from airflow_mlops.exceptions import RollbackRefused
         from airflow_mlops.hooks.mlflow_registry import CHAMPION
 
         history = registry.history()
@@ -228,16 +230,16 @@ class MLflowRollbackModelOperator(_ChampionMoveOperator):
             current = registry.alias_version(CHAMPION)
             previous = audit.previous_champion(history, current)
             if previous is None:
-                raise RegistryError(
+                raise RollbackRefused(
                     f"{self.model_name}: champion v{current} has no previous champion in the audit trail; "
                     f"pass a version number as target (former champions: {sorted(set(audit.champions(history)))})"
                 )
             wanted = previous
         if not wanted.isdigit():
-            raise RegistryError(f"target: got {self.target!r}; use a version number like 3, or 'previous'")
+            raise RollbackRefused(f"target: got {self.target!r}; use a version number like 3, or 'previous'")
         version = registry.version(wanted)
         if wanted not in audit.champions(history) and (version.tags or {}).get(audit.TAG_WAS_CHAMPION) != "true":
-            raise RegistryError(
+            raise RollbackRefused(
                 f"{self.model_name} v{wanted} was never champion, so rollback refuses it; former champions: "
                 f"{sorted(set(audit.champions(history)), key=int) or 'none'}; promote new versions through the "
                 "training DAG's evaluation instead"
@@ -245,7 +247,7 @@ class MLflowRollbackModelOperator(_ChampionMoveOperator):
         return wanted
 
     def _check(self, current: str | None, target: str) -> None:
-        from airflow_mlops.exceptions import RegistryError
+        from airflow_mlops.exceptions import RollbackRefused
 
         if current == target:
-            raise RegistryError(f"{self.model_name} v{target} is already champion; nothing to roll back")
+            raise RollbackRefused(f"{self.model_name} v{target} is already champion; nothing to roll back")
