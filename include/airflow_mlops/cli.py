@@ -1,4 +1,4 @@
-"""`airflow-mlops` command: check, doctor, env, init, generate-data, suite, demo, up."""
+"""`airflow-mlops` command: check, doctor, env, init, generate-data, suite, demo, up, train-job."""
 
 from __future__ import annotations
 
@@ -74,6 +74,39 @@ def _cmd_up(args: argparse.Namespace) -> int:
     return run_standalone(port=args.port)
 
 
+def _cmd_train_job(args: argparse.Namespace) -> int:
+    """Run the training job of a request: what a KubernetesTrainModelOperator pod executes."""
+    import json
+    import logging
+    from pathlib import Path
+
+    from airflow_mlops import config
+    from airflow_mlops.hooks.mlflow import MLflowHook
+    from airflow_mlops.jobs.training import TrainingRequest, run_training_job
+
+    # stdout carries only the result JSON; progress goes to stderr (the pod log Airflow shows).
+    # force=True: importing Airflow (through the hook) installed a root handler that prints to stdout.
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+    )
+    text = Path(args.request[1:]).read_text(encoding="utf-8") if args.request.startswith("@") else args.request
+    request = TrainingRequest.from_json(text)
+    # No Airflow connection in a pod: MLFLOW_TRACKING_URI (else SQLite in MLOPS_HOME), MLFLOW_REGISTRY_URI,
+    # and MLOPS_MLFLOW_ARTIFACT_ROOT for new experiments of a database store.
+    hook = MLflowHook(
+        tracking_uri=config.default_tracking_uri(), artifact_root=os.environ.get("MLOPS_MLFLOW_ARTIFACT_ROOT") or None
+    )
+    payload = json.dumps(run_training_job(request, hook), sort_keys=True)
+    if args.xcom_file:
+        target = Path(args.xcom_file)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".partial")
+        partial.write_text(payload, encoding="utf-8")
+        partial.replace(target)  # the xcom sidecar never reads half a file
+    print(payload)
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="airflow-mlops", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -102,6 +135,14 @@ def _parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="airflow standalone on the embedded state, with our DAGs and plugin")
     up.add_argument("--port", type=int, default=8080)
     up.set_defaults(func=_cmd_up)
+    job = sub.add_parser("train-job", help="train and log one model from a JSON request (what a training pod runs)")
+    job.add_argument("--request", required=True, help="the request JSON, or @file holding it")
+    job.add_argument(
+        "--xcom-file",
+        default=None,
+        help="also write the result JSON here (KubernetesPodOperator: /airflow/xcom/return.json)",
+    )
+    job.set_defaults(func=_cmd_train_job)
     return parser
 
 

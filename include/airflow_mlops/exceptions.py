@@ -53,8 +53,11 @@ class TrainingSetError(MLOpsError, AirflowFailException):
     """
 
 
-class TrainingFailed(MLOpsError):
-    """The estimator could not be built or fitted."""
+class TrainingFailed(MLOpsError, AirflowFailException):
+    """The estimator could not be built or fitted (bad estimator/params, one class, an empty feature).
+
+    No retry: the same spec on the same snapshot fails the same way.
+    """
 
 
 class RegistryError(MLOpsError):
@@ -81,3 +84,7 @@ class PromotionConflict(RegistryError, AirflowFailException):
 
     No retry: the evidence this task holds is about a registry state that no longer exists.
     """
+
+
+class ComputeConfigError(MLOpsError, AirflowFailException):
+    """The task cannot run as a pod as configured (no retry: configuration does not fix itself)."""

@@ -82,8 +82,16 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {
                 "integration-name": "MLflow",
-                "python-modules": ["airflow_mlops.operators.training", "airflow_mlops.operators.registry"],
+                "python-modules": [
+                    "airflow_mlops.operators.training",
+                    "airflow_mlops.operators.evaluation",
+                    "airflow_mlops.operators.registry",
+                    "airflow_mlops.operators.model_card",
+                    "airflow_mlops.operators.promotion",
+                    "airflow_mlops.operators.approval",
+                ],
             },
+            {"integration-name": "Kubernetes", "python-modules": ["airflow_mlops.operators.kubernetes"]},
             {"integration-name": "Feast", "python-modules": ["airflow_mlops.operators.features"]},
             {"integration-name": "Great Expectations", "python-modules": ["airflow_mlops.operators.validation"]},
         ],

@@ -129,6 +129,13 @@ def test_promotion_records_the_previous_champion_and_demotes_it(versions: list[s
     assert [e.version for e in history()] == ["3", "2"]
 
 
+def test_a_retry_after_a_try_died_between_alias_move_and_audit_completes_the_trail(versions: list[str]) -> None:
+    client().set_registered_model_alias(MODEL, "champion", "3")  # the earlier try got this far
+    result = promote("3", None)
+    assert champion() == "3" and result["previous"] is None
+    assert [(e.action, e.version, e.previous) for e in history()] == [("promote", "3", None)]
+
+
 def test_a_champion_moved_since_evaluation_fails_cleanly(versions: list[str]) -> None:
     promote("3", None)
     client().set_registered_model_alias(MODEL, "challenger", "2")

@@ -162,7 +162,8 @@ def test_register_twice_creates_one_version_with_alias_and_lineage(
 
     first = register(trained, description="Predicts ride completion.")
     again = register(trained)
-    assert first == {"name": MODEL, "version": "1", "run_id": trained["run_id"], "alias": "challenger", "created": True}
+    assert first == {"name": MODEL, "version": "1", "run_id": trained["run_id"], "alias": "challenger", "created": True,
+                     "alias_moved": True}
     assert again == {**first, "created": False}
     client = MLflowHook().get_conn()
     assert len(client.search_model_versions(f"name = '{MODEL}'")) == 1
@@ -191,6 +192,10 @@ def test_second_training_run_becomes_version_two_and_moves_the_alias(
     second = register(retrained)
     assert second["version"] == "2" and second["created"] is True
     client = MLflowHook().get_conn()
+    assert str(client.get_model_version_by_alias(MODEL, "challenger").version) == "2"
+    # Clearing the first run's register task later must not take the alias back from v2.
+    again = register(trained)
+    assert (again["version"], again["created"], again["alias_moved"]) == ("1", False, False)
     assert str(client.get_model_version_by_alias(MODEL, "challenger").version) == "2"
 
 

@@ -195,6 +195,18 @@ def test_train_needs_both_classes(frame: pd.DataFrame) -> None:
         fit(frame.assign(completed=1))
 
 
+def test_an_all_nan_feature_is_refused_naming_the_column(frame: pd.DataFrame) -> None:
+    column = next(c for c in frame.columns if c.endswith("conv_rate"))
+    with pytest.raises(TrainingFailed, match=rf"\['{column}'\] are missing \(NaN\) in all"):
+        fit(frame.assign(**{column: float("nan")}))
+
+
+def test_training_errors_do_not_retry() -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    assert issubclass(TrainingFailed, AirflowFailException)
+
+
 def test_impute_none_with_missing_values_explains_the_fix(frame: pd.DataFrame) -> None:
     with pytest.raises(TrainingFailed, match="impute: none cannot handle missing values"):
         fit(frame, preprocessing={"impute": "none"})

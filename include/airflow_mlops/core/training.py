@@ -256,6 +256,17 @@ def _fit(pipeline: Pipeline, x: pd.DataFrame, y: pd.Series, estimator_path: str)
     return time.perf_counter() - started
 
 
+def _check_features_present(x: pd.DataFrame) -> None:
+    """A feature missing in every training row carries no signal and usually means a broken join."""
+    empty = [c for c in x.columns if x[c].isna().all()]
+    if empty:
+        raise TrainingFailed(
+            f"feature column(s) {empty} are missing (NaN) in all {len(x)} training rows; the feature view "
+            "was probably not materialized for this window or its TTL is shorter than the gap to the label "
+            "events; check `mlops_features` and the view's ttl, or drop the feature from the service"
+        )
+
+
 def _check_classes(y: pd.Series, part: str) -> None:
     if y.nunique() < 2:
         raise TrainingFailed(
@@ -289,6 +300,7 @@ def train(
     y_train, y_valid = (part[label].astype("int64") for part in (train_part, valid_part))
     _check_classes(y_train, "training")
     _check_classes(y_valid, "validation")
+    _check_features_present(x_train)
     fit_seconds = _fit(pipeline, x_train, y_train, estimator)
     proba = pipeline.predict_proba(x_valid)[:, 1]
     return TrainResult(

@@ -80,8 +80,16 @@ class ModelRegistry:
             self._release(owner)
 
     def _claim(self, owner: str) -> None:
+        from mlflow.exceptions import MlflowException
+
         self._refuse_if_held(owner, "holds")
-        self.client.set_registered_model_tag(self.name, audit.LEASE_TAG, audit.lease_value(owner))
+        try:
+            self.client.set_registered_model_tag(self.name, audit.LEASE_TAG, audit.lease_value(owner))
+        except MlflowException:
+            # SQL stores insert a new tag row: two claims at the same instant collide on its unique
+            # key. The loser sees the winner's lease below; anything else is a real registry error.
+            self._refuse_if_held(owner, "claimed")
+            raise
         time.sleep(self.settle_seconds)
         self._refuse_if_held(owner, "claimed")
 

@@ -68,7 +68,8 @@ class _ChampionMoveOperator(BaseOperator):
         return ModelRegistry(client, self.model_name, settle_seconds=settle)
 
     def _move(self, context: Context, target: str, reason: str, check: Any) -> dict[str, Any]:
-        """Under the lease: `check(registry, current)` refuses or passes, then the alias moves once."""
+        """Under the lease: `check(registry, current)` refuses, or returns the previous champion to
+        record; then the alias moves once."""
         from airflow_mlops.core import audit
         from airflow_mlops.hooks.mlflow import MLflowHook
         from airflow_mlops.hooks.mlflow_registry import CHAMPION
@@ -86,9 +87,9 @@ class _ChampionMoveOperator(BaseOperator):
                 return self._result(registry, done, context)
             with registry.lease(f"{dag_id}/{run_id}/{task_id}"):
                 current = registry.alias_version(CHAMPION)
-                check(registry, current)
+                previous = check(registry, current)
                 event = registry.move_champion(audit.AuditEvent(
-                    action=self.action, version=target, previous=current, actor=actor_of(context),
+                    action=self.action, version=target, previous=previous, actor=actor_of(context),
                     trigger=trigger_of(context), dag_id=dag_id, run_id=run_id, at=audit.now_iso(), reason=reason,
                 ))
         return self._result(registry, event, context)
@@ -153,7 +154,7 @@ class MLflowPromoteModelOperator(_ChampionMoveOperator):
             raise AirflowSkipException(f"{self.model_name} v{target} stays challenger: {why}")
         expected = evaluation.get("champion_version")
 
-        def check(registry: ModelRegistry, current: str | None) -> None:
+        def check(registry: ModelRegistry, current: str | None) -> str | None:
             from airflow_mlops.exceptions import PromotionConflict
             from airflow_mlops.hooks.mlflow_registry import CHALLENGER
 
@@ -164,12 +165,18 @@ class MLflowPromoteModelOperator(_ChampionMoveOperator):
                     "a newer training run registered another challenger; this run's evidence is stale; "
                     "champion untouched"
                 )
+            if current == target:
+                # An earlier try moved the alias and died before writing the trail: finish its job.
+                self.log.warning("%s v%s is champion already, without this run's audit entry; recording it",
+                                 self.model_name, target)
+                return expected
             if (current or None) != (expected or None):
                 raise PromotionConflict(
                     f"{self.model_name}: champion moved from v{expected} (compared in evaluation) to v{current} "
                     f"before v{target} could be promoted (a concurrent promotion or rollback); champion untouched; "
                     "re-run the training DAG to evaluate against the new champion"
                 )
+            return current
 
         reason = self.reason or evaluation.get("summary") or "evaluation passed"
         return self._move(context, target, reason, check)
@@ -214,6 +221,13 @@ class MLflowRollbackModelOperator(_ChampionMoveOperator):
         self.log.info("Rolling %s back to v%s: %s", self.model_name, target, self.reason)
         return self._move(context, target, str(self.reason), lambda registry, current: self._check(current, target))
 
+    def _check(self, current: str | None, target: str) -> str | None:
+        from airflow_mlops.exceptions import RollbackRefused
+
+        if current == target:
+            raise RollbackRefused(f"{self.model_name} v{target} is already champion; nothing to roll back")
+        return current
+
     def _resolve(self, registry: ModelRegistry, context: Context) -> str:
         from airflow_mlops.core import audit
         from airflow_mlops.exceptions import RollbackRefused
@@ -245,9 +259,3 @@ class MLflowRollbackModelOperator(_ChampionMoveOperator):
                 "training DAG's evaluation instead"
             )
         return wanted
-
-    def _check(self, current: str | None, target: str) -> None:
-        from airflow_mlops.exceptions import RollbackRefused
-
-        if current == target:
-            raise RollbackRefused(f"{self.model_name} v{target} is already champion; nothing to roll back")

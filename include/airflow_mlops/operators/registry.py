@@ -61,7 +61,8 @@ class MLflowRegisterModelOperator(BaseOperator):
     :param evaluation: the evaluation task's result; its verdict, primary metric, gain and the
         champion it was compared with become version tags. (templated)
     :param mlflow_conn_id: Airflow connection of type "mlflow".
-    :return: {"name", "version", "run_id", "alias", "created"} (created: a new version was made)
+    :return: {"name", "version", "run_id", "alias", "created", "alias_moved"} (created: a new version
+        was made; alias_moved false when a newer version already holds the alias: a cleared old run)
     """
 
     template_fields: Sequence[str] = ("model_name", "run_id", "model_uri", "alias", "description", "evaluation")
@@ -103,6 +104,8 @@ class MLflowRegisterModelOperator(BaseOperator):
             version, created = self._find_or_create_version(client, model_id, context)
             for key, value in evaluation_tags(self.evaluation).items():
                 client.set_model_version_tag(self.model_name, version.version, key, value)
+            if self._newer_holds_alias(client, version.version):
+                return self._result(version.version, created=False, moved=False)
             client.set_registered_model_alias(self.model_name, self.alias, version.version)
         # search_model_versions returns empty aliases in MLflow 3: read the alias back directly.
         confirmed = client.get_model_version_by_alias(self.model_name, self.alias)
@@ -120,13 +123,30 @@ class MLflowRegisterModelOperator(BaseOperator):
             "created" if created else "already registered",
             self.alias,
         )
+        return self._result(version.version, created=created, moved=True)
+
+    def _result(self, version: str | int, *, created: bool, moved: bool) -> dict[str, Any]:
         return {
             "name": self.model_name,
-            "version": str(version.version),
+            "version": str(version),
             "run_id": self.run_id,
             "alias": self.alias,
             "created": created,
+            "alias_moved": moved,
         }
+
+    def _newer_holds_alias(self, client: MlflowClient, version: str | int) -> bool:
+        """A cleared, older register task must not take the alias back from a newer version."""
+        from airflow_mlops.hooks.mlflow_registry import ModelRegistry
+
+        holder = ModelRegistry(client, self.model_name).alias_version(self.alias)
+        if holder is None or int(holder) <= int(version):
+            return False
+        self.log.warning(
+            "%s: alias %s points at the newer version %s; leaving it there (version %s of run %s was "
+            "registered before)", self.model_name, self.alias, holder, version, self.run_id,
+        )
+        return True
 
     def _check_source(self, client: MlflowClient) -> str | None:
         """The logged-model id of model_uri, after checking it was logged by run_id."""

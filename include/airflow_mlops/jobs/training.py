@@ -1,0 +1,274 @@
+"""The training job: a recorded training set -> a fitted pipeline logged to MLflow.
+
+One function, `run_training_job`, used by both ways a model is trained:
+- in-process by `SklearnTrainModelOperator` (operators/training.py), and
+- in a Kubernetes pod by `airflow-mlops train-job --request JSON` (cli.py), started by
+  `KubernetesTrainModelOperator` (operators/kubernetes.py).
+
+The request carries the Airflow identity (dag_id, run_id, task_id, try_number) so the MLflow run
+gets the same tags and name wherever it runs. pandas, sklearn and mlflow are imported inside
+functions only: DAG files import this module through the operators.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+from airflow_mlops.core import lineage
+from airflow_mlops.exceptions import MLOpsError, TrainingSetError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from airflow_mlops.core.training import TrainResult
+    from airflow_mlops.hooks.mlflow import MLflowHook
+
+log = logging.getLogger(__name__)
+
+# Explicit choice: MLflow 3's default "skops" format refuses to save tree models such as
+# HistGradientBoostingClassifier unless every internal type is listed in skops_trusted_types.
+# cloudpickle loads any estimator, and MLflow (3.17) gates loading of every sklearn format,
+# skops included, behind MLFLOW_ALLOW_PICKLE_DESERIALIZATION anyway.
+SERIALIZATION_FORMAT = "cloudpickle"
+MODEL_ARTIFACT = "model"
+
+# Request key -> MLflow run tag of the Airflow identity (see core.lineage.airflow_context_tags).
+IDENTITY_TAGS = {
+    "dag_id": lineage.TAG_DAG_ID,
+    "run_id": lineage.TAG_RUN_ID,
+    "task_id": lineage.TAG_TASK_ID,
+    "try_number": lineage.TAG_TRY_NUMBER,
+    "logical_date": lineage.TAG_LOGICAL_DATE,
+}
+
+
+def _default_preprocessing() -> dict[str, Any]:
+    return {"impute": "median", "scale": False}
+
+
+def _default_split() -> dict[str, Any]:
+    return {"method": "time", "test_size": 0.2}
+
+
+@dataclass(frozen=True)
+class TrainingRequest:
+    """Everything one training run needs, as JSON-able values (the `train-job --request` payload).
+
+    :param training_set: the lineage dict of the training-set task, logged as recorded.
+    :param airflow: Airflow identity {dag_id, run_id, task_id, try_number, logical_date}; empty
+        for an ad-hoc run (then no orphaned runs are looked for).
+    :param git_commit: commit of the project that asked for the run; None = read it from the
+        project checkout where the job runs (absent in a container image).
+    :param snapshot: where to read the snapshot, relative to MLOPS_HOME (a pod mounts the state
+        volume elsewhere than the worker); None = the lineage's own path.
+    """
+
+    model_name: str
+    training_set: dict[str, Any]
+    estimator: str
+    label: str
+    params: dict[str, Any] = field(default_factory=dict)
+    preprocessing: dict[str, Any] = field(default_factory=_default_preprocessing)
+    split: dict[str, Any] = field(default_factory=_default_split)
+    seed: int = 7
+    timestamp_column: str = "event_timestamp"
+    exclude_columns: list[str] = field(default_factory=list)
+    airflow: dict[str, str] = field(default_factory=dict)
+    git_commit: str | None = None
+    snapshot: str | None = None
+
+    def to_json(self) -> str:
+        # default=str: lineage start/end may be datetimes when the lineage was passed in-process
+        return json.dumps(asdict(self), sort_keys=True, default=str, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> TrainingRequest:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise MLOpsError(
+                f"training request: not valid JSON ({exc}); pass the JSON object built by "
+                "KubernetesTrainModelOperator, or @path/to/request.json"
+            ) from exc
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> TrainingRequest:
+        """Validate keys and shapes; an error names the key, the rule and the keys allowed."""
+        if not isinstance(data, Mapping):
+            raise MLOpsError(f"training request: expected a JSON object, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        required = {"model_name", "training_set", "estimator", "label"}
+        unknown, missing = sorted(set(data) - known), sorted(required - set(data))
+        if unknown or missing:
+            raise MLOpsError(
+                f"training request: unknown keys {unknown}, missing keys {missing}; "
+                f"allowed keys are {sorted(known)} ({sorted(required)} required)"
+            )
+        for key in ("params", "preprocessing", "split", "airflow"):
+            if key in data and not isinstance(data[key], Mapping):
+                raise MLOpsError(f"training request: {key} must be an object, got {data[key]!r}")
+        values = dict(data)
+        values["training_set"] = lineage.normalize_lineage(data["training_set"])
+        values["airflow"] = {str(k): str(v) for k, v in dict(data.get("airflow") or {}).items()}
+        values["exclude_columns"] = [str(c) for c in data.get("exclude_columns") or []]
+        return cls(**values)
+
+    @property
+    def run_name(self) -> str:
+        run_id, try_number = self.airflow.get("run_id"), self.airflow.get("try_number")
+        if not run_id:
+            return f"{self.model_name}-adhoc"
+        return f"{self.model_name}-{run_id}" + (f"-try{try_number}" if try_number else "")
+
+
+def airflow_identity(context: Mapping[str, Any]) -> dict[str, str]:
+    """{dag_id, run_id, task_id, try_number, logical_date} of a task context (missing ones left out)."""
+    tags = lineage.airflow_context_tags(context)
+    return {key: tags[tag] for key, tag in IDENTITY_TAGS.items() if tag in tags}
+
+
+def relative_snapshot(path: str | Path, home: Path) -> str:
+    """The snapshot path relative to MLOPS_HOME `home`, as a pod resolves it under its own mount.
+
+    Raises TrainingSetError when the snapshot lies outside MLOPS_HOME: a pod sees only the state volume.
+    """
+    target = Path(path)
+    resolved = target.resolve() if target.is_absolute() else (home / target).resolve()
+    try:
+        return PurePosixPath(resolved.relative_to(home.resolve())).as_posix()
+    except ValueError:
+        raise TrainingSetError(
+            f"training set snapshot {path} is outside MLOPS_HOME ({home}); a training pod sees only the state "
+            "volume mounted as its MLOPS_HOME (spec training.compute.kubernetes.state_volume_claim); write "
+            "training sets under MLOPS_HOME (the default) or point MLOPS_HOME at the shared volume"
+        ) from None
+
+
+def run_training_job(request: TrainingRequest, hook: MLflowHook) -> dict[str, Any]:
+    """Train and log one model; returns {"run_id", "model_uri", "metrics", "experiment_id"}.
+
+    The run lands in the MLflow experiment named `model_name`, with params, validation metrics,
+    lineage tags, the lineage JSON as an artifact and the model (signature, input example, pinned
+    pip requirements). A failed run ends FAILED; runs an earlier killed try left RUNNING end KILLED.
+    """
+    import pandas as pd
+
+    from airflow_mlops.core import training
+
+    record = request.training_set
+    hook.check_backend()  # fail in seconds, before spending minutes on training
+    frame = pd.read_parquet(_verified_snapshot(request))
+    log.info(
+        "Training %s on %s rows x %s columns from %s", request.estimator, len(frame), frame.shape[1], record["path"]
+    )
+    result = training.train(
+        frame,
+        label=request.label,
+        estimator=request.estimator,
+        params=request.params,
+        preprocessing=request.preprocessing,
+        split_config=request.split,
+        seed=request.seed,
+        timestamp_column=request.timestamp_column,
+        exclude=request.exclude_columns,
+    )
+    log.info("Validation metrics (%s rows): %s", result.validation_rows, result.metrics)
+    experiment_id = hook.experiment_id(request.model_name)
+    tags = run_tags(request)
+    with hook.activated() as client:
+        end_orphaned_runs(client, experiment_id, tags)
+        run_id, model_uri = _log_run(request, experiment_id, tags, result)
+    log.info("Logged run %s with model %s in experiment %s", run_id, model_uri, experiment_id)
+    return {"run_id": run_id, "model_uri": model_uri, "metrics": result.metrics, "experiment_id": experiment_id}
+
+
+def _verified_snapshot(request: TrainingRequest) -> Path:
+    if request.snapshot is None:
+        return lineage.verify_snapshot(request.training_set)
+    from airflow_mlops import config
+
+    home = config.mlops_home()
+    path = home / request.snapshot
+    if not path.is_file():
+        raise TrainingSetError(
+            f"training set snapshot {request.snapshot} not found under MLOPS_HOME={home} (recorded at "
+            f"{request.training_set['path']}); mount the volume the training-set task wrote to as MLOPS_HOME "
+            "(spec training.compute.kubernetes.state_volume_claim)"
+        )
+    return lineage.verify_snapshot({**request.training_set, "path": str(path)})
+
+
+def run_tags(request: TrainingRequest) -> dict[str, str]:
+    """Model name, training-set lineage, Airflow identity and git commit as MLflow run tags."""
+    from airflow_mlops import config
+
+    tags = {lineage.TAG_MODEL_NAME: request.model_name, **lineage.training_set_tags(request.training_set)}
+    tags.update({IDENTITY_TAGS[key]: value for key, value in request.airflow.items() if key in IDENTITY_TAGS})
+    commit = request.git_commit or lineage.git_commit(config.project_dir())
+    if commit:
+        tags[lineage.TAG_GIT_COMMIT] = commit
+    return tags
+
+
+def end_orphaned_runs(client: MlflowClient, experiment_id: str, tags: Mapping[str, str]) -> None:
+    """A try killed without cleanup (OOM, SIGKILL) leaves its run RUNNING; mark it KILLED."""
+    keys = (lineage.TAG_DAG_ID, lineage.TAG_RUN_ID, lineage.TAG_TASK_ID)
+    if not all(tags.get(key) for key in keys) or any("'" in tags[key] for key in keys):
+        return  # no Airflow identity to match on (ad-hoc execute) or unquotable value
+    clauses = [f"tags.`{key}` = '{tags[key]}'" for key in keys]
+    filter_string = " and ".join([*clauses, "attributes.status = 'RUNNING'"])
+    for run in client.search_runs([experiment_id], filter_string=filter_string, max_results=50):
+        log.warning("Ending run %s left RUNNING by an earlier try as KILLED", run.info.run_id)
+        client.set_terminated(run.info.run_id, status="KILLED")
+
+
+def flat_params(request: TrainingRequest, result: TrainResult) -> dict[str, Any]:
+    flat: dict[str, Any] = {
+        "estimator": request.estimator,
+        "seed": request.seed,
+        "label": request.label,
+        "n_features": len(result.feature_columns),
+    }
+    flat.update({f"params.{key}": value for key, value in request.params.items()})
+    flat.update({f"preprocessing.{key}": value for key, value in request.preprocessing.items()})
+    flat.update({f"split.{key}": value for key, value in result.split.items()})
+    return flat
+
+
+def _log_run(
+    request: TrainingRequest, experiment_id: str, tags: dict[str, str], result: TrainResult
+) -> tuple[str, str]:
+    import mlflow
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+
+    from airflow_mlops.core.training import model_requirements
+
+    sample = result.sample
+    # The context manager ends the run FAILED on any exception (incl. Airflow timeouts).
+    with mlflow.start_run(experiment_id=experiment_id, run_name=request.run_name, tags=tags) as run:
+        mlflow.log_params(flat_params(request, result))
+        info = mlflow.sklearn.log_model(
+            result.pipeline,
+            name=MODEL_ARTIFACT,
+            serialization_format=SERIALIZATION_FORMAT,
+            signature=infer_signature(sample, result.pipeline.predict(sample)),
+            input_example=sample,
+            pip_requirements=model_requirements(request.estimator),
+            metadata={"feature_columns": result.feature_columns, "label": request.label},
+        )
+        timings = {
+            "fit_seconds": result.fit_seconds,
+            "train_rows": result.train_rows,
+            "validation_rows": result.validation_rows,
+        }
+        mlflow.log_metrics({**result.metrics, **timings}, model_id=info.model_id)
+        mlflow.log_dict(json.loads(json.dumps(dict(request.training_set), default=str)), "training_set/lineage.json")
+        mlflow.log_dict(result.summary(), "training/summary.json")
+    return run.info.run_id, info.model_uri

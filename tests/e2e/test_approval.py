@@ -1,0 +1,131 @@
+"""Manual approval in a real Airflow: the HITL task waits, a human answers over the REST API.
+
+The spec under test is the shipped ride_completion spec with `promotion.approval: manual` and rule
+`non_regression` (so a retrain on the same data is promotable and a human is asked again):
+
+1. the feature pipeline runs, its event starts the training DAG (scheduler), which stops at
+   `approve` awaiting input; the question's body carries the evaluation summary and the model-card
+   link; `PATCH …/hitlDetails` with Approve + reason resumes it and v1 becomes champion, with the
+   approver and reason in the registry;
+2. a manual training run on the same data asks again; Reject + reason skips `promote`: v2 stays
+   challenger, tagged rejected with who and why, and the audit trail has the rejection.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from support.airflow_client import AirflowClient, wait_for
+from support.airflow_stack import PROJECT, AirflowStack, airflow_stack
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
+
+MODEL = "ride_completion"
+FEATURES, TRAINING = "mlops_features", f"{MODEL}__train"
+RUN_TIMEOUT_S = 420
+# Airflow 3.3.2 race: the worker that parks the task in awaiting_input reports "success" to the
+# executor a few seconds after the TI is parked. If the answer has already resumed the task by
+# then, the scheduler sees "executor says success, TI is running" and marks the resumed try
+# FAILED. Humans take longer than that; a scripted answer waits like one.
+HUMAN_REACTION_S = 12
+
+
+def _manual_spec(folder: Path) -> Path:
+    text = (PROJECT / "include" / "models" / f"{MODEL}.yaml").read_text()
+    assert "approval: auto" in text and "rule: improvement" in text
+    folder.mkdir(parents=True)
+    (folder / f"{MODEL}.yaml").write_text(
+        text.replace("approval: auto", "approval: manual").replace("rule: improvement", "rule: non_regression"))
+    return folder
+
+
+def _question(client: AirflowClient, stack: AirflowStack, run_id: str) -> dict[str, Any]:
+    def asked() -> dict[str, Any] | None:
+        stack.check_alive()
+        details = client.request("GET", f"/dags/{TRAINING}/dagRuns/{run_id}/hitlDetails")["hitl_details"]
+        waiting = [d for d in details if d["task_instance"]["task_id"] == "approve"]
+        return waiting[0] if waiting and waiting[0]["task_instance"]["state"] == "awaiting_input" else None
+
+    question = dict(wait_for(asked, RUN_TIMEOUT_S, f"{TRAINING} {run_id} to ask for approval", interval=2.0))
+    time.sleep(HUMAN_REACTION_S)
+    return question
+
+
+def _answer(client: AirflowClient, run_id: str, option: str, reason: str) -> dict[str, Any]:
+    return dict(client.request(
+        "PATCH", f"/dags/{TRAINING}/dagRuns/{run_id}/taskInstances/approve/-1/hitlDetails",
+        json={"chosen_options": [option], "params_input": {"reason": reason}}))
+
+
+def _states(client: AirflowClient, run_id: str) -> dict[str, str]:
+    return {ti["task_id"]: ti["state"] for ti in client.task_instances(TRAINING, run_id)}
+
+
+def _registry(home: Path) -> Any:
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow' / 'mlflow.db'}")
+
+
+def test_a_human_approves_then_rejects_over_the_rest_api(tmp_path: Path) -> None:
+    from airflow_mlops.core import audit
+
+    home = tmp_path / "home"
+    models = _manual_spec(tmp_path / "models")
+    with airflow_stack(home, components=("scheduler", "dag-processor", "api-server"), dag_ids=[FEATURES, TRAINING],
+                       extra_env={"MLOPS_MODELS_DIR": str(models)}) as stack:
+        stack.run(["generate-data", "--days", "4"], name="generate-data", exe="airflow-mlops")
+        client = stack.client()
+        client.unpause_without_catchup(TRAINING)
+        feature_run = client.trigger_due_run(FEATURES)
+        client.unpause(FEATURES)
+        feature_run = client.wait_for_run(FEATURES, feature_run["dag_run_id"], RUN_TIMEOUT_S, on_poll=stack.check_alive)
+        client.set_paused(FEATURES, True)
+        assert feature_run["state"] == "success", feature_run
+        run_id = _first_asset_run(client, stack)
+
+        question = _question(client, stack, run_id)
+        assert question["subject"] == f"Promote {MODEL} to champion?"
+        assert "no champion yet" in question["body"] and "model_card.html" in question["body"], question["body"]
+        answer = _answer(client, run_id, "Approve", "first model, thresholds met")
+        assert answer["responded_by"]["name"] == stack.username
+        finished = client.wait_for_run(TRAINING, run_id, RUN_TIMEOUT_S, on_poll=stack.check_alive)
+        states = _states(client, run_id)
+        assert finished["state"] == "success" and states["promote"] == "success", states
+
+        registry = _registry(home)
+        assert str(registry.get_model_version_by_alias(MODEL, "champion").version) == "1"
+        tags = registry.get_model_version(MODEL, "1").tags
+        assert (tags[audit.TAG_DECISION], tags[audit.TAG_DECIDED_BY]) == ("approved", stack.username)
+        assert tags[audit.TAG_DECISION_REASON] == "first model, thresholds met"
+
+        second = client.trigger(TRAINING)["dag_run_id"]
+        _question(client, stack, second)
+        _answer(client, second, "Reject", "night slice regressed")
+        finished = client.wait_for_run(TRAINING, second, RUN_TIMEOUT_S, on_poll=stack.check_alive)
+        states = _states(client, second)
+        assert finished["state"] == "success" and states["promote"] == "skipped", states
+        assert str(registry.get_model_version_by_alias(MODEL, "champion").version) == "1"
+        assert str(registry.get_model_version_by_alias(MODEL, "challenger").version) == "2"
+        tags = registry.get_model_version(MODEL, "2").tags
+        assert (tags[audit.TAG_DECISION], tags[audit.TAG_DECIDED_BY]) == ("rejected", stack.username)
+        assert tags[audit.TAG_DECISION_REASON] == "night slice regressed"
+        actions = [(e.action, e.version, e.actor) for e in audit.history(registry.get_registered_model(MODEL).tags)]
+        assert actions == [("approve", "1", stack.username), ("promote", "1", "airflow:asset_triggered"),
+                           ("reject", "2", stack.username)], actions
+        assert stack.network_attempts() == "", stack.network_attempts()
+        client.close()
+
+
+def _first_asset_run(client: AirflowClient, stack: AirflowStack) -> str:
+    def started() -> str | None:
+        stack.check_alive()
+        runs = client.dag_runs(TRAINING, run_type="asset_triggered")
+        return runs[0]["dag_run_id"] if runs else None
+
+    return str(wait_for(started, RUN_TIMEOUT_S, f"{TRAINING} to be started by the feature event", interval=2.0))
+
