@@ -144,8 +144,13 @@ class Evaluation(_Strict):
 
 
 class Canary(_Strict):
+    """A new champion first gets `traffic` of the requests (sticky by entity key) for `window`."""
+
     traffic: float = Field(default=0.1, gt=0.0, le=1.0)
     max_error_rate: float = Field(default=0.01, ge=0.0, le=1.0)
+    max_p99_ms: float = Field(default=250.0, gt=0.0, description="p99 latency limit of canary requests")
+    window: str = Field(default="10m", pattern=r"^\d+[smhd]$")
+    min_requests: int = Field(default=50, ge=1, description="fewer canary requests = no verdict yet")
 
 
 class Promotion(_Strict):
@@ -153,6 +158,38 @@ class Promotion(_Strict):
     approval_timeout: str = Field(
         default="7d", pattern=r"^\d+[smhd]$", description="a manual approval not answered by then fails"
     )
+    canary: Canary | None = None
+    shadow: bool = Field(default=False, description="serving also scores the challenger, off the request path")
+
+
+class KubernetesServing(_Strict):
+    image: str = "airflow-mlops-serving:latest"
+    namespace: str = Field(default="default", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    replicas: int = Field(default=2, ge=1)
+    cpu: str = Field(default="500m", pattern=r"^\d+(\.\d+)?m?$")
+    memory: str = Field(default="1Gi", pattern=r"^\d+(Ki|Mi|Gi|Ti|K|M|G|T)?$")
+    rollout_timeout_seconds: int = Field(default=600, ge=30)
+
+
+class Serving(_Strict):
+    """Where the online prediction server runs and how the training DAG deploys to it."""
+
+    target: Literal["none", "local", "kubernetes"] = Field(
+        default="none", description="none: servers follow the champion alias by themselves"
+    )
+    url: str = Field(default="http://127.0.0.1:8000", description="base URL of the serving app (target local)")
+    poll_seconds: float = Field(default=5.0, gt=0.0, description="how often servers re-read the champion alias")
+    feature_fallback: Literal["fail", "request"] = Field(
+        default="fail", description="online store down: 503 (fail) or predict from request-time features only"
+    )
+    kubernetes: KubernetesServing = KubernetesServing()
+
+
+class BatchInference(_Strict):
+    schedule: str | None = Field(default="@daily", description="cron or preset; also runs on a new champion")
+    entity_dataset: str | None = Field(default=None, pattern=NAME_RE, description="default: features.entity_df")
+    lookback_days: int = Field(default=1, ge=1, description="entity rows scored, counted back from the newest")
+    chunk_rows: int = Field(default=100_000, ge=1000, description="rows per chunk: bounds memory")
     canary: Canary | None = None
 
 
@@ -180,6 +217,8 @@ class ModelSpec(_Strict):
     training: Training
     evaluation: Evaluation = Evaluation()
     promotion: Promotion = Promotion()
+    serving: Serving = Serving()
+    batch: BatchInference = BatchInference()
     monitoring: Monitoring = Monitoring()
     source_file: str = Field(default="", exclude=True, description="set by the loader, not by users")
 
