@@ -1,0 +1,28 @@
+"""The airflow-mlops UI plugin: a FastAPI app mounted by Airflow's api-server at `/mlops`.
+
+Registered once, through the `airflow.plugins` entry point (`airflow_plugin.MLOpsPlugin`);
+the `plugins/` folder holds no copy (ARCHITECTURE.md §6).
+
+Layout (one module per concern, so new areas plug in without touching the others):
+
+    airflow_plugin.py   the AirflowPlugin; builds the app only when Airflow asks for it
+    app.py              `create_app()`: the FastAPI app, its routers, the auth dependency on all of them
+    auth.py             Airflow authentication (JWT header or UI `_token` cookie) and authorization
+                        through Airflow's own auth manager
+    files.py            `safe_file()`/`file_response()`: serve a file under a base folder, never outside it
+    reports.py          `GET /reports/{kind}/{path}`: report files of the state dir
+    api.py              `GET /api/health`; later JSON routes go under `/api`
+
+Airflow gives plugin sub-apps no authentication (3.3): every route must depend on
+`auth.authenticated_user` — `create_app()` puts it on the app, and a test checks each route.
+
+This module stays import-light (Airflow imports every plugin in every task process): constants only.
+"""
+
+from __future__ import annotations
+
+PLUGIN_NAME = "airflow_mlops"
+APP_NAME = "airflow-mlops"
+URL_PREFIX = "/mlops"
+
+__all__ = ["APP_NAME", "PLUGIN_NAME", "URL_PREFIX"]
