@@ -161,3 +161,13 @@ def test_operators_declare_templates_and_the_report_link() -> None:
     for operator in (GXValidateDataOperator, GXValidateRawBatchesOperator):
         [link] = operator.operator_extra_links
         assert isinstance(link, ValidationReportLink) and link.name == "Validation report"
+
+
+def test_report_links_follow_the_api_base_url_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow_mlops.operators.validation import under_base_url
+
+    monkeypatch.setenv("AIRFLOW__API__BASE_URL", "https://airflow.example.com/team-a/")
+    assert under_base_url("/mlops/reports/validation/x.html") == "/team-a/mlops/reports/validation/x.html"
+    monkeypatch.setenv("AIRFLOW__API__BASE_URL", "http://localhost:8080")
+    assert under_base_url("/mlops/reports/validation/x.html") == "/mlops/reports/validation/x.html"
+    assert under_base_url("") == ""

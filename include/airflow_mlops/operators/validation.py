@@ -49,7 +49,19 @@ class ValidationReportLink(BaseOperatorLink):
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
         from airflow.sdk.execution_time.xcom import XCom
 
-        return report_link(XCom.get_value(ti_key=ti_key, key=XCOM_KEY))
+        return under_base_url(report_link(XCom.get_value(ti_key=ti_key, key=XCOM_KEY)))
+
+
+def under_base_url(url: str) -> str:
+    """A server-relative link, prefixed with the path of `[api] base_url` (Airflow behind /airflow/...)."""
+    from urllib.parse import urlsplit
+
+    from airflow.configuration import conf
+
+    if not url.startswith("/"):
+        return url
+    prefix = urlsplit(conf.get("api", "base_url", fallback="") or "").path.rstrip("/")
+    return f"{prefix}{url}"
 
 
 def _finish(operator: BaseOperator, context: Context, summary: dict[str, Any], failed: bool, warn: bool,
