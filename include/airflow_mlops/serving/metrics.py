@@ -1,0 +1,87 @@
+"""ServingMetrics: the serving app's Prometheus metrics, in a registry of its own.
+
+Names are part of the serving contract (the deploy operator's canary check reads them from /metrics):
+
+- mlops_serving_requests_total{model,version,route,status}     counter, status = HTTP code as text
+- mlops_serving_request_seconds{model,version,route}           histogram, 0.5 ms .. 2.5 s
+- mlops_serving_model_info{model,slot,version}                 gauge, 1 per serving slot
+- mlops_serving_prediction_log_dropped_total{model}            counter, read from the prediction log
+
+Each instance owns a CollectorRegistry (never the process-global one), so two apps or two tests in
+one process do not collide on metric names.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+PREFIX = "mlops_serving"
+
+
+class ServingMetrics:
+    """Request counts and latencies per model version and route, the serving slots, log drops."""
+
+    def __init__(self, model: str) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.model = model
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._requests = Counter(f"{PREFIX}_requests", "Prediction requests answered, by HTTP status",
+                                 ["model", "version", "route", "status"], registry=self.registry)
+        self._seconds = Histogram(f"{PREFIX}_request_seconds", "Prediction request latency in seconds",
+                                  ["model", "version", "route"], buckets=BUCKETS, registry=self.registry)
+        self._info = Gauge(f"{PREFIX}_model_info", "Model version serving in each slot (value 1)",
+                           ["model", "slot", "version"], registry=self.registry)
+        self._slots: dict[str, str] = {}
+        self._slots_lock = threading.Lock()
+        self._dropped = _DroppedCollector(model)
+        self.registry.register(self._dropped)
+
+    def observe(self, *, version: str, route: str, status: int, seconds: float) -> None:
+        """Count one answered request and its latency."""
+        self._requests.labels(self.model, str(version), route, str(int(status))).inc()
+        self._seconds.labels(self.model, str(version), route).observe(seconds)
+
+    def set_versions(self, primary: str, secondary: str | None) -> None:
+        """The versions in the primary/secondary slots (a None secondary removes that series)."""
+        wanted = {"primary": str(primary)} | ({"secondary": str(secondary)} if secondary is not None else {})
+        with self._slots_lock:
+            for slot, version in wanted.items():  # set the new series first: a scrape never sees no model
+                self._info.labels(self.model, slot, version).set(1)
+            for slot, version in self._slots.items():
+                if wanted.get(slot) != version:
+                    self._info.remove(self.model, slot, version)
+            self._slots = wanted
+
+    def track_dropped(self, source: Callable[[], int]) -> None:
+        """Report `source()` (e.g. `lambda: prediction_log.dropped`) as the dropped-records counter."""
+        self._dropped.source = source
+
+    def render(self) -> tuple[bytes, str]:
+        """(body, content type) in the Prometheus text format."""
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class _DroppedCollector:
+    """Reads the prediction log's own counter at scrape time (no second count to keep in sync)."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.source: Callable[[], int] = lambda: 0
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily
+
+        family = CounterMetricFamily(f"{PREFIX}_prediction_log_dropped",
+                                     "Prediction log records dropped (queue full, closed, or write failed)",
+                                     labels=["model"])
+        family.add_metric([self.model], float(self.source()))
+        yield family
+
+    def describe(self) -> Iterator[Any]:
+        return self.collect()
