@@ -56,6 +56,8 @@ bench: install
 	$(PY) benchmarks/validation.py
 	$(PY) benchmarks/training_set_build.py
 	$(PY) benchmarks/online_lookup.py
+	$(PY) benchmarks/training_dag.py
+	$(PY) benchmarks/batch_inference.py
 
 ## Re-resolve the lock after changing dependencies in pyproject.toml.
 lock: install

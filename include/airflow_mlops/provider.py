@@ -43,10 +43,19 @@ CONNECTION_FORMS: dict[str, dict[str, Any]] = {
             "password": "only if Redis requires AUTH",
         },
     },
+    "mlops_serving": {
+        "hidden_fields": ["schema", "login", "port", "extra"],
+        "relabeling": {"host": "Serving URL", "password": "Admin token"},
+        "placeholders": {
+            "host": "http://127.0.0.1:8000",
+            "password": "MLOPS_SERVING_ADMIN_TOKEN of the serving app",
+        },
+    },
 }
 HOOKS = {
     "mlflow": ("airflow_mlops.hooks.mlflow.MLflowHook", "MLflow"),
     "feast": ("airflow_mlops.hooks.feast.FeastHook", "Feast"),
+    "mlops_serving": ("airflow_mlops.hooks.serving.ServingHook", "MLOps serving app"),
 }
 
 
@@ -78,6 +87,7 @@ def get_provider_info() -> dict[str, Any]:
             {"integration-name": "MLflow", "python-modules": ["airflow_mlops.hooks.mlflow"]},
             {"integration-name": "Feast", "python-modules": ["airflow_mlops.hooks.feast"]},
             {"integration-name": "Great Expectations", "python-modules": ["airflow_mlops.hooks.gx"]},
+            {"integration-name": "MLOps serving", "python-modules": ["airflow_mlops.hooks.serving"]},
         ],
         "operators": [
             {
@@ -92,6 +102,8 @@ def get_provider_info() -> dict[str, Any]:
                 ],
             },
             {"integration-name": "Kubernetes", "python-modules": ["airflow_mlops.operators.kubernetes"]},
+            {"integration-name": "MLOps serving", "python-modules": ["airflow_mlops.operators.deployment",
+                                                                     "airflow_mlops.operators.batch"]},
             {"integration-name": "Feast", "python-modules": ["airflow_mlops.operators.features"]},
             {"integration-name": "Great Expectations", "python-modules": ["airflow_mlops.operators.validation"]},
         ],
@@ -99,6 +111,7 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {"integration-name": "Feast", "python-modules": ["airflow_mlops.triggers.feast"]},
             {"integration-name": "Landing directory", "python-modules": ["airflow_mlops.triggers.landing"]},
+            {"integration-name": "MLOps serving", "python-modules": ["airflow_mlops.triggers.canary"]},
         ],
         "extra-links": ["airflow_mlops.operators.validation.ValidationReportLink"],
     }

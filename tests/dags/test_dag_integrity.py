@@ -28,7 +28,8 @@ def test_no_import_errors(dagbag) -> None:
 
 
 def test_expected_dags(dagbag) -> None:
-    assert set(dagbag.dag_ids) == {"mlops_features", "ride_completion__train", "ride_completion__rollback"}
+    assert set(dagbag.dag_ids) == {"mlops_features", "ride_completion__train", "ride_completion__rollback",
+                                   "ride_completion__batch_predict"}
 
 
 def test_every_dag_has_tags_owner_doc_and_retries(dagbag) -> None:

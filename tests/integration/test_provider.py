@@ -25,5 +25,6 @@ def test_connection_types_are_registered_with_ui_behaviour() -> None:
     hooks = manager.hooks
     assert hooks["mlflow"].hook_class_name == "airflow_mlops.hooks.mlflow.MLflowHook"
     assert hooks["feast"].hook_class_name == "airflow_mlops.hooks.feast.FeastHook"
+    assert hooks["mlops_serving"].hook_class_name == "airflow_mlops.hooks.serving.ServingHook"
     behaviours = manager.field_behaviours
-    assert "mlflow" in behaviours and "feast" in behaviours
+    assert "mlflow" in behaviours and "feast" in behaviours and "mlops_serving" in behaviours

@@ -183,6 +183,9 @@ class Serving(_Strict):
         default="fail", description="online store down: 503 (fail) or predict from request-time features only"
     )
     kubernetes: KubernetesServing = KubernetesServing()
+    smoke_request: dict[str, Any] | None = Field(
+        default=None, description="a /predict body sent after each deploy, e.g. {driver_id: 1001, ...}"
+    )
 
 
 class BatchInference(_Strict):

@@ -46,6 +46,11 @@ def champion_asset(model: str) -> Asset:
     return Asset(name=f"mlops.model.{model}.champion", uri=f"mlops://model/{model}/champion", group="mlops")
 
 
+def predictions_asset(model: str) -> Asset:
+    """Emitted when a batch-inference run wrote its predictions; extra {version, rows, path, window, sha256}."""
+    return Asset(name=f"mlops.predictions.{model}", uri=f"mlops://predictions/{model}", group="mlops")
+
+
 def drift_asset(model: str) -> Asset:
     """Emitted only when drift crossed the spec's threshold."""
     return Asset(name=f"mlops.drift.{model}", uri=f"mlops://drift/{model}", group="mlops")

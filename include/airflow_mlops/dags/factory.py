@@ -9,6 +9,8 @@
   (alias `champion`, audit trail, `mlops.model.<name>.champion` event). Scheduled on the feature
   assets of its feature views OR the spec's cron schedule, and runnable by hand.
 - `<model>__rollback`: manual; moves `champion` back to a former champion ("previous" or a version).
+- `<model>__batch_predict`: scores the entity rows of the last `batch.lookback_days` with the champion
+  (point-in-time features, chunked), on a new champion OR `batch.schedule`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from airflow.sdk.definitions.asset import BaseAsset
 
 from airflow_mlops.core.spec import ModelSpec, duration_seconds, load_specs
 from airflow_mlops.dags.assets import champion_asset, features_alias, features_asset, landing_asset
+from airflow_mlops.dags.batch import batch_dag_id, batch_inference_dag
 from airflow_mlops.dags.docs import feature_dag_doc, rollback_dag_doc, training_dag_doc
 from airflow_mlops.operators.evaluation import EvaluateModelOperator
 from airflow_mlops.operators.features import (
@@ -58,6 +61,7 @@ def build_dags(specs: Iterable[ModelSpec] | None = None) -> dict[str, DAG]:
     for spec in specs:
         dags[training_dag_id(spec.name)] = training_dag(spec)
         dags[rollback_dag_id(spec.name)] = rollback_dag(spec)
+        dags[batch_dag_id(spec.name)] = batch_inference_dag(spec)
     return dags
 
 
@@ -170,8 +174,29 @@ def training_dag(spec: ModelSpec) -> DAG:
             evaluation=evaluate.output,
             outlets=[champion_asset(spec.name)],
         )
-        chain(build, fit, evaluate, register, card, *_approval(spec), promote)
+        chain(build, fit, evaluate, register, card, *_approval(spec), promote, *_deploy(spec, promote))
     return dag
+
+
+def _deploy(spec: ModelSpec, promote: Any) -> list[Any]:
+    """Deploy the new champion to the serving app (target local/kubernetes); none = servers follow the alias."""
+    serving = spec.serving
+    if serving.target == "none":
+        return []
+    from airflow_mlops.operators.deployment import DeployModelOperator
+
+    canary = spec.promotion.canary if serving.target == "local" else None
+    return [DeployModelOperator(
+        task_id="deploy",
+        model_name=spec.name,
+        version=promote.output["version"],
+        target=serving.target,
+        url=serving.url,
+        mode="canary" if canary else "full",
+        canary=canary.model_dump() if canary else None,
+        smoke_request=serving.smoke_request,
+        kubernetes=serving.kubernetes.model_dump(),
+    )]
 
 
 def _train_task(spec: ModelSpec, training_set: Any) -> Any:

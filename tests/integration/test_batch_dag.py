@@ -1,0 +1,206 @@
+"""dag.test() of the real batch DAG (`ride_completion__batch_predict`, built from the shipped spec) on demo data.
+
+One subprocess with its own migrated Airflow metadata DB, MLOPS_HOME and SQLite MLflow store runs:
+
+1. the feature pipeline on 5 days of demo data and the training DAG (v1 becomes champion);
+2. the batch DAG twice: each run scores the spec's `batch.lookback_days` of `rides` with v1 and writes
+   its own `run=<run id>/` folder; each emits `mlops.predictions.ride_completion`;
+3. the batch task once more by hand with the first run's id (what a retry or a cleared task does):
+   the folder is replaced, not appended to, and its manifest is byte-equal to the first attempt's.
+
+The predictions are checked against the training path: the same entity rows through
+`build_training_set` (Feast, duckdb) and the champion's `predict_proba` give the same numbers.
+
+The runner reads task states and asset events from the metadata DB (fine in a test, never in a task).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+PROJECT = Path(__file__).resolve().parents[2]
+MODEL = "ride_completion"
+
+RUNNER = """
+import json
+from pathlib import Path
+
+import mlflow.sklearn
+import pandas as pd
+from airflow.models.asset import AssetEvent, AssetModel
+from airflow.models.taskinstance import TaskInstance
+from airflow.sdk.execution_time.context import OutletEventAccessors
+from airflow.utils.session import create_session
+from sqlalchemy import select
+
+from airflow_mlops import config, demo
+from airflow_mlops.core.spec import load_specs
+from airflow_mlops.core.training_set import build_training_set, load_entity_df
+from airflow_mlops.dags import build_dags
+from airflow_mlops.dags.assets import predictions_asset
+from airflow_mlops.hooks.feast import FeastHook
+from airflow_mlops.hooks.mlflow import MLflowHook
+from airflow_mlops.operators.batch import BatchPredictOperator
+
+MODEL = "ride_completion"
+BATCH = f"{MODEL}__batch_predict"
+dags = build_dags()
+spec = next(s for s in load_specs() if s.name == MODEL)
+feats = spec.features
+keys, ts, request = list(feats.entity_keys), feats.entity_df.timestamp_column, list(feats.entity_df.request_features)
+
+
+def run(dag_id):
+    dag_run = dags[dag_id].test()
+    with create_session() as session:
+        tasks = dict(session.execute(select(TaskInstance.task_id, TaskInstance.state)
+                                     .where(TaskInstance.run_id == dag_run.run_id)).all())
+        events = session.scalars(select(AssetEvent).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+                                 .where(AssetModel.name == f"mlops.predictions.{MODEL}").order_by(AssetEvent.id))
+        events = [e.extra for e in events]
+    return {"state": str(dag_run.state), "run_id": dag_run.run_id, "tasks": {t: str(s) for t, s in tasks.items()},
+            "events": events}
+
+
+def folder(path):
+    manifest = json.loads((Path(path) / "_manifest.json").read_text())
+    frame = pd.read_parquet(path)
+    return {"rows": len(frame), "unique_keys": int((~frame.duplicated(keys + [ts])).sum()), "manifest": manifest,
+            "columns": list(frame.columns), "versions": sorted(frame["model_version"].unique())}
+
+
+def training_path_predictions(entity):
+    # The same rows through the training-set builder and the champion: must equal the batch output.
+    lineage = build_training_set(FeastHook().get_store(), feature_service=feats.feature_service, entity_df=entity,
+                                 entity_keys=keys, timestamp_column=ts, label=feats.label, request_features=request,
+                                 out_dir=config.paths().home / "check_sets")
+    frame = pd.read_parquet(lineage["path"])
+    with MLflowHook().activated():
+        model = mlflow.sklearn.load_model(f"models:/{MODEL}@champion")
+    columns = list(model.feature_names_in_)
+    return frame.assign(expected=model.predict_proba(frame[columns].astype("float64"))[:, 1])[keys + [ts, "expected"]]
+
+
+results = {}
+demo.write_demo_batches(days=5)
+results["features"] = run("mlops_features")
+results["train"] = run(f"{MODEL}__train")
+entity = load_entity_df(config.paths().dataset_dir(spec.batch.entity_dataset or feats.entity_df.dataset), ts,
+                        spec.batch.lookback_days, keys + [ts, feats.label] + request)
+results["entity_rows"] = len(entity)
+for name in ("batch_1", "batch_2"):
+    results[name] = run(BATCH)
+    results[name]["folder"] = folder(results[name]["events"][-1]["path"]) if results[name]["events"] else None
+
+
+def operator(**overrides):
+    args = dict(task_id="batch_predict", model_name=MODEL, feature_service=feats.feature_service,
+                entity_dataset=feats.entity_df.dataset, entity_keys=keys, timestamp_column=ts,
+                request_features=request, lookback_days=spec.batch.lookback_days, chunk_rows=spec.batch.chunk_rows,
+                outlets=[predictions_asset(MODEL)])
+    return BatchPredictOperator(**{**args, **overrides})
+
+
+def outcome(op):
+    try:
+        op.execute({"run_id": "refused", "outlet_events": OutletEventAccessors()})
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return "ran"
+
+
+first = results["batch_1"]["events"][0]
+again = operator().execute({"run_id": results["batch_1"]["run_id"], "outlet_events": OutletEventAccessors()})
+results["unknown_version"] = outcome(operator(version="99"))
+results["no_champion"] = outcome(operator(version="challenger_of_tomorrow"))
+results["again"] = {"lineage": again, "folder": folder(again["path"])}
+root = config.paths().home / "predictions_batch" / MODEL
+results["run_folders"] = sorted(p.name for p in root.iterdir())
+
+predicted = pd.read_parquet(first["path"])
+joined = predicted.merge(training_path_predictions(entity), on=keys + [ts], how="outer", validate="1:1",
+                         indicator=True)
+results["vs_training_path"] = {"both": int((joined["_merge"] == "both").sum()), "rows": len(joined),
+                               "max_abs_diff": float((joined["prediction"] - joined["expected"]).abs().max())}
+print("RESULT " + json.dumps(results, default=str))
+"""
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    tmp_path = tmp_path_factory.mktemp("batch_dag")
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("AIRFLOW_", "AIRFLOW__", "MLOPS_", "MLFLOW_TRACKING", "MLFLOW_REGISTRY"))}
+    # dag.test() syncs the DAG from the dags folder's bundle: the project's own DAG file.
+    env.update(AIRFLOW_HOME=str(tmp_path / "airflow"), AIRFLOW__CORE__LOAD_EXAMPLES="False",
+               AIRFLOW__CORE__DAGS_FOLDER=str(PROJECT / "dags"), MLOPS_HOME=str(tmp_path / "home"))
+    airflow = Path(sys.executable).with_name("airflow")
+    subprocess.run([str(airflow), "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", RUNNER], check=False, env=env,
+                          capture_output=True, text=True, timeout=560, cwd=tmp_path)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert done.returncode == 0 and lines, (done.stdout + done.stderr)[-8000:]
+    return dict(json.loads(lines[-1][len("RESULT "):]))
+
+
+def test_training_promoted_a_champion_to_score_with(runs: dict[str, Any]) -> None:
+    assert runs["features"]["state"] == "success", runs["features"]
+    assert runs["train"]["tasks"]["promote"] == "success", runs["train"]["tasks"]
+
+
+def test_each_batch_run_writes_exactly_the_entity_rows_into_its_own_folder(runs: dict[str, Any]) -> None:
+    entity_rows = runs["entity_rows"]
+    assert entity_rows > 1000, "one day of demo rides"
+    paths = []
+    for name in ("batch_1", "batch_2"):
+        batch = runs[name]
+        assert batch["state"] == "success" and batch["tasks"] == {"batch_predict": "success"}, batch
+        out = batch["folder"]
+        assert out["rows"] == out["unique_keys"] == entity_rows, out
+        assert out["columns"] == ["driver_id", "event_timestamp", "trip_distance_km", "surge_multiplier",
+                                  "pickup_hour", "prediction", "model_version"]
+        assert out["versions"] == ["1"] and out["manifest"]["rows"] == entity_rows
+        paths.append(batch["events"][-1]["path"])
+    assert paths[0] != paths[1] and all(f"/predictions_batch/{MODEL}/run=" in p for p in paths)
+
+
+def test_each_run_emits_a_predictions_event_with_version_rows_path_window(runs: dict[str, Any]) -> None:
+    events = runs["batch_2"]["events"]
+    assert len(events) == 2, "one event per batch run"
+    first = events[0]
+    assert first["version"] == "1" and first["rows"] == runs["entity_rows"]
+    assert first["path"].endswith(f"run={runs['batch_1']['run_id']}".replace("/", "_"))
+    window = first["window"]
+    assert (window["dataset"], window["lookback_days"]) == ("rides", 1)
+    assert window["start"] < window["end"] and len(first["sha256"]) == 64
+
+
+def test_rerunning_a_run_replaces_its_folder_with_byte_equal_output(runs: dict[str, Any]) -> None:
+    again, first = runs["again"], runs["batch_1"]["events"][0]
+    assert again["lineage"]["path"] == first["path"]
+    assert again["folder"]["rows"] == runs["entity_rows"], "replaced, not appended"
+    assert again["lineage"]["sha256"] == first["sha256"], "same run, same inputs: byte-equal manifest and parts"
+    assert len(runs["run_folders"]) == 2 and all(n.startswith("run=") for n in runs["run_folders"]), runs["run_folders"]
+
+
+def test_an_unknown_version_fails_and_a_missing_alias_skips(runs: dict[str, Any]) -> None:
+    assert runs["unknown_version"].startswith("BatchInferenceError: cannot batch-score: "), runs["unknown_version"]
+    assert "has no version '99'; existing versions: [1]" in runs["unknown_version"]
+    assert runs["no_champion"].startswith("AirflowSkipException: ride_completion has no version with alias "
+                                          "'challenger_of_tomorrow' yet"), runs["no_champion"]
+    assert not any("refused" in name for name in runs["run_folders"]), "nothing written for refused runs"
+
+
+def test_batch_predictions_equal_the_training_path_on_the_same_rows(runs: dict[str, Any]) -> None:
+    check = runs["vs_training_path"]
+    assert check["both"] == check["rows"] == runs["entity_rows"]
+    assert check["max_abs_diff"] == 0.0, check
