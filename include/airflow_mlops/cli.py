@@ -1,4 +1,4 @@
-"""`airflow-mlops` command: check, doctor, env, init, generate-data, suite, demo, up, train-job."""
+"""`airflow-mlops` command: check, doctor, env, init, generate-data, suite, demo, up, train-job, serve."""
 
 from __future__ import annotations
 
@@ -107,6 +107,35 @@ def _cmd_train_job(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    """Run the online prediction server of one model: FastAPI on uvicorn (docs/serving.md)."""
+    import copy
+
+    import uvicorn
+    import uvicorn.config
+
+    from airflow_mlops.serving.app import load_spec
+
+    load_spec(args.model)  # fail here, listing the known models, not inside a uvicorn worker
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # one-row predictions; see serving/scoring.py one_native_thread
+    os.environ["MLOPS_SERVING_MODEL"] = args.model
+    if args.version:
+        os.environ["MLOPS_SERVING_MODEL_VERSION"] = str(args.version)
+    if args.workers > 1:
+        print(f"note: {args.workers} workers each load the model and follow its alias on their own; /admin/deploy "
+              "and /metrics reach one worker per request. For canaries use --workers 1 and more replicas.",
+              file=sys.stderr)
+    # Airflow's logging config (loaded on import) sets uvicorn.error to propagate=False: startup, shutdown and
+    # error lines would vanish. One access-log line per request would cost more than a prediction: off.
+    log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    log_config["loggers"]["uvicorn.error"]["propagate"] = True
+    # On SIGTERM uvicorn shuts down gracefully (lifespan: prediction log flushed), then re-raises the signal.
+    uvicorn.run("airflow_mlops.serving.app:app_from_env", factory=True, host=args.host, port=args.port,
+                workers=args.workers, log_level="info", log_config=log_config, access_log=False,
+                timeout_graceful_shutdown=20)
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="airflow-mlops", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -143,6 +172,14 @@ def _parser() -> argparse.ArgumentParser:
         help="also write the result JSON here (KubernetesPodOperator: /airflow/xcom/return.json)",
     )
     job.set_defaults(func=_cmd_train_job)
+    serve = sub.add_parser("serve", help="run the online prediction server of one model (FastAPI on uvicorn)")
+    serve.add_argument("--model", required=True, help="model name: a spec in the models dir")
+    serve.add_argument("--version", default=os.environ.get("MLOPS_SERVING_MODEL_VERSION") or None,
+                       help="serve this registered version only (default: follow the champion alias)")
+    serve.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 inside a container)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    serve.set_defaults(func=_cmd_serve)
     return parser
 
 

@@ -228,7 +228,8 @@ def test_provider_info_declares_the_trigger_and_sensor_modules() -> None:
     info = get_provider_info()
     triggers = {m for entry in info["triggers"] for m in entry["python-modules"]}
     sensors = {m for entry in info["sensors"] for m in entry["python-modules"]}
-    assert triggers == {"airflow_mlops.triggers.landing", "airflow_mlops.triggers.feast"}
+    assert triggers == {"airflow_mlops.triggers.landing", "airflow_mlops.triggers.feast",
+                        "airflow_mlops.triggers.canary"}
     assert sensors == {"airflow_mlops.sensors.feast"}
     for module in triggers | sensors:
         importlib.import_module(module)

@@ -1,0 +1,409 @@
+"""The online prediction server: `create_app(spec)` -> FastAPI app; `airflow-mlops serve` runs it (docs/serving.md).
+
+Request path: the body is read on the event loop, then one hop to a worker thread parses it, looks up
+Feast (one call for all entities), routes each row (primary/canary/shadow) and scores one float64
+matrix per model (`scoring.Scorer`). Shadow scoring and prediction-log records are made on a
+background thread after the response. FastAPI is imported at the top: route annotations must resolve.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, Request, Response
+
+from airflow_mlops.core.spec import ModelSpec
+from airflow_mlops.exceptions import MLOpsError
+from airflow_mlops.serving import kserve
+from airflow_mlops.serving.features import OnlineFeatures, OnlineStoreDown, UnknownEntity
+from airflow_mlops.serving.models import ModelLoadError, ModelManager
+from airflow_mlops.serving.protocols import (
+    JSON,
+    MAX_BODY_BYTES,
+    EntityBatch,
+    EntitySchema,
+    RequestError,
+    load_json,
+    media_type,
+    parse_deploy,
+    parse_invocations,
+    parse_predict,
+    request_id,
+)
+from airflow_mlops.serving.scoring import Background, ModelFailed, Scored, Scorer
+
+if TYPE_CHECKING:
+    from airflow_mlops.serving.metrics import ServingMetrics
+    from airflow_mlops.serving.prediction_log import PredictionLog
+
+log = logging.getLogger(__name__)
+
+ADMIN_TOKEN_ENV = "MLOPS_SERVING_ADMIN_TOKEN"
+PREDICTION_LOG_URL_ENV = "MLOPS_PREDICTION_LOG_URL"
+MLFLOW_CODES = {400: "BAD_REQUEST", 404: "RESOURCE_DOES_NOT_EXIST", 413: "BAD_REQUEST", 415: "BAD_REQUEST",
+                422: "BAD_REQUEST", 500: "INTERNAL_ERROR", 503: "TEMPORARILY_UNAVAILABLE"}
+
+
+@dataclass
+class Reply:
+    """One answer: status, JSON payload, extra headers, and the (version, route) pairs it counts under."""
+
+    status: int
+    payload: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+    observed: list[tuple[str, str]] = field(default_factory=list)
+
+
+def error_reply(protocol: str, status: int, message: str, field_name: str | None = None) -> Reply:
+    """Errors in each protocol's own shape: ours {detail, field}, MLflow {error_code, message}, V2 {error}."""
+    if protocol == "mlflow":
+        return Reply(status, {"error_code": MLFLOW_CODES.get(status, "BAD_REQUEST"), "message": message})
+    if protocol == "v2":
+        return Reply(status, {"error": message})
+    return Reply(status, {"detail": message, **({"field": field_name} if field_name else {})})
+
+
+class Server:
+    """The state behind the endpoints; its handlers are synchronous and run in worker threads."""
+
+    def __init__(self, spec: ModelSpec, manager: ModelManager, metrics: ServingMetrics) -> None:
+        self.spec = spec
+        self.manager = manager
+        self.metrics = metrics
+        self.features: OnlineFeatures | None = None
+        self.schema = EntitySchema(keys=dict.fromkeys(spec.features.entity_keys, "int"),
+                                   request_features=tuple(spec.features.entity_df.request_features))
+        self.scorer: Scorer | None = None
+        self.log_sink: PredictionLog | None = None
+
+    def attach(self, features: OnlineFeatures, background: Background) -> None:
+        self.features = features
+        self.schema = EntitySchema(keys=features.key_kinds, request_features=self.schema.request_features,
+                                   online_features=features.features)
+        self.scorer = Scorer(self.manager, background, self.spec.name)
+
+    # ------------------------------------------------------------------ handlers
+    def guarded(self, protocol: str, handler: Callable[..., Reply], *args: Any) -> Reply:
+        """Run a handler; map our errors to statuses and anything unexpected to a logged 500."""
+        try:
+            return handler(*args)
+        except RequestError as exc:
+            return error_reply(protocol, exc.status, exc.message, exc.field)
+        except UnknownEntity as exc:
+            return error_reply(protocol, 404, str(exc), ",".join(exc.entities[0]))
+        except ModelFailed as exc:  # counted under the failing version and route (canary error rate)
+            return replace(error_reply(protocol, 500, str(exc)), observed=[(exc.version, exc.route)])
+        except (OnlineStoreDown, MLOpsError) as exc:  # store down; no model loaded (ModelLoadError)
+            return error_reply(protocol, 503, str(exc))
+        except Exception:
+            log.exception("%s request failed", protocol)
+            return error_reply(protocol, 500, "internal error while scoring; see the server log")
+
+    def predict(self, body: bytes, content_type: str | None, header_id: str | None) -> Reply:
+        media_type(content_type, (JSON,))
+        batch = parse_predict(load_json(body, status=400), self.schema, header_id=header_id)
+        scored, degraded = self._score_entities(batch, "predict")
+        rows = [{"prediction": p, "model_version": v, "route": r, "request_id": rid, "entity": entity}
+                for p, v, r, rid, entity in zip(scored.predictions, scored.versions, scored.routes, batch.row_ids,
+                                                batch.entities, strict=True)]
+        payload = {"model": self.spec.name, "request_id": batch.request_id, "degraded": degraded, "predictions": rows}
+        return Reply(200, payload, {"X-Request-ID": batch.request_id}, scored.observed)
+
+    def invocations(self, body: bytes, content_type: str | None, header_id: str | None) -> Reply:
+        wanted, positional = self._columns()
+        table = parse_invocations(body, content_type, wanted=wanted, positional=positional,
+                                  entity_keys=list(self.schema.keys), max_rows=self.schema.max_rows)
+        rid = request_id(header_id, "X-Request-ID", status=400)
+        scored = self._scorer().score_table(table, rid, "mlflow")
+        return Reply(200, {"predictions": scored.predictions}, {"X-Request-ID": rid}, scored.observed)
+
+    def infer(self, body: bytes, content_type: str | None, name: str) -> Reply:
+        self._check_model_name(name)
+        media_type(content_type, (JSON,))
+        wanted, positional = self._columns()
+        request = kserve.parse_infer(load_json(body), wanted=wanted, positional=positional, schema=self.schema)
+        degraded = False
+        if request.batch is not None:
+            scored, degraded = self._score_entities(request.batch, "v2")
+            rid = request.batch.request_id
+        else:
+            assert request.table is not None
+            rid = request.id or request_id(None, "id", status=400)
+            scored = self._scorer().score_table(request.table, rid, "v2")
+        version = ",".join(sorted(set(scored.versions)))
+        reply = kserve.infer_response(self.spec.name, version, rid, scored.predictions, scored.versions, degraded)
+        return Reply(200, reply, {}, scored.observed)
+
+    def metadata(self, name: str) -> Reply:
+        self._check_model_name(name)
+        primary, secondary = self.manager.primary, self.manager.secondary
+        versions = [primary.version, *([secondary.version] if secondary else [])]
+        return Reply(200, kserve.model_metadata(self.spec.name, versions, primary.feature_columns, self.schema))
+
+    def deploy(self, body: bytes, content_type: str | None, authorization: str | None) -> Reply:
+        denied = check_admin(authorization)
+        if denied is not None:
+            return denied
+        media_type(content_type, (JSON,))
+        version, mode, fraction = parse_deploy(load_json(body, status=422))
+        try:
+            status = self.manager.deploy(version, mode, fraction)
+        except ModelLoadError as exc:
+            return Reply(409, {"detail": str(exc), "status": self.manager.status()})
+        except ValueError as exc:
+            return Reply(422, {"detail": str(exc), "field": "mode"})
+        self.sync_versions()
+        return Reply(200, status)
+
+    # ------------------------------------------------------------------ lifecycle
+    def startup(self, store: Any, prediction_log: PredictionLog | None, version: str | None) -> None:
+        """Resolve the feature service, load the model (ModelLoadError if none), start the background thread."""
+        features = _online_features(self.spec, store)
+        if not self.manager.loaded:
+            self.manager.start(*([version] if version else []))
+        self.log_sink = sink = prediction_log or _default_prediction_log()
+        self.metrics.track_dropped(lambda: sink.dropped)
+        self.attach(features, Background(sink, self.spec.name))
+        self.sync_versions()
+
+    def shutdown(self) -> None:
+        """Stop following the alias, finish background work, flush and close the prediction log."""
+        self.manager.stop()
+        if self.scorer is not None:
+            self.scorer.background.close()
+        if self.log_sink is not None:
+            self.log_sink.close()
+
+    # ------------------------------------------------------------------ helpers
+    def _scorer(self) -> Scorer:
+        if self.scorer is None:
+            raise MLOpsError("the server is still starting (no feature store attached yet); retry shortly")
+        return self.scorer
+
+    def _score_entities(self, batch: EntityBatch, protocol: str) -> tuple[Scored, bool]:
+        assert self.features is not None
+        try:
+            online = self.features.lookup(batch.entities)
+            degraded = False
+        except OnlineStoreDown:
+            if self.spec.serving.feature_fallback != "request":
+                raise
+            online, degraded = {name: [None] * len(batch.entities) for name in self.features.features}, True
+        scored = self._scorer().score_entities(batch, online, protocol)
+        return scored, degraded
+
+    def _columns(self) -> tuple[list[str], list[str]]:
+        """(feature columns of every loaded model, the primary's columns in order)."""
+        primary, secondary = self.manager.primary, self.manager.secondary
+        wanted = list(dict.fromkeys([*primary.feature_columns, *(secondary.feature_columns if secondary else ())]))
+        return wanted, list(primary.feature_columns)
+
+    def _check_model_name(self, name: str) -> None:
+        if name != self.spec.name:
+            raise RequestError(404, "model", f"model {name!r} is not served here; this server serves "
+                                             f"{self.spec.name!r} (GET /v2/models/{self.spec.name})")
+
+    def sync_versions(self) -> None:
+        if self.manager.loaded:
+            secondary = self.manager.secondary
+            self.metrics.set_versions(self.manager.primary.version, secondary.version if secondary else None)
+
+    def observe(self, reply: Reply, started: float) -> None:
+        seconds = time.perf_counter() - started
+        for version, route in reply.observed or [("none", "none")]:
+            self.metrics.observe(version=version, route=route, status=reply.status, seconds=seconds)
+
+
+def check_admin(authorization: str | None) -> Reply | None:
+    """None when the bearer token matches MLOPS_SERVING_ADMIN_TOKEN; else the 403 (disabled) or 401 reply."""
+    token = os.environ.get(ADMIN_TOKEN_ENV, "")
+    if not token:
+        return Reply(403, {"detail": f"admin disabled: set {ADMIN_TOKEN_ENV} in the server's environment to enable "
+                                     "/admin endpoints"})
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+        return Reply(401, {"detail": "Authorization: missing or wrong bearer token; send 'Authorization: Bearer "
+                                     f"<{ADMIN_TOKEN_ENV}>'"}, {"WWW-Authenticate": "Bearer"})
+    return None
+
+
+# ---------------------------------------------------------------------------- the app
+def create_app(spec: ModelSpec | str, *, manager: ModelManager | None = None, store: Any = None,
+               prediction_log: PredictionLog | None = None, metrics: ServingMetrics | None = None,
+               version: str | None = None) -> FastAPI:
+    """The serving app of one model.
+
+    :param spec: the model spec, or its name (read from the models dir).
+    :param manager: model slots (default: follow the `champion` alias, or serve `version` only).
+    :param store: a Feast FeatureStore (default: FeastHook().get_store()).
+    :param prediction_log: default: parquet under MLOPS_HOME/predictions, or PostgreSQL when the
+        MLOPS_PREDICTION_LOG_URL environment variable is set.
+    :param version: serve this registered version and do not follow the alias (pinned deployments).
+    """
+    from airflow_mlops.serving.metrics import ServingMetrics
+
+    spec = spec if isinstance(spec, ModelSpec) else load_spec(spec)
+    manager = manager or ModelManager(spec.name, poll_seconds=spec.serving.poll_seconds,
+                                      follow_alias=None if version else "champion")
+    server = Server(spec, manager, metrics or ServingMetrics(spec.name))
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        from starlette.concurrency import run_in_threadpool
+
+        try:
+            await run_in_threadpool(server.startup, store, prediction_log, version)
+            yield
+        finally:
+            await run_in_threadpool(server.shutdown)
+
+    app = FastAPI(title=f"airflow-mlops serving: {spec.name}", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    app.state.server = server
+    _add_routes(app, server)
+    return app
+
+
+def _add_routes(app: FastAPI, server: Server) -> None:
+    from starlette.concurrency import run_in_threadpool
+
+    async def scored(request: Request, protocol: str, handler: Callable[..., Reply], *args: Any) -> Response:
+        started = time.perf_counter()
+        try:
+            body = await read_body(request)
+        except RequestError as exc:
+            reply = error_reply(protocol, exc.status, exc.message, exc.field)
+        else:
+            reply = await run_in_threadpool(server.guarded, protocol, handler, body,
+                                            request.headers.get("content-type"), *args)
+        if protocol != "admin":
+            server.observe(reply, started)
+        return reply_response(reply)
+
+    @app.post("/predict")
+    async def predict(request: Request) -> Response:
+        return await scored(request, "predict", server.predict, request.headers.get("x-request-id"))
+
+    @app.post("/invocations")
+    async def invocations(request: Request) -> Response:
+        return await scored(request, "mlflow", server.invocations, request.headers.get("x-request-id"))
+
+    @app.post("/v2/models/{name}/infer")
+    async def infer(name: str, request: Request) -> Response:
+        return await scored(request, "v2", server.infer, name)
+
+    @app.post("/admin/deploy")
+    async def deploy(request: Request) -> Response:
+        return await scored(request, "admin", server.deploy, request.headers.get("authorization"))
+
+    _add_status_routes(app, server)
+
+
+def _add_status_routes(app: FastAPI, server: Server) -> None:
+    @app.get("/health")
+    def health() -> Response:
+        return reply_response(Reply(200, {"status": "ok"}))
+
+    @app.get("/ready")
+    def ready() -> Response:
+        ok = server.manager.loaded and server.scorer is not None
+        return reply_response(Reply(200 if ok else 503, {"ready": ok, **server.manager.status()}))
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        server.sync_versions()
+        body, content_type = server.metrics.render()
+        return Response(body, media_type=content_type)
+
+    _add_v2_status_routes(app, server)
+
+
+def _add_v2_status_routes(app: FastAPI, server: Server) -> None:
+    @app.get("/v2/health/live")
+    def v2_live() -> Response:
+        return reply_response(Reply(200, {"live": True}))
+
+    @app.get("/v2/health/ready")
+    def v2_ready() -> Response:
+        ok = server.manager.loaded and server.scorer is not None
+        return reply_response(Reply(200 if ok else 503, {"ready": ok}))
+
+    @app.get("/v2")
+    def v2_server() -> Response:
+        from airflow_mlops import __version__
+
+        return reply_response(Reply(200, {"name": "airflow-mlops", "version": __version__, "extensions": []}))
+
+    @app.get("/v2/models/{name}")
+    def v2_metadata(name: str) -> Response:
+        return reply_response(server.guarded("v2", server.metadata, name))
+
+    @app.get("/v2/models/{name}/ready")
+    def v2_model_ready(name: str) -> Response:
+        if name != server.spec.name:
+            return reply_response(error_reply("v2", 404, f"model {name!r} is not served here; this server serves "
+                                                         f"{server.spec.name!r}"))
+        return reply_response(Reply(200 if server.manager.loaded else 503, {"name": name,
+                                                                            "ready": server.manager.loaded}))
+
+
+def _online_features(spec: ModelSpec, store: Any) -> OnlineFeatures:
+    if store is None:
+        from airflow_mlops.serving.features import serving_store
+
+        store = serving_store()
+    features = OnlineFeatures(store, spec.features.feature_service, spec.features.entity_keys)
+    features.warm_up()
+    return features
+
+
+def _default_prediction_log() -> PredictionLog:
+    from airflow_mlops.serving.prediction_log import PredictionLog
+
+    return PredictionLog(db_url=os.environ.get(PREDICTION_LOG_URL_ENV) or None)
+
+
+def load_spec(name: str) -> ModelSpec:
+    from airflow_mlops.core.spec import load_specs
+    from airflow_mlops.exceptions import SpecError
+
+    specs = {s.name: s for s in load_specs()}
+    if name not in specs:
+        raise SpecError([f"model {name!r} has no spec in the models dir; known models: {sorted(specs)}"])
+    return specs[name]
+
+
+def app_from_env() -> FastAPI:
+    """uvicorn factory (`--workers N`): the model from MLOPS_SERVING_MODEL, pinned to MLOPS_SERVING_MODEL_VERSION."""
+    name = os.environ.get("MLOPS_SERVING_MODEL")
+    if not name:
+        raise MLOpsError("MLOPS_SERVING_MODEL is not set; run `airflow-mlops serve --model NAME`")
+    return create_app(name, version=os.environ.get("MLOPS_SERVING_MODEL_VERSION") or None)
+
+
+async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The body, refused with 413 as soon as it (or its Content-Length) passes `limit`: never buffer a huge one."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise RequestError(413, "body", f"body: Content-Length {declared} is above the limit of {limit} bytes; "
+                                        "split the request")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(413, "body", f"body: above the limit of {limit} bytes; split the request")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def reply_response(reply: Reply) -> Response:
+    return Response(json.dumps(reply.payload).encode(), status_code=reply.status, headers=reply.headers,
+                    media_type=JSON)

@@ -1,0 +1,162 @@
+"""Online feature lookup of the serving app: one Feast call per request, for all of its entities.
+
+The feature service is resolved once (at startup) and its `FeatureService` object is reused on every
+request. `lookup()` calls `store.get_online_features(features=<service>, entity_rows=[...],
+full_feature_names=False)`, the unprefixed names the training set uses (`conv_rate`, not
+`driver_hourly_stats__conv_rate`). A row whose features are all None is an unknown entity
+(`UnknownEntity`, the app answers 404); a connection or I/O failure of the online store is
+`OnlineStoreDown` (503, or request-time features only when the spec's `serving.feature_fallback`
+is "request"). Feast is imported by the caller (the store object); nothing heavy is imported here.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow_mlops.exceptions import FeatureRepoError, MLOpsError
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
+
+log = logging.getLogger(__name__)
+
+# redis-py retries a refused connection with backoff for ~8 s by default: a request would hang that long
+# before its 503. Serving fails fast instead (Feast passes these connection-string items to redis.Redis).
+REDIS_FAIL_FAST = ",socket_connect_timeout=0.5,socket_timeout=1,retry=null"
+# Feast value types of join keys -> the kinds protocols.entity_value() checks.
+_KINDS = {"INT64": "int", "INT32": "int", "STRING": "str", "BYTES": "str", "FLOAT": "float", "DOUBLE": "float"}
+
+
+class UnknownEntity(MLOpsError):
+    """No online feature at all for some entities: never materialized, or a wrong key."""
+
+    def __init__(self, entities: list[dict[str, Any]], service: str) -> None:
+        self.entities = entities
+        shown = ", ".join(_show_entity(e) for e in entities[:5]) + (" ..." if len(entities) > 5 else "")
+        super().__init__(f"unknown entity {shown}: feature service '{service}' has no online features for it; check "
+                         "the key, or materialize its features (feature DAG)")
+
+
+class OnlineStoreDown(MLOpsError):
+    """The online store did not answer (connection refused, file missing, timeout, ...)."""
+
+    def __init__(self, store: str, reason: str) -> None:
+        self.store = store
+        self.reason = reason
+        super().__init__(f"Feast online store {store} is unavailable ({reason}); check it is up and materialized "
+                         "(feature DAG), or set serving.feature_fallback: request in the model spec to answer "
+                         "from request-time features only")
+
+
+def _show_entity(entity: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in entity.items())
+
+
+def store_errors() -> tuple[type[BaseException], ...]:
+    """Exception types that mean 'the online store is down': OS/socket errors, SQLite and Redis errors."""
+    errors: list[type[BaseException]] = [OSError, sqlite3.Error]
+    try:
+        import redis.exceptions
+
+        errors.append(redis.exceptions.RedisError)
+    except ImportError:  # feast[redis] not installed: no Redis store either
+        pass
+    return tuple(errors)
+
+
+def serving_store() -> FeatureStore:
+    """FeastHook's store (feast_default connection or MLOPS_* settings) with a fail-fast Redis client."""
+    from feast import FeatureStore
+
+    from airflow_mlops.hooks.feast import FeastHook
+
+    hook = FeastHook()
+    config = hook.repo_config()
+    online = config.online_config
+    if isinstance(online, dict) and online.get("type") == "redis" and "retry=" not in online["connection_string"]:
+        config.online_config = {**online, "connection_string": online["connection_string"] + REDIS_FAIL_FAST}
+    logging.getLogger("feast.infra.registry.registry").setLevel(logging.WARNING)  # INFO on every cache refresh
+    return FeatureStore(repo_path=str(hook.settings.repo_path), config=config)
+
+
+def store_label(store: Any) -> str:
+    """The online store without credentials: sqlite:///path or redis://host:port (for errors and /ready)."""
+    online = getattr(getattr(store, "config", None), "online_store", None)
+    kind = str(getattr(online, "type", "") or type(online).__name__).lower()
+    if "redis" in kind:
+        first = str(getattr(online, "connection_string", "") or "").split(",", 1)[0]
+        return f"redis://{first}"
+    if "sqlite" in kind:
+        return f"sqlite:///{getattr(online, 'path', '')}"
+    return kind or "unknown"
+
+
+class OnlineFeatures:
+    """The online features of one feature service, for entity rows (entity keys only)."""
+
+    def __init__(self, store: FeatureStore, feature_service: str, entity_keys: Sequence[str]) -> None:
+        self.store = store
+        self.name = feature_service
+        self.label = store_label(store)
+        self.service = self._resolve(feature_service)
+        self.features = tuple(f.name for p in self.service.feature_view_projections for f in p.features)
+        self.key_kinds = self._key_kinds(entity_keys)
+        self._errors = store_errors()
+
+    def _resolve(self, name: str) -> Any:
+        try:
+            return self.store.get_feature_service(name)
+        except Exception as exc:  # noqa: BLE001 - not registered, registry missing or unreadable
+            try:
+                known = sorted(fs.name for fs in self.store.list_feature_services())
+            except Exception:  # noqa: BLE001 - the registry itself is unreadable
+                known = []
+            raise FeatureRepoError(
+                f"feature service '{name}' cannot be loaded from the Feast registry ({type(exc).__name__}: {exc}); "
+                f"registered services: {known}. Run the feature DAG (feast apply + materialize) against the same "
+                "MLOPS_HOME / feast_default connection as this server") from None
+
+    def _key_kinds(self, entity_keys: Sequence[str]) -> dict[str, str]:
+        """Join key -> kind, from the feature views of the service; the spec's keys must be exactly these."""
+        kinds: dict[str, str] = {}
+        for projection in self.service.feature_view_projections:
+            view = self.store.get_feature_view(projection.name)
+            for column in view.entity_columns:
+                value_type = str(column.dtype.to_value_type()).split(".")[-1]
+                kinds[column.name] = _KINDS.get(value_type, "str")
+        if set(kinds) != set(entity_keys):
+            raise FeatureRepoError(
+                f"spec features.entity_keys {list(entity_keys)} differ from the join keys {sorted(kinds)} of feature "
+                f"service '{self.name}'; make the spec list exactly the service's join keys")
+        return {key: kinds[key] for key in entity_keys}
+
+    def warm_up(self) -> None:
+        """One lookup of an unknown entity: connects, loads the registry cache; a down store only logs."""
+        probe = {key: 0 if kind == "int" else 0.0 if kind == "float" else "" for key, kind in self.key_kinds.items()}
+        try:
+            self.store.get_online_features(features=self.service, entity_rows=[probe],
+                                           full_feature_names=False).to_dict()
+        except self._errors as exc:
+            log.warning("online store %s is not answering at startup (%s); /predict answers 503 until it does",
+                        self.label, exc)
+
+    def lookup(self, entities: list[dict[str, Any]]) -> dict[str, list[Any]]:
+        """Feature name -> value per entity (None = missing); one online-store call for all entities.
+
+        Raises UnknownEntity when some entity has no feature at all, OnlineStoreDown when the store fails.
+        """
+        try:
+            result = self.store.get_online_features(features=self.service, entity_rows=entities,
+                                                    full_feature_names=False).to_dict()
+        except self._errors as exc:
+            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
+            log.warning("online store %s failed: %s", self.label, reason)
+            raise OnlineStoreDown(self.label, reason) from exc
+        columns = {name: result[name] for name in self.features}
+        unknown = [entities[i] for i in range(len(entities)) if all(col[i] is None for col in columns.values())]
+        if unknown:
+            raise UnknownEntity(unknown, self.name)
+        return columns

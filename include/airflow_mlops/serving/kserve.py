@@ -1,0 +1,231 @@
+"""KServe V2 (Open Inference Protocol) requests and responses of the serving app.
+
+`POST /v2/models/{name}/infer` takes named tensors `{"name", "shape", "datatype", "data"}`, either
+- one per feature column of the model (shape [N] or [N, 1]; entity-key tensors may ride along and
+  then route and log the rows), or one [N, F] tensor with the feature columns in the model's order;
+- or one per entity key and request-time feature: the online features come from Feast, as in /predict.
+
+The response has one output, `predict_proba` (FP64, shape [N]). Pure Python, like `protocols.py`;
+errors are `RequestError`s with status 400 (413 above the row limit).
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from airflow_mlops.serving.protocols import (
+    EntityBatch,
+    EntitySchema,
+    FeatureTable,
+    RequestError,
+    check_rows,
+    entity_rows,
+    json_type,
+    needs,
+    number,
+    request_id,
+    show,
+    unknown_message,
+)
+
+OUTPUT = "predict_proba"
+INT_TYPES = frozenset({"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"})
+FLOAT_TYPES = frozenset({"FP16", "FP32", "FP64"})
+DATATYPES = INT_TYPES | FLOAT_TYPES | {"BOOL", "BYTES"}
+# Entity key kinds (from the Feast value type of the join key) and the V2 datatypes each accepts.
+KIND_DATATYPES = {"int": INT_TYPES, "str": frozenset({"BYTES"}), "float": INT_TYPES | FLOAT_TYPES}
+KIND_NAMES = {"int": "INT64", "str": "BYTES", "float": "FP64"}
+
+
+@dataclass(frozen=True)
+class V2Request:
+    """A parsed inference request: exactly one of `table` (feature tensors) and `batch` (entity tensors)."""
+
+    id: str | None
+    table: FeatureTable | None = None
+    batch: EntityBatch | None = None
+
+
+@dataclass(frozen=True)
+class _Tensor:
+    name: str
+    datatype: str
+    shape: list[int]
+    data: list[Any]
+    field: str
+
+
+def parse_infer(payload: Any, *, wanted: Sequence[str], positional: Sequence[str], schema: EntitySchema) -> V2Request:
+    """An inference request -> feature tensors (FeatureTable) or entity tensors (EntityBatch)."""
+    if not isinstance(payload, dict) or set(payload) - {"id", "inputs", "outputs", "parameters"}:
+        shown = sorted(payload) if isinstance(payload, dict) else f"a JSON {json_type(payload)}"
+        raise RequestError(400, "body", f"body: got {shown}; a V2 inference request is an object with 'inputs' "
+                                        "(and optional id, outputs, parameters)")
+    rid = request_id(payload["id"], "id", status=400) if payload.get("id") is not None else None
+    _check_outputs(payload.get("outputs"))
+    tensors = _tensors(payload.get("inputs"))
+    only = next(iter(tensors.values()))
+    if len(tensors) == 1 and len(only.shape) == 2 and only.shape[1] > 1 and only.name not in wanted:
+        return V2Request(rid, table=_matrix_table(only, positional, schema.max_rows))
+    if set(wanted) <= set(tensors):
+        return V2Request(rid, table=_column_table(tensors, wanted, schema))
+    if set(schema.keys) <= set(tensors):
+        return V2Request(rid, batch=_entity_batch(tensors, schema, rid or str(uuid.uuid4())))
+    raise RequestError(400, "inputs", f"inputs: got tensors {sorted(tensors)}; send one tensor per feature column "
+                                      f"{list(wanted)}, or one per entity key and request feature: {needs(schema)}")
+
+
+def _check_outputs(outputs: Any) -> None:
+    if outputs is None:
+        return
+    if not isinstance(outputs, list) or not all(isinstance(o, dict) and o.get("name") == OUTPUT for o in outputs):
+        raise RequestError(400, "outputs", f"outputs: got {show(outputs)}; this model has one output, "
+                                           f'[{{"name": "{OUTPUT}"}}] (or leave outputs out)')
+
+
+def _tensors(inputs: Any) -> dict[str, _Tensor]:
+    if not isinstance(inputs, list) or not inputs:
+        raise RequestError(400, "inputs", f"inputs: got {show(inputs)}; must be a non-empty array of tensors "
+                                          '{"name", "shape", "datatype", "data"}')
+    tensors: dict[str, _Tensor] = {}
+    for i, item in enumerate(inputs):
+        tensor = _tensor(item, f"inputs[{i}]")
+        if tensor.name in tensors:
+            raise RequestError(400, f"{tensor.field}.name", f"{tensor.field}.name: tensor {tensor.name!r} is given "
+                                                            "twice")
+        tensors[tensor.name] = tensor
+    return tensors
+
+
+def _tensor(item: Any, field: str) -> _Tensor:
+    if not isinstance(item, dict) or set(item) - {"name", "shape", "datatype", "data", "parameters"}:
+        raise RequestError(400, field, f"{field}: got {show(item)}; a tensor is an object with name, shape, "
+                                       "datatype, data (and optional parameters)")
+    name, shape, datatype, data = (item.get(k) for k in ("name", "shape", "datatype", "data"))
+    if type(name) is not str or not name:
+        raise RequestError(400, f"{field}.name", f"{field}.name: got {show(name)}; must be a non-empty string")
+    if not isinstance(shape, list) or not shape or not all(type(d) is int and d >= 0 for d in shape):
+        raise RequestError(400, f"{field}.shape", f"{field}.shape: got {show(shape)}; must be an array of "
+                                                  "non-negative integers, e.g. [2] or [2, 1]")
+    if datatype not in DATATYPES:
+        raise RequestError(400, f"{field}.datatype", f"{field}.datatype: got {show(datatype)}; must be one of "
+                                                     f"{sorted(DATATYPES)}")
+    if not isinstance(data, list):
+        raise RequestError(400, f"{field}.data", f"{field}.data: got {show(data)}; must be an array")
+    flat = _flatten(data, len(shape), f"{field}.data")
+    expected = math.prod(shape)
+    if len(flat) != expected:
+        raise RequestError(400, f"{field}.data", f"{field}.data: holds {len(flat)} values but shape {shape} needs "
+                                                 f"{expected}")
+    return _Tensor(name, datatype, shape, flat, field)
+
+
+def _flatten(data: list[Any], depth: int, field: str) -> list[Any]:
+    """Row-major flat values of data given flat or nested up to `depth` levels."""
+    out = data
+    for _ in range(depth - 1):
+        nested = [isinstance(x, list) for x in out]
+        if not any(nested):
+            break
+        if not all(nested):
+            raise RequestError(400, field, f"{field}: mixes arrays and values; nest every row or none")
+        out = [y for x in out for y in x]
+    bad = next((x for x in out if isinstance(x, list | dict)), None)
+    if bad is not None:
+        raise RequestError(400, field, f"{field}: got {show(bad)} where a value belongs; nest at most as deep "
+                                       "as the shape")
+    return out
+
+
+def _rows(tensors: dict[str, _Tensor], names: Sequence[str], max_rows: int) -> int:
+    """The common row count N of column tensors (shape [N] or [N, 1])."""
+    counts = {}
+    for name in names:
+        tensor = tensors[name]
+        if len(tensor.shape) > 2 or (len(tensor.shape) == 2 and tensor.shape[1] != 1):
+            raise RequestError(400, f"{tensor.field}.shape", f"{tensor.field}.shape: got {tensor.shape}; a column "
+                                                             "tensor has shape [N] or [N, 1]")
+        counts[name] = tensor.shape[0]
+    if len(set(counts.values())) != 1:
+        raise RequestError(400, "inputs", f"inputs: tensors have different row counts {counts}; give each N rows")
+    rows = next(iter(counts.values()))
+    check_rows(rows, "inputs", max_rows, status=400)
+    return rows
+
+
+def _numbers(tensor: _Tensor) -> list[float]:
+    if tensor.datatype not in INT_TYPES | FLOAT_TYPES:
+        raise RequestError(400, f"{tensor.field}.datatype", f"{tensor.field}.datatype: got {tensor.datatype} for "
+                                                            f"{tensor.name!r}; use FP64, FP32 or an INT type")
+    return [number(v, f"{tensor.field}.data[{j}]", status=400, allow_missing=True) for j, v in enumerate(tensor.data)]
+
+
+def _matrix_table(tensor: _Tensor, positional: Sequence[str], max_rows: int) -> FeatureTable:
+    rows, width = tensor.shape
+    if width != len(positional):
+        raise RequestError(400, f"{tensor.field}.shape", f"{tensor.field}.shape: got {tensor.shape}; a single "
+                                                         f"[N, F] tensor needs F = {len(positional)} columns in "
+                                                         f"this order: {list(positional)}")
+    check_rows(rows, f"{tensor.field}.shape", max_rows, status=400)
+    flat = _numbers(tensor)
+    return FeatureTable(rows=rows, values={name: flat[c::width] for c, name in enumerate(positional)})
+
+
+def _column_table(tensors: dict[str, _Tensor], wanted: Sequence[str], schema: EntitySchema) -> FeatureTable:
+    unknown = sorted(set(tensors) - set(wanted) - set(schema.keys))
+    if unknown:
+        field = tensors[unknown[0]].field
+        raise RequestError(400, field, f"{field}: unknown tensor {unknown[0]!r}; feature tensors are {list(wanted)} "
+                                       f"(entity keys {list(schema.keys)} may ride along)")
+    keys = [k for k in schema.keys if k in tensors]
+    rows = _rows(tensors, [*wanted, *keys], schema.max_rows)
+    values = {name: _numbers(tensors[name]) for name in wanted}
+    entities = None
+    if keys and len(keys) == len(schema.keys):
+        entities = [{k: tensors[k].data[j] for k in keys} for j in range(rows)]
+    return FeatureTable(rows=rows, values=values, entities=entities)
+
+
+def _entity_batch(tensors: dict[str, _Tensor], schema: EntitySchema, rid: str) -> EntityBatch:
+    for name, tensor in tensors.items():
+        if name not in schema.keys and name not in schema.request_features:
+            raise RequestError(400, tensor.field, f"{tensor.field}: {unknown_message(repr(name), name, schema)}")
+    for name, kind in schema.keys.items():
+        tensor = tensors[name]
+        if tensor.datatype not in KIND_DATATYPES[kind]:
+            raise RequestError(400, f"{tensor.field}.datatype", f"{tensor.field}.datatype: got {tensor.datatype}; "
+                                                                f"entity key {name!r} takes {KIND_NAMES[kind]}")
+    for name in schema.request_features:
+        if name in tensors and tensors[name].datatype not in INT_TYPES | FLOAT_TYPES:
+            _numbers(tensors[name])  # raises naming the datatype
+    rows = _rows(tensors, list(tensors), schema.max_rows)
+    table = [{name: tensor.data[j] for name, tensor in tensors.items()} for j in range(rows)]
+    fields = {name: tensor.field for name, tensor in tensors.items()}
+
+    def where(i: int, name: str) -> str:
+        return f"{fields[name]}.data[{i}]" if name in fields else f"inputs (tensor {name!r})"
+
+    return entity_rows(table, schema, status=400, rid=rid, where=where)
+
+
+def infer_response(model: str, version: str, rid: str, predictions: Sequence[float], versions: Sequence[str],
+                   degraded: bool = False) -> dict[str, Any]:
+    """The inference response; `parameters`: the version that scored each row, and whether online features
+    were missing (store down, spec serving.feature_fallback "request")."""
+    return {"model_name": model, "model_version": version, "id": rid,
+            "parameters": {"model_versions": list(versions), "degraded": degraded},
+            "outputs": [{"name": OUTPUT, "shape": [len(predictions)], "datatype": "FP64", "data": list(predictions)}]}
+
+
+def model_metadata(model: str, versions: Sequence[str], columns: Sequence[str], schema: EntitySchema) -> dict[str, Any]:
+    """Model metadata: the feature-column inputs; the entity-key alternative under `parameters`."""
+    entity_inputs = [{"name": k, "datatype": KIND_NAMES[kind], "shape": [-1]} for k, kind in schema.keys.items()]
+    entity_inputs += [{"name": f, "datatype": "FP64", "shape": [-1]} for f in schema.request_features]
+    return {"name": model, "versions": list(versions), "platform": "sklearn",
+            "inputs": [{"name": c, "datatype": "FP64", "shape": [-1]} for c in columns],
+            "outputs": [{"name": OUTPUT, "datatype": "FP64", "shape": [-1]}],
+            "parameters": {"entity_inputs": entity_inputs}}
