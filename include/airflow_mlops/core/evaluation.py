@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from airflow_mlops.core.slices import slice_metrics
+from airflow_mlops.core.slices import _as_dict, _num, slice_metrics
 from airflow_mlops.core.spec import METRICS
 from airflow_mlops.core.training import compute_metrics
 
@@ -347,10 +347,6 @@ def roc_points(y: Any, proba: Any, limit: int = CURVE_POINTS) -> dict[str, list[
     return {"fpr": [round(float(v), 5) for v in fpr], "tpr": [round(float(v), 5) for v in tpr]}
 
 
-def _as_dict(value: Any) -> dict[str, Any]:
-    return dict(value) if isinstance(value, Mapping) else dict(value.model_dump())
-
-
 def _jsonable(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {str(k): _jsonable(v) for k, v in value.items()}
@@ -361,10 +357,6 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
-
-
-def _num(value: float | None) -> str:
-    return "n/a" if value is None or math.isnan(value) else f"{value:.4g}"
 
 
 def _signed(value: float | None) -> str:

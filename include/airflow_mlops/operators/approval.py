@@ -81,17 +81,9 @@ class MLflowApproveModelOperator(ApprovalOperator):
 
         evaluation = json.loads(self.evaluation) if isinstance(self.evaluation, str) else self.evaluation
         if evaluation is not None and not evaluation.get("promote"):
-            from airflow.sdk.exceptions import AirflowSkipException
+            from airflow_mlops.operators.promotion import skip_not_promoted
 
-            from airflow_mlops.hooks.mlflow import MLflowHook
-            from airflow_mlops.hooks.mlflow_registry import ModelRegistry
-            from airflow_mlops.operators.promotion import actor_of
-
-            why = "; ".join(evaluation.get("reasons") or ["the evaluation did not recommend promotion"])
-            with MLflowHook(self.mlflow_conn_id).activated() as client:
-                ModelRegistry(client, self.model_name).tag_decision(str(self.version), "not_promoted",
-                                                                    actor_of(context), why)
-            raise AirflowSkipException(f"nothing to approve: {self.model_name} v{self.version} stays challenger: {why}")
+            skip_not_promoted(self.mlflow_conn_id, self.model_name, str(self.version), evaluation, context)
         return super().execute(context)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:

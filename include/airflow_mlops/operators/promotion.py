@@ -8,7 +8,7 @@ A cleared or retried task finds the move its own Airflow run already made and re
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.sdk import BaseOperator
 
@@ -38,6 +38,20 @@ def trigger_of(context: Context) -> str:
     except Exception:  # noqa: BLE001 - an accessor that cannot be read must not stop a promotion
         names = []
     return f"{text} by {', '.join(names)}" if names else text
+
+
+def skip_not_promoted(mlflow_conn_id: str, model_name: str, version: str, evaluation: Mapping[str, Any],
+                      context: Context) -> NoReturn:
+    """Tag the version not_promoted with the evaluation's reasons, then skip (approval and promotion)."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from airflow_mlops.hooks.mlflow import MLflowHook
+    from airflow_mlops.hooks.mlflow_registry import ModelRegistry
+
+    why = "; ".join(evaluation.get("reasons") or ["the evaluation did not recommend promotion"])
+    with MLflowHook(mlflow_conn_id).activated() as client:
+        ModelRegistry(client, model_name).tag_decision(version, "not_promoted", actor_of(context), why)
+    raise AirflowSkipException(f"{model_name} v{version} stays challenger: {why}")
 
 
 def _run_ids(context: Context) -> tuple[str | None, str | None, str | None]:
@@ -144,14 +158,11 @@ class MLflowPromoteModelOperator(_ChampionMoveOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         import json
 
-        from airflow.sdk.exceptions import AirflowSkipException
 
         evaluation = json.loads(self.evaluation) if isinstance(self.evaluation, str) else dict(self.evaluation)
         target = str(self.version)
         if not evaluation.get("promote"):
-            why = "; ".join(evaluation.get("reasons") or ["the evaluation did not recommend promotion"])
-            self._tag_not_promoted(target, why, context)
-            raise AirflowSkipException(f"{self.model_name} v{target} stays challenger: {why}")
+            skip_not_promoted(self.mlflow_conn_id, self.model_name, target, evaluation, context)
         expected = evaluation.get("champion_version")
 
         def check(registry: ModelRegistry, current: str | None) -> str | None:
@@ -180,12 +191,6 @@ class MLflowPromoteModelOperator(_ChampionMoveOperator):
 
         reason = self.reason or evaluation.get("summary") or "evaluation passed"
         return self._move(context, target, reason, check)
-
-    def _tag_not_promoted(self, version: str, why: str, context: Context) -> None:
-        from airflow_mlops.hooks.mlflow import MLflowHook
-
-        with MLflowHook(self.mlflow_conn_id).activated() as client:
-            self._registry(client).tag_decision(version, "not_promoted", actor_of(context), why)
 
 
 class MLflowRollbackModelOperator(_ChampionMoveOperator):
