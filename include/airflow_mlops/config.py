@@ -74,6 +74,21 @@ class Paths:
     def reports_dir(self) -> Path:
         return self.home / "reports"
 
+    @property
+    def predictions_dir(self) -> Path:
+        """The serving app's prediction log (parquet, embedded profile)."""
+        return self.home / "predictions"
+
+    @property
+    def labels_dir(self) -> Path:
+        """Delayed labels arrive here, one folder per model: labels/<model>/*.parquet|*.csv."""
+        return self.home / "labels"
+
+    @property
+    def monitoring_dir(self) -> Path:
+        """Monitoring history (monitoring.db) and drift/performance reports."""
+        return self.home / "monitoring"
+
     def dataset_dir(self, dataset: str) -> Path:
         """Offline-store directory of one dataset (partitioned parquet)."""
         return self.offline_dir / dataset

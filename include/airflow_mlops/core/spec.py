@@ -19,6 +19,7 @@ from airflow_mlops.exceptions import SpecError
 
 NAME_RE = r"^[a-z][a-z0-9_]{1,62}$"
 IMPORT_PATH_RE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+$")
+DURATION = r"^\d+[smhd]$"  # 90s, 15m, 6h, 7d (see duration_seconds)
 METRICS = ("roc_auc", "accuracy", "f1", "precision", "recall", "log_loss", "average_precision", "brier")
 
 
@@ -149,14 +150,14 @@ class Canary(_Strict):
     traffic: float = Field(default=0.1, gt=0.0, le=1.0)
     max_error_rate: float = Field(default=0.01, ge=0.0, le=1.0)
     max_p99_ms: float = Field(default=250.0, gt=0.0, description="p99 latency limit of canary requests")
-    window: str = Field(default="10m", pattern=r"^\d+[smhd]$")
+    window: str = Field(default="10m", pattern=DURATION)
     min_requests: int = Field(default=50, ge=1, description="fewer canary requests = no verdict yet")
 
 
 class Promotion(_Strict):
     approval: Literal["auto", "manual"] = "auto"
     approval_timeout: str = Field(
-        default="7d", pattern=r"^\d+[smhd]$", description="a manual approval not answered by then fails"
+        default="7d", pattern=DURATION, description="a manual approval not answered by then fails"
     )
     canary: Canary | None = None
     shadow: bool = Field(default=False, description="serving also scores the challenger, off the request path")
@@ -196,16 +197,70 @@ class BatchInference(_Strict):
     canary: Canary | None = None
 
 
+DriftMethod = Literal["psi", "ks", "wasserstein", "jensenshannon"]
+class ColumnDrift(_Strict):
+    """A per-column override of the drift method and/or threshold."""
+
+    method: DriftMethod | None = None
+    threshold: float | None = Field(default=None, gt=0.0)
+
+
 class Drift(_Strict):
-    method: Literal["psi", "ks", "wasserstein", "jensenshannon"] = "psi"
+    """Data drift of the model's input columns: current window vs the champion's training snapshot.
+
+    `threshold` is a p-value for ks (drift when p < threshold) and a distance for psi, wasserstein
+    and jensenshannon (drift when distance >= threshold). The model drifted when the share of
+    drifted columns is >= `drift_share`.
+    """
+
+    method: DriftMethod = "psi"
     threshold: float = Field(default=0.2, gt=0.0)
     drift_share: float = Field(default=0.3, gt=0.0, le=1.0)
+    columns: dict[str, ColumnDrift] = Field(default_factory=dict, description="per-column method/threshold")
+    sample_rows: int = Field(default=200_000, ge=1000, description="rows per side beyond which both are sampled")
+
+
+class Labels(_Strict):
+    """Where delayed labels arrive: parquet/CSV files dropped in <MLOPS_HOME>/labels/<model>/ (or `path`)."""
+
+    path: str | None = Field(default=None, description="directory of label files; default <MLOPS_HOME>/labels/<model>")
+    label_column: str | None = Field(default=None, description="default: features.label")
+    join: Literal["request_id", "entity_time"] = Field(
+        default="request_id", description="request_id, or entity keys + event time within `join_tolerance`"
+    )
+    timestamp_column: str = "event_timestamp"
+    join_tolerance: str = Field(default="1h", pattern=DURATION)
+
+
+class Performance(_Strict):
+    """Delayed-label performance vs the champion's evaluation metric."""
+
+    metric: str | None = Field(default=None, description="default: evaluation.primary_metric")
+    tolerance: float = Field(default=0.05, ge=0.0, description="degraded when metric drops more than this")
+    min_labels: int = Field(default=100, ge=1, description="fewer joined labels = no verdict")
+    labels: Labels = Labels()
+
+
+class Skew(_Strict):
+    """Training-serving skew: online feature values logged at serving vs offline values, same entity/time."""
+
+    tolerance: float = Field(default=1e-6, ge=0.0, description="relative difference counted as a mismatch")
+    max_mismatch_share: float = Field(default=0.01, ge=0.0, le=1.0)
+    sample_rows: int = Field(default=5000, ge=10)
 
 
 class Monitoring(_Strict):
-    schedule: str = "@hourly"
+    schedule: str | None = "@hourly"
+    window: str = Field(default="24h", pattern=DURATION, description="current data = the last `window` of predictions")
+    min_rows: int = Field(default=100, ge=1, description="a smaller window emits nothing and says so")
     drift: Drift = Drift()
-    cooldown: str = Field(default="6h", pattern=r"^\d+[smhd]$")
+    performance: Performance = Performance()
+    skew: Skew = Skew()
+    cooldown: str = Field(default="6h", pattern=DURATION, description="events within this after a retrain start none")
+    retrain_on: tuple[Literal["drift", "performance"], ...] = Field(
+        default=("drift", "performance"),
+        description="monitoring events that retrain; features: see training.retrain_on_features",
+    )
 
 
 class ModelSpec(_Strict):
