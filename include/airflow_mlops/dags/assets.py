@@ -61,6 +61,16 @@ def performance_asset(model: str) -> Asset:
     return Asset(name=f"mlops.performance.{model}", uri=f"mlops://performance/{model}", group="mlops")
 
 
+def drift_alias(model: str) -> AssetAlias:
+    """The drift check's outlet: it adds a `drift_asset(model)` event through it only when drift is detected."""
+    return AssetAlias(name=f"mlops.drift.{model}.detected", group="mlops")
+
+
+def performance_alias(model: str) -> AssetAlias:
+    """The performance check's outlet: a `performance_asset(model)` event only when performance degraded."""
+    return AssetAlias(name=f"mlops.performance.{model}.degraded", group="mlops")
+
+
 def landing_asset(poll_interval: float | None = None) -> Asset:
     """Updated by the AssetWatcher whenever a complete new raw batch lands in `landing/<dataset>/`.
 
