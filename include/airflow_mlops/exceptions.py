@@ -88,3 +88,92 @@ class PromotionConflict(RegistryError, AirflowFailException):
 
 class ComputeConfigError(MLOpsError, AirflowFailException):
     """The task cannot run as a pod as configured (no retry: configuration does not fix itself)."""
+
+
+class MonitoringInputError(MLOpsError, AirflowFailException):
+    """A label file or the prediction log cannot be used by a monitoring check as given.
+
+    No retry: a label file without its label column, or labels that are not 0/1, stay that way until
+    someone fixes or replaces the file.
+    """
+
+
+class DriftReferenceMissing(MLOpsError, AirflowFailException):
+    """The champion's training-set snapshot (the drift reference) is not recorded or not on disk.
+
+    No retry: a lost snapshot does not come back; retrain (a new champion records a new snapshot)
+    or restore the file at the recorded path.
+    """
+
+
+class DeploymentFailed(MLOpsError):
+    """The serving app or Kubernetes did not take the version; the message says what still serves.
+
+    `status` is the serving app's HTTP answer when it gave one (409: the version cannot load).
+    """
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+    @classmethod
+    def no_champion(cls, model: str) -> DeploymentFailed:
+        return cls(f"{model} has no version with alias champion and no version was given; promote one first "
+                   "(training DAG) or pass version=")
+
+    @classmethod
+    def smoke_failed(cls, model: str, version: str, reason: str, undone: str) -> DeploymentFailed:
+        return cls(f"{model} v{version} is loaded but {reason}; {undone}")
+
+
+class RolloutFailed(DeploymentFailed, AirflowFailException):
+    """A Kubernetes rollout did not complete in time and was rolled back (no retry: it would hang again)."""
+
+    @classmethod
+    def stuck(cls, namespace: str, name: str, version: str | None, timeout: float, why: str, pods: list[str],
+              undone: str) -> RolloutFailed:
+        return cls(
+            f"deployment {namespace}/{name} did not roll out v{version} within {timeout:.0f}s ({why}); pods: "
+            f"{'; '.join(pods) or 'none reported a problem'}; {undone}. Fix the image/resources or raise "
+            f"serving.kubernetes.rollout_timeout_seconds; `kubectl -n {namespace} describe deployment {name}` "
+            "shows the events"
+        )
+
+
+class CanaryFailed(MLOpsError, AirflowFailException):
+    """The canary breached a limit or gave no verdict; the champion was restored (no retry).
+
+    `restored` is the version the champion alias was moved back to (None when it was left alone).
+    """
+
+    def __init__(self, message: str, restored: str | None = None) -> None:
+        super().__init__(message)
+        self.restored = restored
+
+    @classmethod
+    def rolled_back(cls, model: str, version: str, reason: str, note: str, url: str, serving: str, tag: str,
+                    outcome: str, reason_tag: str, restored: str | None) -> CanaryFailed:
+        return cls(f"{model} v{version}: {reason}. {note}. Serving at {url}: {serving}. v{version} is tagged "
+                   f"{tag}={outcome} (reason in {reason_tag}); retrain or deploy by hand once fixed", restored)
+
+
+class BatchInferenceError(MLOpsError):
+    """Entity rows could not be scored as asked (columns the model needs are missing, rows were lost)."""
+
+    @classmethod
+    def missing_entity_columns(cls, absent: list[str], present: list[str]) -> BatchInferenceError:
+        return cls(f"entity dataframe lacks column(s) {absent} (has {present}); the spec's features.entity_keys, "
+                   "entity_df.timestamp_column and request_features must be columns of the batch dataset")
+
+    @classmethod
+    def rows_lost(cls, got: int, given: int) -> BatchInferenceError:
+        return cls(f"the feature store returned {got} rows for {given} entity rows; a point-in-time join must "
+                   "return every entity row once (check the offline store type is duckdb)")
+
+    @classmethod
+    def model_inputs(cls, uri: str, version: str, missing: list[str], feature_service: str, served: list[str],
+                     request_features: list[str]) -> BatchInferenceError:
+        return cls(f"model {uri} v{version} needs feature column(s) {missing} that neither feature service "
+                   f"'{feature_service}' (features {served}) nor the request features {request_features} provide. "
+                   f"The model was trained on other inputs: score with the version that matches the spec, or "
+                   f"retrain on features '{feature_service}'")
