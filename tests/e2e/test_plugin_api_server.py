@@ -77,6 +77,27 @@ def test_airflow_lists_the_plugin_once_with_its_app(stack: AirflowStack) -> None
     assert len(ours) == 1, [p["name"] for p in plugins]
     assert [(a["url_prefix"], a["name"]) for a in ours[0]["fastapi_apps"]] == [("/mlops", "airflow-mlops")]
     assert errors == [], errors
+    views = [(v["name"], v["destination"], v["url_route"], v["href"]) for v in ours[0]["external_views"]]
+    assert views == [
+        ("Models", "nav", "mlops-models", "/mlops/ui/models"),
+        ("MLOps model", "dag", "mlops-model", "/mlops/ui/dags/{DAG_ID}"),
+        ("MLOps reports", "dag_run", "mlops-run", "/mlops/ui/runs/{DAG_ID}/{RUN_ID}"),
+    ]
+
+
+def test_the_views_pages_are_served_to_a_session_and_401_without(stack: AirflowStack, token: str) -> None:
+    """What the UI's iframes load: our HTML shells, their script and style, with a CSP that allows no CDN."""
+    for path in ("/mlops/ui/models", "/mlops/ui/dags/mlops_features", "/mlops/ui/runs/mlops_features/manual__1"):
+        assert httpx.get(stack.base_url + path, timeout=10).status_code == 401
+        page = httpx.get(stack.base_url + path, cookies={"_token": token}, timeout=10)
+        assert page.status_code == 200, f"{path}: {page.status_code} {page.text[:200]}"
+        csp = page.headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "connect-src 'self'" in csp and "http" not in csp
+    for asset, media_type in (("mlops.js", "text/javascript"), ("mlops.css", "text/css"), ("models.svg", "image/svg")):
+        response = httpx.get(f"{stack.base_url}/mlops/ui/static/{asset}", cookies={"_token": token}, timeout=10)
+        assert response.status_code == 200 and response.headers["content-type"].startswith(media_type)
+    status, response = _raw_get(stack.base_url, "/mlops/ui/static/../../../secret.txt", token)
+    assert status in (400, 404) and SECRET not in response
 
 
 def test_health_is_401_without_and_200_with_a_token_or_the_ui_cookie(stack: AirflowStack, token: str) -> None:

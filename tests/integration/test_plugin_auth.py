@@ -187,7 +187,10 @@ def test_every_route_of_the_mounted_app_requires_airflow_auth(api: Api) -> None:
     mounted = _mounted(api.app)
     assert mounted is get_app(), "Airflow must mount the plugin's app instance"
     paths = {route.path for route in mounted.routes}
-    assert {"/api/health", "/reports/{kind}/{path:path}"} <= paths
+    assert {"/api/health", "/reports/{kind}/{path:path}", "/api/models", "/api/models/{name}",
+            "/api/models/{name}/versions/{version}", "/api/models/{name}/monitoring", "/api/runs/{dag_id}/{run_id}",
+            "/ui/models", "/ui/models/{name}", "/ui/dags/{dag_id}", "/ui/runs/{dag_id}/{run_id}",
+            "/ui/models/{name}/versions/{version}/{document}", "/ui/static/{name}"} <= paths
     assert unguarded_routes(mounted) == [] and unguarded_routes(create_app()) == []
     # FastAPI's own docs routes would be unguarded: they are off.
     assert not paths & {"/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"}
@@ -199,9 +202,22 @@ def test_every_route_of_the_mounted_app_requires_airflow_auth(api: Api) -> None:
     assert unguarded_routes(rogue) == ["['GET'] /rogue", "/static (Mount: no dependencies run)"]
 
 
+# A value for each path parameter of our routes, so every route can be requested.
+PATH_VALUES = {"{kind}": "validation", "{path:path}": "x/report.html", "{name}": "ride_completion",
+               "{version}": "1", "{document}": "evaluation", "{mlflow_run_id}": "0" * 32,
+               "{dag_id}": "mlops_features", "{run_id}": "manual__1"}
+
+
+def concrete(route_path: str) -> str:
+    for param, value in PATH_VALUES.items():
+        route_path = route_path.replace(param, value)
+    assert "{" not in route_path, f"add a value for the parameter of {route_path} to PATH_VALUES"
+    return "/mlops" + route_path
+
+
 def test_every_route_answers_401_without_credentials(api: Api) -> None:
     for route in _mounted(api.app).routes:
-        path = "/mlops" + route.path.replace("{kind}", "validation").replace("{path:path}", "x/report.html")
+        path = concrete(route.path)
         response = api.get(path)
         assert response.status_code == 401, f"GET {path} without credentials -> {response.status_code}"
         assert response.headers["www-authenticate"] == "Bearer"
@@ -241,7 +257,7 @@ def test_health_needs_a_valid_token_or_the_ui_cookie(api: Api) -> None:
         "plugin": "airflow_mlops",
         "version": __version__,
         "user": "admin",
-        "report_kinds": ["validation"],
+        "report_kinds": ["drift", "validation"],
     }
     # The UI's session: the `_token` cookie (what the browser sends after logging in), no header.
     api.client.cookies.set("_token", api.tokens["viewer"])
@@ -320,9 +336,9 @@ def test_a_real_validation_report_is_served_as_html_with_a_restrictive_csp(api: 
 
 
 def test_unknown_kind_and_missing_file_say_what_is_missing(api: Api) -> None:
-    unknown = api.get("/mlops/reports/drift/ride_completion/report.html", "admin")
+    unknown = api.get("/mlops/reports/evidently/ride_completion/report.html", "admin")
     assert unknown.status_code == 404
-    assert unknown.json()["detail"] == "unknown report kind 'drift'; known kinds: validation"
+    assert unknown.json()["detail"] == "unknown report kind 'evidently'; known kinds: drift, validation"
     missing = api.get("/mlops/reports/validation/rides/0123456789abcdef/report.html", "admin")
     assert missing.status_code == 404
     assert missing.json()["detail"] == "no validation report 'rides/0123456789abcdef/report.html'"
@@ -384,6 +400,8 @@ def test_airflow_plugins_cli_lists_the_plugin_once_from_the_entry_point(tmp_path
     assert ours[0]["fastapi_apps"] == [
         {"app": "fastapi.applications.FastAPI", "url_prefix": "/mlops", "name": "airflow-mlops"}
     ]
+    assert [(v["name"], v["url_route"]) for v in ours[0]["external_views"]] == [
+        ("Models", "mlops-models"), ("MLOps model", "mlops-model"), ("MLOps reports", "mlops-run")]
 
 
 PROBE = """
@@ -418,3 +436,96 @@ def test_the_openapi_document_is_served_only_authenticated(api: Api) -> None:
     document = api.get("/mlops/api/openapi.json", "viewer")
     assert document.status_code == 200
     assert {"/api/health", "/reports/{kind}/{path}"} <= set(document.json()["paths"])
+
+
+# -- the Models pages and their JSON API ------------------------------------------------------------------
+MODEL_ROUTES = ("/mlops/api/models/ride_completion", "/mlops/api/models/ride_completion/versions/1",
+                "/mlops/api/models/ride_completion/monitoring?kind=drift", "/mlops/ui/models/ride_completion",
+                "/mlops/ui/models/ride_completion/versions/1/evaluation",
+                "/mlops/ui/models/ride_completion/runs/" + "0" * 32 + "/model_card")
+
+
+@pytest.mark.parametrize("path", MODEL_ROUTES)
+def test_model_routes_need_read_access_to_the_training_dag(api: Api, path: str) -> None:
+    DagGrantsAuthManager.asked.clear()
+    response = api.get(path, "limited")
+    assert response.status_code == 403, response.text
+    assert ("limited", "GET", "ride_completion__train") in DagGrantsAuthManager.asked
+    assert response.json()["detail"] == (
+        "user 'limited' is not allowed to read model 'ride_completion': it needs read access to DAG "
+        "'ride_completion__train' (Airflow auth manager refused)")
+    assert api.get(path).status_code == 401
+
+
+def test_models_list_shows_only_readable_models(api: Api) -> None:
+    assert api.get("/mlops/api/models", "limited").json() == {"models": []}
+    [model] = api.get("/mlops/api/models", "viewer").json()["models"]
+    assert model["name"] == "ride_completion" and model["registered"] is False and model["champion"] is None
+
+
+@pytest.mark.parametrize(
+    ("path", "detail"),
+    [
+        ("/mlops/api/models/no_such_model", "unknown model 'no_such_model'; known models: ride_completion"),
+        ("/mlops/api/models/no_such_model/versions/1", "unknown model 'no_such_model'"),
+        ("/mlops/api/models/ride_completion/versions/7", "model 'ride_completion' has no version '7'; existing "
+         "versions: none (nothing registered yet)"),
+        ("/mlops/api/models/ride_completion/versions/v1", "has no version 'v1'"),
+        ("/mlops/ui/models/ride_completion/versions/1/secret", "unknown document 'secret'"),
+        ("/mlops/ui/models/ride_completion/runs/" + "0" * 32 + "/evaluation", "no MLflow run"),
+        ("/mlops/ui/static/%2e%2e", "invalid file path"),
+        ("/mlops/ui/static/..%2f..%2fauth.py", "Not Found"),  # not one segment: no route matches
+        ("/mlops/ui/static/app.py", "no UI asset 'app.py'"),
+        ("/mlops/ui/static/nothing.js", "no UI asset 'nothing.js'"),
+    ],
+)
+def test_unknown_models_versions_and_files_are_404_with_a_message(api: Api, path: str, detail: str) -> None:
+    response = api.get(path, "viewer")
+    assert response.status_code in (400, 404), response.text
+    assert detail in response.json()["detail"]
+
+
+def test_unknown_model_page_is_a_404_page_and_unknown_kind_a_400(api: Api) -> None:
+    page = api.get("/mlops/ui/models/no_such_model", "viewer")
+    assert page.status_code == 404 and "unknown model &#x27;no_such_model&#x27;" in page.text
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    bad = api.get("/mlops/api/models/ride_completion/monitoring?kind=vibes", "viewer")
+    assert bad.status_code == 400 and "use one of ['drift', 'performance', 'skew', 'freshness']" in bad.text
+
+
+def test_run_reports_are_authorized_by_their_dag(api: Api) -> None:
+    assert api.get("/mlops/api/runs/secret_dag/manual__1", "limited").status_code == 403
+    assert api.get("/mlops/ui/runs/secret_dag/manual__1", "limited").status_code == 403
+    own = api.get("/mlops/api/runs/mlops_features/manual__2026-11-01T00:00:00+00:00", "limited")
+    assert own.status_code == 200, own.text
+    assert own.json()["model"] is None and [p["task_id"] for p in own.json()["validation"]] == ["validate_raw_batches"]
+    assert own.json()["validation"][0]["url"] == api.urls["run"]
+
+
+def test_drift_reports_belong_to_the_monitor_dag_and_may_run_their_scripts_sandboxed(api: Api) -> None:
+    folder = api.home / "reports" / "drift" / "ride_completion" / "ride_completion__monitor" / "scheduled__1"
+    folder.mkdir(parents=True)  # core.drift's layout: <model>/<dag_id>/<run_id>/report.html
+    (folder / "report.html").write_text("<html><script>document.title='drift'</script></html>")
+    url = "/mlops/reports/drift/ride_completion/ride_completion__monitor/scheduled__1/report.html"
+    DagGrantsAuthManager.asked.clear()
+    assert api.get(url, "limited").status_code == 403
+    assert ("limited", "GET", "ride_completion__monitor") in DagGrantsAuthManager.asked
+    page = api.get(url, "viewer")
+    assert page.status_code == 200 and "<script>" in page.text
+    csp = page.headers["content-security-policy"]
+    assert "script-src 'unsafe-inline'" in csp and "sandbox allow-scripts" in csp
+    assert "allow-same-origin" not in csp and "connect-src" not in csp
+    assert api.get("/mlops/reports/drift/ride_completion/%2e%2e/%2e%2e/secret.txt", "viewer").status_code == 400
+
+
+def test_the_plugin_declares_its_views_for_the_airflow_ui(api: Api) -> None:
+    plugins = api.get("/api/v2/plugins", "admin").json()["plugins"]
+    [ours] = [p for p in plugins if p["name"] == "airflow_mlops"]
+    views = {v["url_route"]: v for v in ours["external_views"]}
+    assert set(views) == {"mlops-models", "mlops-model", "mlops-run"}
+    assert (views["mlops-models"]["destination"], views["mlops-models"]["href"]) == ("nav", "/mlops/ui/models")
+    assert views["mlops-run"]["href"] == "/mlops/ui/runs/{DAG_ID}/{RUN_ID}"
+    for view in views.values():  # every view's page is one of our guarded routes
+        assert api.get(view["href"].replace("{DAG_ID}", "mlops_features").replace("{RUN_ID}", "r")).status_code == 401
+    icon = api.get(views["mlops-models"]["icon"], "viewer")
+    assert icon.status_code == 200 and icon.headers["content-type"] == "image/svg+xml"

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_mlops.plugin.links import EvaluationReportLink
+
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
@@ -47,12 +49,15 @@ class EvaluateModelOperator(BaseOperator):
     :param mlflow_conn_id: Airflow connection of type "mlflow".
     :return: {promote, passed_thresholds, beats_champion, champion_version, run_id, model_uri,
         primary_metric, challenger_value, champion_value, gain, ci, reasons, summary, report_uri}
+
+    Extra link "Evaluation report": the HTML report, served by the mlops UI plugin (also after a failure).
     """
 
     template_fields: Sequence[str] = ("model_name", "training_set", "challenger", "evaluation", "label_column",
                                       "split")
     template_fields_renderers = {"training_set": "json", "challenger": "json", "evaluation": "json"}
     ui_color = "#fff2cc"
+    operator_extra_links = (EvaluationReportLink(),)
 
     def __init__(self, *, model_name: str, training_set: Any, challenger: Any, evaluation: Mapping[str, Any],
                  label: str, split: Mapping[str, Any] | None = None, seed: int = 7,

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_mlops.plugin.links import ModelPageLink
+
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
@@ -42,6 +44,8 @@ class SklearnTrainModelOperator(BaseOperator):
     :param exclude_columns: columns never used as features (entity keys, ids). (templated)
     :param mlflow_conn_id: Airflow connection of type "mlflow".
     :return: {"run_id", "model_uri", "metrics", "experiment_id"}
+
+    Extra link "Model page": the model's page in the Models view, opened on this run's version.
     """
 
     template_fields: Sequence[str] = (
@@ -62,6 +66,7 @@ class SklearnTrainModelOperator(BaseOperator):
         "split": "json",
     }
     ui_color = "#d7ecff"
+    operator_extra_links = (ModelPageLink(),)
 
     def __init__(
         self,

@@ -3,7 +3,9 @@
 Airflow imports every plugin in every process that loads plugins — each task process too, for
 macros and listeners — so this module imports nothing heavy: the FastAPI app (fastapi, Airflow's
 API modules, our routers: ~1 s) is built only when Airflow reads `fastapi_apps`, which only the
-api-server and `airflow plugins` do.
+api-server and `airflow plugins` do. The views below are plain data. Extra links are declared by
+the operators themselves (plugin/links.py): Airflow 3 computes them in the task process, where
+plugin-registered links are not used.
 """
 
 from __future__ import annotations
@@ -17,11 +19,24 @@ from airflow_mlops.plugin import APP_NAME, PLUGIN_NAME, URL_PREFIX
 
 log = logging.getLogger(__name__)
 
+# Pages of our app shown by Airflow's UI (plugin/ui.py serves them). With `url_route` the UI shows
+# the page in an iframe under /plugin/<url_route>, same origin, so the session cookie goes along;
+# it fills in `{DAG_ID}`/`{RUN_ID}` for the dag and dag_run destinations (DAG and DAG-run tabs).
+EXTERNAL_VIEWS: list[dict[str, Any]] = [
+    {"name": "Models", "href": f"{URL_PREFIX}/ui/models", "url_route": "mlops-models", "destination": "nav",
+     "icon": f"{URL_PREFIX}/ui/static/models.svg", "nav_top_level": True},
+    {"name": "MLOps model", "href": f"{URL_PREFIX}/ui/dags/{{DAG_ID}}", "url_route": "mlops-model",
+     "destination": "dag"},
+    {"name": "MLOps reports", "href": f"{URL_PREFIX}/ui/runs/{{DAG_ID}}/{{RUN_ID}}", "url_route": "mlops-run",
+     "destination": "dag_run"},
+]
+
 
 class MLOpsPlugin(AirflowPlugin):
-    """FastAPI app at `/mlops`: `/mlops/reports/<kind>/<path>`, `/mlops/api/health` (all auth-checked)."""
+    """FastAPI app at `/mlops` (reports, JSON API, Models pages; all auth-checked), its UI views, extra links."""
 
     name = PLUGIN_NAME
+    external_views = EXTERNAL_VIEWS
 
     @property
     def fastapi_apps(self) -> list[dict[str, Any]]:  # type: ignore[override]  # lazy on purpose

@@ -19,10 +19,10 @@ from functools import cache
 from fastapi import APIRouter, Depends, FastAPI
 
 from airflow_mlops import __version__
-from airflow_mlops.plugin import api, reports
+from airflow_mlops.plugin import api, models_api, reports, ui
 from airflow_mlops.plugin.auth import require_ui_access
 
-ROUTERS: tuple[APIRouter, ...] = (api.router, reports.router)
+ROUTERS: tuple[APIRouter, ...] = (api.router, models_api.router, reports.router, ui.router)
 
 
 def create_app() -> FastAPI:

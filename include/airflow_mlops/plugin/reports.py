@@ -3,9 +3,7 @@
 A *kind* maps a URL segment to a folder under the state dir (`config.paths()`, read per request so
 MLOPS_HOME may move), says which DAG a file belongs to (for the auth manager's DAG read check)
 and which Content-Security-Policy its HTML pages get. Add one by adding a `ReportKind` to
-`REPORT_KINDS`, e.g. `"drift": ReportKind(lambda p: p.reports_dir / "drift", <dag_of>, DRIFT_CSP)`
-(Evidently's self-contained HTML needs inline scripts: give that kind a policy with
-`script-src 'unsafe-inline'` and keep `sandbox allow-scripts` without `allow-same-origin`).
+`REPORT_KINDS` (a kind whose HTML needs scripts gets its own policy, like `drift` below).
 
 A request is checked in this order, so nothing about a file leaks to a user who may not read it:
 unknown kind → 404 naming the known kinds; a malformed path (`..`, absolute, NUL, backslash) →
@@ -14,6 +12,12 @@ kind's folder) → 404 naming the kind and the path.
 
 Kinds:
 
+- `drift` → `MLOPS_HOME/reports/drift` (core.drift: `<model>/<dag_id>/<run_id>/report.html` +
+  `result.json`, the drift task's "Drift report" extra link): belongs to `<dag_id>`, the DAG that
+  wrote it (a shorter path to `<model>__monitor`). Evidently's self-contained
+  HTML runs inline scripts (and its plotly bundle uses eval): `DRIFT_CSP` allows them, still inside
+  `sandbox allow-scripts` WITHOUT `allow-same-origin` (an opaque origin: no Airflow cookie, no
+  same-origin fetch) and with no network (`connect-src` is absent, so 'none').
 - `validation` → `MLOPS_HOME/reports/validation` (`core.validation_report`, the task's "Validation
   report" extra link). `_runs/<dag_id>/<run_id>/<task_id>/index.html` belongs to `<dag_id>`; a
   batch report `<dataset>/<batch_id>/{report.html,result.json}` is written by whichever DAG validated
@@ -53,6 +57,21 @@ class ReportKind:
     html_csp: str = HTML_CSP
 
 
+def drift_dag(relpath: PurePosixPath) -> str | None:
+    """`<model>/<dag_id>/<run_id>/<file>` (core.drift's layout) -> dag_id; `<model>/<file>` -> `<model>__monitor`."""
+    parts = relpath.parts
+    if len(parts) > 3:
+        return parts[1]
+    return f"{parts[0]}__monitor" if len(parts) > 1 else None
+
+
+DRIFT_CSP = (
+    "default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval'; style-src 'unsafe-inline'; img-src data: blob:; "
+    "font-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'self'; "
+    "sandbox allow-scripts allow-popups allow-popups-to-escape-sandbox"
+)
+
+
 def validation_dag(relpath: PurePosixPath) -> str | None:
     """`_runs/<dag_id>/...` -> dag_id; a batch report names no DAG -> None (see the module doc)."""
     parts = relpath.parts
@@ -61,6 +80,7 @@ def validation_dag(relpath: PurePosixPath) -> str | None:
 
 REPORT_KINDS: dict[str, ReportKind] = {
     "validation": ReportKind(folder=lambda home: home.reports_dir / "validation", dag_of=validation_dag),
+    "drift": ReportKind(folder=lambda home: home.reports_dir / "drift", dag_of=drift_dag, html_csp=DRIFT_CSP),
 }
 
 router = APIRouter(prefix=PREFIX, tags=["reports"])

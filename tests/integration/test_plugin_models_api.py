@@ -1,0 +1,270 @@
+"""The Models pages' JSON API and documents against a real SQLite MLflow registry and monitoring history.
+
+The registry is written by the project's own write paths (`browser/seed_models.py`: real sklearn
+models, evaluation reports, `MLflowRegisterModelOperator`, model cards, `MLflowPromoteModelOperator`,
+`monitoring_history.append`); Airflow's real API app (with the plugin from its entry point and the
+auth manager of test_plugin_auth.py) serves it in-process. What the API answers is compared with
+what the registry and history say, read back independently through MlflowClient and the store.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_plugin_auth import PASSWORDS, USERS, Api, DagGrantsAuthManager, _airflow_api
+
+from browser.seed_models import (
+    DRIFT_SHARES,
+    DRIFT_THRESHOLD,
+    MODEL,
+    MONITOR_DAG,
+    RUN_IDS,
+    TRAIN_DAG,
+    Seeded,
+    seed_models,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+
+@pytest.fixture(scope="module")
+def seeded_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Api, Seeded]]:
+    root = tmp_path_factory.mktemp("models_api")
+    home = root / "home"
+    home.mkdir()
+    password_file = root / "passwords.json"
+    password_file.write_text(json.dumps(PASSWORDS))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLOPS_HOME", str(home))
+        for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "AIRFLOW_CONN_MLFLOW_DEFAULT",
+                     "MLOPS_MONITORING_DB"):
+            mp.delenv(name, raising=False)
+        for key, value in {
+            "CORE__AUTH_MANAGER": f"{DagGrantsAuthManager.__module__}.{DagGrantsAuthManager.__qualname__}",
+            "CORE__SIMPLE_AUTH_MANAGER_USERS": USERS,
+            "CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(password_file),
+            "API_AUTH__JWT_SECRET": secrets.token_urlsafe(64),
+            "API__SECRET_KEY": secrets.token_urlsafe(32),
+        }.items():
+            mp.setenv(f"AIRFLOW__{key}", value)
+        seeded = seed_models()
+        with _airflow_api(home, {}) as api:
+            yield api, seeded
+
+
+def get(seeded_api: tuple[Api, Seeded], path: str, user: str = "viewer") -> Any:
+    response = seeded_api[0].get(path, user)
+    assert response.status_code == 200, f"{path}: {response.status_code} {response.text[:300]}"
+    return response.json()
+
+
+def registry() -> Any:
+    from airflow_mlops.hooks.mlflow import MLflowHook
+
+    return MLflowHook().get_conn()
+
+
+def test_models_table_row_matches_the_registry_and_history(seeded_api: tuple[Api, Seeded]) -> None:
+    seeded = seeded_api[1]
+    [row] = get(seeded_api, "/mlops/api/models")["models"]
+    client = registry()
+    assert row["champion"]["version"] == str(client.get_model_version_by_alias(MODEL, "champion").version)
+    assert row["champion"]["version"] == seeded.champion == "2"
+    assert row["challenger"]["version"] == seeded.challenger == "3"
+    champion_tags = client.get_model_version(MODEL, seeded.champion).tags
+    assert row["champion"]["verdict"]["value"] == pytest.approx(float(champion_tags["airflow_mlops.evaluation.value"]))
+    assert row["primary_metric"] == "roc_auc" and row["version_count"] == 3
+    assert (row["last_drift"]["value"], row["last_drift"]["status"]) == (DRIFT_SHARES[-1], "detected")
+    assert row["last_drift"]["threshold"] == DRIFT_THRESHOLD
+    retrain = row["last_retrain"]
+    assert (retrain["version"], retrain["trigger"], retrain["airflow"]["run_id"]) == ("3", "scheduled", RUN_IDS[2])
+
+
+def test_model_has_versions_newest_first_with_lineage_and_the_audit_trail(seeded_api: tuple[Api, Seeded]) -> None:
+    model = get(seeded_api, f"/mlops/api/models/{MODEL}")
+    assert [v["version"] for v in model["versions"]] == ["3", "2", "1"]
+    assert [v["aliases"] for v in model["versions"]] == [["challenger"], ["champion"], []]
+    by_version = {v["version"]: v for v in model["versions"]}
+    for version, run_id in zip(("1", "2", "3"), RUN_IDS, strict=True):
+        assert by_version[version]["airflow"] == {"dag_id": TRAIN_DAG, "run_id": run_id, "task_id": "register"}
+        assert by_version[version]["mlflow_run_id"] == seeded_api[1].mlflow_runs[version]
+    assert by_version["1"]["promotion"]["demoted_at"] and by_version["2"]["promotion"]["promoted_by"] == "alice"
+    audit = [(e["action"], e["version"], e["previous"]) for e in model["audit"]]
+    assert audit == [("promote", "1", None), ("promote", "2", "1")]
+    assert model["checks"]["performance"]["value"] == pytest.approx(0.74)
+
+
+def test_version_detail_has_the_card_and_the_evaluation_summary(seeded_api: tuple[Api, Seeded]) -> None:
+    detail = get(seeded_api, f"/mlops/api/models/{MODEL}/versions/2")
+    assert detail["aliases"] == ["champion"] and detail["documents"] == {"model_card": True, "evaluation": True}
+    assert detail["model_card"]["model"]["version"] == "2"
+    assert detail["model_card"]["intended_use"] == "Dispatch prioritisation"
+    evaluation = detail["evaluation"]
+    assert evaluation["primary_metric"] == "roc_auc" and "curves" not in evaluation
+    assert evaluation["champion"]["version"] == "1"  # v2 was judged against the champion of its time
+    assert evaluation["challenger"]["metrics"]["roc_auc"] == pytest.approx(detail["verdict"]["value"])
+    assert [(e["action"], e["version"]) for e in detail["audit"]] == [("promote", "2")]
+
+
+def test_drift_time_series_is_oldest_first_with_thresholds(seeded_api: tuple[Api, Seeded]) -> None:
+    series = get(seeded_api, f"/mlops/api/models/{MODEL}/monitoring?kind=drift")["records"]
+    assert [r["value"] for r in series] == list(DRIFT_SHARES)
+    assert {r["threshold"] for r in series} == {DRIFT_THRESHOLD} and {r["dag_id"] for r in series} == {MONITOR_DAG}
+    assert [r["status"] for r in series][-2:] == ["ok", "detected"]
+    assert len(get(seeded_api, f"/mlops/api/models/{MODEL}/monitoring?kind=drift&limit=2")["records"]) == 2
+    assert get(seeded_api, f"/mlops/api/models/{MODEL}/monitoring?kind=skew")["records"] == []
+
+
+def test_documents_are_the_logged_html_and_a_missing_one_is_an_empty_state(seeded_api: tuple[Api, Seeded]) -> None:
+    api, seeded = seeded_api
+    report = api.get(f"/mlops/ui/models/{MODEL}/versions/2/evaluation", "viewer")
+    assert report.status_code == 200 and "<svg" in report.text and "challenger evaluation" in report.text
+    assert "script-src" not in report.headers["content-security-policy"]
+    card = api.get(f"/mlops/ui/models/{MODEL}/runs/{seeded.mlflow_runs['3']}/model_card", "viewer")
+    assert card.status_code == 200 and "Dispatch prioritisation" in card.text
+    missing = api.get(f"/mlops/ui/models/{MODEL}/versions/1/no_such", "viewer")
+    assert missing.status_code == 404 and "unknown document 'no_such'" in missing.json()["detail"]
+
+
+def test_a_version_without_logged_documents_answers_with_an_empty_state(seeded_api: tuple[Api, Seeded],
+                                                                         tmp_path: Path) -> None:
+    import mlflow
+
+    from airflow_mlops.hooks.mlflow import MLflowHook
+
+    api, _ = seeded_api
+    hook = MLflowHook()
+    with hook.activated():
+        with mlflow.start_run(experiment_id=hook.experiment_id(MODEL)) as run:
+            mlflow.log_param("note", "no documents")
+    page = api.get(f"/mlops/ui/models/{MODEL}/runs/{run.info.run_id}/evaluation", "viewer")
+    assert page.status_code == 404 and page.headers["content-type"].startswith("text/html")
+    assert f"No evaluation for {MODEL} run {run.info.run_id}" in page.text
+    assert "evaluation/report.html" in page.text
+    other = hook.get_conn().create_experiment("someone_else")
+    with hook.activated(), mlflow.start_run(experiment_id=other) as foreign:
+        pass
+    refused = api.get(f"/mlops/ui/models/{MODEL}/runs/{foreign.info.run_id}/evaluation", "viewer")
+    assert refused.status_code == 404 and "is not a training run of model" in refused.json()["detail"]
+
+
+def test_run_reports_list_the_versions_a_training_run_registered(seeded_api: tuple[Api, Seeded]) -> None:
+    run = get(seeded_api, f"/mlops/api/runs/{TRAIN_DAG}/{RUN_IDS[1]}")
+    assert run["model"] == MODEL and [v["version"] for v in run["versions"]] == ["2"]
+    monitor = get(seeded_api, f"/mlops/api/runs/{MONITOR_DAG}/scheduled__5")
+    assert [(c["kind"], c["status"]) for c in monitor["checks"]] == [("drift", "detected")]
+    assert monitor["versions"] == [] and monitor["validation"] == []
+
+
+def test_model_page_and_dag_tab(seeded_api: tuple[Api, Seeded]) -> None:
+    api, _ = seeded_api
+    page = api.get(f"/mlops/ui/models/{MODEL}", "viewer")
+    assert page.status_code == 200 and f'data-model="{MODEL}"' in page.text
+    assert '<script src="/mlops/ui/static/mlops.js">' in page.text
+    tab = api.client.get(f"/mlops/ui/dags/{TRAIN_DAG}", headers={"Authorization": f"Bearer {api.tokens['viewer']}"},
+                         follow_redirects=False)
+    assert tab.status_code == 307 and tab.headers["location"] == f"/mlops/ui/models/{MODEL}"
+    other = api.get("/mlops/ui/dags/mlops_features", "viewer")
+    assert other.status_code == 200 and "belongs to no model" in other.text
+    script = api.get("/mlops/ui/static/mlops.js", "viewer")
+    assert script.status_code == 200 and script.headers["content-type"] == "text/javascript; charset=utf-8"
+    assert "innerHTML" not in script.text and "http://" not in script.text.replace("http://www.w3.org/2000/svg", "")
+
+
+# -- operator extra links, computed by Airflow's real task runner -------------------------------------------
+LINKS_DAG = '''
+from datetime import datetime
+
+from airflow.sdk import DAG, BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
+
+from airflow_mlops.operators.evaluation import EvaluateModelOperator
+from airflow_mlops.operators.training import SklearnTrainModelOperator
+from airflow_mlops.plugin.links import DriftHistoryLink, ModelVersionLink
+
+
+class Train(SklearnTrainModelOperator):  # the real class and its links; only the work is skipped
+    def execute(self, context):
+        return {"run_id": "abc123", "model_uri": "models:/m-1", "metrics": {}, "experiment_id": "1"}
+
+
+class Evaluate(EvaluateModelOperator):  # a missed threshold: the task fails before returning anything
+    def execute(self, context):
+        raise AirflowFailException("roc_auc 0.51 < 0.7")
+
+
+class Register(BaseOperator):
+    operator_extra_links = (ModelVersionLink(),)
+
+    def execute(self, context):
+        return {"name": "ride_completion", "version": "3"}
+
+
+class Drift(BaseOperator):
+    operator_extra_links = (DriftHistoryLink(),)
+    model_name = "ride_completion"
+
+    def execute(self, context):
+        return {"status": "ok", "share": 0.1}
+
+
+with DAG("links_probe", schedule=None, start_date=datetime(2026, 1, 1)) as dag:
+    Train(task_id="train", model_name="ride_completion", training_set={}, estimator="x", label="y")
+    Evaluate(task_id="evaluate", model_name="ride_completion", training_set={}, challenger={"run_id": "abc123",
+             "model_uri": "models:/m-1"}, evaluation={}, label="y")
+    Register(task_id="register")
+    Drift(task_id="drift")
+'''
+
+LINKS_RUNNER = '''
+import json
+from airflow.dag_processing.dagbag import DagBag
+from airflow.models.xcom import XComModel
+from airflow.utils.session import create_session
+from sqlalchemy import select
+
+dag = DagBag().get_dag("links_probe")
+run = dag.test()
+with create_session() as session:
+    rows = session.execute(select(XComModel.task_id, XComModel.key, XComModel.value).where(
+        XComModel.run_id == run.run_id, XComModel.key.like("_link_%"))).all()
+def decoded(value):
+    try:
+        return json.loads(value) if isinstance(value, (str, bytes)) else value
+    except ValueError:
+        return value
+print("RESULT " + json.dumps({f"{task}:{key}": decoded(value) for task, key, value in rows}))
+'''
+
+
+def test_extra_links_are_computed_by_the_task_runner(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    (dags / "links_probe.py").write_text(LINKS_DAG)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_", "AIRFLOW__", "MLOPS_"))}
+    env.update(AIRFLOW_HOME=str(tmp_path / "airflow"), AIRFLOW__CORE__LOAD_EXAMPLES="False",
+               AIRFLOW__CORE__DAGS_FOLDER=str(dags), MLOPS_HOME=str(tmp_path / "home"),
+               AIRFLOW__API__BASE_URL="http://localhost:8080/airflow/")
+    airflow = Path(sys.executable).with_name("airflow")
+    subprocess.run([str(airflow), "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", LINKS_RUNNER], env=env, capture_output=True, text=True,
+                          timeout=300, check=False, cwd=tmp_path)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert lines, (done.stdout + done.stderr)[-4000:]
+    links = json.loads(lines[-1][len("RESULT "):])
+    prefix = "/airflow/mlops/ui/models/ride_completion"  # under [api] base_url's path
+    assert links == {
+        "train:_link_ModelPageLink": f"{prefix}?mlflow_run=abc123",
+        "evaluate:_link_EvaluationReportLink": f"{prefix}/runs/abc123/evaluation",
+        "register:_link_ModelVersionLink": f"{prefix}?version=3",
+        "drift:_link_DriftHistoryLink": f"{prefix}#drift",
+    }
