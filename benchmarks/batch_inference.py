@@ -12,13 +12,18 @@ Then each method runs in its own fresh process (so peak RSS is its own), after a
 in that process, order alternating between repetitions:
 
 - batch: `predict_batch(FeastHook().get_store(), model=ScoringModel.from_estimator(model), ...)`,
-         exactly what BatchPredictOperator calls once it has loaded the model: per chunk a Feast
-         point-in-time join (duckdb), `predict_proba` on the model's columns as float64, one parquet
+         exactly what BatchPredictOperator calls once it has loaded the model: per chunk a
+         point-in-time join (`AsofJoiner`: each view's rows of the entity set's time span read and
+         sorted once, then pandas merge_asof per chunk, Feast's semantics; Feast's own join only for
+         views it cannot read), `predict_proba` on the model's columns as float64, one parquet
          part (atomic temp + rename, sha256), then the manifest and the run-folder rename. Its
          phases are timed by wrapping the module's functions (no package change): join
          (`_join_chunk`), predict (`_score_chunk`), write (`_write_part`).
 - raw:   the prepared feature rows (read before timing), then per chunk of the same size
          `model.predict_proba(chunk[columns].astype("float64"))[:, 1]` — no join, no write.
+
+Features check (setup, not timed): the batch path's join (`AsofJoiner`, chunk by chunk) against the
+prepared rows Feast joined: every feature of every row equal (NaN where Feast has none), same dtypes.
 
 Reported: wall and CPU seconds, rows/s, the rows/s ratio batch/raw for the whole path and for the
 predict + write phases alone (target >= 0.7x), peak RSS (kernel high-water mark, reset before the
@@ -133,7 +138,7 @@ def run_batch(work: Path, chunk_rows: int) -> dict[str, Any]:
 
 def _instrument(module: Any) -> dict[str, list[float]]:
     """Wall and CPU seconds of each phase, by wrapping the module's functions (no package change)."""
-    phases = {"join (Feast get_historical_features + to_df, duckdb)": [0.0, 0.0],
+    phases = {"join (as-of join: view rows read once, merge_asof per chunk)": [0.0, 0.0],
               "predict (columns as float64, predict_proba, output frame)": [0.0, 0.0],
               "write (parquet part, atomic rename, sha256)": [0.0, 0.0]}
     for name, key in zip(("_join_chunk", "_score_chunk", "_write_part"), phases, strict=True):
@@ -194,6 +199,33 @@ def compare(batch: dict[str, Any], raw: dict[str, Any], rows: int) -> dict[str, 
     return {"rows_checked": rows, "max_abs_diff": 0.0}
 
 
+def check_features(work: Path, chunk_rows: int) -> dict[str, Any]:
+    """The batch path's point-in-time join equals Feast's (the prepared rows) on every feature of every row."""
+    from airflow_mlops.core import batch_inference as bi
+    from airflow_mlops.core.offline import normalize_timestamps
+    from airflow_mlops.hooks.feast import FeastHook
+
+    store = FeastHook().get_store()
+    quiet()
+    views = bi.asof_plan(store, store.get_feature_service(SERVICE))
+    if views is None:
+        sys.exit("MISMATCH: the benchmark's views are not read by the as-of join")
+    entity = normalize_timestamps(pd.read_parquet(work / "entity.parquet")).rename(columns={TS: bi.FEAST_TIMESTAMP})
+    entity[bi._ROW] = range(len(entity))
+    joiner = bi.AsofJoiner(views, entity)
+    got = pd.concat([joiner.join(entity.iloc[i:i + chunk_rows]) for i in range(0, len(entity), chunk_rows)],
+                    ignore_index=True).sort_values("row_id").reset_index(drop=True)
+    want = pd.read_parquet(work / "prepared.parquet")  # Feast's join, in row_id order
+    features = [name for view in views for _, name in view.features]
+    for column in features:
+        a, b = got[column].to_numpy(dtype="float64"), want[column].to_numpy(dtype="float64")
+        differ = ~((a == b) | (np.isnan(a) & np.isnan(b)))
+        if differ.any() or got[column].dtype != want[column].dtype:
+            sys.exit(f"MISMATCH: feature {column}: {int(differ.sum())} rows differ from Feast's join "
+                     f"(dtype {got[column].dtype} vs {want[column].dtype})")
+    return {"rows": len(got), "features": len(features), "nan": int(got[features].isna().sum().sum())}
+
+
 def predict_write(run: dict[str, Any], cpu: bool = False) -> float:
     return sum(s[int(cpu)] for k, s in run["phases"].items() if not k.startswith("join"))
 
@@ -232,6 +264,9 @@ def report(runs: dict[str, list[dict[str, Any]]], args: argparse.Namespace, setu
     print(f"\nTarget >= 0.70x (rows/s vs raw, wall): whole path {whole:.2f}x ({'met' if whole >= 0.7 else 'MISSED'}); "
           f"predict + write {pw:.2f}x ({'met' if pw >= 0.7 else 'MISSED'}).")
     print(f"Correctness: {check['rows_checked']:,} rows, each once; predictions bitwise equal to the raw loop's.")
+    feats = args.features_check
+    print(f"Features: the batch path's as-of join equals Feast's on all {feats['features']} features of "
+          f"{feats['rows']:,} rows ({feats['nan']:,} NaN in both), dtypes equal.")
     print(f"Machine load: {args.load_before} at start, {load_note()} at end.")
     print("\nJSON " + json.dumps({"runs": runs, "check": check}))
 
@@ -272,6 +307,7 @@ def main() -> None:
     try:
         args.load_before = load_note()
         setup_s = setup(work, args)
+        args.features_check = check_features(work, args.chunk_rows)
         runs: dict[str, list[dict[str, Any]]] = {m: [] for m in METHODS}
         for rep in range(args.repeat):
             for method in METHODS if rep % 2 == 0 else METHODS[::-1]:  # alternate who goes first

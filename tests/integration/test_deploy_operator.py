@@ -387,7 +387,13 @@ def context(run_id: str = "manual__1", task_id: str = "deploy") -> dict[str, Any
     from types import SimpleNamespace
 
     dag_id = f"{MODEL}__train"
-    ti = SimpleNamespace(dag_id=dag_id, task_id=task_id, try_number=1, run_id=run_id)
+    xcoms: dict[str, Any] = {}
+
+    def xcom_push(key: str, value: Any) -> None:  # RuntimeTaskInstance.xcom_push's keywords
+        xcoms[key] = value
+
+    ti = SimpleNamespace(dag_id=dag_id, task_id=task_id, try_number=1, run_id=run_id, xcoms=xcoms,
+                         xcom_push=xcom_push)
     dag_run = SimpleNamespace(dag_id=dag_id, run_id=run_id, run_type="manual", triggering_user_name="alice")
     return {"ti": ti, "dag_run": dag_run, "run_id": run_id, "outlet_events": defaultdict(SimpleNamespace),
             "triggering_asset_events": {}}
@@ -722,8 +728,11 @@ def _assert_rolled_back(serving: Serving, registry: Registered, bad: str, op: An
     from airflow_mlops.operators.deployment import CanaryFailed
 
     good = registry.versions["v1"]
+    ctx = context()
     with pytest.raises(CanaryFailed) as failed:
-        op.execute_complete(context(), event)
+        op.execute_complete(ctx, event)
+    assert failed.value.restored == good
+    assert ctx["ti"].xcoms["champion_rollback"]["version"] == good
     message = str(failed.value)
     assert f"v{bad}: {reason}" in message
     assert f"champion alias restored from v{bad} to v{good} (audit #3)" in message
@@ -738,10 +747,14 @@ def _assert_rolled_back(serving: Serving, registry: Registered, bad: str, op: An
     assert status["primary"]["version"] == good and status["secondary"] is None and status["mode"] == "single"
     assert all(serving.predict(d).status_code == 200 for d in range(1, 30)), "the canary is gone"
     # A retry of the task repeats nothing but the failure: no second canary, no second rollback.
+    retry = context()
     with pytest.raises(CanaryFailed, match=rf"v{bad}: {reason}.*champion was already restored to v{good} "
                                            rf"\(audit #3\)"):
-        local_deploy(serving, bad, mode="canary", canary=CANARY).execute(context())
+        local_deploy(serving, bad, mode="canary", canary=CANARY).execute(retry)
     assert len(registry_state(registry.name)[1]) == 3 and serving.status()["secondary"] is None
+    # the retry records the rollback again: its try's XCom feeds the event task of that run
+    assert retry["ti"].xcoms["champion_rollback"] == {**ctx["ti"].xcoms["champion_rollback"],
+                                                      "reason": rollback.reason}
 
 
 def test_a_canary_whose_smoke_request_fails_is_rolled_back_at_once(serving: Serving, registry: Registered) -> None:
@@ -750,9 +763,13 @@ def test_a_canary_whose_smoke_request_fails_is_rolled_back_at_once(serving: Serv
     good, bad = registry.versions["v1"], registry.versions["v3"]
     promote(registry, bad, good, "manual__1")
     op = local_deploy(serving, bad, mode="canary", canary=CANARY, smoke_request=routed(0.5, canary=True))
+    ctx = context()
     with pytest.raises(CanaryFailed, match=rf"v{bad}: canary did not start: smoke request POST .*/predict answered "
                                            rf"HTTP 500: .*champion alias restored from v{bad} to v{good} \(audit #3\)"):
-        op.execute(context())
+        op.execute(ctx)
+    rollback = ctx["ti"].xcoms["champion_rollback"]  # for ChampionRollbackEventOperator: the task failed
+    assert (rollback["version"], rollback["rolled_back_from"], rollback["audit_seq"]) == (good, bad, 3)
+    assert rollback["model"] == registry.name and "smoke request" in rollback["reason"]
     champion, history, client = registry_state(registry.name)
     assert champion == good and history[-1].action == "rollback"
     assert client.get_model_version(registry.name, bad).tags["airflow_mlops.canary"] == "failed"
@@ -804,3 +821,29 @@ def test_serving_hook_reads_url_and_token_from_its_connection_then_the_environme
     assert (conn.url, conn.token) == ("http://serving.mlops.svc:8000", "from-conn")
     given = ServingHook(url="http://10.0.0.5:9000/", admin_token="given").get_conn()
     assert (given.url, given.token) == ("http://10.0.0.5:9000", "given")
+
+
+def test_kubernetes_pods_get_feast_and_the_prediction_log_from_serving_kubernetes(kube: FakeKube) -> None:
+    from airflow_mlops.exceptions import ComputeConfigError
+    from airflow_mlops.operators.deployment import DeployModelOperator
+
+    backends = {"state_volume_claim": "mlops-state", "online_store": "redis://redis.ml-serving:6379/0",
+                "prediction_log_url": "postgresql://mlops@postgres.ml-serving:5432/mlops"}
+    operator = DeployModelOperator(task_id="deploy", model_name=MODEL, version="7", target="kubernetes",
+                                   kubernetes={**SERVING, **backends}, poll_interval=0.02)
+    assert operator.execute({})["rollout"]["state"] == "complete"  # type: ignore[arg-type]
+    [applied] = sent(kube, "PATCH", "/deployments/", "application/apply-patch+yaml")
+    validate(applied.body)
+    pod = applied.body["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["MLOPS_FEAST_ONLINE_STORE"] == backends["online_store"]
+    assert env["MLOPS_PREDICTION_LOG_URL"] == backends["prediction_log_url"]
+    assert {"name": "feast-registry", "mountPath": "/tmp/mlops/feast", "readOnly": True, "subPath": "feast"} in (
+        pod["containers"][0]["volumeMounts"])
+    kube.requests.clear()
+    leaky = DeployModelOperator(task_id="deploy", model_name=MODEL, version="8", target="kubernetes",
+                                kubernetes={**SERVING, **backends, "online_store": "redis://:pw@redis:6379/0"})
+    with pytest.raises(ComputeConfigError, match=r"deploy: serving\.kubernetes\.online_store: the URL holds a "
+                                                 r"password"):
+        leaky.execute({})  # type: ignore[arg-type]
+    assert kube.requests == [], "nothing was sent"

@@ -63,6 +63,13 @@ class ShuffledFeatureStore:
     def list_feature_services(self) -> list[Any]:
         return [SimpleNamespace(name=SERVICE)]
 
+    def get_feature_view(self, name: str) -> Any:
+        # Not a parquet FileSource view: predict_batch joins through get_historical_features (its Feast
+        # fallback); the as-of path is compared with Feast on a real repo in tests/integration/test_batch_asof_join.py.
+        from feast.errors import FeatureViewNotFoundException
+
+        raise FeatureViewNotFoundException(name, "test")
+
     def get_historical_features(self, entity_df: pd.DataFrame, features: Any) -> Any:
         self.calls.append(len(entity_df))
         joined = entity_df.assign(**feature_values(entity_df, self.features))

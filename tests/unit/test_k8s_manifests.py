@@ -165,3 +165,79 @@ def test_the_shipped_example_is_what_the_renderer_makes() -> None:
     objects = list(yaml.safe_load_all(path.read_text()))
     assert [o["kind"] for o in objects] == ["Deployment", "Service"]
     validate(*objects)
+
+
+BACKENDS = km.Backends(state_volume_claim="mlops-state", online_store="redis://redis.ml-serving:6379/0",
+                       prediction_log_url="postgresql+psycopg://mlops@postgres.ml-serving:5432/mlops")
+
+
+def test_pods_get_the_feast_registry_read_only_and_the_stores_by_env() -> None:
+    deployment, service = render(backends=BACKENDS)
+    validate(deployment, service)
+    km.check_round_trip(deployment)
+    pod, main = deployment["spec"]["template"]["spec"], container(deployment)
+    assert {"name": "feast-registry", "persistentVolumeClaim": {"claimName": "mlops-state", "readOnly": True}} in (
+        pod["volumes"])
+    assert main["volumeMounts"] == [
+        {"name": "scratch", "mountPath": "/tmp"},
+        {"name": "feast-registry", "mountPath": "/tmp/mlops/feast", "readOnly": True, "subPath": "feast"}]
+    env = env_of(deployment)
+    assert env["MLOPS_HOME"] + "/feast" == km.FEAST_DIR, "FeastHook reads MLOPS_HOME/feast/registry.db"
+    assert env["MLOPS_FEAST_ONLINE_STORE"] == "redis://redis.ml-serving:6379/0"
+    assert env["MLOPS_PREDICTION_LOG_URL"] == "postgresql+psycopg://mlops@postgres.ml-serving:5432/mlops"
+    assert env["MLFLOW_TRACKING_URI"] == URI
+
+
+def test_the_registry_can_come_from_a_configmap_instead() -> None:
+    deployment, _ = render(backends=km.Backends(registry_configmap="feast-registry-v3",
+                                                online_store="rediss://redis.example:6380/1"))
+    validate(deployment)
+    pod, main = deployment["spec"]["template"]["spec"], container(deployment)
+    assert pod["volumes"][-1] == {"name": "feast-registry", "configMap": {
+        "name": "feast-registry-v3", "items": [{"key": "registry.db", "path": "registry.db"}]}}
+    assert main["volumeMounts"][-1] == {"name": "feast-registry", "mountPath": "/tmp/mlops/feast", "readOnly": True}
+    assert "MLOPS_PREDICTION_LOG_URL" not in env_of(deployment)
+
+
+def test_without_backends_nothing_feast_is_rendered() -> None:
+    deployment, _ = render()
+    assert [v["name"] for v in deployment["spec"]["template"]["spec"]["volumes"]] == ["scratch"]
+    assert not {"MLOPS_FEAST_ONLINE_STORE", "MLOPS_PREDICTION_LOG_URL"} & set(env_of(deployment))
+
+
+@pytest.mark.parametrize(("backends", "message"), [
+    (km.Backends(state_volume_claim="mlops-state", registry_configmap="reg"),
+     r"state_volume_claim \('mlops-state'\) and registry_configmap \('reg'\) both give the Feast registry"),
+    (km.Backends(online_store="redis://redis:6379/0"),
+     r"online_store is set but the pods get no Feast registry.*set state_volume_claim"),
+    (km.Backends(state_volume_claim="mlops-state", online_store="redis://:s3cret@redis:6379/0"),
+     r"serving\.kubernetes\.online_store: the URL holds a password.*Secret passed in env_secrets"),
+    (km.Backends(prediction_log_url="postgresql://mlops:pw@pg:5432/mlops"),
+     r"prediction_log_url: the URL holds a password"),
+    (km.Backends(state_volume_claim="mlops-state", online_store="sqlite:///tmp/online.db"),
+     r"online_store: got 'sqlite:///tmp/online.db'; expected redis://host:port/"),
+    (km.Backends(prediction_log_url="mysql://db/x"), r"prediction_log_url: got 'mysql://db/x'; expected postgresql"),
+    (km.Backends(state_volume_claim="MLOps_State"),
+     r"state_volume_claim: got 'MLOps_State'; a Kubernetes object name is lowercase"),
+])
+def test_backends_that_cannot_work_or_would_leak_a_password_are_refused(backends: km.Backends,
+                                                                         message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        render(backends=backends)
+
+
+def test_backends_are_taken_out_of_the_serving_kubernetes_mapping() -> None:
+    raw = {"namespace": "ml-serving", "state_volume_claim": "mlops-state", "online_store": "",
+           "prediction_log_url": "postgresql://pg/mlops"}
+    backends = km.Backends.pop_from(raw)
+    assert backends == km.Backends(state_volume_claim="mlops-state", prediction_log_url="postgresql://pg/mlops")
+    assert raw == {"namespace": "ml-serving"}, "the rest validates as KubernetesServing (extra=forbid)"
+    KubernetesServing.model_validate(raw)
+
+
+def test_a_slow_start_is_covered_by_the_startup_probe_not_killed_by_liveness() -> None:
+    main = container(render()[0])
+    startup = main["startupProbe"]
+    assert startup["httpGet"] == {"path": "/health", "port": "http"}
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 120
+    assert "initialDelaySeconds" not in main["livenessProbe"], "liveness starts only after the startup probe passed"

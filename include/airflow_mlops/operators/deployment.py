@@ -8,8 +8,11 @@ target "local" talks to a running serving app (airflow_mlops.serving) over its a
   and defer to CanaryTrigger for the window (worker slot freed). Healthy: deploy it 100 %.
   Breached (or no verdict): restore `champion` to the version that held it before this one (from
   the audit trail, under the registry lease, action "rollback"), deploy that version 100 % (the
-  canary is dropped), tag the bad version `airflow_mlops.canary=failed` with the reason, and fail
-  the task (CanaryFailed, no retry). A retried task that finds the tag repeats the restore only.
+  canary is dropped), tag the bad version `airflow_mlops.canary=failed` with the reason, record the
+  rollback in XCom `champion_rollback`, and fail the task (CanaryFailed, no retry). A retried task
+  that finds the tag repeats the restore only. A failed task sends no asset events, so
+  ChampionRollbackEventOperator (a teardown after it) turns that XCom into the event for
+  `mlops.model.<name>.champion` that batch inference and other champion-scheduled DAGs need.
 
 target "kubernetes": render the Deployment + Service (core/k8s_manifests.py), apply them with
 server-side apply through the cncf provider's KubernetesHook, wait for the rollout, and on a
@@ -23,10 +26,13 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowFailException
 
+from airflow_mlops import exceptions as errors
 from airflow_mlops.core.lineage import TAG_PREFIX
-from airflow_mlops.exceptions import MLOpsError
+from airflow_mlops.exceptions import CanaryFailed, RolloutFailed
+
+# The class the serving client raises; the same object as airflow_mlops.exceptions.DeploymentFailed once
+# hooks/serving.py imports it from there (until then RolloutFailed subclasses the exceptions one).
 from airflow_mlops.hooks.serving import DeploymentFailed
 
 if TYPE_CHECKING:
@@ -35,19 +41,13 @@ if TYPE_CHECKING:
     from airflow_mlops.hooks.mlflow_registry import ModelRegistry
     from airflow_mlops.hooks.serving import ServingAdminClient
 
-__all__ = ["CanaryFailed", "DeployModelOperator", "DeploymentFailed", "RolloutFailed"]
+__all__ = ["CanaryFailed", "ChampionRollbackEventOperator", "DeployModelOperator", "DeploymentFailed",
+           "RolloutFailed"]
 TAG_CANARY = f"{TAG_PREFIX}canary"
 TAG_CANARY_REASON = f"{TAG_PREFIX}canary_reason"
 DEFER_GRACE = timedelta(minutes=10)  # the trigger ends itself at window end; this only catches a lost triggerer
 TARGETS, MODES, ON_INCONCLUSIVE = ("local", "kubernetes"), ("full", "canary"), ("rollback", "promote")
-
-
-class RolloutFailed(DeploymentFailed, AirflowFailException):
-    """A Kubernetes rollout did not complete in time and was rolled back (no retry: it would hang again)."""
-
-
-class CanaryFailed(MLOpsError, AirflowFailException):
-    """The canary breached a limit or gave no verdict; the champion was restored (no retry)."""
+ROLLBACK_XCOM = "champion_rollback"  # {model, version (restored), rolled_back_from, reason, audit_seq}
 
 
 class DeployModelOperator(BaseOperator):
@@ -166,7 +166,7 @@ class DeployModelOperator(BaseOperator):
                 smoke = self._smoke(client, version)
             except DeploymentFailed as err:
                 undone = self._undo(client, previous)
-                raise DeploymentFailed(f"{self.model_name} v{version} is loaded but {err}; {undone}") from None
+                raise errors.DeploymentFailed.smoke_failed(self.model_name, version, str(err), undone) from None
         self.log.info("%s v%s serves 100 %% of %s (was v%s)", self.model_name, version, client.url, previous)
         return {"name": self.model_name, "version": version, "target": "local", "mode": "full", "url": client.url,
                 "previous": previous, "status": status, "smoke": smoke, "canary": dict(canary) if canary else None}
@@ -248,10 +248,8 @@ class DeployModelOperator(BaseOperator):
             dropped = "no earlier version to serve instead: the canary stays loaded; deploy a good version by hand"
         if serving and serving != version:
             dropped = self._undo(client, serving).replace("deployed again", "deployed (canary dropped)")
-        raise CanaryFailed(
-            f"{self.model_name} v{version}: {reason}. {note}. Serving at {client.url}: {dropped}. v{version} is "
-            f"tagged {TAG_CANARY}={outcome} (reason in {TAG_CANARY_REASON}); retrain or deploy by hand once fixed"
-        )
+        raise CanaryFailed.rolled_back(self.model_name, version, reason, note, client.url, dropped, TAG_CANARY, outcome,
+                                       TAG_CANARY_REASON, restored)
 
     # ------------------------------------------------------------------------------ registry
     def _restore_champion(self, registry: ModelRegistry, context: Context, version: str, reason: str,
@@ -268,6 +266,8 @@ class DeployModelOperator(BaseOperator):
         mine = [e for e in registry.history() if e.action == "rollback" and e.previous == version
                 and (e.dag_id, e.run_id) == (dag_id, run_id) and run_id]
         if mine:
+            _record_rollback(context, self.model_name, mine[-1].version, version, mine[-1].reason or reason,
+                             mine[-1].seq)
             return mine[-1].version, f"champion was already restored to v{mine[-1].version} (audit #{mine[-1].seq})"
         with registry.lease(f"{dag_id}/{run_id}/{getattr(ti, 'task_id', 'deploy')}"):
             current = registry.alias_version(CHAMPION)
@@ -284,6 +284,7 @@ class DeployModelOperator(BaseOperator):
                 reason=reason[:4000]))
         self.log.warning("%s: champion restored v%s -> v%s (audit #%s): %s", self.model_name, version, previous,
                          event.seq, reason)
+        _record_rollback(context, self.model_name, previous, version, reason, event.seq)
         return previous, f"champion alias restored from v{version} to v{previous} (audit #{event.seq})"
 
     def _tag(self, registry: ModelRegistry, version: str, outcome: str, reason: str) -> None:
@@ -306,8 +307,7 @@ class DeployModelOperator(BaseOperator):
 
         champion = self._registry_call(lambda registry: registry.alias_version(CHAMPION))
         if champion is None:
-            raise DeploymentFailed(f"{self.model_name} has no version with alias champion and no version was "
-                                   "given; promote one first (training DAG) or pass version=")
+            raise errors.DeploymentFailed.no_champion(self.model_name)
         return str(champion)
 
     # ------------------------------------------------------------------------------ serving app
@@ -327,3 +327,65 @@ def _as_dict(value: Any) -> dict[str, Any]:
     import json
 
     return dict(json.loads(value) if isinstance(value, str) else value)
+
+
+def _record_rollback(context: Context, model: str, restored: str, rolled_back_from: str, reason: str,
+                     audit_seq: int | None) -> None:
+    """XCom `champion_rollback` for ChampionRollbackEventOperator: this task fails next, and Airflow keeps a
+    failed try's XComs but sends no outlet events for it (task_runner: only SucceedTask carries them)."""
+    push = getattr(context.get("ti"), "xcom_push", None)
+    if push is not None:
+        push(key=ROLLBACK_XCOM, value={"model": model, "version": str(restored), "rolled_back_from": str(
+            rolled_back_from), "reason": reason[:4000], "audit_seq": audit_seq})
+
+
+class ChampionRollbackEventOperator(BaseOperator):
+    """After a deploy task rolled the champion back: an asset event for `mlops.model.<name>.champion`.
+
+    A canary that is rolled back fails its deploy task (CanaryFailed), and Airflow 3.3 sends outlet events
+    only with a successful task, so the deploy task cannot tell batch inference (scheduled on the
+    champion asset) that the champion changed back. This task can: it reads the rollback the deploy task
+    recorded (XCom `champion_rollback`) and, only if there is one, adds an event for
+    `champion_asset(model_name)` through its AssetAlias outlet, extra {version (restored), reason,
+    rolled_back_from, audit_seq, action: "rollback"}. No rollback: no event (a static Asset outlet
+    would emit one on every run).
+
+    Use it as a teardown after the deploy task (`.as_teardown()`, no setups): it runs whatever the deploy
+    task's state, and a teardown does not decide the DAG run's state, so the run still fails with the deploy.
+
+    :param model_name: registered model name. (templated)
+    :param deploy_task_id: the DeployModelOperator task whose rollback is reported.
+    :return: the event's extra, or None when nothing was rolled back.
+    """
+
+    template_fields: Sequence[str] = ("model_name",)
+    ui_color = "#f7dcdc"
+
+    def __init__(self, *, model_name: str, deploy_task_id: str = "deploy", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        from airflow.sdk import AssetAlias
+
+        if not any(isinstance(outlet, AssetAlias) for outlet in self.outlets):
+            raise ValueError(f"{self.task_id}: outlets must include an AssetAlias (e.g. AssetAlias("
+                             f"'mlops.model.<name>.champion.restored')): the event for the champion asset is added "
+                             f"through it, and only in a run that rolled back; got {self.outlets!r}")
+        self.model_name = model_name
+        self.deploy_task_id = deploy_task_id
+
+    def execute(self, context: Context) -> dict[str, Any] | None:
+        from airflow.sdk import AssetAlias
+
+        from airflow_mlops.dags.assets import champion_asset
+
+        rollback = context["ti"].xcom_pull(task_ids=self.deploy_task_id, key=ROLLBACK_XCOM)
+        if not rollback:
+            self.log.info("%s did not roll the champion of %s back: no event", self.deploy_task_id, self.model_name)
+            return None
+        extra = {"action": "rollback", **{key: rollback.get(key) for key in (
+            "version", "rolled_back_from", "reason", "audit_seq")}}
+        for outlet in self.outlets:
+            if isinstance(outlet, AssetAlias):
+                context["outlet_events"][outlet].add(champion_asset(self.model_name), extra=extra)
+        self.log.warning("%s: champion back on v%s (from v%s): asset event %s", self.model_name, extra["version"],
+                         extra["rolled_back_from"], champion_asset(self.model_name).name)
+        return extra

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from airflow_mlops.core import k8s_manifests
+from airflow_mlops.exceptions import ComputeConfigError, RolloutFailed
 
 if TYPE_CHECKING:
     from airflow_mlops.operators.deployment import DeployModelOperator
@@ -31,16 +32,23 @@ def deploy_to_kubernetes(operator: DeployModelOperator, version: str) -> dict[st
     from airflow_mlops.core.spec import KubernetesServing
     from airflow_mlops.operators.deployment import _as_dict
 
-    serving = KubernetesServing.model_validate(_as_dict(operator.kubernetes or {}))
+    raw = _as_dict(operator.kubernetes or {})
+    # Feast registry/online store and prediction log: read from the same serving.kubernetes mapping, so the
+    # spec fields flow through the factory's `serving.kubernetes.model_dump()` unchanged.
+    backends = k8s_manifests.Backends.pop_from(raw)
+    serving = KubernetesServing.model_validate(raw)
     env: dict[str, str] = {}
     if not operator.mlflow_secret:
         from airflow_mlops.operators.kubernetes import mlflow_env
 
         env = mlflow_env(operator.mlflow_conn_id)
-    manifests = k8s_manifests.render(
-        operator.model_name, version, serving, tracking_uri=env.pop("MLFLOW_TRACKING_URI", None),
-        mlflow_secret=operator.mlflow_secret, admin_secret=operator.admin_secret,
-        extra_env={**env, **(operator.pod_env or {})}, env_secrets=tuple(operator.env_secrets))
+    try:
+        manifests = k8s_manifests.render(
+            operator.model_name, version, serving, tracking_uri=env.pop("MLFLOW_TRACKING_URI", None),
+            mlflow_secret=operator.mlflow_secret, admin_secret=operator.admin_secret,
+            extra_env={**env, **(operator.pod_env or {})}, env_secrets=tuple(operator.env_secrets), backends=backends)
+    except ValueError as err:  # configuration: a retry renders the same thing
+        raise ComputeConfigError(f"{operator.task_id}: {err}") from None
     for manifest in manifests:
         k8s_manifests.check_round_trip(manifest)
     hook = KubernetesHook(conn_id=operator.kubernetes_conn_id)
@@ -53,8 +61,6 @@ def deploy_to_kubernetes(operator: DeployModelOperator, version: str) -> dict[st
 def apply_and_wait(hook: Any, manifests: list[dict[str, Any]], *, timeout: float, poll: float,
                    log: Any) -> dict[str, Any]:
     """Apply [Deployment, Service]; wait for the rollout; roll the template back and raise if it sticks."""
-    from airflow_mlops.operators.deployment import RolloutFailed
-
     deployment, service = manifests
     name, namespace = deployment["metadata"]["name"], deployment["metadata"]["namespace"]
     apps, core = hook.apps_v1_client, hook.core_v1_client
@@ -71,12 +77,7 @@ def apply_and_wait(hook: Any, manifests: list[dict[str, Any]], *, timeout: float
                 k8s_manifests.LABEL_VERSION: labels[k8s_manifests.LABEL_VERSION]}
     pods = pod_problems(core, namespace, selector)
     undone = rollback(apps, name, namespace, before)
-    raise RolloutFailed(
-        f"deployment {namespace}/{name} did not roll out v{_version_of(deployment)} within {timeout:.0f}s "
-        f"({why}); pods: {'; '.join(pods) or 'none reported a problem'}; {undone}. Fix the image/resources or "
-        "raise serving.kubernetes.rollout_timeout_seconds; `kubectl -n "
-        f"{namespace} describe deployment {name}` shows the events"
-    )
+    raise RolloutFailed.stuck(namespace, name, _version_of(deployment), timeout, why, pods, undone)
 
 
 def _read(apps: Any, name: str, namespace: str) -> dict[str, Any] | None:
