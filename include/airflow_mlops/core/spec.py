@@ -19,6 +19,7 @@ from airflow_mlops.exceptions import SpecError
 
 NAME_RE = r"^[a-z][a-z0-9_]{1,62}$"
 IMPORT_PATH_RE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+$")
+K8S_NAME = r"^[a-z0-9]([-.a-z0-9]*[a-z0-9])?$"  # a Kubernetes object name
 DURATION = r"^\d+[smhd]$"  # 90s, 15m, 6h, 7d (see duration_seconds)
 METRICS = ("roc_auc", "accuracy", "f1", "precision", "recall", "log_loss", "average_precision", "brier")
 
@@ -170,6 +171,15 @@ class KubernetesServing(_Strict):
     cpu: str = Field(default="500m", pattern=r"^\d+(\.\d+)?m?$")
     memory: str = Field(default="1Gi", pattern=r"^\d+(Ki|Mi|Gi|Ti|K|M|G|T)?$")
     rollout_timeout_seconds: int = Field(default=600, ge=30)
+    state_volume_claim: str | None = Field(
+        default=None, pattern=K8S_NAME,
+        description="PVC holding MLOPS_HOME: its feast/ folder (Feast registry) is mounted read-only in the pods")
+    registry_configmap: str | None = Field(
+        default=None, pattern=K8S_NAME, description="instead of the PVC: a ConfigMap with key registry.db")
+    online_store: str | None = Field(
+        default=None, description="pods' MLOPS_FEAST_ONLINE_STORE, redis://host:port/db (no password)")
+    prediction_log_url: str | None = Field(
+        default=None, description="pods' MLOPS_PREDICTION_LOG_URL, postgresql://user@host/db (no password)")
 
 
 class Serving(_Strict):

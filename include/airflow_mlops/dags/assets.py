@@ -61,6 +61,11 @@ def performance_asset(model: str) -> Asset:
     return Asset(name=f"mlops.performance.{model}", uri=f"mlops://performance/{model}", group="mlops")
 
 
+def champion_restored_alias(model: str) -> AssetAlias:
+    """The deploy teardown's outlet: a `champion_asset(model)` event only when a failed canary was rolled back."""
+    return AssetAlias(name=f"mlops.model.{model}.champion.restored", group="mlops")
+
+
 def drift_alias(model: str) -> AssetAlias:
     """The drift check's outlet: it adds a `drift_asset(model)` event through it only when drift is detected."""
     return AssetAlias(name=f"mlops.drift.{model}.detected", group="mlops")

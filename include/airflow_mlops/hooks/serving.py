@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
 
-from airflow_mlops.exceptions import MLOpsError
+from airflow_mlops.exceptions import DeploymentFailed  # re-exported: the deploy client raises it
 
 if TYPE_CHECKING:
     import httpx
@@ -25,17 +25,6 @@ log = logging.getLogger(__name__)
 
 ADMIN_TOKEN_ENV = "MLOPS_SERVING_ADMIN_TOKEN"
 DEFAULT_URL = "http://127.0.0.1:8000"
-
-
-class DeploymentFailed(MLOpsError):
-    """The serving app or Kubernetes did not take the version; the message says what still serves.
-
-    `status` is the serving app's HTTP answer when it gave one (409: the version cannot load).
-    """
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class ServingHook(BaseHook):
