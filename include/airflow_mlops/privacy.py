@@ -20,6 +20,8 @@ TELEMETRY_OFF: dict[str, str] = {
     "SCARF_ANALYTICS": "false",
     "HF_HUB_OFFLINE": "1",
     "TQDM_DISABLE": "1",
+    # not telemetry, log hygiene: MLflow's artifact download bars flood task logs
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
 }
 
 

@@ -48,3 +48,9 @@ def test_empty_window_and_unknown_model(tmp_path: Path) -> None:
     assert read_prediction_window("m", T0 - timedelta(days=3), T0, directory=tmp_path).frame.empty
     nothing = read_prediction_window("nobody", T0, T0 + timedelta(days=1), directory=tmp_path)
     assert nothing.frame.empty and nothing.sampled_from == 0
+
+
+def test_a_small_window_in_a_busy_day_is_not_sampled(tmp_path: Path) -> None:
+    _log(tmp_path, 1500)  # one file set spanning the window and far more outside it
+    got = read_prediction_window("m", T0, T0 + timedelta(minutes=300), directory=tmp_path, sample_rows=1000)
+    assert got.sampled_from == 300 and len(got.frame) == 300 and not got.sampled

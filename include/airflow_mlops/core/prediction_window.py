@@ -90,22 +90,30 @@ def _read_parquet(root: Path, model: str, start: datetime, end: datetime, sample
     import pyarrow.parquet as pq
 
     files = _partitions(root, model, start, end)
-    upper = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
-    fraction = 1.0 if not sample_rows or upper <= sample_rows else sample_rows / upper
+    # Count the window's rows first (the `time` column only) so the fraction is relative to the window,
+    # not to whole day files that also hold rows outside it.
+    in_window = [_window_mask(pq.read_table(path, columns=["time"]).column("time"), start, end) for path in files]
+    total = sum(int(pc.sum(mask).as_py() or 0) for mask in in_window)
+    fraction = 1.0 if not sample_rows or total <= sample_rows else sample_rows / total
     rng = np.random.default_rng(seed)
-    parts, total = [], 0
-    for path in files:
-        table = pq.read_table(path)
-        stamps = table.column("time")
-        table = table.filter(pc.and_(pc.greater_equal(stamps, start), pc.less(stamps, end)))
-        total += table.num_rows
-        if fraction < 1.0 and table.num_rows:
+    parts = []
+    for path, mask in zip(files, in_window, strict=True):
+        if not pc.any(mask).as_py():
+            continue
+        table = pq.read_table(path).filter(mask)
+        if fraction < 1.0:
             table = table.take(np.flatnonzero(rng.random(table.num_rows) < fraction))
         if table.num_rows:
             parts.append(table.to_pandas())
     frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=[*BASE_COLUMNS, "entity_key",
                                                                                        "features"])
     return frame, total
+
+
+def _window_mask(stamps: Any, start: datetime, end: datetime) -> Any:
+    import pyarrow.compute as pc
+
+    return pc.and_(pc.greater_equal(stamps, start), pc.less(stamps, end))
 
 
 def _read_postgres(url: str, model: str, start: datetime, end: datetime, sample_rows: int | None,

@@ -1,0 +1,263 @@
+"""dag.test() of EvidentlyDriftCheckOperator against a real SQLite MLflow registry and a real prediction log.
+
+Setup (in a subprocess with its own migrated Airflow metadata DB, MLOPS_HOME and MLflow store):
+model `drift_demo` v1 is champion, trained on a 2,000-row parquet snapshot recorded in its tag
+`airflow_mlops.training_set.path`; its training run logged `training/summary.json` with the four
+feature columns. PredictionLog (the serving app's writer) logs predictions in four 6-hour windows:
+
+- drifted: 1,500 rows, trip_km and surge shifted, avg_rating never sent (sample_rows=1000 → sampled);
+- quiet: 400 rows drawn like the snapshot;
+- empty: no rows; few: 20 rows (< min_rows=100).
+
+One small DAG per window runs the operator with `outlets=[drift_alias(model)]`; then the snapshot is
+moved away and the drifted DAG runs again. The runner reads task states, asset events, the extra
+link XCom and the monitoring history (fine in a test, never in a task).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+MODEL = "drift_demo"
+
+DAG_FILE = """
+from datetime import UTC, datetime
+
+from airflow.sdk import DAG
+
+from airflow_mlops.core.spec import Monitoring
+from airflow_mlops.dags.assets import drift_alias
+from airflow_mlops.operators.evidently import EvidentlyDriftCheckOperator
+
+MODEL = "drift_demo"
+ENDS = {"drifted": datetime(2026, 11, 20, 6, tzinfo=UTC), "quiet": datetime(2026, 11, 20, 12, tzinfo=UTC),
+        "empty": datetime(2026, 11, 20, 18, tzinfo=UTC), "few": datetime(2026, 11, 21, 0, tzinfo=UTC)}
+MONITORING = {
+    "window": "6h", "min_rows": 100,
+    "drift": {"method": "psi", "threshold": 0.2, "drift_share": 0.5, "sample_rows": 1000,
+              "columns": {"trip_km": {"method": "ks", "threshold": 0.01}}},
+}
+
+for name, end in ENDS.items():
+    with DAG(f"drift_{name}", schedule=None, start_date=datetime(2026, 11, 1, tzinfo=UTC), tags=["test"]):
+        EvidentlyDriftCheckOperator(task_id="drift", model_name=MODEL,
+                                    monitoring=Monitoring.model_validate(MONITORING).model_dump(mode="json"),
+                                    window_end=end.isoformat(), outlets=[drift_alias(MODEL)])
+"""
+
+RUNNER = """
+import json
+import sys
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+
+import mlflow
+import mlflow.sklearn
+import numpy as np
+import pandas as pd
+from airflow.models.asset import AssetEvent, AssetModel
+from airflow.models.taskinstance import TaskInstance
+from airflow.models.xcom import XComModel
+from airflow.dag_processing.dagbag import DagBag
+from airflow.utils.session import create_session
+from sklearn.linear_model import LogisticRegression
+from sqlalchemy import select
+
+from airflow_mlops import config
+from airflow_mlops.core import monitoring_history
+from airflow_mlops.core.lineage import TAG_TRAINING_SET_PATH
+from airflow_mlops.core.spec import Monitoring
+from airflow_mlops.hooks.mlflow import MLflowHook
+from airflow_mlops.operators.evidently import EvidentlyDriftCheckOperator
+from airflow_mlops.serving.prediction_log import PredictionLog
+
+sys.path.insert(0, sys.argv[1])
+from drift_dags import ENDS, MODEL, MONITORING  # noqa: E402  (the DAG file: one DAG per window)
+
+FEATURES = ["trip_km", "surge", "conv_rate", "avg_rating"]
+rng = np.random.default_rng(7)
+
+
+def draw(n, shifted=False):
+    return pd.DataFrame({"trip_km": rng.gamma(2.0, 6.0 if shifted else 3.0, n),
+                         "surge": rng.normal(2.2 if shifted else 1.2, 0.2, n),
+                         "conv_rate": rng.beta(4, 6, n), "avg_rating": rng.normal(4.6, 0.2, n)})
+
+
+# ---- champion with a snapshot ------------------------------------------------------------------
+home = config.paths()
+snapshot = home.training_sets_dir / MODEL / "snapshot.parquet"
+snapshot.parent.mkdir(parents=True)
+train = draw(2000).assign(driver_id=rng.integers(1000, 1050, 2000), zone="centre",
+                          event_timestamp=pd.Timestamp("2026-11-01", tz="UTC"), completed=rng.integers(0, 2, 2000))
+train.to_parquet(snapshot, index=False)
+hook = MLflowHook()
+experiment = hook.experiment_id(MODEL)
+with hook.activated() as client:
+    with mlflow.start_run(experiment_id=experiment) as run:
+        fitted = LogisticRegression().fit(train[FEATURES], train["completed"])
+        info = mlflow.sklearn.log_model(fitted, name="model", serialization_format="cloudpickle",
+                                        pip_requirements=["scikit-learn"])
+        mlflow.log_dict({"feature_columns": FEATURES}, "training/summary.json")
+    client.create_registered_model(MODEL)
+    version = client.create_model_version(MODEL, info.model_uri, run.info.run_id,
+                                          tags={TAG_TRAINING_SET_PATH: str(snapshot)}).version
+    client.set_registered_model_alias(MODEL, "champion", version)
+train_run = run.info.run_id
+
+# ---- the prediction log -----------------------------------------------------------------------
+sizes = {"drifted": 1500, "quiet": 400, "empty": 0, "few": 20}
+with PredictionLog(flush_rows=500) as log:
+    for name, rows in sizes.items():
+        frame = draw(rows, shifted=name == "drifted")
+        if name == "drifted":
+            frame = frame.drop(columns=["avg_rating"])  # the serving path stopped sending it
+        start = ENDS[name] - timedelta(hours=6)
+        for i, row in enumerate(frame.to_dict("records")):
+            log.append({"request_id": f"{name}-{i}", "time": start + timedelta(seconds=10 * i), "model": MODEL,
+                        "model_version": version, "route": "champion", "entity_key": {"driver_id": 1000 + i % 50},
+                        "features": row, "prediction": 0.5, "protocol": "predict"})
+
+monitoring = Monitoring.model_validate(MONITORING).model_dump(mode="json")
+
+
+dags = DagBag(dag_folder=sys.argv[1]).dags
+
+
+def xcom(run_id, key):
+    with create_session() as session:
+        row = session.execute(select(XComModel.value).where(XComModel.run_id == run_id,
+                                                            XComModel.key == key)).first()
+    value = row[0] if row else None
+    try:
+        return json.loads(value) if isinstance(value, str) else value
+    except ValueError:
+        return value
+
+
+def run(name):
+    dag_run = dags[f"drift_{name}"].test()
+    with create_session() as session:
+        state = session.execute(select(TaskInstance.state).where(TaskInstance.run_id == dag_run.run_id)).scalar()
+        events = session.execute(select(AssetModel.name, AssetEvent).join(AssetEvent, AssetEvent.asset_id ==
+                                 AssetModel.id).where(AssetEvent.source_run_id == dag_run.run_id)).all()
+        events = [{"asset": n, "extra": e.extra, "aliases": sorted(a.name for a in e.source_aliases)}
+                  for n, e in events]
+    return {"state": str(dag_run.state), "task": str(state), "run_id": dag_run.run_id, "events": events,
+            "result": xcom(dag_run.run_id, "return_value"), "link": xcom(dag_run.run_id, "_link_DriftReportLink")}
+
+
+results = {name: run(name) for name in ENDS}
+artifacts = [f.path for f in MLflowHook().get_conn().list_artifacts(train_run, "monitoring/drift")]
+results["artifacts"] = [f.path for d in artifacts for f in MLflowHook().get_conn().list_artifacts(train_run, d)]
+
+snapshot.rename(snapshot.with_name("moved.parquet"))
+results["missing"] = run("drifted")
+try:
+    EvidentlyDriftCheckOperator(task_id="drift", model_name=MODEL, monitoring=monitoring,
+                                window_end=ENDS["drifted"].isoformat()).execute(
+        {"ti": SimpleNamespace(dag_id="adhoc", run_id="manual"), "run_id": "manual"})
+    results["missing_error"] = None
+except Exception as exc:
+    results["missing_error"] = f"{type(exc).__name__}: {exc}"
+results["history"] = monitoring_history.history(MODEL, "drift")
+results["train_run"] = train_run
+print("RESULT " + json.dumps(results, default=str))
+"""
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    tmp = tmp_path_factory.mktemp("drift_operator")
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("AIRFLOW_", "AIRFLOW__", "MLFLOW_TRACKING", "MLFLOW_REGISTRY", "MLOPS_"))}
+    env.update(AIRFLOW_HOME=str(tmp / "airflow"), AIRFLOW__CORE__LOAD_EXAMPLES="False",
+               AIRFLOW__CORE__DAGS_FOLDER=str(tmp / "dags"), MLOPS_HOME=str(tmp / "home"))
+    (tmp / "dags").mkdir()
+    (tmp / "dags" / "drift_dags.py").write_text(DAG_FILE)
+    airflow = Path(sys.executable).with_name("airflow")
+    subprocess.run([str(airflow), "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", RUNNER, str(tmp / "dags")], env=env, capture_output=True,
+                          text=True, timeout=540, cwd=tmp, check=False)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert done.returncode == 0 and lines, (done.stdout + done.stderr)[-4000:]
+    return {**json.loads(lines[-1][len("RESULT "):]), "home": tmp / "home", "output": done.stdout + done.stderr}
+
+
+def test_drift_emits_exactly_one_event_with_share_columns_report_and_window(runs: dict[str, Any]) -> None:
+    drifted = runs["drifted"]
+    assert (drifted["state"], drifted["task"]) == ("success", "success")
+    assert [e["asset"] for e in drifted["events"]] == [f"mlops.drift.{MODEL}"]
+    event = drifted["events"][0]
+    extra = event["extra"]
+    assert event["aliases"] == [f"mlops.drift.{MODEL}.detected"]
+    assert extra["share"] == 0.75 and extra["threshold"] == 0.5 and extra["model_version"] == "1"
+    assert set(extra["drifted_columns"]) == {"trip_km", "surge", "avg_rating"}
+    trip, surge, rating = (extra["drifted_columns"][c] for c in ("trip_km", "surge", "avg_rating"))
+    assert trip["method"] == "ks" and trip["threshold"] == 0.01 and trip["score"] < 0.01  # a p-value
+    assert surge["method"] == "psi" and surge["threshold"] == 0.2 and surge["score"] >= 0.2  # a distance
+    assert rating == {"method": "psi", "score": None, "threshold": 0.2, "reason": "missing in current data"}
+    assert extra["window"] == {"start": "2026-11-20T00:00:00+00:00", "end": "2026-11-20T06:00:00+00:00"}
+    # The log read samples to about sample_rows (core.prediction_window): fewer rows, the window size stated.
+    assert extra["sampled_from"] == 1500 and 300 < extra["rows"] <= 1000
+    relpath = f"{MODEL}/drift_drifted/{drifted['run_id']}".replace(":", "_").replace("+", "_")
+    assert extra["report_uri"] == f"/mlops/reports/drift/{relpath}/report.html"
+    assert drifted["link"] == extra["report_uri"]
+    result = drifted["result"]
+    assert result["status"] == "detected" and result["report"]["url"] == extra["report_uri"]
+    page = Path(result["report"]["html"]).read_text()
+    assert "uniform random sample (seed 0" in page and "of 1,500 rows" in page
+    stored = json.loads(Path(result["report"]["json"]).read_text())
+    assert stored["drifted_columns"] == extra["drifted_columns"] and stored["model_version"] == "1"
+    assert {c["column"]: c["evidently_status"] for c in stored["columns"]} == {
+        "trip_km": "FAIL", "surge": "FAIL", "conv_rate": "SUCCESS", "avg_rating": None}
+    logged = [f"monitoring/drift/{stamp}/{name}" for stamp in ("2026-11-20T060000Z", "2026-11-20T120000Z")
+              for name in ("report.html", "result.json")]  # the drifted and the quiet run, on the champion's run
+    assert sorted(runs["artifacts"]) == logged
+
+
+def test_no_drift_emits_no_event_but_is_recorded(runs: dict[str, Any]) -> None:
+    quiet = runs["quiet"]
+    assert (quiet["state"], quiet["task"], quiet["events"]) == ("success", "success", [])
+    assert quiet["result"]["status"] == "ok" and quiet["result"]["share"] < 0.5
+    assert quiet["result"]["sampled_from"] == 400 and quiet["result"]["sampling"]["current_total"] == 400
+    assert 0 < quiet["result"]["rows"] == quiet["result"]["sampling"]["current_rows"] <= 400
+    assert Path(quiet["result"]["report"]["html"]).is_file() and quiet["link"] == quiet["result"]["report"]["url"]
+
+
+@pytest.mark.parametrize(("name", "rows"), [("empty", 0), ("few", 20)])
+def test_a_window_below_min_rows_is_skipped_with_a_clear_reason_and_no_event(runs: dict[str, Any], name: str,
+                                                                             rows: int) -> None:
+    got = runs[name]
+    assert (got["state"], got["task"], got["events"]) == ("success", "success", [])
+    assert got["result"]["status"] == "skipped" and got["result"]["report"] is None and not got["link"]
+    assert f"holds {rows} predictions of {MODEL}, fewer than monitoring.min_rows=100" in got["result"]["reason"]
+    assert f"drift check skipped: {got['result']['reason']}" in runs["output"]  # the task log says it
+
+
+def test_a_missing_snapshot_fails_naming_the_model_version_and_the_path(runs: dict[str, Any]) -> None:
+    missing = runs["missing"]
+    assert (missing["state"], missing["task"], missing["events"]) == ("failed", "failed", [])
+    error = runs["missing_error"]
+    assert error.startswith("DriftReferenceMissing: drift_demo version 1 (champion): training-set snapshot ")
+    assert "snapshot.parquet" in error and "does not exist" in error and "retrain" in error
+
+
+def test_every_run_appends_one_history_record(runs: dict[str, Any]) -> None:
+    history = runs["history"]
+    assert [r["status"] for r in history] == ["detected", "ok", "skipped", "skipped", "error", "error"]
+    detected = history[0]
+    assert detected["value"] == 0.75 and detected["threshold"] == 0.5 and detected["model_version"] == "1"
+    assert detected["details"]["report_uri"] == runs["drifted"]["result"]["report_uri"]
+    assert detected["details"]["sampling"]["sampled"] is True and detected["dag_id"] == "drift_drifted"
+    assert history[2]["details"]["reason"].startswith("window 2026-11-20T12:00:00+00:00 → ")
+    assert "does not exist" in history[4]["details"]["error"]
