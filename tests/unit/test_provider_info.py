@@ -1,0 +1,38 @@
+"""Every module and class named in the provider info exists (a typo would hide it from Airflow silently)."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+import pytest
+
+import airflow_mlops
+from airflow_mlops.provider import get_provider_info
+
+pytestmark = pytest.mark.unit
+SECTIONS = ("hooks", "operators", "sensors", "triggers")
+
+
+def _declared_modules() -> set[str]:
+    info = get_provider_info()
+    return {module for section in SECTIONS for entry in info[section] for module in entry["python-modules"]}
+
+
+@pytest.mark.parametrize("module", sorted(_declared_modules()))
+def test_declared_module_imports(module: str) -> None:
+    importlib.import_module(module)
+
+
+@pytest.mark.parametrize("path", get_provider_info()["extra-links"])
+def test_declared_extra_link_resolves(path: str) -> None:
+    module, _, name = path.rpartition(".")
+    assert hasattr(importlib.import_module(module), name), path
+
+
+def test_every_operator_sensor_trigger_and_hook_module_is_declared() -> None:
+    declared = _declared_modules()
+    package = airflow_mlops.__path__
+    found = {f"airflow_mlops.{info.name}" for info in pkgutil.walk_packages(package, "")
+             if info.name.split(".")[0] in SECTIONS and not info.ispkg}
+    assert found - declared == set(), "add these modules to provider.get_provider_info()"
