@@ -29,7 +29,7 @@ def test_no_import_errors(dagbag) -> None:
 
 def test_expected_dags(dagbag) -> None:
     assert set(dagbag.dag_ids) == {"mlops_features", "ride_completion__train", "ride_completion__rollback",
-                                   "ride_completion__batch_predict"}
+                                   "ride_completion__batch_predict", "ride_completion__monitor"}
 
 
 def test_every_dag_has_tags_owner_doc_and_retries(dagbag) -> None:
@@ -44,12 +44,35 @@ def test_every_dag_has_tags_owner_doc_and_retries(dagbag) -> None:
 def test_training_dag_chain_and_schedule(dagbag) -> None:
     dag = dagbag.dags["ride_completion__train"]
     assert [t.task_id for t in dag.topological_sort()] == [
-        "build_training_set", "train", "evaluate", "register", "model_card", "promote"]
+        "retrain_gate", "build_training_set", "train", "evaluate", "register", "model_card", "promote"]
     assert dag.get_task("promote").outlets[0].name == "mlops.model.ride_completion.champion"
-    # Asset OR time: materialized features retrain it, and so does the spec's weekly cron.
-    assert dag.timetable.asset_condition.name == "mlops.features.driver_hourly_stats"
+    # Asset OR time: materialized features, drift or degraded performance retrain it (the gate applies the
+    # cooldown to the monitoring events), and so does the spec's weekly cron.
+    assert [a.name for a in dag.timetable.asset_condition.objects] == [
+        "mlops.features.driver_hourly_stats", "mlops.drift.ride_completion", "mlops.performance.ride_completion"]
+    assert dag.get_task("retrain_gate").gated_assets == ["mlops.drift.ride_completion",
+                                                         "mlops.performance.ride_completion"]
+    assert dag.get_task("retrain_gate").cooldown == "6h"
     assert dag.timetable.timetable.expression == "0 0 * * 0"
     assert "ride_completion.yaml" in dag.doc_md
+
+
+def test_monitoring_dag_checks_run_independently_then_summarize(dagbag) -> None:
+    from airflow.sdk import AssetAlias
+
+    dag = dagbag.dags["ride_completion__monitor"]
+    checks = ["check_drift", "check_performance", "check_skew", "check_freshness"]
+    for task_id in checks:
+        assert dag.get_task(task_id).upstream_task_ids == set(), task_id
+    summary = dag.get_task("summary")
+    assert summary.upstream_task_ids == set(checks) and summary.trigger_rule == "all_done"
+    assert dag.get_task("check_drift").outlets == [AssetAlias("mlops.drift.ride_completion.detected", group="mlops")]
+    assert dag.get_task("check_performance").outlets == [
+        AssetAlias("mlops.performance.ride_completion.degraded", group="mlops")]
+    # hourly OR a new label file (AssetWatcher)
+    assert dag.timetable.timetable.expression == "0 * * * *"
+    assert dag.timetable.asset_condition.name == "mlops.labels.ride_completion"
+    assert dag.max_active_runs == 1
 
 
 def test_feature_dag_emits_view_assets(dagbag) -> None:
@@ -81,3 +104,20 @@ def test_bad_spec_becomes_an_import_error_naming_the_file(tmp_path: Path, monkey
     bag = DagBag(dag_folder=str(DAGS))
     [error] = bag.import_errors.values()
     assert f"{tmp_path}/ride_completion.yaml: training.estimator" in error
+
+
+def test_a_canary_deploy_gets_the_champion_restored_teardown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow.sdk import AssetAlias
+
+    from airflow_mlops.dags import build_dags
+
+    data = yaml.safe_load((PROJECT / "include" / "models" / "ride_completion.yaml").read_text())
+    data["serving"] = {"target": "local", "url": "http://127.0.0.1:8000"}
+    data["promotion"]["canary"] = {"traffic": 0.1}
+    (tmp_path / "ride_completion.yaml").write_text(yaml.safe_dump(data))
+    monkeypatch.setenv("MLOPS_MODELS_DIR", str(tmp_path))
+    dag = build_dags()["ride_completion__train"]
+    restored = dag.get_task("champion_restored")
+    assert restored.is_teardown and restored.upstream_task_ids == {"deploy"}
+    assert dag.get_task("deploy").upstream_task_ids == {"promote"}
+    assert restored.outlets == [AssetAlias(name="mlops.model.ride_completion.champion.restored", group="mlops")]

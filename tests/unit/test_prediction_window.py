@@ -54,3 +54,16 @@ def test_a_small_window_in_a_busy_day_is_not_sampled(tmp_path: Path) -> None:
     _log(tmp_path, 1500)  # one file set spanning the window and far more outside it
     got = read_prediction_window("m", T0, T0 + timedelta(minutes=300), directory=tmp_path, sample_rows=1000)
     assert got.sampled_from == 300 and len(got.frame) == 300 and not got.sampled
+
+
+def test_window_bounds_take_the_first_set_end_and_plain_datetimes() -> None:
+    import pendulum
+
+    from airflow_mlops.core.prediction_window import window_bounds
+
+    start, end = window_bounds("6h", "", pendulum.datetime(2026, 11, 20, 12, tz="UTC"))
+    assert type(end) is datetime and end == datetime(2026, 11, 20, 12, tzinfo=UTC)
+    assert start == end - timedelta(hours=6)
+    assert window_bounds("1h", "2026-11-20T10:00:00", None)[1] == datetime(2026, 11, 20, 10, tzinfo=UTC)
+    before = datetime.now(UTC)
+    assert window_bounds("1h", None, "")[1] >= before

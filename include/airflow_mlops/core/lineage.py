@@ -47,6 +47,13 @@ TRAINING_TAGS = (
     TAG_GIT_COMMIT,
 )
 
+# Why a version was trained ("retrained because..."): written on the version by the register task from
+# the retrain gate's result (operators/retraining.py). The registered model keeps the last retrain start.
+TAG_RETRAIN_REASON = f"{TAG_PREFIX}retrain.reason"
+TAG_RETRAIN_TRIGGER = f"{TAG_PREFIX}retrain.trigger"
+TAG_RETRAIN_EVENTS = f"{TAG_PREFIX}retrain.events"
+TAG_RETRAIN_LAST_STARTED = f"{TAG_PREFIX}retrain.last_started"
+
 # MLflow rejects tag values over 8000 characters (mlflow/utils/validation.py MAX_TAG_VAL_LENGTH);
 # keep a margin and point to the full lineage artifact instead of failing the run.
 MAX_TAG_VALUE = 5000
@@ -207,3 +214,32 @@ def clip_tag(value: str) -> str:
     if len(value) <= MAX_TAG_VALUE:
         return value
     return value[: MAX_TAG_VALUE - 60] + "... (truncated; see artifact training_set/lineage.json)"
+
+
+def retrain_tags(retrain: Any) -> dict[str, str]:
+    """Version tags from the retrain gate's result {reason, trigger, events}; empty when there is none.
+
+    The events JSON is size-capped: whole events are dropped from the end (and counted) rather than
+    cutting JSON in half, so the tag always parses.
+    """
+    if not retrain:
+        return {}
+    data = json.loads(retrain) if isinstance(retrain, str) else dict(retrain)
+    tags = {TAG_RETRAIN_REASON: clip_tag(str(data.get("reason") or "")),
+            TAG_RETRAIN_TRIGGER: str(data.get("trigger") or "")}
+    events = list(data.get("events") or [])
+    if events:
+        tags[TAG_RETRAIN_EVENTS] = _capped_events(events)
+    return {key: value for key, value in tags.items() if value}
+
+
+def _capped_events(events: list[Any]) -> str:
+    for keep in range(len(events), 0, -1):
+        dropped = len(events) - keep
+        payload: dict[str, Any] = {"events": events[:keep]}
+        if dropped:
+            payload["dropped"] = dropped  # the full list is in the retrain_gate task's XCom
+        text = json.dumps(payload, sort_keys=True, default=str)
+        if len(text) <= MAX_TAG_VALUE:
+            return text
+    return json.dumps({"events": [], "dropped": len(events)})

@@ -62,6 +62,26 @@ def read_prediction_window(model: str, start: datetime, end: datetime, *, sample
     return _flatten(raw, total)
 
 
+def window_bounds(window: str, *ends: Any) -> tuple[datetime, datetime]:
+    """[end - window, end) in UTC: `end` = the first of `ends` that is set (ISO text or datetime), else now.
+
+    Monitoring checks pass (their templated window_end, the run's data_interval_end). Airflow hands
+    the latter as a pendulum DateTime, which pandas refuses to compare with datetime64 columns, so it
+    is turned into a plain datetime here.
+    """
+    from airflow_mlops.core.spec import duration_seconds
+
+    end = datetime.now(UTC)
+    for value in ends:
+        if value is None or value == "":
+            continue
+        end = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+        end = end if type(end) is datetime else datetime.fromtimestamp(end.timestamp(), end.tzinfo or UTC)
+        break
+    end = _utc(end)
+    return end - timedelta(seconds=duration_seconds(window)), end
+
+
 def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 

@@ -30,6 +30,7 @@ def training_dag_doc(spec: ModelSpec) -> str:
     where = "in a Kubernetes pod" if train.compute.backend == "kubernetes" else "in the worker"
     thresholds = ", ".join(f"{m} {t.model_dump(exclude_none=True)}" for m, t in ev.thresholds.items()) or "none"
     manual = spec.promotion.approval == "manual"
+    retrain_on = " / ".join(f"`mlops.{kind}.{spec.name}`" for kind in spec.monitoring.retrain_on)
     approval = ("**approve** — a human approves in *Required actions* (or the REST API) within "
                 f"{spec.promotion.approval_timeout}; reject keeps the champion.\n7. " if manual else "")
     return f"""### Training: `{spec.name}`
@@ -37,6 +38,10 @@ def training_dag_doc(spec: ModelSpec) -> str:
 
 Generated from `{spec.source_file}` — edit the spec, not this DAG.
 
+0. **retrain_gate** — says why this run retrains (manual, schedule, or the triggering asset events) and
+   skips the whole run when it was started by {retrain_on or "monitoring"} events alone less than
+   `{spec.monitoring.cooldown}` after the last retrain start (kept in the MLflow registry). The reason
+   and the events become the version tags `airflow_mlops.retrain.*` ("retrained because...").
 1. **build_training_set** — point-in-time join of `{feats.entity_df.dataset}` (label `{feats.label}`)
    with feature service `{feats.feature_service}` (last {train.lookback_days} days), validated by its suite.
 2. **train** — `{train.estimator}` {where}, seed {train.seed}, {train.split.method} split
@@ -49,7 +54,8 @@ Generated from `{spec.source_file}` — edit the spec, not this DAG.
 6. {approval}**promote** — moves `champion` when the verdict says so (skipped otherwise, reason logged);
    audit trail in the registry; emits `mlops.model.{spec.name}.champion`.
 
-**Runs on**: feature assets {listens}; schedule `{train.schedule or "none"}`; or by hand.
+**Runs on**: feature assets {listens}; monitoring assets {retrain_on or "none"};
+schedule `{train.schedule or "none"}`; or by hand.
 Undo a promotion with the `{spec.name}__rollback` DAG.
 
 - Intended use: {spec.intended_use or "—"}
@@ -64,4 +70,30 @@ Manual only. Trigger with config `{{"target": "previous", "reason": "..."}}` or 
 The target must exist and must have been champion before (audit trail or `airflow_mlops.was_champion`
 tag). Under the registry lease the `champion` alias moves in one call, the move is written to the
 audit trail, and `mlops.model.{spec.name}.champion` is emitted (so deployment follows).
+"""
+
+
+def monitoring_dag_doc(spec: ModelSpec) -> str:
+    mon = spec.monitoring
+    runs_on = f"schedule `{mon.schedule}` or new label files" if mon.schedule else "new label files only"
+    retrains = ", ".join(mon.retrain_on) or "nothing (retrain_on is empty)"
+    return f"""### Monitoring: `{spec.name}`
+Generated from `{spec.source_file}` (section `monitoring`). Window: the last `{mon.window}` of the
+prediction log (at least {mon.min_rows} rows, else a check is skipped and says so).
+
+The four checks run independently (one failing never hides the others); each appends one record to
+the monitoring history, shown as time series in the MLOps UI.
+
+- **check_drift** — Evidently `{mon.drift.method}` per column (threshold {mon.drift.threshold}) against the
+  champion's training snapshot; drifted when the share of drifted columns is >= {mon.drift.drift_share}.
+  Emits `mlops.drift.{spec.name}` (via alias `mlops.drift.{spec.name}.detected`) only then.
+- **check_performance** — delayed labels joined to the predictions; emits `mlops.performance.{spec.name}`
+  when the metric drops more than {mon.performance.tolerance} below the champion's evaluation.
+- **check_skew** — online feature values logged at serving vs offline values (max mismatch share
+  {mon.skew.max_mismatch_share}).
+- **check_freshness** — online-store staleness of {", ".join(f"`{v}`" for v in spec.features.feature_views)}.
+- **summary** — one line per check (runs whatever the checks' states).
+
+**Runs on**: {runs_on} (`mlops.labels.{spec.name}`). Retraining follows on: {retrains}
+(the `{spec.name}__train` DAG, cooldown `{mon.cooldown}`).
 """

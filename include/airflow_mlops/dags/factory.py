@@ -7,7 +7,11 @@
   or in a Kubernetes pod) → evaluate against the champion on the same held-out rows → register
   the version (alias `challenger`, verdict tags) → model card → [human approval] → promote
   (alias `champion`, audit trail, `mlops.model.<name>.champion` event). Scheduled on the feature
-  assets of its feature views OR the spec's cron schedule, and runnable by hand.
+  assets of its feature views, the model's drift/performance assets (`monitoring.retrain_on`) OR the
+  spec's cron schedule, and runnable by hand. Its first task, `retrain_gate`, records why the run
+  retrains and skips runs started by monitoring events within `monitoring.cooldown` of the last retrain.
+- `<model>__monitor`: drift, delayed-label performance, skew and feature freshness checks (see
+  dags/monitoring.py), on `monitoring.schedule` OR new label files.
 - `<model>__rollback`: manual; moves `champion` back to a former champion ("previous" or a version).
 - `<model>__batch_predict`: scores the entity rows of the last `batch.lookback_days` with the champion
   (point-in-time features, chunked), on a new champion OR `batch.schedule`.
@@ -23,9 +27,18 @@ from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, P
 from airflow.sdk.definitions.asset import BaseAsset
 
 from airflow_mlops.core.spec import ModelSpec, duration_seconds, load_specs
-from airflow_mlops.dags.assets import champion_asset, features_alias, features_asset, landing_asset
+from airflow_mlops.dags.assets import (
+    champion_asset,
+    champion_restored_alias,
+    drift_asset,
+    features_alias,
+    features_asset,
+    landing_asset,
+    performance_asset,
+)
 from airflow_mlops.dags.batch import batch_dag_id, batch_inference_dag
 from airflow_mlops.dags.docs import feature_dag_doc, rollback_dag_doc, training_dag_doc
+from airflow_mlops.dags.monitoring import monitoring_dag, monitoring_dag_id
 from airflow_mlops.operators.evaluation import EvaluateModelOperator
 from airflow_mlops.operators.features import (
     FeastApplyOperator,
@@ -36,6 +49,7 @@ from airflow_mlops.operators.features import (
 from airflow_mlops.operators.model_card import MLflowModelCardOperator
 from airflow_mlops.operators.promotion import MLflowPromoteModelOperator, MLflowRollbackModelOperator
 from airflow_mlops.operators.registry import MLflowRegisterModelOperator
+from airflow_mlops.operators.retraining import MLflowRetrainGateOperator
 from airflow_mlops.operators.training import SklearnTrainModelOperator
 from airflow_mlops.operators.validation import GXValidateRawBatchesOperator
 from airflow_mlops.sensors.feast import FeastCheckFreshnessOperator
@@ -62,6 +76,7 @@ def build_dags(specs: Iterable[ModelSpec] | None = None) -> dict[str, DAG]:
         dags[training_dag_id(spec.name)] = training_dag(spec)
         dags[rollback_dag_id(spec.name)] = rollback_dag(spec)
         dags[batch_dag_id(spec.name)] = batch_inference_dag(spec)
+        dags[monitoring_dag_id(spec.name)] = monitoring_dag(spec, _default_args(spec.owner), START_DATE)
     return dags
 
 
@@ -102,10 +117,17 @@ def feature_dag(specs: list[ModelSpec]) -> DAG:
     return dag
 
 
+def _monitoring_assets(spec: ModelSpec) -> list[Asset]:
+    """The monitoring events that retrain this model (`monitoring.retrain_on`), subject to the cooldown."""
+    made = {"drift": drift_asset, "performance": performance_asset}
+    return [made[kind](spec.name) for kind in spec.monitoring.retrain_on]
+
+
 def _training_schedule(spec: ModelSpec) -> Any:
     assets: list[Asset] = []
     if spec.training.retrain_on_features:
         assets = [features_asset(v) for v in spec.features.feature_views]
+    assets += _monitoring_assets(spec)
     condition: BaseAsset | None = None
     for asset in assets:
         condition = asset if condition is None else condition | asset
@@ -127,6 +149,13 @@ def training_dag(spec: ModelSpec) -> DAG:
         tags=["mlops", "training", spec.name, *spec.tags],
         doc_md=training_dag_doc(spec),
     ) as dag:
+        gate = MLflowRetrainGateOperator(
+            task_id="retrain_gate",
+            model_name=spec.name,
+            cooldown=spec.monitoring.cooldown,
+            gated_assets=[asset.name for asset in _monitoring_assets(spec)],
+            description=spec.description or None,
+        )
         build = FeastBuildTrainingSetOperator(
             task_id="build_training_set",
             model_name=spec.name,
@@ -159,6 +188,7 @@ def training_dag(spec: ModelSpec) -> DAG:
             model_uri=fit.output["model_uri"],
             evaluation=evaluate.output,
             description=spec.description or None,
+            retrain=gate.output,  # "retrained because..." on the version
         )
         card = MLflowModelCardOperator(
             task_id="model_card",
@@ -174,7 +204,7 @@ def training_dag(spec: ModelSpec) -> DAG:
             evaluation=evaluate.output,
             outlets=[champion_asset(spec.name)],
         )
-        chain(build, fit, evaluate, register, card, *_approval(spec), promote, *_deploy(spec, promote))
+        chain(gate, build, fit, evaluate, register, card, *_approval(spec), promote, *_deploy(spec, promote))
     return dag
 
 
@@ -186,7 +216,7 @@ def _deploy(spec: ModelSpec, promote: Any) -> list[Any]:
     from airflow_mlops.operators.deployment import DeployModelOperator
 
     canary = spec.promotion.canary if serving.target == "local" else None
-    return [DeployModelOperator(
+    deploy = DeployModelOperator(
         task_id="deploy",
         model_name=spec.name,
         version=promote.output["version"],
@@ -196,7 +226,17 @@ def _deploy(spec: ModelSpec, promote: Any) -> list[Any]:
         canary=canary.model_dump() if canary else None,
         smoke_request=serving.smoke_request,
         kubernetes=serving.kubernetes.model_dump(),
-    )]
+    )
+    if not canary:
+        return [deploy]
+    from airflow_mlops.operators.deployment import ChampionRollbackEventOperator
+
+    # A rolled-back canary fails `deploy`, and a failed task sends no asset events: this teardown tells
+    # everything scheduled on the champion asset (batch inference) that the champion moved back.
+    restored = ChampionRollbackEventOperator(task_id="champion_restored", model_name=spec.name,
+                                             deploy_task_id="deploy",
+                                             outlets=[champion_restored_alias(spec.name)]).as_teardown()
+    return [deploy, restored]
 
 
 def _train_task(spec: ModelSpec, training_set: Any) -> Any:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,14 +58,6 @@ class DriftReportLink(BaseOperatorLink):
         return under_base_url(str(report.get("url") or "")) if isinstance(report, Mapping) else ""
 
 
-def _as_datetime(value: Any) -> datetime | None:
-    """Templated values arrive as ISO strings; naive values are UTC."""
-    if value is None or value == "":
-        return None
-    parsed = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-
-
 class EvidentlyDriftCheckOperator(BaseOperator):
     """Data drift of the champion's input columns over the last `monitoring.window` of predictions.
 
@@ -97,11 +89,11 @@ class EvidentlyDriftCheckOperator(BaseOperator):
         self.prediction_log_dir = prediction_log_dir
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_mlops.core.spec import Monitoring, duration_seconds
+        from airflow_mlops.core.prediction_window import window_bounds
+        from airflow_mlops.core.spec import Monitoring
 
         spec = Monitoring.model_validate(self.monitoring)
-        end = _as_datetime(self.window_end) or _as_datetime(context.get("data_interval_end")) or datetime.now(UTC)
-        start = end - timedelta(seconds=duration_seconds(spec.window))
+        start, end = window_bounds(spec.window, self.window_end, context.get("data_interval_end"))
         base: dict[str, Any] = {"model": self.model_name,
                                 "window": {"start": start.isoformat(), "end": end.isoformat()}}
         try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,12 +50,9 @@ class _MonitoringCheck(BaseOperator):
 
     def window(self, context: Context, cfg: Monitoring) -> tuple[datetime, datetime]:
         """[end - monitoring.window, end): end = window_end, else the run's data interval end, else now."""
-        from airflow_mlops.core.spec import duration_seconds
+        from airflow_mlops.core.prediction_window import window_bounds
 
-        value = self.window_end or context.get("data_interval_end") or datetime.now(UTC)
-        end = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-        end = end.replace(tzinfo=UTC) if end.tzinfo is None else end.astimezone(UTC)
-        return end - timedelta(seconds=duration_seconds(cfg.window)), end
+        return window_bounds(cfg.window, self.window_end, context.get("data_interval_end"))
 
     def record(self, context: Context, *, status: str, window: tuple[datetime, datetime], value: float | None = None,
                threshold: float | None = None, rows: int = 0, model_version: str | None = None,

@@ -60,12 +60,15 @@ class MLflowRegisterModelOperator(BaseOperator):
     :param description: description for a newly created registered model. (templated)
     :param evaluation: the evaluation task's result; its verdict, primary metric, gain and the
         champion it was compared with become version tags. (templated)
+    :param retrain: the retrain gate's result {reason, trigger, events} (`retrain_gate.output`); becomes
+        the version tags `airflow_mlops.retrain.reason|trigger|events` ("retrained because..."). (templated)
     :param mlflow_conn_id: Airflow connection of type "mlflow".
     :return: {"name", "version", "run_id", "alias", "created", "alias_moved"} (created: a new version
         was made; alias_moved false when a newer version already holds the alias: a cleared old run)
     """
 
-    template_fields: Sequence[str] = ("model_name", "run_id", "model_uri", "alias", "description", "evaluation")
+    template_fields: Sequence[str] = (
+        "model_name", "run_id", "model_uri", "alias", "description", "evaluation", "retrain")
     ui_color = "#d7ecff"
 
     def __init__(
@@ -77,6 +80,7 @@ class MLflowRegisterModelOperator(BaseOperator):
         alias: str = "challenger",
         description: str | None = None,
         evaluation: Any = None,
+        retrain: Any = None,
         mlflow_conn_id: str = "mlflow_default",
         **kwargs: Any,
     ) -> None:
@@ -89,9 +93,11 @@ class MLflowRegisterModelOperator(BaseOperator):
         self.alias = alias
         self.description = description
         self.evaluation = evaluation
+        self.retrain = retrain
         self.mlflow_conn_id = mlflow_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_mlops.core.lineage import retrain_tags
         from airflow_mlops.hooks.mlflow import MLflowHook
 
         hook = MLflowHook(self.mlflow_conn_id)
@@ -102,7 +108,8 @@ class MLflowRegisterModelOperator(BaseOperator):
             model_id = self._check_source(client)
             self._ensure_registered_model(client)
             version, created = self._find_or_create_version(client, model_id, context)
-            for key, value in evaluation_tags(self.evaluation).items():
+            # Set on found versions too: a cleared run re-tags its version with this run's verdict and cause.
+            for key, value in {**evaluation_tags(self.evaluation), **retrain_tags(self.retrain)}.items():
                 client.set_model_version_tag(self.model_name, version.version, key, value)
             if self._newer_holds_alias(client, version.version):
                 return self._result(version.version, created=False, moved=False)
