@@ -21,6 +21,7 @@ from typing import Any
 MODEL = "ride_completion"
 TRAIN_DAG = f"{MODEL}__train"
 MONITOR_DAG = f"{MODEL}__monitor"
+RETRAIN_REASON = "drift: share 0.45 >= 0.30 (trip_distance_km, surge_multiplier)"
 RUN_IDS = ("manual__2026-11-01T08:00:00+00:00", "asset_triggered__2026-11-10T08:00:00+00:00",
            "scheduled__2026-11-20T08:00:00+00:00")
 DRIFT_SHARES = (0.05, 0.08, 0.1, 0.12, 0.2, 0.45)
@@ -85,8 +86,12 @@ def _register(run_id: str, model_uri: str, report: dict, champion: str | None, a
                   "primary_metric": "roc_auc", "challenger_value": report["challenger"]["metrics"]["roc_auc"],
                   "gain": comparison.get("gain"), "ci": [comparison.get("ci_low"), comparison.get("ci_high")],
                   "reasons": report["verdict"]["reasons"], "summary": report["summary"]}
+    retrain = None
+    if airflow_run.startswith("asset_triggered__"):  # what the retrain gate hands over for a drift-started run
+        retrain = {"reason": RETRAIN_REASON, "trigger": "asset",
+                   "events": [{"asset": f"mlops.drift.{MODEL}", "extra": {"share": 0.45}}]}
     op = MLflowRegisterModelOperator(task_id="register", model_name=MODEL, run_id=run_id, model_uri=model_uri,
-                                     evaluation=evaluation)
+                                     evaluation=evaluation, retrain=retrain)
     return str(op.execute(_context(airflow_run, "register"))["version"])
 
 

@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from seed_models import DRIFT_SHARES, MODEL, RUN_IDS, TRAIN_DAG, Seeded, seed_models
+from seed_models import DRIFT_SHARES, MODEL, RETRAIN_REASON, RUN_IDS, TRAIN_DAG, Seeded, seed_models
 
 from support.airflow_stack import PROJECT, AirflowStack, airflow_stack_for_fixture
 
@@ -107,6 +107,7 @@ def test_models_page_from_the_nav_then_the_model_page(seeded_stack: tuple[Airflo
         timeline = frame.locator("#versions > li")
         assert timeline.count() == len(seeded.versions)
         assert "champion" in (timeline.nth(1).get_attribute("class") or "")
+        timeline.nth(1).get_by_text(f"Retrained because {RETRAIN_REASON}").wait_for()  # v2: a drift-started run
         frame.locator("#model-card").get_by_text("Dispatch prioritisation").wait_for()
         assert re.search(rf"/plugin/mlops-models/mlops/ui/models/{MODEL}$", page.url), page.url
         shot(page, "11-model-page")

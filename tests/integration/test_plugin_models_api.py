@@ -23,6 +23,7 @@ from browser.seed_models import (
     DRIFT_THRESHOLD,
     MODEL,
     MONITOR_DAG,
+    RETRAIN_REASON,
     RUN_IDS,
     TRAIN_DAG,
     Seeded,
@@ -83,6 +84,8 @@ def test_models_table_row_matches_the_registry_and_history(seeded_api: tuple[Api
     assert row["last_drift"]["threshold"] == DRIFT_THRESHOLD
     retrain = row["last_retrain"]
     assert (retrain["version"], retrain["trigger"], retrain["airflow"]["run_id"]) == ("3", "scheduled", RUN_IDS[2])
+    assert retrain["retrain_reason"] is None  # a scheduled run: nothing triggered it
+    assert row["champion"]["retrain_reason"] == RETRAIN_REASON  # v2 came from a drift event
 
 
 def test_model_has_versions_newest_first_with_lineage_and_the_audit_trail(seeded_api: tuple[Api, Seeded]) -> None:

@@ -105,6 +105,8 @@ def version_row(mv: Any, aliases: Mapping[str, str]) -> dict[str, Any]:
         "airflow": {"dag_id": tags.get(lineage.TAG_DAG_ID), "run_id": tags.get(lineage.TAG_RUN_ID),
                     "task_id": tags.get(lineage.TAG_TASK_ID)},
         "trigger": run_trigger(tags.get(lineage.TAG_RUN_ID)),
+        # "retrained because ..." written by the training DAG's retrain_gate (drift, performance, features, ...)
+        "retrain_reason": tags.get(lineage.TAG_RETRAIN_REASON) or None,
         "verdict": _verdict(tags),
         "lineage": {key.removeprefix(lineage.TAG_PREFIX): tags[key] for key in lineage.TRAINING_TAGS if key in tags},
         "promotion": {key.removeprefix(lineage.TAG_PREFIX): value for key, value in tags.items()

@@ -149,8 +149,9 @@
     if (!v) return h("span", { class: "muted" }, "never trained");
     const why = v.trigger ? `${v.trigger.replace("_", " ")} run` : "run";
     const verdict = v.verdict ? badge(v.verdict.verdict) : null;
+    const because = v.retrain_reason ? h("div", { class: "small retrain-reason" }, `because ${v.retrain_reason}`) : null;
     const reason = v.verdict && v.verdict.reasons ? h("div", { class: "muted small" }, v.verdict.reasons) : null;
-    return h("span", {}, `v${v.version} · ${when(v.created)} · ${why} `, verdict, reason);
+    return h("span", {}, `v${v.version} · ${when(v.created)} · ${why} `, verdict, because, reason);
   }
 
   async function modelsPage() {
@@ -201,6 +202,7 @@
           " · ", h("a", { href: docHref(model.name, v.version, "evaluation"), target: "_blank" },
             "evaluation report"), " · ",
           h("a", { href: docHref(model.name, v.version, "model_card"), target: "_blank" }, "model card")),
+        v.retrain_reason ? h("div", { class: "small retrain-reason" }, `Retrained because ${v.retrain_reason}`) : null,
         auditList(audit.filter((e) => e.version === v.version)));
     }));
   }
