@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_mlops.plugin.links import ModelVersionLink
+
 if TYPE_CHECKING:
     from airflow.sdk import Context
     from mlflow import MlflowClient
@@ -69,6 +71,7 @@ class MLflowRegisterModelOperator(BaseOperator):
 
     template_fields: Sequence[str] = (
         "model_name", "run_id", "model_uri", "alias", "description", "evaluation", "retrain")
+    operator_extra_links = (ModelVersionLink(),)
     ui_color = "#d7ecff"
 
     def __init__(
