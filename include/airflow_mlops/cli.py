@@ -63,8 +63,10 @@ def _cmd_suite(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from airflow_mlops.demo import run_demo
+    from airflow_mlops.demo import run_demo, run_demo_serve
 
+    if args.serve:
+        return run_demo_serve(days=args.days, shift_days=args.shift_days, port=args.port, clients=args.clients)
     return run_demo(days=args.days)
 
 
@@ -121,6 +123,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     os.environ["MLOPS_SERVING_MODEL"] = args.model
     if args.version:
         os.environ["MLOPS_SERVING_MODEL_VERSION"] = str(args.version)
+    if args.shadow is not None:
+        os.environ["MLOPS_SERVING_SHADOW"] = "true" if args.shadow else "false"
     if args.workers > 1:
         print(f"note: {args.workers} workers each load the model and follow its alias on their own; /admin/deploy "
               "and /metrics reach one worker per request. For canaries use --workers 1 and more replicas.",
@@ -160,6 +164,11 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="generate data and run the feature and training DAGs end to end")
     demo.add_argument("--days", type=int, default=30)
     demo.add_argument("--verbose", action="store_true", help="show every Airflow task log line")
+    demo.add_argument("--serve", action="store_true",
+                      help="then start the serving app and promote a v2 under a /predict load loop")
+    demo.add_argument("--shift-days", type=int, default=7, help="with --serve: days of new data that make v2")
+    demo.add_argument("--port", type=int, default=8000, help="with --serve: port of the serving app")
+    demo.add_argument("--clients", type=int, default=4, help="with --serve: load-loop client threads")
     demo.set_defaults(func=_cmd_demo)
     up = sub.add_parser("up", help="airflow standalone on the embedded state, with our DAGs and plugin")
     up.add_argument("--port", type=int, default=8080)
@@ -179,6 +188,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 inside a container)")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    serve.add_argument("--shadow", action=argparse.BooleanOptionalAction, default=None,
+                       help="score the 'challenger' alias in shadow, off the request path (default: the spec's "
+                            "promotion.shadow)")
     serve.set_defaults(func=_cmd_serve)
     return parser
 

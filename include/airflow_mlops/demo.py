@@ -1,18 +1,22 @@
 """The embedded demo: state dir, demo batches, both DAGs end to end, and `airflow standalone`.
 
 Everything runs in this process with `dag.test()` on SQLite (Airflow, MLflow, Feast online store)
-and duckdb (Feast offline store) — no server to start.
+and duckdb (Feast offline store) — no server to start. `run_demo_serve` (`airflow-mlops demo
+--serve`) then starts the serving app and swaps its champion under load (see its docstring).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -161,3 +165,130 @@ def run_standalone(port: int = 8080) -> int:
     if shutil.which(_airflow_cli()) is None:
         raise SystemExit("airflow is not installed in this environment; run `make install` first")
     return subprocess.call([_airflow_cli(), "standalone"], env=env)
+
+
+def run_demo_serve(days: int = 30, shift_days: int = 7, port: int = 8000, clients: int = 4) -> int:
+    """The demo, then the serving app answering /predict while v2 replaces v1 under load.
+
+    1. `run_demo`: the feature and training DAGs make v1 the champion;
+    2. `airflow-mlops serve --model <first spec>` starts (its own process); one /predict is printed;
+    3. `clients` threads post /predict for the demo drivers without pause, while `shift_days` more
+       days arrive whose rule changed (concept_shift=1: surge matters, distance stops mattering);
+       the feature and training DAGs run again, v2 beats v1 on the new held-out rows and becomes
+       champion; the server picks it up from the alias, loads and warms it, swaps atomically;
+    4. printed: requests, failures (must be 0), versions in the order they answered, switch time.
+    Exit status 1 when a request failed or v2 never answered.
+    """
+    from airflow_mlops.core.demo_data import DRIVER_ID_START, DemoConfig
+    from airflow_mlops.core.spec import load_specs
+    from airflow_mlops.dags import FEATURE_DAG_ID, training_dag_id
+    from airflow_mlops.serving.load import LoadLoop
+
+    run_demo(days=days)
+    spec = load_specs()[0]
+    rows = [{key: driver for key in spec.features.entity_keys} | _request_values(spec.features.entity_df)
+            for driver in range(DRIVER_ID_START, DRIVER_ID_START + DemoConfig().drivers)]
+    with _serving(spec.name, port) as url:
+        _say(f"serving {spec.name} on {url}: POST /predict {json.dumps(rows[0])}")
+        print(f"    {_first_answer(url, rows[0])}", flush=True)
+        load = LoadLoop(url, rows, clients=clients).start()
+        _say(f"load: {clients} client threads posting /predict; meanwhile {shift_days} more days arrive "
+             "(concept shift) and the DAGs retrain")
+        write_demo_batches(days=shift_days, start=f"{DEMO_START + timedelta(days=days):%Y-%m-%d}", concept_shift=1.0)
+        _run_dag(FEATURE_DAG_ID)
+        _run_dag(training_dag_id(spec.name))
+        promoted = time.monotonic()
+        champion = _champion_version(spec.name)
+        _wait_for_version(load, champion, timeout=spec.serving.poll_seconds + 60)
+        time.sleep(1.0)  # keep the load on a moment after the switch
+        load.stop()
+    return _report_switch(load, champion, promoted)
+
+
+# Request-time features of the demo's /predict rows (the ride_completion spec's); others get 1.0.
+DEMO_REQUEST = {"trip_distance_km": 3.2, "surge_multiplier": 1.25, "pickup_hour": 8}
+
+
+def _request_values(entity_df: Any) -> dict[str, Any]:
+    return {name: DEMO_REQUEST.get(name, 1.0) for name in entity_df.request_features}
+
+
+@contextmanager
+def _serving(model: str, port: int) -> Iterator[str]:
+    """`airflow-mlops serve --model <model>` in its own process until the block ends (SIGTERM: log flushed)."""
+    import httpx
+
+    url = f"http://127.0.0.1:{port}"
+    log_path = config.paths().home / "serve-demo.log"
+    command = [str(Path(sys.executable).with_name("airflow-mlops")), "serve", "--model", model, "--port", str(port)]
+    with log_path.open("w") as out:
+        proc = subprocess.Popen(command, env=os.environ.copy(), stdout=out, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 180
+            while True:
+                if proc.poll() is not None:
+                    raise SystemExit(f"the serving app exited with {proc.returncode}; see {log_path}")
+                try:
+                    if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"the serving app is not ready after 180 s; see {log_path}")
+                time.sleep(0.3)
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _first_answer(url: str, row: dict[str, Any]) -> str:
+    import httpx
+
+    response = httpx.post(f"{url}/predict", json=row, timeout=10)
+    if response.status_code != 200:
+        raise SystemExit(f"/predict answered {response.status_code}: {response.text}")
+    [answer] = response.json()["predictions"]
+    return (f"-> prediction {answer['prediction']:.4f} from v{answer['model_version']} (champion), "
+            f"request id {answer['request_id']}")
+
+
+def _champion_version(model: str) -> str:
+    from airflow_mlops.hooks.mlflow import MLflowHook
+
+    return str(MLflowHook().get_conn().get_model_version_by_alias(model, "champion").version)
+
+
+def _wait_for_version(load: Any, version: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while load.first_answer_of(version) is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def _report_switch(load: Any, champion: str, promoted: float) -> int:
+    answers = load.snapshot()
+    failures = load.failures()
+    per_client = load.versions_per_client()
+    versions = per_client[0] if all(seen == per_client[0] for seen in per_client) else ["mixed"]
+    first_new = load.first_answer_of(champion)
+    _say("serving under load")
+    print(f"    requests sent:   {len(answers):,}")
+    print(f"    failed requests: {len(failures)}" + (f" (first: {failures[0].status} {failures[0].error})"
+                                                     if failures else ""))
+    for n, seen in enumerate(per_client):
+        print(f"    client {n}: versions in the order they answered: {' -> '.join(f'v{v}' for v in seen)}")
+    switch = None if first_new is None else first_new - promoted
+    if switch is not None:
+        print(f"    v{champion} answered {switch:+.1f} s after the training DAG finished (the server re-reads "
+              "the champion alias every serving.poll_seconds, then loads and warms v2 before the swap)")
+    print(f"SERVE-DEMO requests={len(answers)} failures={len(failures)} versions={','.join(versions)} "
+          f"champion={champion} switch_s={'none' if switch is None else f'{switch:.2f}'}", flush=True)
+    if failures or first_new is None or len(versions) != 2:
+        why = ("requests failed" if failures else f"v{champion} never replaced the first champion" if first_new is None
+               else "a client saw the versions flip back and forth")
+        print(f"error: {why}", file=sys.stderr)
+        return 1
+    return 0

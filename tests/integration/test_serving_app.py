@@ -379,6 +379,48 @@ def test_shadow_scores_off_the_request_path(served: Any, state_env: dict[str, An
         assert admin(served, {"mode": "full", "version": "1"}).status_code == 200
 
 
+def test_spec_promotion_shadow_scores_the_challenger_alias(state_env: dict[str, Any]) -> None:
+    """promotion.shadow: true -> the app follows `challenger` into the shadow slot; shadow=False overrides it."""
+    from fastapi.testclient import TestClient
+
+    from airflow_mlops.hooks.mlflow import MLflowHook
+    from airflow_mlops.serving.app import create_app
+    from airflow_mlops.serving.prediction_log import PredictionLog
+
+    spec = fast_spec()
+    spec = spec.model_copy(update={"promotion": spec.promotion.model_copy(update={"shadow": True})})
+    registry = MLflowHook().get_conn()
+    registry.set_registered_model_alias(MODEL, "challenger", "2")
+    log = PredictionLog(state_env["tmp"] / "predictions_spec_shadow", flush_seconds=0.2)
+    try:
+        with TestClient(create_app(spec, prediction_log=log)) as client:
+            ready = client.get("/ready").json()
+            assert (ready["mode"], ready["shadow_alias"], ready["secondary"]["version"]) == ("shadow", "challenger",
+                                                                                             "2")
+            response = client.post("/predict", json={**row(1030), "request_id": "spec-shadow"})
+            [prediction] = response.json()["predictions"]
+            assert (prediction["route"], prediction["model_version"]) == ("primary", "1")
+            client.app.state.server.scorer.background.wait_idle()  # type: ignore[attr-defined]
+            log.flush()
+            record = {r["request_id"]: r for r in read_log(state_env["tmp"] / "predictions_spec_shadow")}
+            assert record["spec-shadow"]["shadow_version"] == "2"
+            assert record["spec-shadow"]["shadow_prediction"] == pytest.approx(prediction["prediction"])
+            registry.delete_registered_model_alias(MODEL, "challenger")  # no challenger: the shadow goes
+            deadline = time.monotonic() + 10
+            while client.get("/ready").json()["mode"] != "single" and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert client.get("/ready").json()["secondary"] is None
+        registry.set_registered_model_alias(MODEL, "challenger", "2")
+        with TestClient(create_app(spec, shadow=False, prediction_log=log)) as client:  # the CLI's --no-shadow
+            ready = client.get("/ready").json()
+            assert (ready["mode"], ready["shadow_alias"], ready["secondary"]) == ("single", None, None)
+    finally:
+        try:
+            registry.delete_registered_model_alias(MODEL, "challenger")
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+
+
 class LoadLoop:
     """A thread posting single-row /predict requests back to back; records versions and failures."""
 

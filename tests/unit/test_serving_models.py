@@ -150,9 +150,10 @@ def test_single_mode_routes_everything_to_the_primary(manager: ModelManager) -> 
     assert manager.route("k") == (manager.primary, None, "primary")
     assert (manager.mode, manager.fraction, manager.secondary) == ("single", 0.0, None)
     assert manager.status() | {"primary": None} == {
-        "model": "rides", "mode": "single", "fraction": 0.0, "follow_alias": "champion", "primary": None,
-        "secondary": None, "last_error": None, "alias_version": "1", "following": True}
-    assert manager.status()["primary"] == {"version": "1", "run_id": "run1", "loaded_at": manager.primary.loaded_at}
+        "model": "rides", "mode": "single", "fraction": 0.0, "follow_alias": "champion", "shadow_alias": None,
+        "primary": None, "secondary": None, "last_error": None, "alias_version": "1", "following": True}
+    assert manager.status()["primary"] == {"version": "1", "run_id": "run1", "loaded_at": manager.primary.loaded_at,
+                                           "compiled": True}
 
 
 def test_canary_is_sticky_and_follows_the_fraction(manager: ModelManager) -> None:
@@ -209,6 +210,67 @@ def test_canary_needs_a_primary_and_a_version(registry: FakeRegistry) -> None:
 
 
 # ---------------------------------------------------------------------- package surface
+def test_shadow_alias_scores_the_challenger_and_clears_once_promoted(registry: FakeRegistry) -> None:
+    registry.aliases["challenger"] = "2"
+    mgr = ModelManager("rides", client_factory=lambda: registry, poll_seconds=60, shadow_alias="challenger")
+    mgr.start()
+    try:
+        assert (mgr.mode, mgr.primary.version, mgr.secondary and mgr.secondary.version) == ("shadow", "1", "2")
+        assert mgr.route("k") == (mgr.primary, mgr.secondary, "primary")  # answers with v1, shadows v2
+        registry.aliases["champion"] = "2"  # promoted: champion == challenger, nothing left to shadow
+        assert mgr.poll_once() is True
+        assert (mgr.mode, mgr.primary.version, mgr.secondary) == ("single", "2", None)
+        registry.versions["3"] = fitted()
+        registry.aliases["challenger"] = "3"  # the next challenger is picked up by the same poller
+        assert mgr.poll_once() is False
+        assert (mgr.mode, mgr.secondary and mgr.secondary.version) == ("shadow", "3")
+    finally:
+        mgr.stop()
+
+
+def test_a_shadow_that_cannot_load_never_stops_the_primary(registry: FakeRegistry) -> None:
+    registry.aliases["challenger"] = "9"
+    registry.versions["9"] = LogisticRegression().fit(np.eye(2), [0, 1])  # no column names: cannot serve
+    mgr = ModelManager("rides", client_factory=lambda: registry, poll_seconds=60, shadow_alias="challenger")
+    mgr.start()
+    try:
+        assert (mgr.mode, mgr.primary.version, mgr.secondary) == ("single", "1", None)
+        assert "rides v9 cannot serve" in (mgr.status()["last_error"] or "")
+    finally:
+        mgr.stop()
+
+
+def test_compiled_linear_pipeline_equals_sklearn_and_refuses_what_sklearn_refuses() -> None:
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from airflow_mlops.serving.fastpath import compile_checked
+
+    rng = np.random.default_rng(5)
+    x = pd.DataFrame(rng.normal(size=(200, 2)) * [3.0, 10.0] + [1.0, 12.0], columns=COLUMNS)
+    y = (x["trip_distance_km"] + 0.1 * x["hour"] > 2).astype(int)
+    pipeline = make_pipeline(SimpleImputer(strategy="median"), StandardScaler(), LogisticRegression()).fit(x, y)
+    fast = compile_checked(pipeline, COLUMNS)
+    assert fast is not None
+    rows = np.array([[1.0, np.nan], [np.nan, 3.0], [-1e6, 1e6], [0.5, 12.0]])
+    np.testing.assert_allclose(fast(rows), pipeline.predict_proba(pd.DataFrame(rows, columns=COLUMNS))[:, 1],
+                               rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="infinity"):
+        fast(np.array([[np.inf, 1.0]]))
+    bare = compile_checked(fitted(), COLUMNS)  # no imputer: NaN is refused, as sklearn refuses it
+    assert bare is not None
+    with pytest.raises(ValueError, match="NaN"):
+        bare(np.array([[np.nan, 1.0]]))
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    trees = HistGradientBoostingClassifier(max_iter=5).fit(x, y)
+    assert compile_checked(trees, COLUMNS) is None  # not compilable: served through sklearn
+    loaded = LoadedModel("rides", "1", None, trees, tuple(COLUMNS), "now")
+    np.testing.assert_array_equal(loaded.predict_matrix(rows), trees.predict_proba(pd.DataFrame(rows,
+                                                                                             columns=COLUMNS))[:, 1])
+
+
 def test_package_all_is_complete_and_lazy() -> None:
     heavy = "('mlflow', 'sklearn', 'pandas', 'numpy', 'prometheus_client')"
     code = f"import sys, airflow_mlops.serving; print(sorted(m for m in {heavy} if m in sys.modules))"

@@ -9,12 +9,12 @@ from importlib import import_module
 from typing import Any
 
 _EXPORTS = {
-    "LoadedModel": "models",
-    "MissingFeatures": "models",
-    "ModelLoadError": "models",
+    "LoadedModel": "loaded",
+    "MissingFeatures": "loaded",
+    "ModelLoadError": "loaded",
     "ModelManager": "models",
-    "canary_bucket": "models",
-    "entity_key_text": "models",
+    "canary_bucket": "routing",
+    "entity_key_text": "routing",
     "PredictionLog": "prediction_log",
     "ServingMetrics": "metrics",
     "create_app": "app",

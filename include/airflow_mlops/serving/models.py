@@ -1,124 +1,45 @@
 """Model slots of the serving app: load, warm up, swap atomically, follow an alias, route canaries.
 
-Readers (`route`, `primary`, ...) read ONE attribute, `_slots`, an immutable snapshot of (primary,
-secondary, mode, fraction): assigning it is atomic in CPython, so a request sees the old or the new
-deployment, never a mix, and never waits for a lock. Writers (`deploy`, the alias poller) hold
-`_lock` and build the next snapshot completely (download, load, warm-up) before assigning it; any
-failure leaves the current snapshot serving. Canary routing is sticky per entity: `canary_bucket`
-(blake2b of the key text, not Python's per-process salted `hash()`) is the same in every replica.
+Readers (`route`, `primary`, ...) read ONE attribute, `_slots`, an immutable `routing.Slots`
+snapshot of (primary, secondary, mode, fraction): assigning it is atomic in CPython, so a request
+sees the old or the new deployment, never a mix, and never waits for a lock. Writers (`deploy`, the
+alias poller) hold `_lock` and build the next snapshot completely (download, load, warm-up) before
+assigning it; any failure leaves the current snapshot serving. With `shadow_alias` (the spec's
+`promotion.shadow`), the poller also keeps that alias' version (the challenger) in the shadow slot.
+
+Loading and compiling one version lives in `loaded.py`, routing and canary buckets in `routing.py`;
+their public names are re-exported here.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
-import tempfile
 import threading
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from airflow_mlops.exceptions import MLOpsError
+from airflow_mlops.serving.loaded import (
+    LoadedModel,
+    MissingFeatures,
+    ModelLoadError,
+    first_line,
+    load_error,
+    load_sklearn,
+    prepare,
+    warm_up,
+)
+from airflow_mlops.serving.routing import MODES, Slots, canary_bucket, entity_key_text
 
 if TYPE_CHECKING:
-    import numpy as np
-    import pandas as pd
     from mlflow import MlflowClient
+
+__all__ = ["MODES", "LoadedModel", "MissingFeatures", "ModelLoadError", "ModelManager", "canary_bucket",
+           "entity_key_text", "load_sklearn", "warm_up"]
 
 log = logging.getLogger(__name__)
 
-MODES = ("full", "canary", "shadow")
-_HASH_SPACE = float(2**64)
 _NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND")
-
-
-class ModelLoadError(MLOpsError):
-    """A version cannot serve (missing, unloadable, no predict_proba, failed warm-up); names version and reason."""
-
-    def __init__(self, message: str, *, model: str | None = None, version: str | None = None,
-                 reason: str | None = None) -> None:
-        self.model = model
-        self.version = version
-        self.reason = reason or message
-        super().__init__(message)
-
-
-class MissingFeatures(ValueError):
-    """A frame handed to `LoadedModel.predict_proba` lacks some of the model's feature columns."""
-
-    def __init__(self, model: str, version: str, missing: list[str]) -> None:
-        self.columns = missing
-        super().__init__(f"{model} v{version} needs feature columns {missing}, absent from the request; "
-                         "send them (or let the Feast lookup provide them)")
-
-
-def _load_error(name: str, version: str, reason: str, fix: str) -> ModelLoadError:
-    return ModelLoadError(f"{name} v{version} cannot serve: {reason}. {fix}", model=name, version=version,
-                          reason=reason)
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    """One loaded, warmed-up model version."""
-
-    name: str
-    version: str
-    run_id: str | None
-    model: Any = field(repr=False, compare=False)
-    feature_columns: tuple[str, ...]
-    loaded_at: str
-
-    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
-        """Positive-class probability per row; `frame` may hold extra columns (they are ignored).
-
-        A frame that already has exactly the feature columns, in order, as float64 (see `frame()`)
-        goes to the model as is; anything else is selected and cast first (~0.5 ms more per call)."""
-        columns = list(self.feature_columns)
-        if list(frame.columns) != columns or any(dtype != "float64" for dtype in frame.dtypes):
-            if missing := [column for column in columns if column not in frame.columns]:
-                raise MissingFeatures(self.name, self.version, missing)
-            frame = frame[columns].astype("float64", copy=False)
-        return self.model.predict_proba(frame)[:, 1]
-
-    def frame(self, records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
-        """The model's input frame (feature columns, float64, None -> NaN) built from dict rows."""
-        import numpy as np
-        import pandas as pd
-
-        columns = self.feature_columns
-        if missing := sorted({column for record in records for column in columns if column not in record}):
-            raise MissingFeatures(self.name, self.version, missing)
-        try:
-            values = np.array([[record[column] for column in columns] for record in records], dtype="float64")
-        except (TypeError, ValueError):
-            bad = [c for c in columns if not all(_is_number(record[c]) for record in records)]
-            raise ValueError(f"{self.name} v{self.version}: feature columns {bad} must be numbers (or null)") from None
-        return pd.DataFrame(values.reshape(len(records), len(columns)), columns=list(columns))
-
-    def describe(self) -> dict[str, Any]:
-        return {"version": self.version, "run_id": self.run_id, "loaded_at": self.loaded_at}
-
-
-@dataclass(frozen=True)
-class _Slots:  # what serves right now; replaced as a whole, never mutated
-    primary: LoadedModel
-    secondary: LoadedModel | None = None
-    mode: str = "single"
-    fraction: float = 0.0
-
-
-def canary_bucket(entity_key: str) -> float:
-    """Stable position of an entity key in [0, 1): the same in every process, machine and run."""
-    digest = hashlib.blake2b(entity_key.encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / _HASH_SPACE
-
-
-def entity_key_text(entity: Mapping[str, Any]) -> str:
-    """Canonical text of an entity's keys ({"driver_id": 1001} -> '{"driver_id":1001}') for `route()`."""
-    return json.dumps(dict(entity), sort_keys=True, separators=(",", ":"), default=str)
 
 
 def _default_client() -> MlflowClient:
@@ -134,18 +55,23 @@ class ModelManager:
     :param client_factory: makes the MlflowClient (default: MLflowHook().get_conn()).
     :param poll_seconds: how often the poller re-reads `follow_alias`.
     :param follow_alias: alias to serve and follow (None: serve explicit versions only, no poller).
+    :param shadow_alias: alias whose version is scored in shadow beside the primary, off the request
+        path (the spec's `promotion.shadow`: "challenger"); followed by the same poller. Unset, or
+        the primary's own version: no shadow.
     """
 
     def __init__(self, name: str, *, client_factory: Callable[[], MlflowClient] | None = None,
-                 poll_seconds: float = 5.0, follow_alias: str | None = "champion") -> None:
+                 poll_seconds: float = 5.0, follow_alias: str | None = "champion",
+                 shadow_alias: str | None = None) -> None:
         if not poll_seconds > 0:
             raise ValueError(f"poll_seconds={poll_seconds!r} must be > 0; use follow_alias=None to stop polling")
         self.name = name
         self.poll_seconds = float(poll_seconds)
         self.follow_alias = follow_alias
+        self.shadow_alias = shadow_alias
         self._client_factory = client_factory or _default_client
         self._client: MlflowClient | None = None
-        self._slots: _Slots | None = None
+        self._slots: Slots | None = None
         self._lock = threading.Lock()  # serializes deploys and polls; readers never take it
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -159,7 +85,11 @@ class ModelManager:
             alias_now = self._alias_version() if self.follow_alias else None
             self._deploy_locked(version or alias_now, "full", 0.0)
             self._alias_seen = alias_now
-        if self.follow_alias and (self._thread is None or not self._thread.is_alive()):
+            try:
+                self._sync_shadow_locked()
+            except ModelLoadError:  # recorded in last_error; the primary serves, the poller retries the shadow
+                pass
+        if (self.follow_alias or self.shadow_alias) and (self._thread is None or not self._thread.is_alive()):
             self._stop.clear()
             self._thread = threading.Thread(target=self._poll_loop, name=f"mlops-alias-{self.name}", daemon=True)
             self._thread.start()
@@ -195,14 +125,7 @@ class ModelManager:
 
     def route(self, entity_key: str) -> tuple[LoadedModel, LoadedModel | None, str]:
         """(model that answers, model to shadow-score or None, route label "primary"|"canary")."""
-        slots = self._current()
-        if slots.secondary is None:
-            return slots.primary, None, "primary"
-        if slots.mode == "shadow":
-            return slots.primary, slots.secondary, "primary"
-        if canary_bucket(entity_key) < slots.fraction:
-            return slots.secondary, None, "canary"
-        return slots.primary, None, "primary"
+        return self._current().route(entity_key)
 
     def status(self) -> dict[str, Any]:
         slots = self._slots
@@ -212,6 +135,7 @@ class ModelManager:
             "mode": slots.mode if slots else "single",
             "fraction": slots.fraction if slots else 0.0,
             "follow_alias": self.follow_alias,
+            "shadow_alias": self.shadow_alias,
             "primary": slots.primary.describe() if slots else None,
             "secondary": slots.secondary.describe() if slots and slots.secondary else None,
             "last_error": self._last_error,
@@ -219,7 +143,7 @@ class ModelManager:
             "following": bool(thread and thread.is_alive()) and (slots is None or slots.mode != "canary"),
         }
 
-    def _current(self) -> _Slots:
+    def _current(self) -> Slots:
         slots = self._slots
         if slots is None:
             raise ModelLoadError(f"{self.name}: no model loaded yet (ModelManager.start() has not succeeded); "
@@ -248,27 +172,47 @@ class ModelManager:
 
     def poll_once(self) -> bool:
         """One alias check; True when it swapped the primary. Never raises: errors go to last_error."""
-        if not self.follow_alias:
+        if not (self.follow_alias or self.shadow_alias):
             return False
         with self._lock:
             slots = self._slots
             if slots is not None and slots.mode == "canary":
                 return False  # a canary is being judged: the deploy operator decides what comes next
             try:
-                current = self._alias_version()
-                if current is None or current == self._alias_seen:
-                    return False
-                if slots is None or slots.primary.version != current:
-                    self._deploy_locked(current, "full", 0.0)
-                self._alias_seen = current
-                return slots is None or slots.primary.version != current
+                swapped = self._follow_primary_locked(slots) if self.follow_alias else False
+                self._sync_shadow_locked()
+                return swapped
             except ModelLoadError as exc:  # same text as _deploy_locked recorded: logged once, retried next tick
                 self._record_error(str(exc))
             except Exception as exc:  # noqa: BLE001 - the poller must outlive anything a tick can throw
-                self._record_error(f"{self.name}: alias poll failed ({_first_line(exc)}); retrying every "
+                self._record_error(f"{self.name}: alias poll failed ({first_line(exc)}); retrying every "
                                    f"{self.poll_seconds:g} s")
             return False
 
+    def _follow_primary_locked(self, slots: Slots | None) -> bool:
+        current = self._alias_version()
+        if current is None or current == self._alias_seen:
+            return False
+        if slots is None or slots.primary.version != current:
+            self._deploy_locked(current, "full", 0.0)
+        self._alias_seen = current
+        return slots is None or slots.primary.version != current
+
+    def _sync_shadow_locked(self) -> None:
+        """Make the shadow slot hold `shadow_alias`' version (none when unset or equal to the primary).
+
+        A shadow that cannot load is recorded in last_error and retried next tick; the primary serves on."""
+        slots = self._slots
+        if not self.shadow_alias or slots is None or slots.mode == "canary":
+            return
+        wanted = self._alias_version(self.shadow_alias)
+        if wanted is None or wanted == slots.primary.version:
+            if slots.mode == "shadow":
+                self._slots = Slots(slots.primary)  # promoted (or alias removed): nothing left to shadow
+                log.info("%s: shadow cleared (alias %r: %s)", self.name, self.shadow_alias, wanted or "unset")
+            return
+        if slots.secondary is None or slots.secondary.version != wanted:
+            self._deploy_locked(wanted, "shadow", 0.0)
     def _poll_loop(self) -> None:
         while not self._stop.wait(self.poll_seconds):
             self.poll_once()
@@ -288,14 +232,14 @@ class ModelManager:
                  f" {slots.fraction:.0%}" if slots.mode == "canary" else "",
                  f", secondary v{slots.secondary.version}" if slots.secondary else "")
 
-    def _next_slots(self, model: LoadedModel, mode: str, fraction: float) -> _Slots:
+    def _next_slots(self, model: LoadedModel, mode: str, fraction: float) -> Slots:
         if mode == "full":
-            return _Slots(model)
+            return Slots(model)
         current = self._slots
         if current is None:
             raise ModelLoadError(f"{self.name}: cannot start a {mode} of v{model.version} without a primary "
                                  "model; deploy one with mode 'full' first", model=self.name, version=model.version)
-        return _Slots(current.primary, model, mode, fraction if mode == "canary" else 0.0)
+        return Slots(current.primary, model, mode, fraction if mode == "canary" else 0.0)
 
     def _reuse(self, version: str) -> LoadedModel | None:
         slots = self._slots
@@ -314,22 +258,23 @@ class ModelManager:
             self._client = self._client_factory()
         return self._client
 
-    def _alias_version(self) -> str | None:
+    def _alias_version(self, alias: str | None = None) -> str | None:
         from airflow_mlops.hooks.mlflow_registry import ModelRegistry
 
-        assert self.follow_alias is not None
+        alias = alias or self.follow_alias
+        assert alias is not None
         try:
-            return ModelRegistry(self._get_client(), self.name).alias_version(self.follow_alias)
+            return ModelRegistry(self._get_client(), self.name).alias_version(alias)
         except Exception as exc:  # noqa: BLE001 - unreachable store, auth, ...: the caller gets a ModelLoadError
-            raise ModelLoadError(f"{self.name}: cannot read alias {self.follow_alias!r} ({_first_line(exc)}); the "
+            raise ModelLoadError(f"{self.name}: cannot read alias {alias!r} ({first_line(exc)}); the "
                                  "current models keep serving. Check the MLflow registry (mlflow_default connection "
-                                 "or MLFLOW_TRACKING_URI)", model=self.name, reason=_first_line(exc)) from exc
+                                 "or MLFLOW_TRACKING_URI)", model=self.name, reason=first_line(exc)) from exc
 
     def _existing_versions(self) -> str:
         try:
             found = self._get_client().search_model_versions(f"name = '{self.name}'")
         except Exception as exc:  # noqa: BLE001 - only decorates an error message
-            return f"unknown: {_first_line(exc)}"
+            return f"unknown: {first_line(exc)}"
         return str(sorted(int(mv.version) for mv in found)) if found else "none"
 
     def _no_version_error(self) -> ModelLoadError:
@@ -342,11 +287,10 @@ class ModelManager:
         run_id = self._registered_version(version)
         started = datetime.now(UTC)
         model = load_sklearn(self._get_client(), self.name, version)
-        loaded = LoadedModel(self.name, version, run_id, model, _feature_columns(self.name, version, model),
-                             datetime.now(UTC).isoformat(timespec="milliseconds"))
-        warm_up(loaded)
-        log.info("%s v%s loaded and warmed up in %.2f s (%d feature columns)", self.name, version,
-                 (datetime.now(UTC) - started).total_seconds(), len(loaded.feature_columns))
+        loaded = prepare(self.name, version, run_id, model, datetime.now(UTC).isoformat(timespec="milliseconds"))
+        log.info("%s v%s loaded and warmed up in %.2f s (%d feature columns, %s)", self.name, version,
+                 (datetime.now(UTC) - started).total_seconds(), len(loaded.feature_columns),
+                 "compiled to numpy" if loaded.fast is not None else "sklearn predict_proba")
         return loaded
 
     def _registered_version(self, version: str) -> str | None:
@@ -355,70 +299,8 @@ class ModelManager:
             return self._get_client().get_model_version(self.name, version).run_id or None
         except Exception as exc:  # noqa: BLE001 - MlflowException, StoreUnavailable, connection errors
             if getattr(exc, "error_code", None) not in _NOT_FOUND:
-                raise _load_error(self.name, version, f"the registry cannot be read ({_first_line(exc)})",
-                                  "Check the MLflow registry (mlflow_default connection or MLFLOW_TRACKING_URI)"
-                                  ) from exc
-        raise _load_error(self.name, version, f"no such registered version (existing versions: "
+                raise load_error(self.name, version, f"the registry cannot be read ({first_line(exc)})",
+                                 "Check the MLflow registry (mlflow_default connection or MLFLOW_TRACKING_URI)"
+                                 ) from exc
+        raise load_error(self.name, version, f"no such registered version (existing versions: "
                           f"{self._existing_versions()})", "Deploy one of the existing versions") from None
-
-
-def load_sklearn(client: MlflowClient, name: str, version: str) -> Any:
-    """mlflow.sklearn.load_model of models:/<name>/<version>, resolved through `client`'s stores.
-
-    `mlflow.sklearn.load_model("models:/...")` would resolve the URI through MLflow's process-global
-    registry URI; asking the client for the download location keeps injected clients honest.
-    """
-    import mlflow.artifacts
-    import mlflow.sklearn
-
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # tqdm bars on every (re)load
-    source = f"models:/{name}/{version}"
-    try:
-        source = client.get_model_version_download_uri(name, version)
-        with tempfile.TemporaryDirectory(prefix="mlops-model-") as tmp:
-            local = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp,
-                                                        tracking_uri=client.tracking_uri)
-            return mlflow.sklearn.load_model(local)
-    except Exception as exc:  # noqa: BLE001 - any failure here means "this artifact cannot serve"
-        reason = f"artifact {source} cannot be loaded ({_first_line(exc)})"
-        raise _load_error(name, version, reason, "Register a version whose artifacts exist and load with this "
-                          "scikit-learn, or check the artifact store") from exc
-
-
-def _is_number(value: Any) -> bool:
-    try:
-        float(value if value is not None else 0.0)
-    except (TypeError, ValueError):
-        return False
-    return True
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
-
-
-def _feature_columns(name: str, version: str, model: Any) -> tuple[str, ...]:
-    if not callable(getattr(model, "predict_proba", None)):
-        raise _load_error(name, version, f"a {type(model).__name__} has no predict_proba",
-                          "Serve a classifier (a Pipeline ending in one) that predicts probabilities")
-    columns = getattr(model, "feature_names_in_", None)
-    if columns is None or len(columns) == 0:
-        raise _load_error(name, version, "the model has no feature_names_in_ (it was fitted without column names)",
-                          "Fit it on a pandas DataFrame so the serving columns are known")
-    return tuple(str(column) for column in columns)
-
-
-def warm_up(loaded: LoadedModel) -> None:
-    """One prediction on a zero row through the serving path: broken models fail here, not on traffic."""
-    import numpy as np
-
-    zero = loaded.frame([dict.fromkeys(loaded.feature_columns, 0.0)])
-    try:
-        out = np.asarray(loaded.predict_proba(zero), dtype="float64")
-    except Exception as exc:  # noqa: BLE001 - whatever breaks, it must not reach traffic
-        raise _load_error(loaded.name, loaded.version, f"warm-up predict_proba on a zero row failed "
-                          f"({_first_line(exc)})", "Fix the model and register a new version") from exc
-    if out.shape != (1,) or not np.isfinite(out).all():
-        raise _load_error(loaded.name, loaded.version, f"warm-up predict_proba gave {out!r}, not one finite "
-                          "probability", "Serve a binary classifier")

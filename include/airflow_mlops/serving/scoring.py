@@ -3,19 +3,20 @@
 `Scorer` is the hot path shared by every protocol. Rows are routed by entity key
 (`ModelManager.route`: sticky canary buckets, shadow model); rows without entity keys (/invocations,
 V2 feature tensors) are routed by request id, so a canary still gets its share. Each model gets a
-matrix in ITS `feature_columns` order (a canary may use other columns than the primary), wrapped in
-a DataFrame with exactly those float64 columns: `LoadedModel.predict_proba`'s no-copy path.
+float64 matrix in ITS `feature_columns` order (a canary may use other columns than the primary):
+`LoadedModel.predict_matrix` scores it with the compiled numpy function when the model has one
+(`fastpath.py`), else through a DataFrame of exactly those columns (sklearn's no-copy path).
 
-`Background` is one daemon thread with a bounded queue: shadow scoring and prediction-log records
+`Background` is one daemon thread with a bounded deque: shadow scoring and prediction-log records
 are built there after the response, never on the request path. A full queue drops work and counts it.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BACKGROUND_QUEUE = 10_000
+POLL_SECONDS = 0.005
 _THREAD = threading.local()
 
 
@@ -79,42 +81,53 @@ class _Group:
 
 
 class Background:
-    """A daemon thread running submitted callables in order; `submit` never blocks."""
+    """A daemon thread running submitted callables in order; `submit` never blocks.
+
+    Jobs go on a deque the thread drains every `POLL_SECONDS`, not on a queue.Queue: a Condition
+    notify per request woke the thread for every single job, and on 2 cores that hand-off of the GIL
+    cost more than the job. Shadow scores and log records lag by at most a poll interval.
+    """
 
     def __init__(self, sink: PredictionLog | None, model: str, max_jobs: int = BACKGROUND_QUEUE) -> None:
         self.sink = sink
         self.model = model
+        self.max_jobs = max_jobs
         self.dropped = 0
-        self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue(maxsize=max_jobs)
+        self._jobs: deque[Callable[[], None] | None] = deque()  # append/popleft are atomic
         self._thread = threading.Thread(target=self._run, name=f"mlops-serving-bg-{model}", daemon=True)
         self._thread.start()
 
     def submit(self, job: Callable[[], None]) -> None:
-        try:
-            self._queue.put_nowait(job)
-        except queue.Full:
+        if len(self._jobs) >= self.max_jobs:
             self.dropped += 1
             if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
                 log.warning("%s: background queue full (%d jobs); %d shadow/log job(s) dropped so far", self.model,
-                            self._queue.maxsize, self.dropped)
+                            self.max_jobs, self.dropped)
+            return
+        self._jobs.append(job)
 
     def close(self, timeout: float = 30.0) -> None:
         """Finish the queued jobs, then stop."""
-        try:
-            self._queue.put(None, timeout=timeout)
-        except queue.Full:
-            log.warning("%s: background queue did not drain within %.0f s", self.model, timeout)
-            return
+        self._jobs.append(None)
         self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.warning("%s: background jobs did not finish within %.0f s", self.model, timeout)
 
     def wait_idle(self, timeout: float = 10.0) -> None:
         """Block until every job submitted so far has run (tests, shutdown)."""
         done = threading.Event()
-        self.submit(done.set)
+        self._jobs.append(done.set)
         done.wait(timeout)
 
     def _run(self) -> None:
-        while (job := self._queue.get()) is not None:
+        while True:
+            try:
+                job = self._jobs.popleft()
+            except IndexError:
+                time.sleep(POLL_SECONDS)
+                continue
+            if job is None:
+                return
             try:
                 job()
             except Exception:  # noqa: BLE001 - the thread must outlive any one job
@@ -133,7 +146,7 @@ class Scorer:
         """Entity rows + their online features (None = missing) -> scores."""
         import numpy as np
 
-        from airflow_mlops.serving.models import entity_key_text
+        from airflow_mlops.serving.routing import entity_key_text
 
         columns = {name: np.asarray(values, dtype=np.float64) for name, values in batch.request_values.items()}
         columns.update({name: np.array(values, dtype=np.float64) for name, values in online.items()})
@@ -144,7 +157,7 @@ class Scorer:
         """Feature columns given directly (NaN = missing) -> scores."""
         import numpy as np
 
-        from airflow_mlops.serving.models import entity_key_text
+        from airflow_mlops.serving.routing import entity_key_text
 
         columns = {name: np.asarray(values, dtype=np.float64) for name, values in table.values.items()}
         row_ids = [rid] if table.rows == 1 else [f"{rid}-{i}" for i in range(table.rows)]
@@ -161,7 +174,7 @@ class Scorer:
         for group in groups:
             inputs = frame(group.model, columns, group.rows, given=given)
             try:
-                predictions[group.rows] = group.model.predict_proba(inputs)
+                predictions[group.rows] = group.model.predict_matrix(inputs)
             except Exception as exc:  # noqa: BLE001 - whatever the model raises is the model's failure
                 _log_failure(group.model.version, exc)
                 raise ModelFailed(group.model, group.route, exc) from exc
@@ -213,20 +226,19 @@ class Scorer:
             return None
         one_native_thread()
         try:
-            return shadow.predict_proba(frame(shadow, columns, list(range(rows)), given=True))
+            return shadow.predict_matrix(frame(shadow, columns, list(range(rows)), given=True))
         except Exception as exc:  # noqa: BLE001 - a broken shadow must never affect serving
             log.warning("%s: shadow v%s could not score (%s: %s)", self.model, shadow.version, type(exc).__name__, exc)
             return None
 
 
 def frame(model: LoadedModel, columns: Mapping[str, np.ndarray], rows: list[int], *, given: bool) -> Any:
-    """The model's input: a DataFrame of its feature columns, in order, float64, for the chosen rows.
+    """The model's input: a float64 matrix of its feature columns, in order, for the chosen rows.
 
     A missing column is the client's fault when features are given directly (400 naming it), else the
     deployment's: the model needs a column neither the request features nor the feature service have.
     """
     import numpy as np
-    import pandas as pd
 
     names = model.feature_columns
     missing = [c for c in names if c not in columns]
@@ -237,8 +249,7 @@ def frame(model: LoadedModel, columns: Mapping[str, np.ndarray], rows: list[int]
         raise MLOpsError(f"{model.name} v{model.version} needs columns {missing} that neither the spec's request "
                          "features nor the feature service provide; fix the spec or serve another version")
     full = len(rows) == len(next(iter(columns.values())))
-    matrix = np.column_stack([columns[c] if full else columns[c][rows] for c in names])
-    return pd.DataFrame(matrix, columns=list(names), copy=False)
+    return np.column_stack([columns[c] if full else columns[c][rows] for c in names])
 
 
 _FAILED: set[tuple[str, str]] = set()

@@ -1,0 +1,173 @@
+"""One loaded model version of the serving app: load from the registry, check, compile, warm up.
+
+`LoadedModel.predict_matrix` is the hot path: a float64 matrix in the model's `feature_columns`
+order. When the model is a pipeline sklearn can be replayed exactly with numpy (`fastpath.compile`:
+imputer/scaler steps + a binary linear classifier), the matrix goes to that compiled function: no
+DataFrame, no per-call input validation (~1 ms of a ~1.2 ms single-row call). The compiled function
+is checked against the model's own `predict_proba` at load; any other model gets a DataFrame with
+exactly its fitted columns, as before.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from airflow_mlops.exceptions import MLOpsError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+    from mlflow import MlflowClient
+
+
+class ModelLoadError(MLOpsError):
+    """A version cannot serve (missing, unloadable, no predict_proba, failed warm-up); names version and reason."""
+
+    def __init__(self, message: str, *, model: str | None = None, version: str | None = None,
+                 reason: str | None = None) -> None:
+        self.model = model
+        self.version = version
+        self.reason = reason or message
+        super().__init__(message)
+
+
+class MissingFeatures(ValueError):
+    """A frame handed to `LoadedModel.predict_proba` lacks some of the model's feature columns."""
+
+    def __init__(self, model: str, version: str, missing: list[str]) -> None:
+        self.columns = missing
+        super().__init__(f"{model} v{version} needs feature columns {missing}, absent from the request; "
+                         "send them (or let the Feast lookup provide them)")
+
+
+def load_error(name: str, version: str, reason: str, fix: str) -> ModelLoadError:
+    return ModelLoadError(f"{name} v{version} cannot serve: {reason}. {fix}", model=name, version=version,
+                          reason=reason)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """One loaded, warmed-up model version (`fast`: its compiled numpy predictor, if any)."""
+
+    name: str
+    version: str
+    run_id: str | None
+    model: Any = field(repr=False, compare=False)
+    feature_columns: tuple[str, ...]
+    loaded_at: str
+    fast: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False, compare=False)
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        """Positive-class probability per row; `frame` may hold extra columns (they are ignored).
+
+        A frame that already has exactly the feature columns, in order, as float64 (see `frame()`)
+        goes to the model as is; anything else is selected and cast first (~0.5 ms more per call)."""
+        columns = list(self.feature_columns)
+        if list(frame.columns) != columns or any(dtype != "float64" for dtype in frame.dtypes):
+            if missing := [column for column in columns if column not in frame.columns]:
+                raise MissingFeatures(self.name, self.version, missing)
+            frame = frame[columns].astype("float64", copy=False)
+        return self.model.predict_proba(frame)[:, 1]
+
+    def predict_matrix(self, matrix: np.ndarray) -> np.ndarray:
+        """Positive-class probability per row of a float64 matrix in `feature_columns` order (NaN = missing)."""
+        if self.fast is not None:
+            return self.fast(matrix)
+        import pandas as pd
+
+        return self.predict_proba(pd.DataFrame(matrix, columns=list(self.feature_columns), copy=False))
+
+    def frame(self, records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+        """The model's input frame (feature columns, float64, None -> NaN) built from dict rows."""
+        import numpy as np
+        import pandas as pd
+
+        columns = self.feature_columns
+        if missing := sorted({column for record in records for column in columns if column not in record}):
+            raise MissingFeatures(self.name, self.version, missing)
+        try:
+            values = np.array([[record[column] for column in columns] for record in records], dtype="float64")
+        except (TypeError, ValueError):
+            bad = [c for c in columns if not all(_is_number(record[c]) for record in records)]
+            raise ValueError(f"{self.name} v{self.version}: feature columns {bad} must be numbers (or null)") from None
+        return pd.DataFrame(values.reshape(len(records), len(columns)), columns=list(columns))
+
+    def describe(self) -> dict[str, Any]:
+        return {"version": self.version, "run_id": self.run_id, "loaded_at": self.loaded_at,
+                "compiled": self.fast is not None}
+
+
+def prepare(name: str, version: str, run_id: str | None, model: Any, loaded_at: str) -> LoadedModel:
+    """Check the model can serve, compile it when possible, warm it up (ModelLoadError otherwise)."""
+    from airflow_mlops.serving import fastpath
+
+    columns = feature_columns(name, version, model)
+    loaded = LoadedModel(name, version, run_id, model, columns, loaded_at, fastpath.compile_checked(model, columns))
+    warm_up(loaded)
+    return loaded
+
+
+def load_sklearn(client: MlflowClient, name: str, version: str) -> Any:
+    """mlflow.sklearn.load_model of models:/<name>/<version>, resolved through `client`'s stores.
+
+    `mlflow.sklearn.load_model("models:/...")` would resolve the URI through MLflow's process-global
+    registry URI; asking the client for the download location keeps injected clients honest.
+    """
+    import mlflow.artifacts
+    import mlflow.sklearn
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # tqdm bars on every (re)load
+    source = f"models:/{name}/{version}"
+    try:
+        source = client.get_model_version_download_uri(name, version)
+        with tempfile.TemporaryDirectory(prefix="mlops-model-") as tmp:
+            local = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp,
+                                                        tracking_uri=client.tracking_uri)
+            return mlflow.sklearn.load_model(local)
+    except Exception as exc:  # noqa: BLE001 - any failure here means "this artifact cannot serve"
+        reason = f"artifact {source} cannot be loaded ({first_line(exc)})"
+        raise load_error(name, version, reason, "Register a version whose artifacts exist and load with this "
+                         "scikit-learn, or check the artifact store") from exc
+
+
+def _is_number(value: Any) -> bool:
+    try:
+        float(value if value is not None else 0.0)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def feature_columns(name: str, version: str, model: Any) -> tuple[str, ...]:
+    if not callable(getattr(model, "predict_proba", None)):
+        raise load_error(name, version, f"a {type(model).__name__} has no predict_proba",
+                         "Serve a classifier (a Pipeline ending in one) that predicts probabilities")
+    columns = getattr(model, "feature_names_in_", None)
+    if columns is None or len(columns) == 0:
+        raise load_error(name, version, "the model has no feature_names_in_ (it was fitted without column names)",
+                         "Fit it on a pandas DataFrame so the serving columns are known")
+    return tuple(str(column) for column in columns)
+
+
+def warm_up(loaded: LoadedModel) -> None:
+    """One prediction on a zero row through the serving path: broken models fail here, not on traffic."""
+    import numpy as np
+
+    zero = np.zeros((1, len(loaded.feature_columns)), dtype=np.float64)
+    try:
+        out = np.asarray(loaded.predict_matrix(zero), dtype="float64")
+    except Exception as exc:  # noqa: BLE001 - whatever breaks, it must not reach traffic
+        raise load_error(loaded.name, loaded.version, f"warm-up predict_proba on a zero row failed "
+                         f"({first_line(exc)})", "Fix the model and register a new version") from exc
+    if out.shape != (1,) or not np.isfinite(out).all():
+        raise load_error(loaded.name, loaded.version, f"warm-up predict_proba gave {out!r}, not one finite "
+                         "probability", "Serve a binary classifier")

@@ -1,0 +1,60 @@
+"""Status endpoints of the serving app: /health, /ready, /metrics and the KServe V2 health/metadata routes."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from fastapi import FastAPI, Response
+
+from airflow_mlops.serving.replies import Reply, error_reply, reply_response
+
+if TYPE_CHECKING:
+    from airflow_mlops.serving.app import Server
+
+
+def add_status_routes(app: FastAPI, server: Server) -> None:
+    @app.get("/health")
+    def health() -> Response:
+        return reply_response(Reply(200, {"status": "ok"}))
+
+    @app.get("/ready")
+    def ready() -> Response:
+        ok = server.manager.loaded and server.scorer is not None
+        return reply_response(Reply(200 if ok else 503, {"ready": ok, **server.manager.status()}))
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        server.sync_versions()
+        body, content_type = server.metrics.render()
+        return Response(body, media_type=content_type)
+
+    add_v2_status_routes(app, server)
+
+
+def add_v2_status_routes(app: FastAPI, server: Server) -> None:
+    @app.get("/v2/health/live")
+    def v2_live() -> Response:
+        return reply_response(Reply(200, {"live": True}))
+
+    @app.get("/v2/health/ready")
+    def v2_ready() -> Response:
+        ok = server.manager.loaded and server.scorer is not None
+        return reply_response(Reply(200 if ok else 503, {"ready": ok}))
+
+    @app.get("/v2")
+    def v2_server() -> Response:
+        from airflow_mlops import __version__
+
+        return reply_response(Reply(200, {"name": "airflow-mlops", "version": __version__, "extensions": []}))
+
+    @app.get("/v2/models/{name}")
+    def v2_metadata(name: str) -> Response:
+        return reply_response(server.guarded("v2", server.metadata, name))
+
+    @app.get("/v2/models/{name}/ready")
+    def v2_model_ready(name: str) -> Response:
+        if name != server.spec.name:
+            return reply_response(error_reply("v2", 404, f"model {name!r} is not served here; this server serves "
+                                                         f"{server.spec.name!r}"))
+        return reply_response(Reply(200 if server.manager.loaded else 503, {"name": name,
+                                                                            "ready": server.manager.loaded}))
