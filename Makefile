@@ -58,6 +58,8 @@ bench: install
 	$(PY) benchmarks/online_lookup.py
 	$(PY) benchmarks/training_dag.py
 	$(PY) benchmarks/batch_inference.py
+	$(PY) benchmarks/serving.py
+	$(PY) benchmarks/drift.py
 
 ## Re-resolve the lock after changing dependencies in pyproject.toml.
 lock: install
