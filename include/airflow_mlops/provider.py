@@ -84,7 +84,8 @@ def get_provider_info() -> dict[str, Any]:
             for conn_type, (hook_class, hook_name) in HOOKS.items()
         ],
         "hooks": [
-            {"integration-name": "MLflow", "python-modules": ["airflow_mlops.hooks.mlflow"]},
+            {"integration-name": "MLflow", "python-modules": ["airflow_mlops.hooks.mlflow",
+                                                              "airflow_mlops.hooks.mlflow_registry"]},
             {"integration-name": "Feast", "python-modules": ["airflow_mlops.hooks.feast"]},
             {"integration-name": "Great Expectations", "python-modules": ["airflow_mlops.hooks.gx"]},
             {"integration-name": "MLOps serving", "python-modules": ["airflow_mlops.hooks.serving"]},
@@ -104,6 +105,7 @@ def get_provider_info() -> dict[str, Any]:
             },
             {"integration-name": "Kubernetes", "python-modules": ["airflow_mlops.operators.kubernetes"]},
             {"integration-name": "MLOps serving", "python-modules": ["airflow_mlops.operators.deployment",
+                                                                     "airflow_mlops.operators.deployment_k8s",
                                                                      "airflow_mlops.operators.batch"]},
             {"integration-name": "Feast", "python-modules": ["airflow_mlops.operators.features"]},
             {"integration-name": "Great Expectations", "python-modules": ["airflow_mlops.operators.validation"]},

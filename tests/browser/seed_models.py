@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -27,6 +28,13 @@ RUN_IDS = ("manual__2026-11-01T08:00:00+00:00", "asset_triggered__2026-11-10T08:
 DRIFT_SHARES = (0.05, 0.08, 0.1, 0.12, 0.2, 0.45)
 DRIFT_THRESHOLD = 0.3
 START = datetime(2026, 11, 15, 6, tzinfo=UTC)
+
+
+def use_fresh_home(mp: Any, home: Path) -> None:
+    """Point MLOPS_HOME at `home` (a pytest MonkeyPatch) and drop what would send MLflow or history elsewhere."""
+    mp.setenv("MLOPS_HOME", str(home))
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "AIRFLOW_CONN_MLFLOW_DEFAULT", "MLOPS_MONITORING_DB"):
+        mp.delenv(name, raising=False)
 
 
 @dataclass(frozen=True)

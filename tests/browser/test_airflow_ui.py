@@ -17,14 +17,11 @@ from typing import Any
 import httpx
 import pytest
 
-from support.airflow_stack import PROJECT, AirflowStack, airflow_stack_for_fixture
+from support.airflow_stack import AirflowStack, airflow_stack_for_fixture
+from support.browser import screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
-ARTIFACTS = PROJECT / "test-artifacts" / "browser"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 DAG_IDS = ("mlops_features", "ride_completion__train")
 UI_TIMEOUT_MS = 20_000
 
@@ -36,18 +33,6 @@ def ui_stack(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRe
         yield stack
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: run `make browser-deps` (installs Debian's chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
 @dataclass
 class UI:
     """One browser context (no cookies yet) on the stack, recording every URL the page requests."""
@@ -57,10 +42,7 @@ class UI:
     requested: list[str] = field(default_factory=list)
 
     def shot(self, name: str) -> Path:
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        path = ARTIFACTS / f"{name}.png"
-        self.page.screenshot(path=str(path), full_page=True)
-        return path
+        return screenshot(self.page, name)
 
     def log_in(self) -> None:
         self.page.get_by_label("Username").fill(self.stack.username)
@@ -73,9 +55,9 @@ class UI:
 
 
 @pytest.fixture
-def ui(ui_stack: AirflowStack, browser: Any, request: pytest.FixtureRequest) -> Iterator[UI]:
+def ui(ui_stack: AirflowStack, chromium: Any, request: pytest.FixtureRequest) -> Iterator[UI]:
     failed_before = request.session.testsfailed
-    context = browser.new_context(viewport={"width": 1400, "height": 900}, base_url=ui_stack.base_url)
+    context = chromium.new_context(viewport={"width": 1400, "height": 900}, base_url=ui_stack.base_url)
     page = context.new_page()
     page.set_default_timeout(UI_TIMEOUT_MS)
     session = UI(page=page, stack=ui_stack)

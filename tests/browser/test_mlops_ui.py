@@ -12,22 +12,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 import pytest
-from seed_models import DRIFT_SHARES, MODEL, RETRAIN_REASON, RUN_IDS, TRAIN_DAG, Seeded, seed_models
+from seed_models import DRIFT_SHARES, MODEL, RETRAIN_REASON, RUN_IDS, TRAIN_DAG, Seeded, seed_models, use_fresh_home
 
-from support.airflow_stack import PROJECT, AirflowStack, airflow_stack_for_fixture
+from support.airflow_stack import AirflowStack, airflow_stack_for_fixture
+from support.browser import screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(420)]
 
-ARTIFACTS = PROJECT / "test-artifacts" / "browser"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 TIMEOUT_MS = 30_000
 
 
@@ -37,33 +33,11 @@ def seeded_stack(tmp_path_factory: pytest.TempPathFactory,
     home = tmp_path_factory.mktemp("mlops_ui") / "home"
     home.mkdir()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLOPS_HOME", str(home))
-        for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "AIRFLOW_CONN_MLFLOW_DEFAULT",
-                     "MLOPS_MONITORING_DB"):
-            mp.delenv(name, raising=False)
+        use_fresh_home(mp, home)
         seeded = seed_models()
     with airflow_stack_for_fixture(request, home, components=("dag-processor", "api-server"),
                                    dag_ids=(TRAIN_DAG,)) as stack:
         yield stack, seeded
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: run `make browser-deps` (installs Debian's chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-def shot(page: Any, name: str) -> Path:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    return path
 
 
 def test_pages_and_api_answer_401_without_a_session(seeded_stack: tuple[AirflowStack, Seeded]) -> None:
@@ -95,7 +69,7 @@ def test_models_page_from_the_nav_then_the_model_page(seeded_stack: tuple[Airflo
         row = frame.locator(f'#models tr[data-model="{MODEL}"]')
         champion = row.locator("td.champion")
         champion.get_by_text(f"v{seeded.champion}", exact=True).wait_for()
-        shot(page, "10-models-page")
+        screenshot(page, "10-models-page")
 
         row.get_by_role("link", name=MODEL, exact=True).click()
         frame.locator("#champion-version").get_by_text(f"v{seeded.champion}", exact=True).wait_for()
@@ -110,11 +84,11 @@ def test_models_page_from_the_nav_then_the_model_page(seeded_stack: tuple[Airflo
         timeline.nth(1).get_by_text(f"Retrained because {RETRAIN_REASON}").wait_for()  # v2: a drift-started run
         frame.locator("#model-card").get_by_text("Dispatch prioritisation").wait_for()
         assert re.search(rf"/plugin/mlops-models/mlops/ui/models/{MODEL}$", page.url), page.url
-        shot(page, "11-model-page")
+        screenshot(page, "11-model-page")
         foreign = [url for url in requested if not url.startswith((stack.base_url, "data:", "blob:"))]
         assert foreign == [], f"the pages loaded from outside: {foreign}"
     except BaseException:
-        shot(page, "FAILED-mlops-ui")
+        screenshot(page, "FAILED-mlops-ui")
         raise
     finally:
         context.close()
@@ -139,16 +113,16 @@ def test_dag_and_dag_run_tabs_show_the_model_and_what_the_run_registered(
         page.goto(f"/dags/{TRAIN_DAG}/plugin/mlops-model")
         page.frame_locator('iframe[title="MLOps model"]').locator("#champion-version").get_by_text(
             f"v{seeded.champion}", exact=True).wait_for()
-        shot(page, "12-dag-tab-model")
+        screenshot(page, "12-dag-tab-model")
         page.goto(f"/dags/{TRAIN_DAG}/runs/{quote(RUN_IDS[0], safe='')}")
         page.get_by_role("button", name="MLOps reports").or_(page.get_by_role("link", name="MLOps reports")) \
             .first.click()
         frame = page.frame_locator('iframe[title="MLOps reports"]')
         frame.get_by_role("link", name=f"{MODEL} v{seeded.versions[0]}", exact=True).wait_for()
         frame.get_by_role("link", name="evaluation report").wait_for()
-        shot(page, "13-dag-run-tab-reports")
+        screenshot(page, "13-dag-run-tab-reports")
     except BaseException:
-        shot(page, "FAILED-mlops-tabs")
+        screenshot(page, "FAILED-mlops-tabs")
         raise
     finally:
         context.close()

@@ -16,14 +16,11 @@ from the metadata DB.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
+
+from support.dag_runs import run_in_fresh_airflow
 
 pytestmark = pytest.mark.integration
 
@@ -95,17 +92,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     dags = tmp_path / "dags"
     dags.mkdir()
     (dags / "rollback_event_dags.py").write_text(DAG_FILE)
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("AIRFLOW_", "AIRFLOW__", "MLOPS_", "MLFLOW_TRACKING", "MLFLOW_REGISTRY"))}
-    env.update(AIRFLOW_HOME=str(tmp_path / "airflow"), AIRFLOW__CORE__LOAD_EXAMPLES="False",
-               AIRFLOW__CORE__DAGS_FOLDER=str(dags), MLOPS_HOME=str(tmp_path / "home"))
-    airflow = Path(sys.executable).with_name("airflow")
-    subprocess.run([str(airflow), "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
-    done = subprocess.run([sys.executable, "-c", RUNNER, str(dags)], check=False, env=env, capture_output=True,
-                          text=True, timeout=300, cwd=tmp_path)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    assert done.returncode == 0 and lines, (done.stdout + done.stderr)[-8000:]
-    return dict(json.loads(lines[-1][len("RESULT "):]))
+    return run_in_fresh_airflow(tmp_path, RUNNER, str(dags), dags_folder=dags, timeout=300)[0]
 
 
 def test_a_rolled_back_canary_fails_the_run_but_the_champion_asset_gets_the_restored_version(

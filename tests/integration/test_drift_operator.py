@@ -17,13 +17,12 @@ link XCom and the monitoring history (fine in a test, never in a task).
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from support.dag_runs import run_in_fresh_airflow
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -178,19 +177,10 @@ print("RESULT " + json.dumps(results, default=str))
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     tmp = tmp_path_factory.mktemp("drift_operator")
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("AIRFLOW_", "AIRFLOW__", "MLFLOW_TRACKING", "MLFLOW_REGISTRY", "MLOPS_"))}
-    env.update(AIRFLOW_HOME=str(tmp / "airflow"), AIRFLOW__CORE__LOAD_EXAMPLES="False",
-               AIRFLOW__CORE__DAGS_FOLDER=str(tmp / "dags"), MLOPS_HOME=str(tmp / "home"))
     (tmp / "dags").mkdir()
     (tmp / "dags" / "drift_dags.py").write_text(DAG_FILE)
-    airflow = Path(sys.executable).with_name("airflow")
-    subprocess.run([str(airflow), "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
-    done = subprocess.run([sys.executable, "-c", RUNNER, str(tmp / "dags")], env=env, capture_output=True,
-                          text=True, timeout=540, cwd=tmp, check=False)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    assert done.returncode == 0 and lines, (done.stdout + done.stderr)[-4000:]
-    return {**json.loads(lines[-1][len("RESULT "):]), "home": tmp / "home", "output": done.stdout + done.stderr}
+    result, output = run_in_fresh_airflow(tmp, RUNNER, str(tmp / "dags"), dags_folder=tmp / "dags", timeout=540)
+    return {**result, "home": tmp / "home", "output": output}
 
 
 def test_drift_emits_exactly_one_event_with_share_columns_report_and_window(runs: dict[str, Any]) -> None:

@@ -31,6 +31,7 @@ import yaml
 from airflow_mlops.core import lineage
 from airflow_mlops.hooks.mlflow import MLflowHook
 from airflow_mlops.jobs.training import TrainingRequest
+from support.training_sets import demo_training_set
 
 pytestmark = pytest.mark.integration
 
@@ -63,11 +64,9 @@ def kubernetes_spec(models_dir: Path | None = None, **compute: Any) -> Any:
 
 @pytest.fixture
 def training_set(mlops_home: Path, small_demo: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    from test_train_register import build_training_set
-
     for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "AIRFLOW_CONN_MLFLOW_DEFAULT"):
         monkeypatch.delenv(name, raising=False)
-    return build_training_set(small_demo, mlops_home / "training_sets" / "ride_completion")
+    return demo_training_set(small_demo, mlops_home / "training_sets" / "ride_completion")
 
 
 def context(operator: Any) -> dict[str, Any]:

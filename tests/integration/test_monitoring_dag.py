@@ -17,14 +17,12 @@ The runner reads task states, drift asset events, the summary XCom and the monit
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from support.dag_runs import run_in_fresh_airflow
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -129,17 +127,7 @@ print("RESULT " + json.dumps(results, default=str))
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str]:
     tmp_path = tmp_path_factory.mktemp("monitoring_dag")
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("AIRFLOW_", "AIRFLOW__", "MLOPS_", "MLFLOW_TRACKING", "MLFLOW_REGISTRY"))}
-    env.update(AIRFLOW_HOME=str(tmp_path / "airflow"), AIRFLOW__CORE__LOAD_EXAMPLES="False",
-               AIRFLOW__CORE__DAGS_FOLDER=str(PROJECT / "dags"), MLOPS_HOME=str(tmp_path / "home"))
-    airflow = Path(sys.executable).with_name("airflow")
-    subprocess.run([str(airflow), "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
-    done = subprocess.run([sys.executable, "-c", RUNNER], check=False, env=env, capture_output=True, text=True,
-                          timeout=850, cwd=tmp_path)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    assert done.returncode == 0 and lines, (done.stdout + done.stderr)[-8000:]
-    return dict(json.loads(lines[-1][len("RESULT "):])), done.stdout + done.stderr
+    return run_in_fresh_airflow(tmp_path, RUNNER, dags_folder=PROJECT / "dags", timeout=850)
 
 
 def test_champion_exists_before_monitoring(runs: tuple[dict[str, Any], str]) -> None:

@@ -108,23 +108,30 @@ def _write_reports(home: Path, small_demo: tuple) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory, small_demo: tuple) -> Iterator[Api]:
     root = tmp_path_factory.mktemp("plugin")
-    password_file = root / "passwords.json"
-    password_file.write_text(json.dumps(PASSWORDS))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLOPS_HOME", str(root / "home"))
-        for key, value in {
-            "CORE__AUTH_MANAGER": f"{DagGrantsAuthManager.__module__}.{DagGrantsAuthManager.__qualname__}",
-            "CORE__SIMPLE_AUTH_MANAGER_USERS": USERS,
-            "CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(password_file),
-            "API_AUTH__JWT_SECRET": secrets.token_urlsafe(64),
-            "API__SECRET_KEY": secrets.token_urlsafe(32),
-            "API__HOST": "127.0.0.1",
-        }.items():
-            mp.setenv(f"AIRFLOW__{key}", value)
+        use_test_auth(mp, root / "passwords.json", API__HOST="127.0.0.1")
         (root / "home").mkdir()
         urls = _write_reports(root / "home", small_demo)
         with _airflow_api(root / "home", urls) as api:
             yield api
+
+
+def use_test_auth(mp: pytest.MonkeyPatch, password_file: Path, **settings: str) -> None:
+    """Configure DagGrantsAuthManager with USERS and PASSWORDS (written to password_file), fresh secrets.
+
+    `settings` are further `[section] key` options as `SECTION__KEY=value`.
+    """
+    password_file.write_text(json.dumps(PASSWORDS))
+    for key, value in {
+        "CORE__AUTH_MANAGER": f"{DagGrantsAuthManager.__module__}.{DagGrantsAuthManager.__qualname__}",
+        "CORE__SIMPLE_AUTH_MANAGER_USERS": USERS,
+        "CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(password_file),
+        "API_AUTH__JWT_SECRET": secrets.token_urlsafe(64),
+        "API__SECRET_KEY": secrets.token_urlsafe(32),
+        **settings,
+    }.items():
+        mp.setenv(f"AIRFLOW__{key}", value)
 
 
 @contextlib.contextmanager

@@ -10,13 +10,12 @@ what the registry and history say, read back independently through MlflowClient 
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from test_plugin_auth import PASSWORDS, USERS, Api, DagGrantsAuthManager, _airflow_api
+from test_plugin_auth import Api, _airflow_api, use_test_auth
 
 from browser.seed_models import (
     DRIFT_SHARES,
@@ -28,6 +27,7 @@ from browser.seed_models import (
     TRAIN_DAG,
     Seeded,
     seed_models,
+    use_fresh_home,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -38,21 +38,9 @@ def seeded_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Api, 
     root = tmp_path_factory.mktemp("models_api")
     home = root / "home"
     home.mkdir()
-    password_file = root / "passwords.json"
-    password_file.write_text(json.dumps(PASSWORDS))
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLOPS_HOME", str(home))
-        for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "AIRFLOW_CONN_MLFLOW_DEFAULT",
-                     "MLOPS_MONITORING_DB"):
-            mp.delenv(name, raising=False)
-        for key, value in {
-            "CORE__AUTH_MANAGER": f"{DagGrantsAuthManager.__module__}.{DagGrantsAuthManager.__qualname__}",
-            "CORE__SIMPLE_AUTH_MANAGER_USERS": USERS,
-            "CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(password_file),
-            "API_AUTH__JWT_SECRET": secrets.token_urlsafe(64),
-            "API__SECRET_KEY": secrets.token_urlsafe(32),
-        }.items():
-            mp.setenv(f"AIRFLOW__{key}", value)
+        use_fresh_home(mp, home)
+        use_test_auth(mp, root / "passwords.json")
         seeded = seed_models()
         with _airflow_api(home, {}) as api:
             yield api, seeded

@@ -18,10 +18,7 @@ consumed events) by wrapping `get_or_create_dagrun`; the task then reads
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,6 +26,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+
+from support.dag_runs import run_in_fresh_airflow
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -155,17 +154,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str]
     dags.mkdir()
     shutil.copy(PROJECT / "dags" / "mlops_models.py", dags / "mlops_models.py")
     (dags / "gate_test.py").write_text(GATE_DAG)
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("AIRFLOW_", "AIRFLOW__", "MLOPS_", "MLFLOW_TRACKING", "MLFLOW_REGISTRY"))}
-    env.update(AIRFLOW_HOME=str(tmp_path / "airflow"), AIRFLOW__CORE__LOAD_EXAMPLES="False",
-               AIRFLOW__CORE__DAGS_FOLDER=str(dags), MLOPS_HOME=str(tmp_path / "home"))
-    airflow = Path(sys.executable).with_name("airflow")
-    subprocess.run([str(airflow), "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
-    done = subprocess.run([sys.executable, "-c", RUNNER], check=False, env=env, capture_output=True, text=True,
-                          timeout=500, cwd=tmp_path)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    assert done.returncode == 0 and lines, (done.stdout + done.stderr)[-8000:]
-    return dict(json.loads(lines[-1][len("RESULT "):])), done.stdout + done.stderr
+    return run_in_fresh_airflow(tmp_path, RUNNER, dags_folder=dags, timeout=500)
 
 
 def test_manual_run_passes_and_the_version_says_why(runs: tuple[dict[str, Any], str]) -> None:

@@ -6,7 +6,6 @@ Operators run through execute() with a minimal context, and once through dag.tes
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -23,34 +22,12 @@ from airflow_mlops.exceptions import RegistryError, TrainingFailed, TrainingSetE
 from airflow_mlops.hooks.mlflow import MLflowHook
 from airflow_mlops.operators.registry import MLflowRegisterModelOperator
 from airflow_mlops.operators.training import SklearnTrainModelOperator
+from support.training_sets import demo_training_set
 
 pytestmark = pytest.mark.integration
 
 MODEL = "ride_completion"
 HGB = "sklearn.ensemble.HistGradientBoostingClassifier"
-
-
-def build_training_set(small_demo: Any, directory: Path) -> dict[str, Any]:
-    """A point-in-time training set like the Feast task writes, plus its lineage dict."""
-    _, tables = small_demo
-    rides = tables["rides"].drop(columns="ride_id").sort_values("event_timestamp")
-    stats = tables["driver_hourly_stats"].drop(columns="created").sort_values("event_timestamp")
-    frame = pd.merge_asof(rides, stats, on="event_timestamp", by="driver_id", direction="backward")
-    frame = frame.rename(columns={c: f"driver_hourly_stats__{c}" for c in ("conv_rate", "acc_rate")})
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "ride_completion.parquet"
-    frame.to_parquet(path, index=False)
-    return {
-        "path": str(path),
-        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-        "rows": len(frame),
-        "start": frame["event_timestamp"].min().isoformat(),
-        "end": frame["event_timestamp"].max().isoformat(),
-        "feature_service": "ride_completion_v1",
-        "feature_views": {"driver_hourly_stats": ["conv_rate", "acc_rate", "avg_daily_trips", "rating"]},
-        "columns": list(frame.columns),
-        "missing": {c: int(n) for c, n in frame.isna().sum().items() if n},
-    }
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +50,7 @@ def training_set(
     # Only the Default experiment 0 (unused here) points at the template's artifact dir; the
     # experiments these tests create get this test's MLOPS_HOME (asserted below).
     shutil.copy(migrated_db, mlops_home / "mlflow" / "mlflow.db")
-    return build_training_set(small_demo, mlops_home / "training_sets")
+    return demo_training_set(small_demo, mlops_home / "training_sets")
 
 
 def context(try_number: int = 1, run_id: str = "manual__2026-10-04T00:00:00+00:00") -> dict[str, Any]:

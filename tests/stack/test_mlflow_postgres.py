@@ -6,7 +6,6 @@ reachable the fixture raises, so these tests ERROR with the reason — they neve
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -23,6 +22,7 @@ from airflow_mlops.exceptions import StoreUnavailable
 from airflow_mlops.hooks.mlflow import MLflowHook, with_installed_driver
 from airflow_mlops.operators.registry import MLflowRegisterModelOperator
 from airflow_mlops.operators.training import SklearnTrainModelOperator
+from support.training_sets import demo_as_of_join, write_training_set
 
 pytestmark = pytest.mark.stack
 
@@ -70,20 +70,9 @@ def pg_connection(pg_uri: str, mlops_home: Path, monkeypatch: pytest.MonkeyPatch
 
 
 def _training_set(small_demo: Any, directory: Path) -> dict[str, Any]:
-    _, tables = small_demo
-    rides = tables["rides"].drop(columns="ride_id").sort_values("event_timestamp")
-    stats = tables["driver_hourly_stats"].drop(columns="created").sort_values("event_timestamp")
-    frame = pd.merge_asof(rides, stats, on="event_timestamp", by="driver_id", direction="backward")
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "stack.parquet"
-    frame.to_parquet(path, index=False)
-    return {
-        "path": str(path),
-        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-        "rows": len(frame),
-        "feature_service": "ride_completion_v1",
-        "feature_views": {"driver_hourly_stats": ["conv_rate"]},
-    }
+    return write_training_set(demo_as_of_join(small_demo), directory / "stack.parquet",
+                              feature_service="ride_completion_v1",
+                              feature_views={"driver_hourly_stats": ["conv_rate"]})
 
 
 def _context(task_id: str) -> dict[str, Any]:

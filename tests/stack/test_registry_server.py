@@ -8,7 +8,6 @@ artifacts travel through the server's proxy (`mlflow-artifacts:/`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 import time
@@ -17,7 +16,6 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import pandas as pd
 import pytest
 import yaml
 from airflow.sdk.exceptions import AirflowSkipException
@@ -33,6 +31,7 @@ from airflow_mlops.operators.promotion import MLflowPromoteModelOperator, MLflow
 from airflow_mlops.operators.registry import MLflowRegisterModelOperator
 from airflow_mlops.operators.training import SklearnTrainModelOperator
 from support.mlflow_server import MLflowServer
+from support.training_sets import demo_as_of_join, write_training_set
 
 pytestmark = pytest.mark.stack
 
@@ -56,16 +55,10 @@ def server(mlflow_server: MLflowServer, mlops_home: Path, monkeypatch: pytest.Mo
 @pytest.fixture
 def record(server: MLflowServer, small_demo: Any, mlops_home: Path) -> dict[str, Any]:
     """A point-in-time training set like the Feast task writes, plus its lineage dict."""
-    _, tables = small_demo
-    rides = tables["rides"].drop(columns="ride_id").sort_values("event_timestamp")
-    stats = tables["driver_hourly_stats"].drop(columns="created").sort_values("event_timestamp")
-    frame = pd.merge_asof(rides, stats, on="event_timestamp", by="driver_id", direction="backward")
-    path = mlops_home / "training_sets" / "ride_completion.parquet"
-    path.parent.mkdir(parents=True)
-    frame.to_parquet(path, index=False)
-    return {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "rows": len(frame),
-            "feature_service": "ride_completion_v1", "feature_views": {"driver_hourly_stats": ["conv_rate"]},
-            "columns": list(frame.columns)}
+    frame = demo_as_of_join(small_demo)
+    return write_training_set(frame, mlops_home / "training_sets" / "ride_completion.parquet",
+                              feature_service="ride_completion_v1",
+                              feature_views={"driver_hourly_stats": ["conv_rate"]}, columns=list(frame.columns))
 
 
 def context(run_id: str, task_id: str, user: str | None = "alice", model: str = MODEL) -> dict[str, Any]:

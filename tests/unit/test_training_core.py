@@ -15,6 +15,7 @@ import pytest
 
 from airflow_mlops.core import lineage, training
 from airflow_mlops.exceptions import TrainingFailed, TrainingSetError
+from support.training_sets import demo_as_of_join
 
 pytestmark = pytest.mark.unit
 
@@ -26,10 +27,7 @@ KEYS = ["driver_id"]
 @pytest.fixture(scope="module")
 def frame(small_demo) -> pd.DataFrame:
     """Rides joined as-of with driver stats, Feast-style: one view prefixed, one not; a few gaps."""
-    _, tables = small_demo
-    rides = tables["rides"].drop(columns="ride_id").sort_values("event_timestamp")
-    stats = tables["driver_hourly_stats"].drop(columns="created").sort_values("event_timestamp")
-    joined = pd.merge_asof(rides, stats, on="event_timestamp", by="driver_id", direction="backward")
+    joined = demo_as_of_join(small_demo)
     joined = joined.rename(columns={"conv_rate": "driver_hourly_stats__conv_rate"})
     joined.loc[joined.index[::17], "acc_rate"] = np.nan  # features missing out of TTL
     return joined.reset_index(drop=True)

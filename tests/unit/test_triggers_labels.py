@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from airflow.triggers.base import BaseEventTrigger
 
 from airflow_mlops.triggers.labels import LabelFileTrigger, labels_asset
 from airflow_mlops.triggers.landing import POLL_INTERVAL_ENV
+from support.triggers import collect_events
 
 pytestmark = pytest.mark.unit
 
@@ -26,25 +26,6 @@ def _labels(path: Path, rows: int = 20) -> Path:
     pq.write_table(pa.table({"request_id": [f"r{i}" for i in range(rows)], "completed": [i % 2 for i in range(rows)]}),
                    path)
     return path
-
-
-async def _collect(trigger: LabelFileTrigger, seconds: float, during: Any = None) -> list[dict[str, Any]]:
-    events: list[dict[str, Any]] = []
-
-    async def consume() -> None:
-        async for event in trigger.run():
-            events.append(event.payload)
-
-    task = asyncio.create_task(consume())
-    try:
-        if during is not None:
-            await during()
-        await asyncio.sleep(seconds)
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    return events
 
 
 def test_serializes_and_hashes_stably(tmp_path: Path) -> None:
@@ -76,7 +57,7 @@ def test_one_event_per_file_with_the_payload_and_only_for_this_model(tmp_path: P
     _labels(tmp_path / "other" / "x.parquet")  # another model's labels
     _labels(tmp_path / "m" / ".day3.parquet.tmp")  # an atomic writer's temp file
     trigger = LabelFileTrigger(labels_dir=str(tmp_path / "m"), model="m", poll_interval=FAST)
-    events = asyncio.run(_collect(trigger, seconds=20 * FAST))
+    events = asyncio.run(collect_events(trigger, seconds=20 * FAST))
     assert sorted(e["file"] for e in events) == ["day1.parquet", "day2.csv"], events
     one = next(e for e in events if e["file"] == "day1.parquet")
     assert one == {"model": "m", "file": "day1.parquet", "path": str(first), "size_bytes": first.stat().st_size,
@@ -98,20 +79,7 @@ def test_a_partial_parquet_fires_only_once_complete(tmp_path: Path) -> None:
         target.write_bytes(whole)
 
     events_so_far: list[dict[str, Any]] = []
-
-    async def run() -> list[dict[str, Any]]:
-        async def consume() -> None:
-            async for event in trigger.run():
-                events_so_far.append(event.payload)
-
-        task = asyncio.create_task(consume())
-        await write_in_two_steps()
-        await asyncio.sleep(20 * FAST)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        return events_so_far
-
-    events = asyncio.run(run())
+    events = asyncio.run(collect_events(trigger, seconds=20 * FAST, during=write_in_two_steps,
+                                        events=events_so_far))
     assert seen_before == [0], "half a parquet file must not fire"
     assert len(events) == 1 and events[0]["size_bytes"] == len(whole), events

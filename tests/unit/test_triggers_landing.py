@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import shutil
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from airflow_mlops.triggers.landing import (
     LandingScan,
     poll_interval_from_env,
 )
+from support.triggers import collect_events
 
 pytestmark = pytest.mark.unit
 
@@ -36,28 +36,6 @@ def _csv(path: Path, text: str = "driver_id,conv_rate\n1,0.5\n") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path
-
-
-async def _collect(trigger: LandingFileTrigger, seconds: float, during: Any = None) -> list[dict[str, Any]]:
-    """Run the trigger for `seconds` (while `during()` runs, if given); return the event payloads."""
-    events: list[dict[str, Any]] = []
-
-    async def consume() -> None:
-        async for event in trigger.run():
-            events.append(event.payload)
-
-    task = asyncio.create_task(consume())
-    try:
-        if during is not None:
-            await during()
-        await asyncio.sleep(seconds)
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    if task.done() and not task.cancelled() and task.exception():
-        raise task.exception()  # type: ignore[misc]
-    return events
 
 
 def _trigger(landing: Path, **kwargs: Any) -> LandingFileTrigger:
@@ -111,7 +89,7 @@ def test_poll_interval_from_env_rejects_nonsense(monkeypatch: pytest.MonkeyPatch
 
 def test_a_complete_parquet_fires_exactly_once_and_names_the_file(tmp_path: Path) -> None:
     batch = _parquet(tmp_path / "rides" / "batch-1.parquet")
-    events = asyncio.run(_collect(_trigger(tmp_path), seconds=20 * FAST))
+    events = asyncio.run(collect_events(_trigger(tmp_path), seconds=20 * FAST))
     assert len(events) == 1, events
     assert events[0]["file"] == "rides/batch-1.parquet" and events[0]["dataset"] == "rides"
     assert events[0]["path"] == str(batch) and events[0]["size_bytes"] == batch.stat().st_size
@@ -122,7 +100,7 @@ def test_one_event_per_file_and_csv_counts(tmp_path: Path) -> None:
     _parquet(tmp_path / "rides" / "a.parquet")
     _csv(tmp_path / "rides" / "b.csv")
     _parquet(tmp_path / "driver_hourly_stats" / "c.parquet")
-    events = asyncio.run(_collect(_trigger(tmp_path), seconds=20 * FAST))
+    events = asyncio.run(collect_events(_trigger(tmp_path), seconds=20 * FAST))
     assert sorted(e["file"] for e in events) == ["driver_hourly_stats/c.parquet", "rides/a.parquet", "rides/b.csv"]
 
 
@@ -134,13 +112,13 @@ def test_only_files_the_landing_task_would_pick_up_fire(tmp_path: Path) -> None:
     _parquet(tmp_path / "loose.parquet")  # not in a dataset dir
     _csv(tmp_path / "rides" / "notes.txt")
     _csv(tmp_path / "rides" / "empty.csv", text="")  # nothing to land (yet)
-    assert asyncio.run(_collect(_trigger(tmp_path), seconds=10 * FAST)) == []
+    assert asyncio.run(collect_events(_trigger(tmp_path), seconds=10 * FAST)) == []
 
 
 def test_the_datasets_argument_limits_the_watch(tmp_path: Path) -> None:
     _parquet(tmp_path / "rides" / "a.parquet")
     _parquet(tmp_path / "driver_hourly_stats" / "b.parquet")
-    events = asyncio.run(_collect(_trigger(tmp_path, datasets=["rides", "missing"]), seconds=10 * FAST))
+    events = asyncio.run(collect_events(_trigger(tmp_path, datasets=["rides", "missing"]), seconds=10 * FAST))
     assert [e["file"] for e in events] == ["rides/a.parquet"]
 
 
@@ -157,7 +135,7 @@ def test_a_file_still_being_written_fires_once_when_complete(tmp_path: Path) -> 
                 handle.flush()
                 await asyncio.sleep(0.01)
 
-    events = asyncio.run(_collect(trigger, seconds=1.5, during=write_slowly))
+    events = asyncio.run(collect_events(trigger, seconds=1.5, during=write_slowly))
     assert len(events) == 1, events
     assert events[0]["size_bytes"] == target.stat().st_size  # the whole file, not a prefix
 
@@ -169,7 +147,7 @@ def test_the_landing_dir_may_appear_later(tmp_path: Path) -> None:
         await asyncio.sleep(3 * FAST)
         _parquet(landing / "rides" / "late.parquet")
 
-    events = asyncio.run(_collect(_trigger(landing), seconds=20 * FAST, during=create_later))
+    events = asyncio.run(collect_events(_trigger(landing), seconds=20 * FAST, during=create_later))
     assert [e["file"] for e in events] == ["rides/late.parquet"]
 
 
@@ -218,18 +196,3 @@ def test_after_a_restart_only_files_still_in_landing_fire_again(tmp_path: Path) 
     shutil.move(a, tmp_path / "rides" / "_landed" / a.name)  # the triggered run landed a, not yet b
     restarted = LandingScan(tmp_path)  # a new trigger instance: no memory
     assert restarted.poll() == [] and [p["file"] for p in restarted.poll()] == ["rides/b.parquet"]
-
-
-def test_provider_info_declares_the_trigger_and_sensor_modules() -> None:
-    import importlib
-
-    from airflow_mlops.provider import get_provider_info
-
-    info = get_provider_info()
-    triggers = {m for entry in info["triggers"] for m in entry["python-modules"]}
-    sensors = {m for entry in info["sensors"] for m in entry["python-modules"]}
-    assert triggers == {"airflow_mlops.triggers.landing", "airflow_mlops.triggers.feast",
-                        "airflow_mlops.triggers.canary"}
-    assert sensors == {"airflow_mlops.sensors.feast"}
-    for module in triggers | sensors:
-        importlib.import_module(module)

@@ -15,6 +15,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from airflow_mlops.core import audit
+from airflow_mlops.core.lineage import TAG_PREFIX
 from airflow_mlops.exceptions import PromotionConflict, RollbackRefused
 
 if TYPE_CHECKING:
@@ -28,6 +29,29 @@ CHALLENGER = "challenger"
 # Long enough that a competing claim made at the same moment is visible when we read back,
 # short against a training run. See core/audit.py for why this makes the second writer fail.
 LEASE_SETTLE_SECONDS = 1.0
+
+
+def ensure_registered_model(client: MlflowClient, name: str, description: str | None = None) -> bool:
+    """Create registered model `name` (tagged as ours) unless it exists; True when this call created it.
+
+    A parallel DAG run may create it between our get and create: that counts as existing.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(name)
+        return False
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+    try:
+        client.create_registered_model(name, tags={f"{TAG_PREFIX}managed_by": "airflow-mlops"},
+                                       description=description)
+    except MlflowException as exc:
+        if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+            raise
+        return False
+    return True
 
 
 class ModelRegistry:

@@ -77,9 +77,9 @@ class MLflowApproveModelOperator(ApprovalOperator):
         self.mlflow_conn_id = mlflow_conn_id
 
     def execute(self, context: Context) -> Any:
-        import json
+        from airflow_mlops.core.xcom import as_dict
 
-        evaluation = json.loads(self.evaluation) if isinstance(self.evaluation, str) else self.evaluation
+        evaluation = None if self.evaluation is None else as_dict(self.evaluation)
         if evaluation is not None and not evaluation.get("promote"):
             from airflow_mlops.operators.promotion import skip_not_promoted
 

@@ -29,6 +29,7 @@ from airflow.sdk import BaseOperator
 
 from airflow_mlops import exceptions as errors
 from airflow_mlops.core.lineage import TAG_PREFIX
+from airflow_mlops.core.xcom import as_dict
 from airflow_mlops.exceptions import CanaryFailed, RolloutFailed
 
 # The class the serving client raises; the same object as airflow_mlops.exceptions.DeploymentFailed once
@@ -172,7 +173,7 @@ class DeployModelOperator(BaseOperator):
                 "previous": previous, "status": status, "smoke": smoke, "canary": dict(canary) if canary else None}
 
     def _smoke(self, client: ServingAdminClient, version: str) -> dict[str, Any]:
-        answer = client.predict(_as_dict(self.smoke_request))
+        answer = client.predict(as_dict(self.smoke_request))
         predictions = answer.get("predictions") or []
         served = sorted({str(p.get("model_version")) for p in predictions})
         if not predictions or served != [version]:
@@ -194,7 +195,7 @@ class DeployModelOperator(BaseOperator):
         from airflow_mlops.core.canary import CanaryLimits, parse_route
         from airflow_mlops.triggers.canary import CanaryTrigger, first_event
 
-        limits = CanaryLimits.from_config(_as_dict(self.canary) if self.canary else None, "promotion.canary")
+        limits = CanaryLimits.from_config(as_dict(self.canary) if self.canary else None, "promotion.canary")
         primary = self._primary(client)
         if primary == version:
             primary = self._put_previous_back(client, version)
@@ -202,7 +203,7 @@ class DeployModelOperator(BaseOperator):
             client.deploy(version, "canary", limits.traffic)
             client.wait_ready(version, "secondary", self.ready_timeout, self.poll_interval)
             if self.smoke_request:
-                client.predict(_as_dict(self.smoke_request))
+                client.predict(as_dict(self.smoke_request))
         except DeploymentFailed as err:
             if err.status == 409 or (err.status or 0) >= 500:  # the version itself is at fault: a failed canary
                 self._fail(context, client, version, f"canary did not start: {err}", "failed")
@@ -320,13 +321,6 @@ class DeployModelOperator(BaseOperator):
     def _primary(client: ServingAdminClient) -> str | None:
         version = (client.status().get("primary") or {}).get("version")
         return None if version is None else str(version)
-
-
-def _as_dict(value: Any) -> dict[str, Any]:
-    """A templated mapping argument: a dict, or its JSON text (rendered from a Jinja expression)."""
-    import json
-
-    return dict(json.loads(value) if isinstance(value, str) else value)
 
 
 def _record_rollback(context: Context, model: str, restored: str, rolled_back_from: str, reason: str,

@@ -30,9 +30,9 @@ def deploy_to_kubernetes(operator: DeployModelOperator, version: str) -> dict[st
     from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
 
     from airflow_mlops.core.spec import KubernetesServing
-    from airflow_mlops.operators.deployment import _as_dict
+    from airflow_mlops.core.xcom import as_dict
 
-    raw = _as_dict(operator.kubernetes or {})
+    raw = as_dict(operator.kubernetes or {})
     # Feast registry/online store and prediction log: read from the same serving.kubernetes mapping, so the
     # spec fields flow through the factory's `serving.kubernetes.model_dump()` unchanged.
     backends = k8s_manifests.Backends.pop_from(raw)

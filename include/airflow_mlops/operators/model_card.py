@@ -52,9 +52,10 @@ class MLflowModelCardOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlops.core import model_card
         from airflow_mlops.core.lineage import normalize_lineage
+        from airflow_mlops.core.xcom import as_dict
         from airflow_mlops.hooks.mlflow import MLflowHook
 
-        registered = json.loads(self.registered) if isinstance(self.registered, str) else dict(self.registered)
+        registered = as_dict(self.registered)
         version, run_id = str(registered["version"]), str(registered["run_id"])
         hook = MLflowHook(self.mlflow_conn_id)
         hook.check_backend()

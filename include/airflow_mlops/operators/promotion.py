@@ -156,10 +156,9 @@ class MLflowPromoteModelOperator(_ChampionMoveOperator):
         self.reason = reason
 
     def execute(self, context: Context) -> dict[str, Any]:
-        import json
+        from airflow_mlops.core.xcom import as_dict
 
-
-        evaluation = json.loads(self.evaluation) if isinstance(self.evaluation, str) else dict(self.evaluation)
+        evaluation = as_dict(self.evaluation)
         target = str(self.version)
         if not evaluation.get("promote"):
             skip_not_promoted(self.mlflow_conn_id, self.model_name, target, evaluation, context)

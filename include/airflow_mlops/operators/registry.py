@@ -31,9 +31,11 @@ def evaluation_tags(evaluation: Any) -> dict[str, str]:
     """Version tags summarising an evaluation result (empty when there is none)."""
     import json
 
+    from airflow_mlops.core.xcom import as_dict
+
     if not evaluation:
         return {}
-    data = json.loads(evaluation) if isinstance(evaluation, str) else dict(evaluation)
+    data = as_dict(evaluation)
     prefix = "airflow_mlops.evaluation."
     tags = {
         f"{prefix}verdict": "promote" if data.get("promote") else "hold",
@@ -102,6 +104,7 @@ class MLflowRegisterModelOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlops.core.lineage import retrain_tags
         from airflow_mlops.hooks.mlflow import MLflowHook
+        from airflow_mlops.hooks.mlflow_registry import ensure_registered_model
 
         hook = MLflowHook(self.mlflow_conn_id)
         hook.check_backend()
@@ -109,7 +112,8 @@ class MLflowRegisterModelOperator(BaseOperator):
         # fresh MlflowClient() on the GLOBAL tracking URI, not this client's (sqlalchemy_store.py TODO).
         with hook.activated() as client:
             model_id = self._check_source(client)
-            self._ensure_registered_model(client)
+            if ensure_registered_model(client, self.model_name, self.description):
+                self.log.info("Created registered model %s", self.model_name)
             version, created = self._find_or_create_version(client, model_id, context)
             # Set on found versions too: a cleared run re-tags its version with this run's verdict and cause.
             for key, value in {**evaluation_tags(self.evaluation), **retrain_tags(self.retrain)}.items():
@@ -172,27 +176,6 @@ class MLflowRegisterModelOperator(BaseOperator):
                 "pass run_id and model_uri from the same training task output"
             )
         return model_id
-
-    def _ensure_registered_model(self, client: MlflowClient) -> None:
-        from mlflow.exceptions import MlflowException
-
-        from airflow_mlops.core.lineage import TAG_PREFIX
-
-        try:
-            client.get_registered_model(self.model_name)
-            return
-        except MlflowException as exc:
-            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
-                raise
-        try:
-            client.create_registered_model(
-                self.model_name, tags={f"{TAG_PREFIX}managed_by": "airflow-mlops"}, description=self.description
-            )
-            self.log.info("Created registered model %s", self.model_name)
-        except MlflowException as exc:
-            # A parallel DAG run may have created it between our get and create: that is fine.
-            if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
-                raise
 
     def _existing_version(self, client: MlflowClient) -> ModelVersion | None:
         found = client.search_model_versions(f"name = '{self.model_name}' and run_id = '{self.run_id}'")

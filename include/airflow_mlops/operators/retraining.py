@@ -137,7 +137,11 @@ class MLflowRetrainGateOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlops.core.lineage import TAG_DAG_ID, TAG_RUN_ID, TAG_TASK_ID, airflow_context_tags
         from airflow_mlops.hooks.mlflow import MLflowHook
-        from airflow_mlops.hooks.mlflow_registry import LEASE_SETTLE_SECONDS, ModelRegistry
+        from airflow_mlops.hooks.mlflow_registry import (
+            LEASE_SETTLE_SECONDS,
+            ModelRegistry,
+            ensure_registered_model,
+        )
 
         trigger = trigger_of(context)
         events = collect_events(context.get("triggering_asset_events"))
@@ -146,7 +150,7 @@ class MLflowRetrainGateOperator(BaseOperator):
         tags = airflow_context_tags(context)
         owner = "/".join(tags.get(key, "?") for key in (TAG_DAG_ID, TAG_RUN_ID, TAG_TASK_ID))
         client = MLflowHook(self.mlflow_conn_id).get_conn()
-        self._ensure_registered_model(client)
+        ensure_registered_model(client, self.model_name, self.description)  # the start is a model tag
         settle = LEASE_SETTLE_SECONDS if self.lease_settle_seconds is None else self.lease_settle_seconds
         registry = ModelRegistry(client, self.model_name, settle_seconds=settle)
         with registry.lease(owner):
@@ -188,22 +192,3 @@ class MLflowRetrainGateOperator(BaseOperator):
         value = json.dumps({"at": started, "dag_id": dag_id, "run_id": run_id, "trigger": trigger})
         client.set_registered_model_tag(self.model_name, TAG_RETRAIN_LAST_STARTED, value)
         return started
-
-    def _ensure_registered_model(self, client: MlflowClient) -> None:
-        """The start is a registered-model tag: on a model's first run the model is created here."""
-        from mlflow.exceptions import MlflowException
-
-        from airflow_mlops.core.lineage import TAG_PREFIX
-
-        try:
-            client.get_registered_model(self.model_name)
-            return
-        except MlflowException as exc:
-            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
-                raise
-        try:
-            client.create_registered_model(self.model_name, tags={f"{TAG_PREFIX}managed_by": "airflow-mlops"},
-                                           description=self.description)
-        except MlflowException as exc:
-            if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
-                raise

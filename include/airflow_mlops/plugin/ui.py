@@ -22,7 +22,9 @@ documents get `files.HTML_CSP` (no script at all, sandboxed).
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
@@ -102,6 +104,13 @@ def run_page(request: Request, dag_id: str, run_id: str, user: UIUser) -> HTMLRe
 @router.get("/models/{name}/versions/{version}/{document}", response_class=HTMLResponse,
             summary="A version's evaluation report or model card (HTML from its MLflow run)")
 def version_document(request: Request, name: str, version: str, document: str, user: UIUser) -> HTMLResponse:
+    return _document(name, document, user, f"v{version}",
+                     lambda mlflow: data.version_or_404(mlflow, name, version).run_id)
+
+
+def _document(name: str, document: str, user: UIUser, which: str,
+              run_id_of: Callable[[Any], str | None]) -> HTMLResponse:
+    """`document` of model `name` from the MLflow run `run_id_of(client)` names (404 when unknown)."""
     if document not in data.DOCUMENTS:
         raise HTTPException(status.HTTP_404_NOT_FOUND,
                             f"unknown document {document!r}; documents: {', '.join(sorted(data.DOCUMENTS))}")
@@ -109,12 +118,12 @@ def version_document(request: Request, name: str, version: str, document: str, u
         data.spec_or_404(name, data.specs())
         authorize_dag_read(user, data.model_dags(name)["train"], f"model {name!r}")
         mlflow = data.client()
-        run_id = data.version_or_404(mlflow, name, version).run_id
+        run_id = run_id_of(mlflow)
     except data.NotFound as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
     text = data.run_artifact(mlflow, run_id, data.DOCUMENTS[document])
     if text is None:
-        return _empty_document(name, f"v{version}", document, run_id)
+        return _empty_document(name, which, document, run_id)
     return HTMLResponse(text, headers={**HEADERS, "Content-Security-Policy": HTML_CSP})
 
 
@@ -132,20 +141,11 @@ def _empty_document(name: str, which: str, document: str, run_id: str | None) ->
 @router.get("/models/{name}/runs/{mlflow_run_id}/{document}", response_class=HTMLResponse,
             summary="The evaluation report or model card of a training run of the model (before registration)")
 def run_document(request: Request, name: str, mlflow_run_id: str, document: str, user: UIUser) -> HTMLResponse:
-    if document not in data.DOCUMENTS:
-        raise HTTPException(status.HTTP_404_NOT_FOUND,
-                            f"unknown document {document!r}; documents: {', '.join(sorted(data.DOCUMENTS))}")
-    try:
-        data.spec_or_404(name, data.specs())
-        authorize_dag_read(user, data.model_dags(name)["train"], f"model {name!r}")
-        mlflow = data.client()
+    def checked_run(mlflow: Any) -> str:
         data.model_run_or_404(mlflow, name, mlflow_run_id)
-    except data.NotFound as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
-    text = data.run_artifact(mlflow, mlflow_run_id, data.DOCUMENTS[document])
-    if text is None:
-        return _empty_document(name, f"run {mlflow_run_id}", document, mlflow_run_id)
-    return HTMLResponse(text, headers={**HEADERS, "Content-Security-Policy": HTML_CSP})
+        return mlflow_run_id
+
+    return _document(name, document, user, f"run {mlflow_run_id}", checked_run)
 
 
 @router.get("/static/{name}", response_class=FileResponse, summary="Script, style and icon of the pages")

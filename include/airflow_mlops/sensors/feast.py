@@ -14,13 +14,13 @@ value comes from (`max_staleness`, else the view's `freshness` tag).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, BaseSensorOperator, PokeReturnValue, conf
 from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout, AirflowSkipException
 
 from airflow_mlops.exceptions import MLOpsError
+from airflow_mlops.sensors import completed_event, defer_until_deadline
 from airflow_mlops.triggers.feast import FeastFreshnessTrigger, freshness_report
 
 if TYPE_CHECKING:
@@ -29,8 +29,6 @@ if TYPE_CHECKING:
     from airflow_mlops.core.freshness import FreshnessReport
 
 ON_STALE = ("fail", "skip", "warn")
-# The trigger reports "stale" itself at the deadline; Airflow's own deferral timeout is only a backstop.
-DEFERRAL_GRACE = timedelta(minutes=5)
 
 
 class FeaturesStale(MLOpsError, AirflowFailException):
@@ -100,28 +98,16 @@ class FeastFeatureFreshnessSensor(BaseSensorOperator):
         report = self._report()
         if report.fresh:
             return report.to_dict()
-        deadline = datetime.now(UTC) + timedelta(seconds=self.timeout)
-        self.defer(
-            trigger=FeastFreshnessTrigger(
-                feature_views=list(self.feature_views) if self.feature_views else None,
-                max_staleness=self.max_staleness, feast_conn_id=self.feast_conn_id,
-                poll_interval=self.poke_interval, deadline=deadline.isoformat(), check_source=self.check_source,
-            ),
-            method_name="execute_complete",
-            timeout=timedelta(seconds=self.timeout) + timedelta(seconds=self.poke_interval) + DEFERRAL_GRACE,
-        )
+        defer_until_deadline(self, lambda deadline: FeastFreshnessTrigger(
+            feature_views=list(self.feature_views) if self.feature_views else None,
+            max_staleness=self.max_staleness, feast_conn_id=self.feast_conn_id,
+            poll_interval=self.poke_interval, deadline=deadline, check_source=self.check_source,
+        ))
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume from the trigger: fresh returns the report; stale fails (or skips) like a timeout."""
-        status = (event or {}).get("status")
-        message = (event or {}).get("message", f"no event from the trigger: {event!r}")
-        if status == "fresh":
-            self.log.info("%s", message)
-            return dict(event["report"]) if event else {}
-        if status == "stale":
-            # BaseSensorOperator.resume_execution turns this into a skip when soft_fail is set.
-            raise AirflowSensorTimeout(f"{self._timeout_prefix()}{message}")
-        raise MLOpsError(message)
+        event = completed_event(self, event, done="fresh", timed_out="stale", timeout_prefix=self._timeout_prefix())
+        return dict(event["report"])
 
     def _timeout_prefix(self) -> str:
         return f"features still stale after waiting {self.timeout:.0f}s: "

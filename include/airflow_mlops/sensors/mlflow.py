@@ -14,20 +14,16 @@ skips with `soft_fail`) with a message naming where the alias points and what it
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
 from airflow.sdk.exceptions import AirflowSensorTimeout
 
-from airflow_mlops.exceptions import MLOpsError
+from airflow_mlops.sensors import completed_event, defer_until_deadline
 from airflow_mlops.triggers.mlflow import AliasState, MLflowModelAliasTrigger, check_alias, wanted_text
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
-
-# The trigger ends the wait itself at the deadline; Airflow's own deferral timeout is only a backstop.
-DEFERRAL_GRACE = timedelta(minutes=5)
 
 
 class MLflowModelAliasSensor(BaseSensorOperator):
@@ -90,28 +86,17 @@ class MLflowModelAliasSensor(BaseSensorOperator):
         state = self._check()
         if state.done:  # no trip through the triggerer when there is nothing to wait for
             return state.result()
-        deadline = datetime.now(UTC) + timedelta(seconds=self.timeout)
-        self.defer(
-            trigger=MLflowModelAliasTrigger(
-                model_name=self.model_name, alias=self.alias, from_version=self._text(self.from_version),
-                version=self._text(self.version), mlflow_conn_id=self.mlflow_conn_id,
-                poll_interval=self.poke_interval, deadline=deadline.isoformat(),
-            ),
-            method_name="execute_complete",
-            timeout=timedelta(seconds=self.timeout) + timedelta(seconds=self.poke_interval) + DEFERRAL_GRACE,
-        )
+        defer_until_deadline(self, lambda deadline: MLflowModelAliasTrigger(
+            model_name=self.model_name, alias=self.alias, from_version=self._text(self.from_version),
+            version=self._text(self.version), mlflow_conn_id=self.mlflow_conn_id,
+            poll_interval=self.poke_interval, deadline=deadline,
+        ))
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume from the trigger: success returns {model, alias, version}; timeout fails (or skips)."""
-        status = (event or {}).get("status")
-        message = (event or {}).get("message", f"no event from the trigger: {event!r}")
-        if status == "success" and event is not None:
-            self.log.info("%s", message)
-            return {"model": event["model"], "alias": event["alias"], "version": event["version"]}
-        if status == "timeout":
-            # BaseSensorOperator.resume_execution turns this into a skip when soft_fail is set.
-            raise AirflowSensorTimeout(f"{self._timeout_prefix()}{message}")
-        raise MLOpsError(message)
+        event = completed_event(self, event, done="success", timed_out="timeout",
+                                timeout_prefix=self._timeout_prefix())
+        return {"model": event["model"], "alias": event["alias"], "version": event["version"]}
 
     def _timeout_prefix(self) -> str:
         wanted = wanted_text(self._text(self.from_version), self._text(self.version))
