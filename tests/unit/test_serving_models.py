@@ -177,6 +177,19 @@ def test_poller_follows_the_alias_but_not_during_a_canary(registry: FakeRegistry
     assert manager.poll_once() is True and manager.primary.version == "1"
 
 
+def test_a_canary_of_the_version_the_poller_just_followed_is_judged_against_the_one_it_replaced(
+        registry: FakeRegistry, manager: ModelManager) -> None:
+    # promote moves the alias first; the poller may swap to it before the deploy task asks for the canary
+    registry.aliases["champion"] = "2"
+    assert manager.poll_once() is True and manager.primary.version == "2"
+    manager.deploy("2", mode="canary", fraction=0.1)
+    status = manager.status()
+    assert (manager.mode, manager.primary.version) == ("canary", "1")
+    assert status["secondary"]["version"] == "2"
+    manager.deploy("2", mode="canary", fraction=0.1)  # an admin decision: no poller memory left
+    assert manager.primary.version == "1" and manager.status()["secondary"]["version"] == "2"
+
+
 def test_poll_errors_are_kept_not_raised(registry: FakeRegistry, manager: ModelManager) -> None:
     def outage(*args: Any) -> Any:
         raise ConnectionError("registry down")

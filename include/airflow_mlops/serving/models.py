@@ -76,6 +76,7 @@ class ModelManager:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._alias_seen: str | None = None
+        self._followed_from: LoadedModel | None = None  # the primary the poller last replaced
         self._last_error: str | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -166,6 +167,7 @@ class ModelManager:
             if target is None and self.follow_alias:
                 target = self._alias_version()
             self._deploy_locked(target, mode, float(fraction))
+            self._followed_from = None  # an admin decision replaces what the poller last did
             if version is None and mode == "full":
                 self._alias_seen = target
         return self.status()
@@ -195,6 +197,8 @@ class ModelManager:
             return False
         if slots is None or slots.primary.version != current:
             self._deploy_locked(current, "full", 0.0)
+            # kept so that a canary of `current` arriving right after this swap is judged against it
+            self._followed_from = slots.primary if slots is not None else None
         self._alias_seen = current
         return slots is None or slots.primary.version != current
 
@@ -236,6 +240,11 @@ class ModelManager:
         if mode == "full":
             return Slots(model)
         current = self._slots
+        before = self._followed_from
+        if mode == "canary" and current is not None and current.primary is model and before is not None:
+            # The poller followed the champion alias to this version moments before its deploy task asked
+            # for a canary of it (promote moves the alias first): judge it against the version it replaced.
+            return Slots(before, model, mode, fraction)
         if current is None:
             raise ModelLoadError(f"{self.name}: cannot start a {mode} of v{model.version} without a primary "
                                  "model; deploy one with mode 'full' first", model=self.name, version=model.version)
