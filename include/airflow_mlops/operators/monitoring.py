@@ -17,10 +17,12 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import AssetAlias, BaseOperator
 
 from airflow_mlops.exceptions import MonitoringInputError, SpecError
+from airflow_mlops.sensors.feast import FeastCheckFreshnessOperator
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from airflow_mlops.core.monitoring_history import Status
     from airflow_mlops.core.prediction_window import WindowFrame
     from airflow_mlops.core.spec import Monitoring
 
@@ -299,3 +301,88 @@ class FeastSkewCheckOperator(_MonitoringCheck):
 
 def _window_dict(window: tuple[datetime, datetime]) -> dict[str, str]:
     return {"start": window[0].isoformat(), "end": window[1].isoformat()}
+
+
+class FeastFreshnessRecordOperator(FeastCheckFreshnessOperator):
+    """`FeastCheckFreshnessOperator` (warn mode) that appends a `freshness` monitoring-history record.
+
+    Record: value = the oldest view's staleness in seconds (None when a view was never materialized),
+    threshold = the smallest allowed staleness, status ok / detected (stale) / error (no rule, no store).
+
+    :param model_name: the model whose history gets the record. (templated)
+    """
+
+    template_fields: Sequence[str] = (*FeastCheckFreshnessOperator.template_fields, "model_name")
+
+    def __init__(self, *, model_name: str, **kwargs: Any) -> None:
+        kwargs["on_stale"] = "warn"  # stale features are a finding to record, not a reason to fail
+        super().__init__(**kwargs)
+        self.model_name = model_name
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_mlops.core import monitoring_history
+        from airflow_mlops.core.lineage import TAG_DAG_ID, TAG_RUN_ID, airflow_context_tags
+
+        report = super().execute(context)
+        views = report.get("views") or []
+        ages = [v.get("staleness_s") for v in views]
+        status: Status = "error" if report.get("error") else ("ok" if report.get("fresh") else "detected")
+        ids = airflow_context_tags(context)
+        monitoring_history.append(monitoring_history.CheckRecord(
+            model=self.model_name, kind="freshness", status=status,
+            value=max(ages) if ages and None not in ages else None,
+            threshold=min((v["allowed_s"] for v in views), default=None),
+            details={"error": report["error"]} if report.get("error") else
+            {"stale_views": report.get("stale_views", []), "views": views},
+            dag_id=ids.get(TAG_DAG_ID), run_id=ids.get(TAG_RUN_ID),
+        ))
+        return {**report, "status": status}
+
+
+def describe_record(kind: str, record: Mapping[str, Any] | None) -> str:
+    """One readable line per check, e.g. 'drift: detected — value 0.45 vs threshold 0.3 on 812 rows (v1)'."""
+    if record is None:
+        return f"{kind}: no record — the task failed before recording or did not run; see its log"
+    details = record.get("details") or {}
+    if record["status"] in ("skipped", "error"):
+        why = details.get("reason") or details.get("error") or "no reason recorded"
+        return f"{kind}: {record['status']} — {why}"
+    value, threshold = record.get("value"), record.get("threshold")
+    shown = f"{value:.4g}" if isinstance(value, int | float) else "n/a"
+    limit = f" vs threshold {threshold:.4g}" if isinstance(threshold, int | float) else ""
+    version = f" (v{record['model_version']})" if record.get("model_version") else ""
+    rows = f" on {record['rows']} rows" if record.get("rows") else ""
+    return f"{kind}: {record['status']} — value {shown}{limit}{rows}{version}"
+
+
+class MonitoringSummaryOperator(BaseOperator):
+    """Read back this run's monitoring-history records; log one line per check; return the summary.
+
+    :param model_name: the model. (templated)
+    :return: {model, run_id, detected: [kinds], checks: {kind: {status, value, threshold, rows} | None}}
+    """
+
+    template_fields: Sequence[str] = ("model_name",)
+    ui_color = "#eef5e9"
+
+    def __init__(self, *, model_name: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.model_name = model_name
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_mlops.core import monitoring_history
+        from airflow_mlops.core.monitoring_history import KINDS
+
+        run_id = context.get("run_id")
+        started = getattr(context.get("dag_run"), "start_date", None)
+        latest: dict[str, dict[str, Any]] = {}
+        for record in monitoring_history.history(self.model_name, since=started):
+            if record.get("run_id") == run_id:
+                latest[record["kind"]] = record  # oldest first: a retried check's last record wins
+        for kind in KINDS:
+            self.log.info("%s", describe_record(kind, latest.get(kind)))
+        checks = {kind: ({k: latest[kind].get(k) for k in ("status", "value", "threshold", "rows")}
+                         if kind in latest else None) for kind in KINDS}
+        detected = [kind for kind in KINDS if (checks[kind] or {}).get("status") == "detected"]
+        self.log.info("%s: %s", self.model_name, f"detected {', '.join(detected)}" if detected else "nothing detected")
+        return {"model": self.model_name, "run_id": run_id, "detected": detected, "checks": checks}
