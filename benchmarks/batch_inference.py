@@ -201,18 +201,19 @@ def compare(batch: dict[str, Any], raw: dict[str, Any], rows: int) -> dict[str, 
 
 def check_features(work: Path, chunk_rows: int) -> dict[str, Any]:
     """The batch path's point-in-time join equals Feast's (the prepared rows) on every feature of every row."""
+    from airflow_mlops.core import asof_join as aj
     from airflow_mlops.core import batch_inference as bi
     from airflow_mlops.core.offline import normalize_timestamps
     from airflow_mlops.hooks.feast import FeastHook
 
     store = FeastHook().get_store()
     quiet()
-    views = bi.asof_plan(store, store.get_feature_service(SERVICE))
+    views = aj.asof_plan(store, store.get_feature_service(SERVICE))
     if views is None:
         sys.exit("MISMATCH: the benchmark's views are not read by the as-of join")
     entity = normalize_timestamps(pd.read_parquet(work / "entity.parquet")).rename(columns={TS: bi.FEAST_TIMESTAMP})
     entity[bi._ROW] = range(len(entity))
-    joiner = bi.AsofJoiner(views, entity)
+    joiner = aj.AsofJoiner(views, entity)
     got = pd.concat([joiner.join(entity.iloc[i:i + chunk_rows]) for i in range(0, len(entity), chunk_rows)],
                     ignore_index=True).sort_values("row_id").reset_index(drop=True)
     want = pd.read_parquet(work / "prepared.parquet")  # Feast's join, in row_id order

@@ -1,4 +1,4 @@
-"""The batch path's as-of join (core.batch_inference.asof_join) against Feast's own point-in-time join.
+"""The batch path's as-of join (core.asof_join) against Feast's own point-in-time join.
 
 A real Feast repo (duckdb offline store, sqlite online) built by the benchmarks' seeded feature data:
 three views (hourly with a created-timestamp column and 2 % gaps, daily, irregular events), TTLs of
@@ -60,14 +60,15 @@ def _add_rewritten_rows(view_dir: Path) -> None:
 
 
 def test_asof_join_returns_exactly_what_feast_returns(repo: tuple[object, object, pd.DataFrame]) -> None:
+    from airflow_mlops.core import asof_join as aj
     from airflow_mlops.core import batch_inference as bi
     from airflow_mlops.core.training_set import _historical_features
 
     store, service, entity = repo
-    views = bi.asof_plan(store, service)
+    views = aj.asof_plan(store, service)
     assert views is not None and [v.name for v in views] == ["driver_hourly", "driver_daily", "driver_events"]
     assert views[0].created == "created" and views[0].ttl_us == 2 * 86_400 * 10**6
-    fast = bi.asof_join(entity, views)
+    fast = aj.asof_join(entity, views)
     feast = _historical_features(store, entity, service).sort_values(bi._ROW, kind="mergesort").reset_index(drop=True)
     features = [name for view in views for _, name in view.features]
     assert len(fast) == len(feast) == len(entity) and list(fast[bi._ROW]) == list(feast[bi._ROW])
@@ -83,12 +84,61 @@ def test_asof_join_returns_exactly_what_feast_returns(repo: tuple[object, object
 
 
 def test_chunks_join_the_same_as_the_whole(repo: tuple[object, object, pd.DataFrame]) -> None:
-    from airflow_mlops.core import batch_inference as bi
+    from airflow_mlops.core import asof_join as aj
 
     store, service, entity = repo
-    views = bi.asof_plan(store, service)
+    views = aj.asof_plan(store, service)
     assert views is not None
-    whole = bi.asof_join(entity, views)
-    parts = pd.concat([bi.asof_join(entity.iloc[i:i + 700], views) for i in range(0, len(entity), 700)],
+    whole = aj.asof_join(entity, views)
+    parts = pd.concat([aj.asof_join(entity.iloc[i:i + 700], views) for i in range(0, len(entity), 700)],
                       ignore_index=True)
     pd.testing.assert_frame_equal(parts, whole)
+
+
+def test_composite_keys_join_like_feast(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A view keyed by (driver_id, city) with gaps, a 3 h TTL and a string feature; entity rows with unknown
+    pairs, times before any data, exact as-of instants and the TTL edge."""
+    from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
+    from feast.types import Float64, Int64, String
+
+    from airflow_mlops.core import asof_join as aj
+    from airflow_mlops.core import batch_inference as bi
+    from airflow_mlops.core.training_set import _historical_features
+    from airflow_mlops.hooks.feast import FeastHook
+
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
+    monkeypatch.delenv("AIRFLOW_CONN_FEAST_DEFAULT", raising=False)
+    rng = np.random.default_rng(3)
+    start = pd.Timestamp("2026-10-01", tz="UTC")
+    cells = [(d, c, h) for d in range(10) for c in ("paris", "lyon", "nice") for h in range(48) if rng.random() > 0.3]
+    rows = pd.DataFrame([{"driver_id": d, "city": c, "event_timestamp": start + pd.Timedelta(hours=h),
+                          "surge": float(rng.uniform(1, 3)), "zone": f"z{d % 4}"} for d, c, h in cells])
+    rows.to_parquet(tmp_path / "surge.parquet", index=False)
+    driver = Entity(name="driver", join_keys=["driver_id"], value_type=ValueType.INT64)
+    city = Entity(name="city", join_keys=["city"], value_type=ValueType.STRING)
+    view = FeatureView(name="surge", entities=[driver, city], ttl=pd.Timedelta(hours=3).to_pytimedelta(),
+                       schema=[Field(name="driver_id", dtype=Int64), Field(name="city", dtype=String),
+                               Field(name="surge", dtype=Float64), Field(name="zone", dtype=String)],
+                       source=FileSource(path=str(tmp_path / "surge.parquet"), timestamp_field="event_timestamp"))
+    store = FeastHook().get_store()
+    store.apply([driver, city, view, FeatureService(name="surge_v1", features=[view])])
+    n = 3000
+    entity = pd.DataFrame({
+        "driver_id": rng.integers(0, 12, n),  # 10 and 11 are unknown
+        "city": rng.choice(["paris", "lyon", "nice", "oslo"], n),
+        "event_timestamp": start + pd.to_timedelta(rng.integers(-3 * 3600, 52 * 3600, n), unit="s")})
+    entity.loc[:99, "event_timestamp"] = rows["event_timestamp"].iloc[:100].to_numpy()  # exact as-of instants
+    entity.loc[100:199, "event_timestamp"] = (rows["event_timestamp"].iloc[:100] + pd.Timedelta(hours=3)).to_numpy()
+    entity.loc[:199, ["driver_id", "city"]] = rows[["driver_id", "city"]].iloc[:100].to_numpy().tolist() * 2
+    entity = entity.astype({"driver_id": "int64"})
+    entity[bi._ROW] = range(n)
+    service = store.get_feature_service("surge_v1")
+    views = aj.asof_plan(store, service)
+    assert views is not None and views[0].keys == (("driver_id", "driver_id"), ("city", "city"))
+    fast = aj.asof_join(entity, views)
+    feast = _historical_features(store, entity, service).sort_values(bi._ROW, kind="mergesort").reset_index(drop=True)
+    assert list(fast[bi._ROW]) == list(feast[bi._ROW])
+    pd.testing.assert_series_equal(fast["surge"], feast["surge"], check_names=False)
+    assert fast["zone"].isna().equals(feast["zone"].isna())
+    assert (fast["zone"].dropna() == feast["zone"].dropna()).all()
+    assert 0.1 < fast["surge"].isna().mean() < 0.9 and fast.loc[:199, "surge"].notna().all()

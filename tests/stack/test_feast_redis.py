@@ -69,3 +69,18 @@ def test_unreachable_redis_raises_store_unavailable_naming_the_url(mlops_home: P
     assert "redis-server --port 6390" in message
     with pytest.raises(StoreUnavailable):
         hook.materialize_new()
+
+
+def test_serving_direct_read_equals_get_online_features_on_redis(mlops_home: Path) -> None:
+    """The serving app's online read (serving/feature_read.py) against Feast's own call, on Redis."""
+    import redis
+
+    from support.feature_read_repo import assert_same_as_feast, build_repo
+
+    hook = FeastHook(online_store=REDIS_URL)
+    hook.check_online_store()
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    store = hook.get_store()
+    assert store.config.online_store.type == "redis"
+    build_repo(store, mlops_home / "data")
+    assert_same_as_feast(store)

@@ -2,8 +2,9 @@
 
 `predict_batch` takes a ready `FeatureStore` (built by FeastHook) and an already loaded model, so
 this module stays free of Airflow and MLflow. Per chunk of `chunk_rows` entity rows it joins the
-feature service's features as of each row's time (Feast `get_historical_features`, duckdb offline
-store, the same helpers as the training set), calls `predict_proba` and writes one parquet part.
+feature service's features as of each row's time (`core.asof_join` for parquet views, with Feast's
+semantics; else Feast's `get_historical_features`, duckdb offline store, the same helpers as the
+training set), calls `predict_proba` and writes one parquet part.
 Peak memory is set by the chunk, not by the number of rows (docs/benchmarks.md, "Batch inference").
 
 Output, one folder per Airflow run::
@@ -35,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from airflow_mlops.core.asof_join import AsofJoiner, asof_plan
 from airflow_mlops.core.offline import atomic_write_bytes, normalize_timestamps
 from airflow_mlops.core.training_set import FEAST_TIMESTAMP, _feature_service, _historical_features
 from airflow_mlops.exceptions import BatchInferenceError
@@ -157,144 +159,21 @@ def _scored_chunks(store: Any, service: Any, entity: pd.DataFrame, model: Scorin
 def _join_chunk(store: Any, service: Any, chunk: pd.DataFrame, joiner: AsofJoiner | None) -> pd.DataFrame:
     """Point-in-time features for one chunk, back in the chunk's row order (every row exactly once).
 
-    Parquet feature views go through the AsofJoiner (Feast's semantics, far less CPU); anything else
-    (other sources, on-demand views) through Feast's own get_historical_features.
+    Parquet feature views go through the AsofJoiner (Feast's semantics, far less CPU; rows stay in
+    order); anything else (other sources, on-demand views) through Feast's own get_historical_features,
+    whose output order is not stable.
     """
-    frame = joiner.join(chunk) if joiner is not None else _historical_features(store, chunk, service)
+    if joiner is not None:
+        frame = joiner.join(chunk)
+    else:
+        frame = _historical_features(store, chunk, service)
+        if _ROW in frame.columns:
+            frame = frame.sort_values(_ROW, kind="mergesort").reset_index(drop=True)
     if _ROW not in frame.columns or len(frame) != len(chunk):
         raise BatchInferenceError.rows_lost(len(frame), len(chunk))
-    frame = frame.sort_values(_ROW, kind="mergesort")
     if not (frame[_ROW].to_numpy() == chunk[_ROW].to_numpy()).all():
         raise BatchInferenceError("the feature store returned other entity rows than it was given (row ids differ)")
-    return frame.reset_index(drop=True)
-
-
-@dataclass(frozen=True)
-class AsofView:
-    """What the as-of join needs of one feature view of the service (read from the Feast registry)."""
-
-    name: str
-    path: str  # the FileSource's parquet path or glob
-    timestamp: str
-    created: str | None
-    keys: tuple[tuple[str, str], ...]  # (column in the view's data, entity column)
-    features: tuple[tuple[str, str], ...]  # (column in the view's data, feature name)
-    ttl_us: int  # 0: no TTL
-
-
-def asof_plan(store: Any, service: Any) -> list[AsofView] | None:
-    """The service's views for `asof_join`, or None when one is not a local parquet FileSource (then Feast joins)."""
-    from feast import FileSource
-    from feast.errors import FeatureViewNotFoundException
-    from feast.infra.offline_stores.file_source import ParquetFormat
-
-    views = []
-    for projection in service.feature_view_projections:
-        try:
-            view = store.get_feature_view(projection.name)
-        except FeatureViewNotFoundException:  # an on-demand view: Feast computes it
-            return None
-        source = view.batch_source
-        if not isinstance(source, FileSource) or "://" in source.path or not (
-                isinstance(source.file_format, ParquetFormat) or source.path.endswith(".parquet")):
-            return None
-        mapping = {new: old for old, new in (source.field_mapping or {}).items()}
-        keys = projection.join_key_map or {e.name: e.name for e in view.entity_columns}
-        views.append(AsofView(
-            name=view.name, path=source.path, timestamp=mapping.get(source.timestamp_field, source.timestamp_field),
-            created=mapping.get(source.created_timestamp_column, source.created_timestamp_column) or None,
-            keys=tuple((mapping.get(k, k), e) for k, e in keys.items()),
-            features=tuple((mapping.get(f.name, f.name), f.name) for f in projection.features),
-            ttl_us=int(view.ttl.total_seconds() * 1_000_000) if view.ttl else 0))
-    return views
-
-
-def asof_join(chunk: pd.DataFrame, views: list[AsofView]) -> pd.DataFrame:
-    """Feast's point-in-time join of one frame of entity rows (see AsofJoiner)."""
-    return AsofJoiner(views, chunk).join(chunk)
-
-
-class AsofJoiner:
-    """Feast's point-in-time join for the chunks of one entity set: same rows and values, 15x less CPU at 1 M rows.
-
-    Feast (ibis/duckdb offline store) joins every feature row of the entity with event time in
-    [row time - ttl, row time] and keeps the newest by (event time, created time): a range join
-    whose size is rows x feature rows per TTL, re-planned and re-read for every chunk. Here, per
-    view and once per entity set (at the first chunk): the feature rows of the set's time span
-    (min - ttl .. max), sorted by (event time, created time). Per chunk: pandas merge_asof (the
-    newest event time <= row time per keys, and of equal times the newest created: Feast's
-    tie-break), then NULL where that newest row is older than the TTL (every older row is too, so
-    Feast finds none either). Times compare as UTC; naive feature times count as UTC, as in Feast.
-    Memory: the views' rows within the span (not the entity rows), plus one chunk.
-    """
-
-    def __init__(self, views: list[AsofView], entity: pd.DataFrame) -> None:
-        times = _utc_naive(entity[FEAST_TIMESTAMP])
-        self.views, self.start, self.end = views, times.min(), times.max()
-        self._rows: list[pd.DataFrame] | None = None
-
-    def join(self, chunk: pd.DataFrame) -> pd.DataFrame:
-        import numpy as np
-        import pandas as pd
-
-        if self._rows is None:
-            self._rows = [_view_rows(view, self.start, self.end) for view in self.views]
-        out = chunk.reset_index(drop=True)
-        when = _utc_naive(out[FEAST_TIMESTAMP]).to_numpy()
-        order = np.argsort(when, kind="stable")  # merge_asof needs both sides sorted by time
-        back = np.empty_like(order)
-        back[order] = np.arange(len(order))
-        for view, cached in zip(self.views, self._rows, strict=True):
-            keys = [f"__k{i}" for i in range(len(view.keys))]
-            left = pd.DataFrame({"__when": when[order], **{
-                key: out[entity].to_numpy()[order] for key, (_, entity) in zip(keys, view.keys, strict=True)}})
-            rows = cached.astype({key: left[key].dtype for key in keys if cached[key].dtype != left[key].dtype})
-            matched = pd.merge_asof(left, rows, left_on="__when", right_on="__ts", by=keys, direction="backward",
-                                    allow_exact_matches=True)
-            stale = matched["__ts"].isna()
-            if view.ttl_us:
-                stale |= matched["__ts"] < matched["__when"] - pd.Timedelta(microseconds=view.ttl_us)
-            for _, name in view.features:
-                column = matched[name].mask(stale) if stale.any() else matched[name]
-                out[name] = column.to_numpy()[back]
-        return out
-
-
-def _utc_naive(times: pd.Series) -> pd.Series:
-    if getattr(times.dt, "tz", None) is not None:
-        times = times.dt.tz_convert("UTC").dt.tz_localize(None)
-    return times.astype("datetime64[us]")
-
-
-def _view_rows(view: AsofView, start: Any, end: Any) -> pd.DataFrame:
-    """The view's feature rows that can be picked for times in [start, end], sorted by (time, created time).
-
-    No deduplication needed: among rows with equal keys and time merge_asof takes the last one, which
-    in this order is the newest created time (NULL first, as it is last in Feast's descending order).
-    """
-    import duckdb
-
-    def q(name: str) -> str:
-        return '"' + name.replace('"', '""') + '"'
-
-    ts = f"{q(view.timestamp)}::TIMESTAMP"  # a TIMESTAMPTZ cast to TIMESTAMP is its UTC time (no ICU needed)
-    since = f"$1::TIMESTAMP - to_microseconds({view.ttl_us})" if view.ttl_us else "'-infinity'::TIMESTAMP"
-    keys = [f"{q(col)} AS __k{i}" for i, (col, _) in enumerate(view.keys)]
-    columns = ", ".join([*keys, f"{ts} AS __ts", *(f"{q(src)} AS {q(name)}" for src, name in view.features)])
-    where = " AND ".join([f"{ts} BETWEEN {since} AND $2::TIMESTAMP", *(f"{q(c)} IS NOT NULL" for c, _ in view.keys)])
-    order = f"__ts, {q(view.created)}::TIMESTAMP NULLS FIRST" if view.created else "__ts"
-    con = duckdb.connect()
-    try:
-        try:  # with the ICU extension, TIMESTAMPTZ -> TIMESTAMP uses the session zone; without it, always UTC
-            con.execute("SET TimeZone = 'UTC'")
-        except duckdb.Error:
-            log.debug("duckdb without ICU: timestamps cast as UTC")
-        rows = con.execute(f"SELECT {columns} FROM read_parquet($3) WHERE {where} ORDER BY {order}",
-                           [start.to_pydatetime(), end.to_pydatetime(), view.path]).fetch_df()
-    finally:
-        con.close()
-    rows["__ts"] = rows["__ts"].astype("datetime64[us]")
-    return rows
+    return frame
 
 
 def _score_chunk(chunk: pd.DataFrame, features: pd.DataFrame, model: ScoringModel, keep: list[str],

@@ -1,10 +1,10 @@
 """The online prediction server: `create_app(spec)` -> FastAPI app; `airflow-mlops serve` runs it (docs/serving.md).
 
-Request path: the body is read on the event loop; the handler (on the loop for small requests that
-cannot wait on the network, else in a worker thread: `Server.inline`) parses it, looks up Feast (one
-call for all entities), routes each row (primary/canary/shadow) and scores one float64 matrix per
-model (`scoring.Scorer`). Shadow scoring and prediction-log records are made on a
-background thread after the response. FastAPI is imported at the top: route annotations must resolve.
+Request path (`endpoints.py`, raw ASGI routes): the body is read on the event loop; the handler (on
+the loop for small requests that cannot wait on the network, else in a worker thread:
+`Server.inline`) parses it, looks up Feast (one read for all entities), routes each row
+(primary/canary/shadow) and scores one float64 matrix per model (`scoring.Scorer`). Shadow scoring
+and prediction-log records are made on a background thread after the response.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 
 from airflow_mlops.core.spec import ModelSpec
 from airflow_mlops.exceptions import MLOpsError
@@ -37,7 +37,7 @@ from airflow_mlops.serving.protocols import (
     parse_predict,
     request_id,
 )
-from airflow_mlops.serving.replies import Reply, check_admin, error_reply, read_body, reply_response
+from airflow_mlops.serving.replies import Reply, check_admin, error_reply
 from airflow_mlops.serving.scoring import Background, ModelFailed, Scored, Scorer
 from airflow_mlops.serving.status_routes import add_status_routes
 
@@ -256,40 +256,9 @@ def create_app(spec: ModelSpec | str, *, manager: ModelManager | None = None, st
 
 
 def _add_routes(app: FastAPI, server: Server) -> None:
-    from starlette.concurrency import run_in_threadpool
+    from airflow_mlops.serving.endpoints import scoring_routes
 
-    async def scored(request: Request, protocol: str, handler: Callable[..., Reply], *args: Any) -> Response:
-        started = time.perf_counter()
-        try:
-            body = await read_body(request)
-        except RequestError as exc:
-            reply = error_reply(protocol, exc.status, exc.message, exc.field)
-        else:
-            content_type = request.headers.get("content-type")
-            if server.inline(protocol, body):
-                reply = server.guarded(protocol, handler, body, content_type, *args)
-            else:
-                reply = await run_in_threadpool(server.guarded, protocol, handler, body, content_type, *args)
-        if protocol != "admin":
-            server.observe(reply, started)
-        return reply_response(reply)
-
-    @app.post("/predict")
-    async def predict(request: Request) -> Response:
-        return await scored(request, "predict", server.predict, request.headers.get("x-request-id"))
-
-    @app.post("/invocations")
-    async def invocations(request: Request) -> Response:
-        return await scored(request, "mlflow", server.invocations, request.headers.get("x-request-id"))
-
-    @app.post("/v2/models/{name}/infer")
-    async def infer(name: str, request: Request) -> Response:
-        return await scored(request, "v2", server.infer, name)
-
-    @app.post("/admin/deploy")
-    async def deploy(request: Request) -> Response:
-        return await scored(request, "admin", server.deploy, request.headers.get("authorization"))
-
+    app.router.routes.extend(scoring_routes(server))
     add_status_routes(app, server)
 
 

@@ -36,14 +36,19 @@ class ServingMetrics:
         self._info = Gauge(f"{PREFIX}_model_info", "Model version serving in each slot (value 1)",
                            ["model", "slot", "version"], registry=self.registry)
         self._slots: dict[str, str] = {}
+        self._series: dict[tuple[str, str, int], tuple[Any, Any]] = {}  # .labels() costs more than .inc()
         self._slots_lock = threading.Lock()
         self._dropped = _DroppedCollector(model)
         self.registry.register(self._dropped)
 
     def observe(self, *, version: str, route: str, status: int, seconds: float) -> None:
         """Count one answered request and its latency."""
-        self._requests.labels(self.model, str(version), route, str(int(status))).inc()
-        self._seconds.labels(self.model, str(version), route).observe(seconds)
+        series = self._series.get(key := (str(version), route, int(status)))
+        if series is None:
+            series = self._series[key] = (self._requests.labels(self.model, key[0], route, str(key[2])),
+                                          self._seconds.labels(self.model, key[0], route))
+        series[0].inc()
+        series[1].observe(seconds)
 
     def set_versions(self, primary: str, secondary: str | None) -> None:
         """The versions in the primary/secondary slots (a None secondary removes that series)."""

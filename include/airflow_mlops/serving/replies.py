@@ -1,7 +1,7 @@
-"""HTTP plumbing of the serving app: replies in each protocol's error shape, body limits, admin auth.
+"""HTTP plumbing of the serving app: replies in each protocol's error shape, admin auth.
 
-Framework-light on purpose (Starlette's Request/Response only): `app.py` keeps the request logic,
-this module how it goes over the wire.
+`app.py` keeps the request logic, this module the shape of what goes over the wire (the scoring
+routes send it as raw ASGI in `endpoints.py`, the status routes as a Starlette Response).
 """
 
 from __future__ import annotations
@@ -12,10 +12,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from starlette.requests import Request
 from starlette.responses import Response
 
-from airflow_mlops.serving.protocols import JSON, MAX_BODY_BYTES, RequestError
+from airflow_mlops.serving.protocols import JSON
 
 ADMIN_TOKEN_ENV = "MLOPS_SERVING_ADMIN_TOKEN"
 MLFLOW_CODES = {400: "BAD_REQUEST", 404: "RESOURCE_DOES_NOT_EXIST", 413: "BAD_REQUEST", 415: "BAD_REQUEST",
@@ -52,21 +51,6 @@ def check_admin(authorization: str | None) -> Reply | None:
         return Reply(401, {"detail": "Authorization: missing or wrong bearer token; send 'Authorization: Bearer "
                                      f"<{ADMIN_TOKEN_ENV}>'"}, {"WWW-Authenticate": "Bearer"})
     return None
-
-
-async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
-    """The body, refused with 413 as soon as it (or its Content-Length) passes `limit`: never buffer a huge one."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise RequestError(413, "body", f"body: Content-Length {declared} is above the limit of {limit} bytes; "
-                                        "split the request")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise RequestError(413, "body", f"body: above the limit of {limit} bytes; split the request")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def reply_response(reply: Reply) -> Response:
