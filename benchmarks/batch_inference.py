@@ -14,7 +14,7 @@ in that process, order alternating between repetitions:
 - batch: `predict_batch(FeastHook().get_store(), model=ScoringModel.from_estimator(model), ...)`,
          exactly what BatchPredictOperator calls once it has loaded the model: per chunk a
          point-in-time join (`AsofJoiner`: each view's rows of the entity set's time span read and
-         sorted once, then pandas merge_asof per chunk, Feast's semantics; Feast's own join only for
+         sorted once, then a sorted-key search per chunk, Feast's semantics; Feast's own join only for
          views it cannot read), `predict_proba` on the model's columns as float64, one parquet
          part (atomic temp + rename, sha256), then the manifest and the run-folder rename. Its
          phases are timed by wrapping the module's functions (no package change): join
@@ -71,7 +71,7 @@ WARMUP_ROWS = 1000
 FIT_ROWS = 100_000
 METHODS = ("batch", "raw")
 REQUEST = ["trip_km", "row_id"]  # row_id rides along for the comparison; the model does not use it
-LABELS = {"batch": "predict_batch (Feast join + predict + parquet)", "raw": "raw predict_proba loop (prepared rows)"}
+LABELS = {"batch": "predict_batch (as-of join + predict + parquet)", "raw": "raw predict_proba loop (prepared rows)"}
 
 
 # -- setup (parent process) ----------------------------------------------------------------------
@@ -138,7 +138,7 @@ def run_batch(work: Path, chunk_rows: int) -> dict[str, Any]:
 
 def _instrument(module: Any) -> dict[str, list[float]]:
     """Wall and CPU seconds of each phase, by wrapping the module's functions (no package change)."""
-    phases = {"join (as-of join: view rows read once, merge_asof per chunk)": [0.0, 0.0],
+    phases = {"join (as-of join: view rows read once, sorted-key search per chunk)": [0.0, 0.0],
               "predict (columns as float64, predict_proba, output frame)": [0.0, 0.0],
               "write (parquet part, atomic rename, sha256)": [0.0, 0.0]}
     for name, key in zip(("_join_chunk", "_score_chunk", "_write_part"), phases, strict=True):

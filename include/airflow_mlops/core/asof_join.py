@@ -7,32 +7,33 @@ path's time, docs/benchmarks.md). `AsofJoiner` returns the same rows and values:
 
 - once per entity set and view: the view's rows that can be picked for the set's time span
   (first time - ttl .. last time), only the columns used, ordered by (keys, event time, created
-  time NULLS FIRST), with each row's position in that order as one int64 "search key"
-  (key code x number of distinct event times + rank of its event time);
-- per chunk: each entity row's search key (its key code and the rank of the newest event time <=
-  its time), one `numpy.searchsorted` for the last view row at or below it, kept only if it has the
+  time NULLS FIRST, sorted by duckdb), with each row's position in that order as one int64 "search
+  key": key code x width + the row time's offset (microseconds since the earliest row; the rank among
+  distinct times instead where that would overflow int64);
+- per chunk: each entity row's search key (its key code and the offset of its time, capped at the
+  last row time), one `numpy.searchsorted` for the last view row at or below it, kept only if it has the
   same keys and is not older than the TTL (when the newest row is too old, every older one is too,
   so Feast finds none either). Among rows with equal keys and time the last one wins: the newest
   created time, Feast's tie-break.
 
 Times compare as UTC microseconds; naive feature times count as UTC, as in Feast. Memory: the
-views' rows within the span plus one int64 search key per row, and one chunk.
+views' rows within the span plus one int64 search key per row, and one chunk. Numeric features are
+picked with numpy `take`; other types with pandas' take + mask, so dtypes stay what Feast returns.
 `tests/integration/test_batch_asof_join.py` checks every feature of every row against Feast's join.
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from airflow_mlops.core.asof_rows import view_rows
 from airflow_mlops.core.training_set import FEAST_TIMESTAMP
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-log = logging.getLogger(__name__)
 
 
 
@@ -93,7 +94,7 @@ class AsofJoiner:
     def join(self, chunk: pd.DataFrame) -> pd.DataFrame:
         """`chunk` (same row order, index reset) with every view's features: NULL where Feast has none."""
         if self._index is None:
-            self._index = [_ViewIndex(view, _view_rows(view, self.start, self.end)) for view in self.views]
+            self._index = [_ViewIndex(view, view_rows(view, self.start, self.end)) for view in self.views]
         out = chunk.reset_index(drop=True)
         when = utc_micros(out[FEAST_TIMESTAMP])
         columns: dict[str, Any] = {}
@@ -113,12 +114,29 @@ class _ViewIndex:
         keys = [f"__k{i}" for i in range(len(view.keys))]
         codes, self.uniques = pd.MultiIndex.from_frame(rows[keys]).factorize() if len(keys) > 1 else pd.factorize(
             rows[keys[0]])
+        codes = codes.astype("int64")
         ts = rows["__ts"].to_numpy(dtype="int64")
-        self.times, rank = np.unique(ts, return_inverse=True)  # distinct event times, each row's rank among them
-        search = codes.astype("int64") * len(self.times) + rank
-        order = np.argsort(search, kind="stable")  # stable: rows came sorted by (time, created NULLS FIRST)
-        self.search, self.codes, self.ts = search[order], codes[order], ts[order]
-        self.rows = rows.take(order).reset_index(drop=True)
+        # Search key = key code x width + time offset; times as ranks when microseconds would overflow int64.
+        self.origin = int(ts.min()) if len(ts) else 0
+        width = int(ts.max()) - self.origin + 1 if len(ts) else 1
+        self.times: np.ndarray | None = None
+        if len(self.uniques) * width >= 2**62:
+            self.times, offset = np.unique(ts, return_inverse=True)
+            width = len(self.times)
+        else:
+            offset = ts - self.origin
+        self.width = width
+        self.search, self.codes, self.ts = codes * width + offset, codes, ts
+        if len(self.search) > 1 and bool((self.search[1:] < self.search[:-1]).any()):
+            # Only when pandas merges keys duckdb told apart (e.g. -0.0 and 0.0); else duckdb's order is it.
+            order = np.argsort(self.search, kind="stable")  # stable: equal keys and time keep created order
+            rows, self.search, self.codes, self.ts = (rows.take(order).reset_index(drop=True), self.search[order],
+                                                      codes[order], ts[order])
+        self.rows = rows
+        # Plain numpy numbers are picked with numpy (the hot path); anything else (bool, strings,
+        # lists, timestamps, pandas extension types) keeps pandas' take + mask semantics.
+        self.numeric = {name: rows[name].to_numpy() for _, name in view.features
+                        if isinstance(rows[name].dtype, np.dtype) and rows[name].dtype.kind in "iuf"}
 
     def lookup(self, chunk: pd.DataFrame, when: np.ndarray) -> dict[str, Any]:
         """Feature name -> values for the chunk's rows: the newest row per keys at or before `when`, within the TTL."""
@@ -129,18 +147,30 @@ class _ViewIndex:
             return {name: np.full(len(when), np.nan) for _, name in view.features}
         entity = [chunk[column] for _, column in view.keys]
         code = (self.uniques.get_indexer(list(zip(*entity, strict=True))) if len(entity) > 1
-                else self.uniques.get_indexer(entity[0]))
-        rank = np.searchsorted(self.times, when, side="right") - 1  # newest distinct event time <= row time
-        pos = np.searchsorted(self.search, code.astype("int64") * len(self.times) + rank, side="right") - 1
+                else self.uniques.get_indexer(entity[0])).astype("int64")
+        if self.times is None:  # offset of the newest possible time <= row time; past the last time, the last
+            offset = np.minimum(when - self.origin, self.width - 1)
+        else:
+            offset = np.searchsorted(self.times, when, side="right") - 1  # rank of the newest time <= row time
+        pos = np.searchsorted(self.search, code * self.width + offset, side="right") - 1
         safe = np.where(pos >= 0, pos, 0)
-        found = (code >= 0) & (rank >= 0) & (pos >= 0) & (self.codes[safe] == code)
+        found = (code >= 0) & (offset >= 0) & (pos >= 0) & (self.codes[safe] == code)
         if view.ttl_us:
             found &= self.ts[safe] >= when - view.ttl_us
         missing = ~found
+        gaps = bool(missing.any())
         picked = {}
         for _, name in view.features:
-            column = self.rows[name].take(safe).reset_index(drop=True)
-            picked[name] = (column.mask(missing) if missing.any() else column).to_numpy()
+            values = self.numeric.get(name)
+            if values is None:
+                column = self.rows[name].take(safe).reset_index(drop=True)
+                picked[name] = (column.mask(missing) if gaps else column).to_numpy()
+                continue
+            values = values.take(safe)
+            if gaps:  # as pandas' mask: integers become float64 to hold NaN, floats keep their width
+                values = values if values.dtype.kind == "f" else values.astype("float64")
+                values[missing] = np.nan
+            picked[name] = values
         return picked
 
 
@@ -149,32 +179,3 @@ def utc_micros(times: pd.Series) -> np.ndarray:
     if getattr(times.dt, "tz", None) is not None:
         times = times.dt.tz_convert("UTC").dt.tz_localize(None)
     return times.astype("datetime64[us]").to_numpy().view("int64")
-
-
-def _view_rows(view: AsofView, start_us: int, end_us: int) -> pd.DataFrame:
-    """The view's rows that can be picked for times in [start, end], sorted by (time, created time NULLS FIRST).
-
-    No deduplication needed: among rows with equal keys and time the join takes the last one, which
-    in this order is the newest created time (NULL first, as it is last in Feast's descending order).
-    """
-    import duckdb
-
-    def q(name: str) -> str:
-        return '"' + name.replace('"', '""') + '"'
-
-    ts = f"epoch_us({q(view.timestamp)}::TIMESTAMP)"  # a TIMESTAMPTZ cast to TIMESTAMP is its UTC time
-    since = f"$1 - {view.ttl_us}" if view.ttl_us else "-9223372036854775807"
-    keys = [f"{q(col)} AS __k{i}" for i, (col, _) in enumerate(view.keys)]
-    columns = ", ".join([*keys, f"{ts} AS __ts", *(f"{q(src)} AS {q(name)}" for src, name in view.features)])
-    where = " AND ".join([f"{ts} BETWEEN {since} AND $2", *(f"{q(c)} IS NOT NULL" for c, _ in view.keys)])
-    order = f"__ts, {q(view.created)}::TIMESTAMP NULLS FIRST" if view.created else "__ts"
-    con = duckdb.connect()
-    try:
-        try:  # with the ICU extension, TIMESTAMPTZ -> TIMESTAMP uses the session zone; without it, always UTC
-            con.execute("SET TimeZone = 'UTC'")
-        except duckdb.Error:
-            log.debug("duckdb without ICU: timestamps cast as UTC")
-        return con.execute(f"SELECT {columns} FROM read_parquet($3) WHERE {where} ORDER BY {order}",
-                           [start_us, end_us, view.path]).fetch_df()
-    finally:
-        con.close()
