@@ -7,11 +7,12 @@ path's time, docs/benchmarks.md). `AsofJoiner` returns the same rows and values:
 
 - once per entity set and view: the view's rows that can be picked for the set's time span
   (first time - ttl .. last time), only the columns used, ordered by (keys, event time, created
-  time NULLS FIRST, sorted by duckdb), with each row's position in that order as one int64 "search
+  time NULLS FIRST; `core.asof_rows`), with each row's position in that order as one int64 "search
   key": key code x width + the row time's offset (microseconds since the earliest row; the rank among
   distinct times instead where that would overflow int64);
 - per chunk: each entity row's search key (its key code and the offset of its time, capped at the
-  last row time), one `numpy.searchsorted` for the last view row at or below it, kept only if it has the
+  last row time), one `numpy.searchsorted` (keys searched in sorted order) for the last view row at
+  or below it, kept only if it has the
   same keys and is not older than the TTL (when the newest row is too old, every older one is too,
   so Feast finds none either). Among rows with equal keys and time the last one wins: the newest
   created time, Feast's tie-break.
@@ -19,15 +20,19 @@ path's time, docs/benchmarks.md). `AsofJoiner` returns the same rows and values:
 Times compare as UTC microseconds; naive feature times count as UTC, as in Feast. Memory: the
 views' rows within the span plus one int64 search key per row, and one chunk. Numeric features are
 picked with numpy `take`; other types with pandas' take + mask, so dtypes stay what Feast returns.
+The views are read, and each chunk's rows looked up, on one thread per view (numpy and pyarrow
+release the GIL): the join runs between two chunks' predictions, when both cores are otherwise idle.
 `tests/integration/test_batch_asof_join.py` checks every feature of every row against Feast's join.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from airflow_mlops.core.asof_rows import view_rows
+from airflow_mlops.core.asof_rows import ViewRows, view_rows
 from airflow_mlops.core.training_set import FEAST_TIMESTAMP
 
 if TYPE_CHECKING:
@@ -93,29 +98,37 @@ class AsofJoiner:
 
     def join(self, chunk: pd.DataFrame) -> pd.DataFrame:
         """`chunk` (same row order, index reset) with every view's features: NULL where Feast has none."""
+        import pandas as pd
+
         if self._index is None:
-            self._index = [_ViewIndex(view, view_rows(view, self.start, self.end)) for view in self.views]
+            self._index = _per_view(lambda view: _ViewIndex(view, view_rows(view, self.start, self.end)), self.views)
         out = chunk.reset_index(drop=True)
         when = utc_micros(out[FEAST_TIMESTAMP])
-        columns: dict[str, Any] = {}
-        for index in self._index:
-            columns.update(index.lookup(out, when))
-        return out.assign(**columns)
+        columns: dict[str, Any] = {name: out[name] for name in out.columns}
+        for picked in _per_view(lambda index: index.lookup(out, when), self._index):
+            columns.update(picked)
+        return pd.DataFrame(columns, copy=False)  # one construction: assign() inserted column by column
+
+
+def _per_view(work: Callable[[Any], Any], items: list[Any]) -> list[Any]:
+    """`work` of each view, the views on parallel threads: parquet reads, numpy sorts, searches and takes
+    release the GIL, and the join runs between two chunks' predictions, when the cores are otherwise idle."""
+    if len(items) < 2:
+        return [work(item) for item in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(len(items), os.cpu_count() or 1), thread_name_prefix="mlops-asof") as pool:
+        return list(pool.map(work, items))
 
 
 class _ViewIndex:
     """One view's candidate rows in (keys, event time, created) order and their int64 search keys."""
 
-    def __init__(self, view: AsofView, rows: pd.DataFrame) -> None:
+    def __init__(self, view: AsofView, rows: ViewRows) -> None:
         import numpy as np
-        import pandas as pd
 
         self.view = view
-        keys = [f"__k{i}" for i in range(len(view.keys))]
-        codes, self.uniques = pd.MultiIndex.from_frame(rows[keys]).factorize() if len(keys) > 1 else pd.factorize(
-            rows[keys[0]])
-        codes = codes.astype("int64")
-        ts = rows["__ts"].to_numpy(dtype="int64")
+        codes, ts, self.uniques = rows.codes, rows.ts, rows.uniques
         # Search key = key code x width + time offset; times as ranks when microseconds would overflow int64.
         self.origin = int(ts.min()) if len(ts) else 0
         width = int(ts.max()) - self.origin + 1 if len(ts) else 1
@@ -127,23 +140,25 @@ class _ViewIndex:
             offset = ts - self.origin
         self.width = width
         self.search, self.codes, self.ts = codes * width + offset, codes, ts
+        features = rows.features
         if len(self.search) > 1 and bool((self.search[1:] < self.search[:-1]).any()):
-            # Only when pandas merges keys duckdb told apart (e.g. -0.0 and 0.0); else duckdb's order is it.
+            # Only when pandas merges keys duckdb told apart (e.g. -0.0 and 0.0); else the read order is it.
             order = np.argsort(self.search, kind="stable")  # stable: equal keys and time keep created order
-            rows, self.search, self.codes, self.ts = (rows.take(order).reset_index(drop=True), self.search[order],
-                                                      codes[order], ts[order])
-        self.rows = rows
+            self.search, self.codes, self.ts = self.search[order], codes[order], ts[order]
+            features = {name: values.take(order).reset_index(drop=True) for name, values in features.items()}
+        self.rows = len(self.search)
         # Plain numpy numbers are picked with numpy (the hot path); anything else (bool, strings,
         # lists, timestamps, pandas extension types) keeps pandas' take + mask semantics.
-        self.numeric = {name: rows[name].to_numpy() for _, name in view.features
-                        if isinstance(rows[name].dtype, np.dtype) and rows[name].dtype.kind in "iuf"}
+        self.numeric = {name: values.to_numpy() for name, values in features.items()
+                        if isinstance(values.dtype, np.dtype) and values.dtype.kind in "iuf"}
+        self.other = {name: values for name, values in features.items() if name not in self.numeric}
 
     def lookup(self, chunk: pd.DataFrame, when: np.ndarray) -> dict[str, Any]:
         """Feature name -> values for the chunk's rows: the newest row per keys at or before `when`, within the TTL."""
         import numpy as np
 
         view = self.view
-        if not len(self.rows):
+        if not self.rows:
             return {name: np.full(len(when), np.nan) for _, name in view.features}
         entity = [chunk[column] for _, column in view.keys]
         code = (self.uniques.get_indexer(list(zip(*entity, strict=True))) if len(entity) > 1
@@ -152,18 +167,22 @@ class _ViewIndex:
             offset = np.minimum(when - self.origin, self.width - 1)
         else:
             offset = np.searchsorted(self.times, when, side="right") - 1  # rank of the newest time <= row time
-        pos = np.searchsorted(self.search, code * self.width + offset, side="right") - 1
+        pos = _search_last_at_or_below(self.search, code * self.width + offset)
         safe = np.where(pos >= 0, pos, 0)
         found = (code >= 0) & (offset >= 0) & (pos >= 0) & (self.codes[safe] == code)
         if view.ttl_us:
             found &= self.ts[safe] >= when - view.ttl_us
-        missing = ~found
+        return self._pick(safe, ~found)
+
+    def _pick(self, safe: np.ndarray, missing: np.ndarray) -> dict[str, Any]:
+        import numpy as np
+
         gaps = bool(missing.any())
         picked = {}
-        for _, name in view.features:
+        for _, name in self.view.features:
             values = self.numeric.get(name)
             if values is None:
-                column = self.rows[name].take(safe).reset_index(drop=True)
+                column = self.other[name].take(safe).reset_index(drop=True)
                 picked[name] = (column.mask(missing) if gaps else column).to_numpy()
                 continue
             values = values.take(safe)
@@ -172,6 +191,20 @@ class _ViewIndex:
                 values[missing] = np.nan
             picked[name] = values
         return picked
+
+
+def _search_last_at_or_below(search: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Position of the last `search` value <= each key (-1: none), by numpy's binary search.
+
+    The keys are searched in sorted order and the answers put back: numpy narrows each search with
+    the previous answer when the keys come sorted, 4x faster than random keys on a view of 1.4 M rows.
+    """
+    import numpy as np
+
+    order = np.argsort(keys)
+    pos = np.empty(len(keys), dtype=np.intp)
+    pos[order] = np.searchsorted(search, keys[order], side="right") - 1
+    return pos
 
 
 def utc_micros(times: pd.Series) -> np.ndarray:

@@ -121,8 +121,9 @@ def predict_batch(
     target = Path(out_dir) / run_folder_name(run_id)
     tmp = _fresh_temp_dir(target)
     try:
-        parts = [_write_part(part, tmp, i) for i, part in enumerate(
-            _scored_chunks(store, service, entity, model, keep, timestamp_column, int(chunk_rows)))]
+        chunks = _scored_chunks(store, service, entity, model, keep, timestamp_column, int(chunk_rows))
+        dictionary = (*entity_keys, VERSION_COLUMN)
+        parts = [_write_part(part, tmp, i, dictionary) for i, part in enumerate(chunks)]
         manifest = _manifest(model, model_name, feature_service, run_id, entity, parts, int(chunk_rows), keep)
         sha = _write_manifest(manifest, tmp)
         _publish(tmp, target)
@@ -186,14 +187,24 @@ def _score_chunk(chunk: pd.DataFrame, features: pd.DataFrame, model: ScoringMode
             f"joined features lack column(s) {missing} the model v{model.version} needs (got "
             f"{sorted(c for c in features.columns if c != _ROW)}); check the feature service's views"
         )
-    proba = model.estimator.predict_proba(features[columns].astype("float64"))[:, 1]
-    out = chunk.drop(columns=[_ROW]).rename(columns={FEAST_TIMESTAMP: timestamp_column})[keep].reset_index(drop=True)
-    out[PREDICTION_COLUMN] = proba.astype("float64")
-    out[VERSION_COLUMN] = model.version
-    return out
+    import pandas as pd
+
+    proba = model.estimator.predict_proba(_model_input(features, columns))[:, 1]
+    source = {timestamp_column: FEAST_TIMESTAMP}
+    out = {name: chunk[source.get(name, name)].array for name in keep}  # .array: tz-aware times stay times
+    return pd.DataFrame({**out, PREDICTION_COLUMN: proba.astype("float64"), VERSION_COLUMN: model.version})
 
 
-def _write_part(frame: pd.DataFrame, folder: Path, index: int) -> dict[str, Any]:
+def _model_input(features: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """The model's columns as one float64 block: sklearn takes it as an array without re-interleaving columns."""
+    import numpy as np
+    import pandas as pd
+
+    matrix = np.column_stack([features[c].to_numpy(dtype="float64", na_value=np.nan) for c in columns])
+    return pd.DataFrame(matrix, columns=columns, copy=False)
+
+
+def _write_part(frame: pd.DataFrame, folder: Path, index: int, dictionary: tuple[str, ...] = ()) -> dict[str, Any]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -201,7 +212,9 @@ def _write_part(frame: pd.DataFrame, folder: Path, index: int) -> dict[str, Any]
     digest: dict[str, str] = {}
 
     def write(tmp: Path) -> None:
-        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
+        # Dictionary pages only where values repeat (keys, version): trying them on unique floats and
+        # falling back cost half of the write (docs/benchmarks.md).
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp, use_dictionary=list(dictionary))
         digest["sha256"] = _sha256(tmp)
 
     atomic_write_bytes(target, write)
