@@ -6,6 +6,7 @@
 # Inputs (set by docker/compose.yaml from docker/.env):
 #   AIRFLOW_DB_NAME / AIRFLOW_DB_USER / AIRFLOW_DB_PASSWORD   -> Airflow metadata DB
 #   MLFLOW_DB_NAME  / MLFLOW_DB_USER  / MLFLOW_DB_PASSWORD    -> MLflow tracking + registry DB
+#   MLOPS_DB_NAME   / MLOPS_DB_USER   / MLOPS_DB_PASSWORD     -> prediction log + monitoring history
 # Values are passed as psql variables and quoted with format(%I/%L): no SQL injection via .env.
 # Idempotent: re-running it against a server that already has the roles/databases changes nothing.
 set -euo pipefail
@@ -27,3 +28,5 @@ create_app_db "${AIRFLOW_DB_NAME:-airflow}" "${AIRFLOW_DB_USER:-airflow}" \
     "${AIRFLOW_DB_PASSWORD:?AIRFLOW_DB_PASSWORD must be set (docker/.env)}"
 create_app_db "${MLFLOW_DB_NAME:-mlflow}" "${MLFLOW_DB_USER:-mlflow}" \
     "${MLFLOW_DB_PASSWORD:?MLFLOW_DB_PASSWORD must be set (docker/.env)}"
+create_app_db "${MLOPS_DB_NAME:-mlops}" "${MLOPS_DB_USER:-mlops}" \
+    "${MLOPS_DB_PASSWORD:?MLOPS_DB_PASSWORD must be set (docker/.env)}"

@@ -49,6 +49,24 @@ def check_profile(env: Mapping[str, str] = os.environ, timeout: float = DEFAULT_
     problems.extend(_airflow_db_problems(env, timeout))
     problems.extend(_mlflow_problems(env, timeout))
     problems.extend(_online_store_problems(env, timeout))
+    problems.extend(_mlops_db_problems(env, timeout))
+    return problems
+
+
+# The serving app's prediction log and the monitoring history: their own PostgreSQL tables when set.
+MLOPS_DB_SETTINGS = (
+    ("MLOPS_PREDICTION_LOG_URL", "Prediction log (PostgreSQL)", "parquet under MLOPS_HOME/predictions"),
+    ("MLOPS_MONITORING_DB", "Monitoring history (PostgreSQL)", "SQLite at MLOPS_HOME/monitoring/monitoring.db"),
+)
+
+
+def _mlops_db_problems(env: Mapping[str, str], timeout: float) -> list[str]:
+    problems: list[str] = []
+    for variable, what, embedded in MLOPS_DB_SETTINGS:
+        url = env.get(variable, "")
+        if _scheme(url) in ("postgresql", "postgres"):
+            fix = f"Start PostgreSQL ({COMPOSE} postgres) or unset {variable} to use the embedded {embedded}."
+            problems.extend(_unreachable(what, url, timeout, fix))
     return problems
 
 

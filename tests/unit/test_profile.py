@@ -109,6 +109,21 @@ def test_unreachable_redis_online_store(closed_port: int) -> None:
     )
 
 
+@pytest.mark.parametrize(("variable", "what", "embedded"), [
+    ("MLOPS_PREDICTION_LOG_URL", "Prediction log (PostgreSQL)", "parquet under MLOPS_HOME/predictions"),
+    ("MLOPS_MONITORING_DB", "Monitoring history (PostgreSQL)", "SQLite at MLOPS_HOME/monitoring/monitoring.db"),
+])
+def test_unreachable_prediction_log_and_monitoring_db(closed_port: int, variable: str, what: str,
+                                                      embedded: str) -> None:
+    [problem] = check_profile({variable: f"postgresql://mlops:s3cret@127.0.0.1:{closed_port}/mlops"})
+    assert problem == (
+        f"{what} at postgresql://mlops:***@127.0.0.1:{closed_port}/mlops is unreachable (connection refused). "
+        f"Start PostgreSQL (docker compose -f docker/compose.yaml up -d postgres) or unset {variable} "
+        f"to use the embedded {embedded}."
+    )
+    assert check_profile({variable: "sqlite:///x.db"}) == [], "an embedded URL needs no server"
+
+
 @pytest.mark.parametrize("extra_as_string", [False, True])
 def test_feast_connection_extra(closed_port: int, extra_as_string: bool) -> None:
     extra: object = {"repo_path": "include/feature_repo", "online_store": f"redis://127.0.0.1:{closed_port}/0"}
@@ -175,6 +190,11 @@ def test_env_example_configures_every_checked_store() -> None:
     assert feast_conn is not None and isinstance(feast_conn["extra"], dict)
     assert feast_conn["extra"]["online_store"] == env["MLOPS_FEAST_ONLINE_STORE"]
     assert f":{env['AIRFLOW_DB_PASSWORD']}@" in env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    for name in ("MLOPS_PREDICTION_LOG_URL", "MLOPS_MONITORING_DB"):
+        assert profile._scheme(env[name]) == "postgresql" and env[name].endswith(f"/{env['MLOPS_DB_NAME']}")
+        assert f"{env['MLOPS_DB_USER']}:{env['MLOPS_DB_PASSWORD']}@" in env[name]
+    compose = (PROJECT_DIR / "docker" / "compose.yaml").read_text(encoding="utf-8")
+    assert all(f"MLOPS_DB_{part}:" in compose for part in ("NAME", "USER", "PASSWORD")), "compose passes the mlops DB"
     for name in ("MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK", "AIRFLOW__USAGE_DATA_COLLECTION__ENABLED",
                  "FEAST_USAGE", "GX_ANALYTICS_ENABLED"):
         assert name in env, f"docker/.env.example must switch telemetry off: {name} missing"
