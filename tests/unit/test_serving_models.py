@@ -341,3 +341,29 @@ def test_model_info_follows_the_slots_and_registries_are_private() -> None:
     from prometheus_client import REGISTRY
 
     assert REGISTRY.get_sample_value("mlops_serving_requests_total") is None
+
+
+def test_background_queue_drops_show_in_metrics() -> None:
+    import threading
+
+    from airflow_mlops.serving.scoring import Background
+
+    metrics = ServingMetrics("rides")
+    background = Background(None, "rides", max_jobs=2)
+    metrics.track_background_dropped(lambda: background.dropped)
+    release, started = threading.Event(), threading.Event()
+
+    def blocking() -> None:
+        started.set()
+        release.wait(10)
+
+    background.submit(blocking)
+    assert started.wait(5), "the background thread runs jobs"
+    ran: list[int] = []
+    for i in range(5):  # two fit the queue while the thread is busy; three are dropped, never block
+        background.submit(lambda i=i: ran.append(i))
+    release.set()
+    background.wait_idle()
+    background.close()
+    assert ran == [0, 1] and background.dropped == 3
+    assert samples(metrics)[("mlops_serving_background_dropped_total", (("model", "rides"),))] == 3

@@ -157,7 +157,9 @@ class Server:
             self.manager.start(*([version] if version else []))
         self.log_sink = sink = prediction_log or _default_prediction_log()
         self.metrics.track_dropped(lambda: sink.dropped)
-        self.attach(features, Background(sink, self.spec.name))
+        background = Background(sink, self.spec.name)
+        self.metrics.track_background_dropped(lambda: background.dropped)
+        self.attach(features, background)
         self.sync_versions()
 
     def shutdown(self) -> None:

@@ -6,6 +6,8 @@ Names are part of the serving contract (the deploy operator's canary check reads
 - mlops_serving_request_seconds{model,version,route}           histogram, 0.5 ms .. 2.5 s
 - mlops_serving_model_info{model,slot,version}                 gauge, 1 per serving slot
 - mlops_serving_prediction_log_dropped_total{model}            counter, read from the prediction log
+- mlops_serving_background_dropped_total{model}                counter, shadow-scoring/log jobs dropped
+                                                               because the background queue was full
 
 Each instance owns a CollectorRegistry (never the process-global one), so two apps or two tests in
 one process do not collide on metric names.
@@ -63,7 +65,11 @@ class ServingMetrics:
 
     def track_dropped(self, source: Callable[[], int]) -> None:
         """Report `source()` (e.g. `lambda: prediction_log.dropped`) as the dropped-records counter."""
-        self._dropped.source = source
+        self._dropped.sources["prediction_log_dropped"] = source
+
+    def track_background_dropped(self, source: Callable[[], int]) -> None:
+        """Report `source()` (the background thread's `dropped`) as the dropped shadow/log jobs counter."""
+        self._dropped.sources["background_dropped"] = source
 
     def render(self) -> tuple[bytes, str]:
         """(body, content type) in the Prometheus text format."""
@@ -73,20 +79,22 @@ class ServingMetrics:
 
 
 class _DroppedCollector:
-    """Reads the prediction log's own counter at scrape time (no second count to keep in sync)."""
+    """Reads the owners' own drop counters at scrape time (no second count to keep in sync)."""
+
+    HELP = {"prediction_log_dropped": "Prediction log records dropped (queue full, closed, or write failed)",
+            "background_dropped": "Shadow-scoring and prediction-log jobs dropped: the background queue was full"}
 
     def __init__(self, model: str) -> None:
         self.model = model
-        self.source: Callable[[], int] = lambda: 0
+        self.sources: dict[str, Callable[[], int]] = {name: (lambda: 0) for name in self.HELP}
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily
 
-        family = CounterMetricFamily(f"{PREFIX}_prediction_log_dropped",
-                                     "Prediction log records dropped (queue full, closed, or write failed)",
-                                     labels=["model"])
-        family.add_metric([self.model], float(self.source()))
-        yield family
+        for name, source in self.sources.items():
+            family = CounterMetricFamily(f"{PREFIX}_{name}", self.HELP[name], labels=["model"])
+            family.add_metric([self.model], float(source()))
+            yield family
 
     def describe(self) -> Iterator[Any]:
         return self.collect()
