@@ -195,7 +195,8 @@ class Serving(_Strict):
     )
     kubernetes: KubernetesServing = KubernetesServing()
     smoke_request: dict[str, Any] | None = Field(
-        default=None, description="a /predict body sent after each deploy, e.g. {driver_id: 1001, ...}"
+        default=None, description="a /predict body sent after each full deploy, e.g. {driver_id: 1001, ...}; "
+                                  "default: the version's MLflow input example through /v2 infer"
     )
 
 

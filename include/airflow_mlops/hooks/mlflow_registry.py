@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from airflow_mlops.core import audit
 from airflow_mlops.core.lineage import TAG_PREFIX
@@ -91,6 +91,22 @@ class ModelRegistry:
 
     def history(self) -> list[audit.AuditEvent]:
         return audit.history(self.tags())
+
+    def input_example(self, version: str, rows: int = 5) -> list[dict[str, Any]] | None:
+        """Up to `rows` rows of the input example logged with the version (NaN as None); None when it has none."""
+        import math
+
+        from mlflow.models import Model
+
+        model = Model.load(f"models:/{self.name}/{version}")
+        if not model.saved_input_example_info:
+            return None
+        example: Any = model.load_input_example()
+        records = example.head(rows).to_dict(orient="records") if hasattr(example, "to_dict") else None
+        if not records:
+            return None
+        return [{str(k): None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
+                for row in records]
 
     # ------------------------------------------------------------------ lease
     @contextmanager

@@ -161,6 +161,18 @@ class ServingAdminClient:
                                    f"{self.reason(response)}", response.status_code)
         return dict(response.json())
 
+    def infer_rows(self, name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        """POST /v2/models/<name>/infer with one FP64 tensor per feature column (None = missing value)."""
+        columns = list(rows[0])
+        body = {"inputs": [{"name": c, "shape": [len(rows)], "datatype": "FP64", "data": [r.get(c) for r in rows]}
+                           for c in columns]}
+        response = self._call("POST", f"/v2/models/{name}/infer", json=body)
+        if response.status_code != 200:
+            raise DeploymentFailed(f"smoke request POST {self.url}/v2/models/{name}/infer (the version's input "
+                                   f"example) answered HTTP {response.status_code}: {self.reason(response)}",
+                                   response.status_code)
+        return dict(response.json())
+
     def metrics(self) -> str:
         response = self._call("GET", "/metrics")
         if response.status_code != 200:

@@ -1,7 +1,8 @@
 """DeployModelOperator: put a registered model version in front of traffic (serving app or Kubernetes).
 
 target "local" talks to a running serving app (airflow_mlops.serving) over its admin API:
-- mode "full": POST /admin/deploy, wait until GET /ready reports the version, smoke POST /predict.
+- mode "full": POST /admin/deploy, wait until GET /ready reports the version, then a smoke prediction:
+  `smoke_request` through POST /predict, else the version's MLflow input example through /v2 infer.
   The app loads and warms the version before swapping, so a version that cannot load is refused
   (HTTP 409, reason in the task error) while the old model keeps serving.
 - mode "canary": deploy the version to `traffic` of the entity keys, snapshot the canary's metrics,
@@ -62,7 +63,8 @@ class DeployModelOperator(BaseOperator):
     :param mode: "full" or "canary" (local only). (templated)
     :param canary: spec promotion.canary as a dict (traffic, max_error_rate, max_p99_ms, window,
         min_requests); spec defaults when None. (templated)
-    :param smoke_request: one /predict body sent after the deploy (e.g. a demo entity). (templated)
+    :param smoke_request: one /predict body sent after a full deploy (e.g. a demo entity); without it the
+        rows of the version's MLflow input example go through /v2 infer. (templated)
     :param kubernetes: spec serving.kubernetes as a dict. (templated)
     :param admin_token: serving admin token; default: password of `serving_conn_id` (ServingHook), else
         env MLOPS_SERVING_ADMIN_TOKEN. Not templated (it would show in the rendered fields).
@@ -161,24 +163,36 @@ class DeployModelOperator(BaseOperator):
               canary: Mapping[str, Any] | None = None) -> dict[str, Any]:
         client.deploy(version, "full")
         status = client.wait_ready(version, "primary", self.ready_timeout, self.poll_interval)
-        smoke = None
-        if self.smoke_request:
-            try:
-                smoke = self._smoke(client, version)
-            except DeploymentFailed as err:
-                undone = self._undo(client, previous)
-                raise errors.DeploymentFailed.smoke_failed(self.model_name, version, str(err), undone) from None
+        try:
+            smoke = self._smoke(client, version)
+        except DeploymentFailed as err:
+            undone = self._undo(client, previous)
+            raise errors.DeploymentFailed.smoke_failed(self.model_name, version, str(err), undone) from None
         self.log.info("%s v%s serves 100 %% of %s (was v%s)", self.model_name, version, client.url, previous)
         return {"name": self.model_name, "version": version, "target": "local", "mode": "full", "url": client.url,
                 "previous": previous, "status": status, "smoke": smoke, "canary": dict(canary) if canary else None}
 
     def _smoke(self, client: ServingAdminClient, version: str) -> dict[str, Any]:
-        answer = client.predict(as_dict(self.smoke_request))
-        predictions = answer.get("predictions") or []
-        served = sorted({str(p.get("model_version")) for p in predictions})
+        """`smoke_request` through /predict (online features included); without one, the rows of the version's
+        MLflow input example through the KServe V2 route; a version logged without an example is not smoke-tested."""
+        if self.smoke_request:
+            answer = client.predict(as_dict(self.smoke_request))
+            predictions = answer.get("predictions") or []
+            served = sorted({str(p.get("model_version")) for p in predictions})
+            via = "smoke_request via /predict"
+        else:
+            rows = self._registry_call(lambda registry: registry.input_example(version))
+            if not rows:
+                self.log.warning("No smoke test of %s v%s: no smoke_request in the spec (serving.smoke_request) and "
+                                 "no input example logged with the version", self.model_name, version)
+                return {"skipped": "no serving.smoke_request and no input example logged with the version"}
+            answer = client.infer_rows(self.model_name, rows)
+            predictions = (answer.get("outputs") or [{}])[0].get("data") or []
+            served = sorted({str(v) for v in (answer.get("parameters") or {}).get("model_versions") or []})
+            via = "input example via /v2 infer"
         if not predictions or served != [version]:
             raise DeploymentFailed(f"the smoke request was answered by versions {served}, not v{version}: {answer}")
-        return {"predictions": len(predictions), "model_version": version}
+        return {"predictions": len(predictions), "model_version": version, "via": via}
 
     def _undo(self, client: ServingAdminClient, previous: str | None) -> str:
         if not previous:
