@@ -112,3 +112,13 @@ def test_parsing_imports_no_heavy_library() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=PROJECT)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("target", ["none", "kubernetes"])
+def test_a_canary_without_the_local_serving_target_is_refused(target: str) -> None:
+    data = _demo(promotion__canary={"traffic": 0.1}, serving={"target": target})
+    [problem] = _problems(data)
+    assert problem.startswith("/specs/ride_completion.yaml: promotion.canary needs serving.target")
+    assert f"promotion.canary needs serving.target 'local' (got '{target}')" in problem
+    assert "remove promotion.canary or set serving.target: local" in problem
+    assert _problems(_demo(promotion__canary={"traffic": 0.1}, serving={"target": "local"})) == []

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from airflow_mlops.exceptions import SpecError
 
@@ -291,6 +291,16 @@ class ModelSpec(_Strict):
     monitoring: Monitoring = Monitoring()
     source_file: str = Field(default="", exclude=True, description="set by the loader, not by users")
 
+    @model_validator(mode="after")
+    def _canary_needs_the_serving_app(self) -> ModelSpec:
+        # The canary's traffic split happens inside the serving app (sticky by entity key); a Kubernetes
+        # Deployment would need a split across Deployments, which the deploy task does not drive.
+        if self.promotion.canary is not None and self.serving.target != "local":
+            raise ValueError(f"promotion.canary needs serving.target 'local' (got {self.serving.target!r}): the "
+                             "canary split runs in the serving app the deploy task talks to; remove promotion.canary "
+                             "or set serving.target: local")
+        return self
+
     @property
     def training_columns(self) -> tuple[str, ...]:
         return self.features.entity_df.request_features
@@ -316,6 +326,8 @@ def _describe(error: dict[str, Any]) -> str:
         return f"{where}: unknown field (value {got!r}); remove it or check its spelling"
     if error["type"] == "missing":
         return f"{where}: required field is missing"
+    if error["type"] == "value_error" and not error["loc"]:  # a rule across fields names its fields itself
+        return str(error["msg"]).removeprefix("Value error, ")
     allowed = error.get("ctx", {}).get("expected")
     hint = f"; allowed: {allowed}" if allowed and str(allowed) not in error["msg"] else ""
     shown = got if not isinstance(got, dict) else "{...}"

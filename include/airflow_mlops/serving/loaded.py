@@ -127,11 +127,47 @@ def load_sklearn(client: MlflowClient, name: str, version: str) -> Any:
         with tempfile.TemporaryDirectory(prefix="mlops-model-") as tmp:
             local = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp,
                                                         tracking_uri=client.tracking_uri)
-            return mlflow.sklearn.load_model(local)
+            model = mlflow.sklearn.load_model(local)
+            check_signature(name, version, local, model)
+            return model
+    except ModelLoadError:
+        raise
     except Exception as exc:  # noqa: BLE001 - any failure here means "this artifact cannot serve"
         reason = f"artifact {source} cannot be loaded ({first_line(exc)})"
         raise load_error(name, version, reason, "Register a version whose artifacts exist and load with this "
                          "scikit-learn, or check the artifact store") from exc
+
+
+NUMERIC_TYPES = ("boolean", "integer", "long", "float", "double")  # what the float64 serving path can carry
+
+
+def check_signature(name: str, version: str, model_dir: str, model: Any) -> None:
+    """The version's MLflow signature must name the columns the model was fitted on, all numeric.
+
+    Requests are validated against those columns and cast to float64 (ints and booleans are exact
+    there); a signature that disagrees with the fitted model, or asks for strings, tensors or
+    objects, is refused at load with the columns named, instead of failing every request.
+    A version logged without a signature is served on its fitted columns alone.
+    """
+    from mlflow.models import Model
+
+    signature = Model.load(model_dir).signature
+    if signature is None or signature.inputs is None:
+        return
+    fix = "Log the model with a signature inferred from its training frame (the training DAG does)"
+    if not signature.inputs.has_input_names():
+        raise load_error(name, version, "its signature is tensor-based (no column names)", fix)
+    fitted = [str(c) for c in getattr(model, "feature_names_in_", ())]
+    named = [str(c) for c in signature.inputs.input_names()]
+    if fitted and set(named) != set(fitted):
+        raise load_error(name, version, f"its signature columns differ from the fitted model's: only in the "
+                         f"signature {sorted(set(named) - set(fitted))}, only in the model "
+                         f"{sorted(set(fitted) - set(named))}", fix)
+    bad = {str(spec.name): str(getattr(spec.type, "name", spec.type)) for spec in signature.inputs.inputs
+           if getattr(spec.type, "name", None) not in NUMERIC_TYPES}
+    if bad:
+        raise load_error(name, version, f"its signature has non-numeric input columns {bad}",
+                         f"Serve a model whose inputs are {list(NUMERIC_TYPES)} (encode categories in the pipeline)")
 
 
 def _is_number(value: Any) -> bool:
