@@ -57,6 +57,8 @@ def test_rendered_objects_are_valid_kubernetes_and_survive_the_client_round_trip
         "serving-ride-completion", "ml-serving")
     assert deployment["spec"]["replicas"] == 3 and deployment["spec"]["progressDeadlineSeconds"] == 300
     assert container(deployment)["image"] == "registry.example.com/airflow-mlops-serving:1.4.2"
+    for meta in (deployment["metadata"], deployment["spec"]["template"]["metadata"]):
+        assert meta["annotations"]["airflow-mlops/model-uri"] == "models:/ride_completion/7"
 
 
 def test_probes_resources_and_restricted_security() -> None:

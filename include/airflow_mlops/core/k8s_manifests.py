@@ -181,7 +181,8 @@ def deployment(model: str, version: str, serving: KubernetesServing, *, tracking
     env = {**({"MLFLOW_TRACKING_URI": tracking_uri} if tracking_uri else {}), **backends.env(), **(extra_env or {})}
     labels = {**selector_labels(model), "app.kubernetes.io/managed-by": FIELD_MANAGER,
               LABEL_VERSION: label_value(version)}
-    annotations = {"airflow-mlops/model-name": model, "airflow-mlops/model-version": version}
+    annotations = {"airflow-mlops/model-name": model, "airflow-mlops/model-version": version,
+                   "airflow-mlops/model-uri": f"models:/{model}/{version}"}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
