@@ -31,7 +31,9 @@ MODEL = "ride_completion"
 FEATURES = "mlops_features"
 TRAINING = f"{MODEL}__train"
 MONITOR = f"{MODEL}__monitor"
+BATCH = f"{MODEL}__batch_predict"
 DRIFT_ASSET = f"mlops.drift.{MODEL}"
+PREDICTIONS_ASSET = f"mlops.predictions.{MODEL}"
 RUN_TIMEOUT_S = 300
 SHIFT = {"covariate_shift": 0.8, "concept_shift": 0.8}
 
@@ -52,6 +54,7 @@ def write_spec(models_dir: Path) -> Path:
     spec = yaml.safe_load((PROJECT / "include" / "models" / f"{MODEL}.yaml").read_text())
     spec["training"].update({"retrain_on_features": False, "schedule": None})
     spec["serving"] = {**spec.get("serving", {}), "poll_seconds": 1.0}
+    spec["batch"] = {**spec.get("batch", {}), "schedule": None}  # batch scoring runs on a new champion only
     spec["monitoring"] = {**spec.get("monitoring", {}), "schedule": None, "window": "6h", "cooldown": "20s",
                           "retrain_on": ["drift"]}
     models_dir.mkdir(parents=True, exist_ok=True)
@@ -119,7 +122,7 @@ def run_closed_loop(home: Path, extra_env: Mapping[str, str] | None = None) -> f
     clock = Clock()
     models_dir = write_spec(home / "models").parent
     env = {"MLOPS_MODELS_DIR": str(models_dir), **(extra_env or {})}
-    with airflow_stack(home, dag_ids=[FEATURES, TRAINING, MONITOR], extra_env=env) as stack:
+    with airflow_stack(home, dag_ids=[FEATURES, TRAINING, MONITOR, BATCH], extra_env=env) as stack:
         clock.lap("stack up")
         client = stack.client()
         stack.run(["generate-data", "--days", "4", "--start", "2026-10-01"], name="generate-v1", exe="airflow-mlops")
@@ -130,6 +133,7 @@ def run_closed_loop(home: Path, extra_env: Mapping[str, str] | None = None) -> f
         assert_succeeded(client, TRAINING, first, {"train", "register", "promote"})
         assert str(champion(stack.env).version) == "1"
         clock.lap("v1 trained and champion")
+        client.unpause_without_catchup(BATCH)  # unpaused after v1: only the next champion's event starts it
 
         with serving_process(MODEL, stack.env, home / "serving.log") as server:
             assert predict_versions(server, ride_requests("2026-10-02", 50, seed=11)) == {"1"}
@@ -162,6 +166,8 @@ def run_closed_loop(home: Path, extra_env: Mapping[str, str] | None = None) -> f
             assert predict_versions(server, ride_requests("2026-10-06", 20, seed=13, **SHIFT)) == {"2"}
             loop_s = time.monotonic() - drift_started
             clock.lap(f"serving answers with v2 — drift injected -> v2 served in {loop_s:.1f}s")
+            assert_batch_scored_with(client, "2", stack)
+            clock.lap("the v2 champion event started batch inference, which scored with v2")
         assert stack.network_attempts() == "", f"outbound network attempts:\n{stack.network_attempts()}"
         client.close()
     return loop_s
@@ -176,3 +182,14 @@ def assert_drift_event(client: AirflowClient, monitor: Mapping[str, Any]) -> Non
     extra = events[0]["extra"]
     assert extra["share"] >= extra["threshold"] and extra["drifted_columns"], extra
     assert extra["report_uri"], extra
+
+
+def assert_batch_scored_with(client: AirflowClient, version: str, stack: AirflowStack) -> None:
+    """The champion asset event alone started `<model>__batch_predict`, which scored with `version`."""
+    run = client.wait_for_run_of_type(BATCH, "asset_triggered", RUN_TIMEOUT_S, on_poll=stack.check_alive)
+    assert run["state"] == "success", describe(client, BATCH, run)
+    assert [r["run_type"] for r in client.dag_runs(BATCH)] == ["asset_triggered"], "one run, from the event"
+    events = [e for e in client.asset_events(PREDICTIONS_ASSET) if e["source_run_id"] == run["dag_run_id"]]
+    assert len(events) == 1, f"expected one {PREDICTIONS_ASSET} event from {run['dag_run_id']}, got {events}"
+    extra = events[0]["extra"]
+    assert str(extra["version"]) == version and extra["rows"] > 0, extra
