@@ -503,8 +503,9 @@ def _real_app(spec: Any, manager: Any) -> Any:
 
 
 def _stand_in_app(name: str, manager: Any) -> Any:
-    """Only while airflow_mlops.serving.app is unfinished: the contract's endpoints used here, over the real
-    ModelManager and ServingMetrics. Request features + conv_rate 0.5; a prediction that raises is a 500
+    """The serving contract's endpoints used here, over the real ModelManager and ServingMetrics: the
+    "stand-in" parametrization checks the deploy operator against the contract, not the app's internals.
+    Request features + conv_rate 0.5; a prediction that raises is a 500
     counted under its version and route."""
     import os
     import time

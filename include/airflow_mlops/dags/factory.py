@@ -215,7 +215,7 @@ def _deploy(spec: ModelSpec, promote: Any) -> list[Any]:
         return []
     from airflow_mlops.operators.deployment import DeployModelOperator
 
-    canary = spec.promotion.canary if serving.target == "local" else None
+    canary = spec.promotion.canary  # the spec allows one with target local only (ModelSpec validator)
     deploy = DeployModelOperator(
         task_id="deploy",
         model_name=spec.name,

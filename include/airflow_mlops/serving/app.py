@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 
+from airflow_mlops.core.prediction_window import PREDICTION_LOG_URL_ENV  # the writer and the reader share it
 from airflow_mlops.core.spec import ModelSpec
 from airflow_mlops.exceptions import MLOpsError
 from airflow_mlops.serving import kserve
@@ -47,7 +48,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PREDICTION_LOG_URL_ENV = "MLOPS_PREDICTION_LOG_URL"
 SHADOW_ENV = "MLOPS_SERVING_SHADOW"
 # A small prediction request is scored on the event loop itself: the hop to a worker thread and back
 # costs as much as scoring one row (~0.3 ms of ~1 ms), and with one worker per core the thread pool
