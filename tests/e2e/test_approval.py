@@ -13,7 +13,6 @@ The spec under test is the shipped ride_completion spec with `promotion.approval
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +27,12 @@ MODEL = "ride_completion"
 FEATURES, TRAINING = "mlops_features", f"{MODEL}__train"
 RUN_TIMEOUT_S = 420
 # Airflow 3.3.2 race: the worker that parks the task in awaiting_input reports "success" to the
-# executor a few seconds after the TI is parked. If the answer has already resumed the task by
-# then, the scheduler sees "executor says success, TI is running" and marks the resumed try
-# FAILED. Humans take longer than that; a scripted answer waits like one.
-HUMAN_REACTION_S = 12
+# executor after the TI is parked. If the answer has already resumed the task by then, the scheduler
+# sees "executor says success, TI is running" and marks the resumed try FAILED. A human is slower
+# than that; a script instead waits for the observable state that closes the race: the scheduler has
+# processed that executor event (its "TaskInstance Finished" line for the parked try), so no late
+# "success" is left to collide with the resumed try.
+PARKED_EVENT = "TaskInstance Finished: dag_id={dag_id}, task_id=approve, run_id={run_id}, "
 
 
 def _manual_spec(folder: Path) -> Path:
@@ -50,8 +51,12 @@ def _question(client: AirflowClient, stack: AirflowStack, run_id: str) -> dict[s
         waiting = [d for d in details if d["task_instance"]["task_id"] == "approve"]
         return waiting[0] if waiting and waiting[0]["task_instance"]["state"] == "awaiting_input" else None
 
-    question = dict(wait_for(asked, RUN_TIMEOUT_S, f"{TRAINING} {run_id} to ask for approval", interval=2.0))
-    time.sleep(HUMAN_REACTION_S)
+    question = dict(wait_for(asked, RUN_TIMEOUT_S, f"{TRAINING} {run_id} to ask for approval", interval=1.0))
+    scheduler_log = stack.log_dir / "scheduler.log"
+    parked = PARKED_EVENT.format(dag_id=TRAINING, run_id=run_id)
+    wait_for(lambda: parked in scheduler_log.read_text(errors="replace"), RUN_TIMEOUT_S,
+             f"the scheduler to process the executor event of the parked approve task ({parked!r})",
+             interval=0.5, on_poll=stack.check_alive)
     return question
 
 

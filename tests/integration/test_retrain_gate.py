@@ -18,6 +18,7 @@ consumed events) by wrapping `get_or_create_dagrun`; the task then reads
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import threading
 from datetime import UTC, datetime, timedelta
@@ -176,7 +177,9 @@ def test_drift_event_within_cooldown_skips_the_whole_run(runs: tuple[dict[str, A
     assert within["tasks"] == {"retrain_gate": "skipped", "register": "skipped", "after": "skipped"}, within
     assert sorted(within["registry"]["versions"]) == ["1"], "nothing registered"
     assert within["registry"]["last_started"]["run_id"] == results["manual"]["run_id"], "a skip is no start"
-    assert "gate_model: not retraining — the last retrain started 0 min ago" in log
+    # the age depends on how fast this machine ran the two runs: read it, never assume it
+    ages = re.findall(r"gate_model: not retraining — the last retrain started (\d+) min ago", log)
+    assert ages and all(int(age) < 6 * 60 for age in ages), f"no skip line naming an age within the cooldown: {ages}"
     assert "within the cooldown of 6h" in log
 
 

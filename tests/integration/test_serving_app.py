@@ -320,6 +320,7 @@ def test_predictions_are_logged_off_the_request_path_and_counted(served: Any, st
     assert 'route="none",status="422",version="none"' in metrics
     assert 'mlops_serving_model_info{model="ride_completion",slot="primary",version="1"} 1.0' in metrics
     assert 'mlops_serving_prediction_log_dropped_total{model="ride_completion"} 0.0' in metrics
+    assert 'mlops_serving_prediction_log_written_total{model="ride_completion"}' in metrics
     assert 'mlops_serving_background_dropped_total{model="ride_completion"} 0.0' in metrics
 
 

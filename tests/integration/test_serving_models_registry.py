@@ -161,22 +161,38 @@ def test_start_without_champion_names_the_existing_versions(registered: Register
         mgr.route("k")
 
 
-def test_alias_move_is_followed_within_two_poll_intervals(registered: Registered, manager: ModelManager) -> None:
+def test_alias_move_is_followed_by_the_next_poll_tick(registered: Registered, manager: ModelManager,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    ticks: list[list[Any]] = []  # [start, swapped] of every poll tick, appended when it starts
+    real_poll = manager.poll_once
+
+    def counted() -> bool:
+        tick: list[Any] = [time.perf_counter(), None]
+        ticks.append(tick)
+        tick[1] = real_poll()
+        return bool(tick[1])
+
+    monkeypatch.setattr(manager, "poll_once", counted)
     moved = time.perf_counter()
     registered.champion("2")
-    took = wait_for(lambda: manager.primary.version == "2", timeout=2 * POLL + 5)
+    took = wait_for(lambda: any(swapped for _, swapped in ticks), timeout=60)
+    # Counted in ticks, not seconds (a loaded machine stretches seconds): a tick that began before the
+    # move may still read the old alias, but the first tick that begins after it must swap.
+    swap_start = next(start for start, swapped in ticks if swapped)
+    missed = [start for start, swapped in ticks if moved <= start < swap_start]
     print(f"\nalias move -> swapped primary in {took:.3f} s (poll {POLL} s)")
-    assert took < 2 * POLL + 1.5, f"swap took {took:.2f} s"
-    assert time.perf_counter() - moved < 2 * POLL + 5
+    assert missed == [], f"{len(missed)} poll tick(s) after the alias move did not follow it"
+    assert manager.primary.version == "2"
     np.testing.assert_allclose(manager.primary.predict_proba(registered.store.rows),
                                registered.store.expected["down"], rtol=1e-6)
-    assert manager.status()["alias_version"] == "2"
+    assert manager.status()["alias_version"] == "2", "status shows the alias of the primary it shows"
 
 
 def test_hot_swap_under_concurrent_traffic_never_fails_or_mixes(registered: Registered,
                                                                 manager: ModelManager) -> None:
     rows, expected = registered.store.rows, registered.store.expected
     stop, errors, answers = threading.Event(), [], Counter()
+    live: Counter[str] = Counter()  # answers so far, read while the traffic runs
 
     def traffic(worker: int) -> None:
         seen: Counter[str] = Counter()
@@ -190,6 +206,7 @@ def test_hot_swap_under_concurrent_traffic_never_fails_or_mixes(registered: Regi
                 if shadow is not None or route != "primary" or not np.allclose(got, expected[key], rtol=1e-6):
                     errors.append(f"v{model.version} answered {got[:3]} via {route}/{shadow}")
                 seen[model.version] += 1
+                live[model.version] += 1
             except Exception as exc:  # noqa: BLE001 - the test counts them
                 errors.append(repr(exc))
         answers.update(seen)
@@ -198,12 +215,17 @@ def test_hot_swap_under_concurrent_traffic_never_fails_or_mixes(registered: Regi
     for thread in threads:
         thread.start()
     swap_times = []
+    current = "1"
     for version in ["2", "1", "2", "1", "2"]:
-        time.sleep(0.1)
+        # traffic reaches the current version before each swap (a condition, not a fixed pause)
+        already = live[current]
+        wait_for(lambda v=current, n=already: live[v] >= n + 20, timeout=60)
         started = time.perf_counter()
         manager.deploy(version)
         swap_times.append(time.perf_counter() - started)
-    time.sleep(0.1)
+        current = version
+    already = live[current]
+    wait_for(lambda: live[current] >= already + 20, timeout=60)
     stop.set()
     for thread in threads:
         thread.join()
@@ -237,23 +259,30 @@ def test_the_poller_survives_a_broken_champion_and_retries_per_tick(
     registered: Registered, manager: ModelManager, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     attempts: list[float] = []
-    real = serving_models.load_sklearn
+    ticks: list[float] = []
+    real_load, real_poll = serving_models.load_sklearn, manager.poll_once
 
     def counting(*args: Any) -> Any:
         attempts.append(time.perf_counter())
-        return real(*args)
+        return real_load(*args)
+
+    def counted_poll() -> bool:
+        ticks.append(time.perf_counter())
+        return real_poll()
 
     monkeypatch.setattr(serving_models, "load_sklearn", counting)
+    monkeypatch.setattr(manager, "poll_once", counted_poll)
     broken = registered.register("no_proba")
     registered.champion(broken)
-    wait_for(lambda: manager.status()["last_error"] is not None, timeout=2 * POLL + 5)
-    time.sleep(4 * POLL)
+    wait_for(lambda: len(attempts) >= 3, timeout=60)  # a failed load is not 'seen': later ticks retry it
     status = manager.status()
     assert "has no predict_proba" in status["last_error"] and status["primary"]["version"] == "1"
     assert status["alias_version"] == "1", "a failed load is not 'seen': it is retried"
-    assert 2 <= len(attempts) <= 8, f"{len(attempts)} load attempts in ~{5 * POLL:.1f} s: one per tick expected"
+    # one load per tick, never a tight loop: each attempt lies in its own tick
+    for earlier, later in zip(attempts, attempts[1:], strict=False):
+        assert any(earlier < tick <= later for tick in ticks), f"two load attempts in one tick: {attempts}, {ticks}"
     registered.champion("2")  # the fix: promote a good version
-    wait_for(lambda: manager.primary.version == "2", timeout=2 * POLL + 5)
+    wait_for(lambda: manager.primary.version == "2", timeout=60)
     assert manager.status()["last_error"] is None
 
 

@@ -144,8 +144,9 @@ def run_closed_loop(home: Path, extra_env: Mapping[str, str] | None = None) -> f
                        "--concept-shift", str(SHIFT["concept_shift"])], name="generate-drift", exe="airflow-mlops")
             run_features(stack, client, first=False)
             assert predict_versions(server, ride_requests("2026-10-06", 600, seed=12, **SHIFT)) == {"1"}
-            clock.lap("drift injected: shifted batch materialized, 600 shifted requests served by v1")
-            time.sleep(3)  # the prediction log flushes every second
+            # the monitor reads the stored log: wait until every served row is in it
+            wait_for(lambda: server.logged_records() >= 650, 60, "the prediction log to store all 650 requests")
+            clock.lap("drift injected: shifted batch materialized, 600 shifted requests served by v1 and logged")
 
             client.unpause_without_catchup(MONITOR)
             monitor = client.trigger(MONITOR)

@@ -51,6 +51,15 @@ class ServingProcess:
         assert response.status_code == 200, f"/predict answered {response.status_code}: {response.text}"
         return list(response.json()["predictions"])
 
+    def logged_records(self) -> float:
+        """Records the serving process's prediction log has stored (its /metrics counter)."""
+        response = httpx.get(f"{self.url}/metrics", timeout=10)
+        response.raise_for_status()
+        for line in response.text.splitlines():
+            if line.startswith("mlops_serving_prediction_log_written_total{"):
+                return float(line.rsplit(" ", 1)[1])
+        raise AssertionError(f"/metrics has no mlops_serving_prediction_log_written_total:\n{response.text[:2000]}")
+
     def tail(self, lines: int = 80) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
         return "\n".join(text.splitlines()[-lines:])

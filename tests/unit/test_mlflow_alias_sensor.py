@@ -150,23 +150,32 @@ for _ in range(3):
 client.set_registered_model_alias("alias_model", "champion", "1")
 
 
-def state_of(task_id):
-    with create_session() as session:
-        return session.scalar(select(TaskInstance.state).where(TaskInstance.task_id == task_id))
+from airflow_mlops.sensors import mlflow as sensor_module
+from airflow_mlops.triggers import mlflow as trigger_module
+
+checks = []  # every AliasState the sensor or its trigger computed, in order
+real_check = trigger_module.check_alias
 
 
-def move_when(task_id, states, version):
-    # Move the alias only once the sensor is really waiting (it has poked or deferred at least once).
-    while state_of(task_id) not in states:
-        time.sleep(0.2)
-    time.sleep(3)
+def recording_check(*args, **kwargs):
+    state = real_check(*args, **kwargs)
+    checks.append(state)
+    return state
+
+
+sensor_module.check_alias = trigger_module.check_alias = recording_check
+
+
+def move_when_waiting(wanted, version):
+    # Move the alias only once a check for `wanted` has said "still waiting": a condition, not a delay.
+    while not any(c.wanted == wanted and not c.done for c in checks):
+        time.sleep(0.05)
     client.set_registered_model_alias("alias_model", "champion", version)
 
 
 def mover():
-    move_when("poke_until_moved", ("running",), "2")
-    # dag.test() runs the trigger inline without committing "deferred": time the move after the poke task
-    move_when("poke_until_moved", ("success",), "3")
+    move_when_waiting("any version other than 1", "2")  # the poking sensor
+    move_when_waiting("version 3", "3")  # the deferred one (dag.test() runs its trigger inline)
 
 
 threading.Thread(target=mover, daemon=True).start()

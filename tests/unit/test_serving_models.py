@@ -312,8 +312,9 @@ def test_metrics_render_the_contract_names() -> None:
     metrics.observe(version="3", route="primary", status=200, seconds=0.02)
     metrics.observe(version="4", route="canary", status=500, seconds=3.0)
     metrics.set_versions("3", "4")
-    dropped = [7]
+    dropped, written = [7], [40]
     metrics.track_dropped(lambda: dropped[0])
+    metrics.track_written(lambda: written[0])
     got = samples(metrics)
     assert got[("mlops_serving_requests_total", (("model", "rides"), ("route", "primary"), ("status", "200"),
                                                  ("version", "3")))] == 2
@@ -328,6 +329,9 @@ def test_metrics_render_the_contract_names() -> None:
     info = {dict(labels)["slot"]: dict(labels)["version"] for name, labels in got if name == "mlops_serving_model_info"}
     assert info == {"primary": "3", "secondary": "4"}
     assert got[("mlops_serving_prediction_log_dropped_total", (("model", "rides"),))] == 7
+    assert got[("mlops_serving_prediction_log_written_total", (("model", "rides"),))] == 40
+    written[0] = 41  # read at scrape time, never a copy
+    assert samples(metrics)[("mlops_serving_prediction_log_written_total", (("model", "rides"),))] == 41
 
 
 def test_model_info_follows_the_slots_and_registries_are_private() -> None:

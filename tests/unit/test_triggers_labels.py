@@ -57,7 +57,7 @@ def test_one_event_per_file_with_the_payload_and_only_for_this_model(tmp_path: P
     _labels(tmp_path / "other" / "x.parquet")  # another model's labels
     _labels(tmp_path / "m" / ".day3.parquet.tmp")  # an atomic writer's temp file
     trigger = LabelFileTrigger(labels_dir=str(tmp_path / "m"), model="m", poll_interval=FAST)
-    events = asyncio.run(collect_events(trigger, seconds=20 * FAST))
+    events = asyncio.run(collect_events(trigger, seconds=10 * FAST, expect=2))
     assert sorted(e["file"] for e in events) == ["day1.parquet", "day2.csv"], events
     one = next(e for e in events if e["file"] == "day1.parquet")
     assert one == {"model": "m", "file": "day1.parquet", "path": str(first), "size_bytes": first.stat().st_size,
@@ -79,7 +79,7 @@ def test_a_partial_parquet_fires_only_once_complete(tmp_path: Path) -> None:
         target.write_bytes(whole)
 
     events_so_far: list[dict[str, Any]] = []
-    events = asyncio.run(collect_events(trigger, seconds=20 * FAST, during=write_in_two_steps,
+    events = asyncio.run(collect_events(trigger, seconds=10 * FAST, during=write_in_two_steps, expect=1,
                                         events=events_so_far))
     assert seen_before == [0], "half a parquet file must not fire"
     assert len(events) == 1 and events[0]["size_bytes"] == len(whole), events

@@ -89,7 +89,7 @@ def test_poll_interval_from_env_rejects_nonsense(monkeypatch: pytest.MonkeyPatch
 
 def test_a_complete_parquet_fires_exactly_once_and_names_the_file(tmp_path: Path) -> None:
     batch = _parquet(tmp_path / "rides" / "batch-1.parquet")
-    events = asyncio.run(collect_events(_trigger(tmp_path), seconds=20 * FAST))
+    events = asyncio.run(collect_events(_trigger(tmp_path), seconds=10 * FAST, expect=1))
     assert len(events) == 1, events
     assert events[0]["file"] == "rides/batch-1.parquet" and events[0]["dataset"] == "rides"
     assert events[0]["path"] == str(batch) and events[0]["size_bytes"] == batch.stat().st_size
@@ -100,7 +100,7 @@ def test_one_event_per_file_and_csv_counts(tmp_path: Path) -> None:
     _parquet(tmp_path / "rides" / "a.parquet")
     _csv(tmp_path / "rides" / "b.csv")
     _parquet(tmp_path / "driver_hourly_stats" / "c.parquet")
-    events = asyncio.run(collect_events(_trigger(tmp_path), seconds=20 * FAST))
+    events = asyncio.run(collect_events(_trigger(tmp_path), seconds=10 * FAST, expect=3))
     assert sorted(e["file"] for e in events) == ["driver_hourly_stats/c.parquet", "rides/a.parquet", "rides/b.csv"]
 
 
@@ -118,7 +118,8 @@ def test_only_files_the_landing_task_would_pick_up_fire(tmp_path: Path) -> None:
 def test_the_datasets_argument_limits_the_watch(tmp_path: Path) -> None:
     _parquet(tmp_path / "rides" / "a.parquet")
     _parquet(tmp_path / "driver_hourly_stats" / "b.parquet")
-    events = asyncio.run(collect_events(_trigger(tmp_path, datasets=["rides", "missing"]), seconds=10 * FAST))
+    events = asyncio.run(collect_events(_trigger(tmp_path, datasets=["rides", "missing"]), seconds=10 * FAST,
+                                        expect=1))
     assert [e["file"] for e in events] == ["rides/a.parquet"]
 
 
@@ -135,7 +136,7 @@ def test_a_file_still_being_written_fires_once_when_complete(tmp_path: Path) -> 
                 handle.flush()
                 await asyncio.sleep(0.01)
 
-    events = asyncio.run(collect_events(trigger, seconds=1.5, during=write_slowly))
+    events = asyncio.run(collect_events(trigger, seconds=1.0, during=write_slowly, expect=1))
     assert len(events) == 1, events
     assert events[0]["size_bytes"] == target.stat().st_size  # the whole file, not a prefix
 
@@ -147,7 +148,7 @@ def test_the_landing_dir_may_appear_later(tmp_path: Path) -> None:
         await asyncio.sleep(3 * FAST)
         _parquet(landing / "rides" / "late.parquet")
 
-    events = asyncio.run(collect_events(_trigger(landing), seconds=20 * FAST, during=create_later))
+    events = asyncio.run(collect_events(_trigger(landing), seconds=10 * FAST, during=create_later, expect=1))
     assert [e["file"] for e in events] == ["rides/late.parquet"]
 
 

@@ -157,6 +157,7 @@ class Server:
             self.manager.start(*([version] if version else []))
         self.log_sink = sink = prediction_log or _default_prediction_log()
         self.metrics.track_dropped(lambda: sink.dropped)
+        self.metrics.track_written(lambda: sink.written)
         background = Background(sink, self.spec.name)
         self.metrics.track_background_dropped(lambda: background.dropped)
         self.attach(features, background)

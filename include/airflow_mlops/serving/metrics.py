@@ -6,6 +6,7 @@ Names are part of the serving contract (the deploy operator's canary check reads
 - mlops_serving_request_seconds{model,version,route}           histogram, 0.5 ms .. 2.5 s
 - mlops_serving_model_info{model,slot,version}                 gauge, 1 per serving slot
 - mlops_serving_prediction_log_dropped_total{model}            counter, read from the prediction log
+- mlops_serving_prediction_log_written_total{model}            counter, records the prediction log has stored
 - mlops_serving_background_dropped_total{model}                counter, shadow-scoring/log jobs dropped
                                                                because the background queue was full
 
@@ -40,8 +41,8 @@ class ServingMetrics:
         self._slots: dict[str, str] = {}
         self._series: dict[tuple[str, str, int], tuple[Any, Any]] = {}  # .labels() costs more than .inc()
         self._slots_lock = threading.Lock()
-        self._dropped = _DroppedCollector(model)
-        self.registry.register(self._dropped)
+        self._owned = _OwnedCounters(model)
+        self.registry.register(self._owned)
 
     def observe(self, *, version: str, route: str, status: int, seconds: float) -> None:
         """Count one answered request and its latency."""
@@ -65,11 +66,16 @@ class ServingMetrics:
 
     def track_dropped(self, source: Callable[[], int]) -> None:
         """Report `source()` (e.g. `lambda: prediction_log.dropped`) as the dropped-records counter."""
-        self._dropped.sources["prediction_log_dropped"] = source
+        self._owned.sources["prediction_log_dropped"] = source
+
+    def track_written(self, source: Callable[[], int]) -> None:
+        """Report `source()` (the prediction log's `written`) as the stored-records counter: with the dropped
+        one it tells whether monitoring will see what was served (and when a window is complete)."""
+        self._owned.sources["prediction_log_written"] = source
 
     def track_background_dropped(self, source: Callable[[], int]) -> None:
         """Report `source()` (the background thread's `dropped`) as the dropped shadow/log jobs counter."""
-        self._dropped.sources["background_dropped"] = source
+        self._owned.sources["background_dropped"] = source
 
     def render(self) -> tuple[bytes, str]:
         """(body, content type) in the Prometheus text format."""
@@ -78,10 +84,11 @@ class ServingMetrics:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
-class _DroppedCollector:
-    """Reads the owners' own drop counters at scrape time (no second count to keep in sync)."""
+class _OwnedCounters:
+    """Reads counters their owners keep (drops, records written) at scrape time (no second count to keep in sync)."""
 
     HELP = {"prediction_log_dropped": "Prediction log records dropped (queue full, closed, or write failed)",
+            "prediction_log_written": "Prediction log records stored in the sink (parquet or PostgreSQL)",
             "background_dropped": "Shadow-scoring and prediction-log jobs dropped: the background queue was full"}
 
     def __init__(self, model: str) -> None:

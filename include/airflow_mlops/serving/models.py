@@ -84,8 +84,7 @@ class ModelManager:
         """Load `version` (default: the alias' version) as primary, then start following the alias."""
         with self._lock:
             alias_now = self._alias_version() if self.follow_alias else None
-            self._deploy_locked(version or alias_now, "full", 0.0)
-            self._alias_seen = alias_now
+            self._deploy_locked(version or alias_now, "full", 0.0, alias_seen=alias_now)
             try:
                 self._sync_shadow_locked()
             except ModelLoadError:  # recorded in last_error; the primary serves, the poller retries the shadow
@@ -166,10 +165,9 @@ class ModelManager:
             target = version
             if target is None and self.follow_alias:
                 target = self._alias_version()
-            self._deploy_locked(target, mode, float(fraction))
+            followed = version is None and mode == "full"
+            self._deploy_locked(target, mode, float(fraction), alias_seen=target if followed else None)
             self._followed_from = None  # an admin decision replaces what the poller last did
-            if version is None and mode == "full":
-                self._alias_seen = target
         return self.status()
 
     def poll_once(self) -> bool:
@@ -196,7 +194,7 @@ class ModelManager:
         if current is None or current == self._alias_seen:
             return False
         if slots is None or slots.primary.version != current:
-            self._deploy_locked(current, "full", 0.0)
+            self._deploy_locked(current, "full", 0.0, alias_seen=current)
             # kept so that a canary of `current` arriving right after this swap is judged against it
             self._followed_from = slots.primary if slots is not None else None
         self._alias_seen = current
@@ -221,7 +219,9 @@ class ModelManager:
         while not self._stop.wait(self.poll_seconds):
             self.poll_once()
 
-    def _deploy_locked(self, version: str | None, mode: str, fraction: float) -> None:
+    def _deploy_locked(self, version: str | None, mode: str, fraction: float, alias_seen: str | None = None) -> None:
+        """Load `version` and swap it in; `alias_seen` (the alias version this deploy follows) is recorded
+        just before the swap, so a lock-free status() that shows the new primary also shows its alias."""
         try:
             if version is None:
                 raise self._no_version_error()
@@ -230,6 +230,8 @@ class ModelManager:
         except ModelLoadError as exc:
             self._record_error(str(exc))
             raise
+        if alias_seen is not None:
+            self._alias_seen = alias_seen
         self._slots = slots  # THE swap: one attribute assignment
         self._last_error = None
         log.info("%s: serving v%s (%s%s)%s", self.name, slots.primary.version, slots.mode,
