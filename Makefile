@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export MLOPS_HOME ?= $(CURDIR)/.local
 PYTEST_ARGS ?=
 
-.PHONY: install browser-deps demo up test test-stack lint bench lock clean check
+.PHONY: install browser-deps demo up test test-fast test-stack lint bench lock clean check
 
 install: $(VENV)/.installed
 
@@ -43,6 +43,11 @@ test: install browser-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -m "not stack" $(PYTEST_ARGS)
 
+## The edit-test loop: unit and DAG-integrity tests only (no browser, no Airflow stack); `make test` is the full run.
+test-fast: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest -m "unit or dags" $(PYTEST_ARGS)
+
 ## Production profile against PostgreSQL and Redis on 127.0.0.1 (they must be running).
 test-stack: install
 	$(VENV)/bin/pytest -m stack $(PYTEST_ARGS)
@@ -50,6 +55,7 @@ test-stack: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy include/airflow_mlops
+	$(PY) tests/support/no_fixed_sleep.py tests
 
 bench: install
 	$(PY) benchmarks/dag_parse_time.py

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from support.airflow_client import AirflowClient, wait_for
+from support.airflow_client import AirflowClient, holds_for, wait_for
 from support.airflow_stack import AirflowStack, airflow_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -109,8 +109,10 @@ def test_a_new_raw_batch_starts_the_feature_pipeline(tmp_path: Path) -> None:
         assert _landing_files(home) == set(), "the run must move landed files to _landed/"
         assert {f"{d}/{p.name}" for d in DATASETS for p in (home / "landing" / d / "_landed").iterdir()} == files
 
-        time.sleep(3 * POLL_S)  # landed files are gone from landing: no further event may come
         _assert_one_event_per_file(client, files, run)
+        # landed files are gone from landing: over three more watcher polls no further event may come
+        holds_for(lambda: len(client.asset_events(ASSET)) == len(files), 3 * POLL_S,
+                  f"one {ASSET} event per landed file", on_poll=stack.check_alive)
         runs = [r for r in client.dag_runs(FEATURES) if r["dag_run_id"] != placeholder]
         assert {r["run_type"] for r in runs} == {"asset_triggered"}, runs
         assert all(r["state"] in {"success", "queued", "running"} for r in runs), runs

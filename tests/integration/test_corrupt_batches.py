@@ -18,8 +18,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,8 @@ from typing import Any
 import pytest
 
 from data.corrupt.batches import CORRUPTIONS, STATS, Corruption, base_frames, write_corpus
+from support.airflow_db import migrated_airflow_home
+from support.dag_runs import run_script
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -120,10 +120,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
     # dag.test() syncs the DAG from the dags folder's bundle: the project's own DAG file.
     env.update(AIRFLOW_HOME=str(tmp_path / "airflow"), AIRFLOW__CORE__LOAD_EXAMPLES="False",
                AIRFLOW__CORE__DAGS_FOLDER=str(PROJECT / "dags"), MLOPS_HOME=str(tmp_path / "home"))
-    airflow = Path(sys.executable).with_name("airflow")
-    subprocess.run([str(airflow), "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
-    done = subprocess.run([sys.executable, "-c", RUNNER, str(plan)], check=False, env=env, capture_output=True,
-                          text=True, timeout=800, cwd=tmp_path)
+    migrated_airflow_home(Path(env["AIRFLOW_HOME"]))  # one migrate per session, copied
+    done = run_script(RUNNER, str(plan), env=env, cwd=tmp_path, timeout=800)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     assert done.returncode == 0 and lines, (done.stdout + done.stderr)[-6000:]
     results = json.loads(lines[-1][len("RESULT "):])

@@ -17,8 +17,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,8 @@ import pytest
 
 from airflow_mlops import config
 from airflow_mlops.core.demo_data import DemoConfig, driver_stats
+from support.airflow_db import migrated_airflow_home
+from support.dag_runs import run_script
 
 pytestmark = pytest.mark.integration
 
@@ -131,17 +131,8 @@ def three_runs(small_demo: tuple, tmp_path_factory: pytest.TempPathFactory) -> d
         MLOPS_HOME=str(home),
         AIRFLOW_CONN_FEAST_TWO_VIEWS=json.dumps({"conn_type": "feast", "extra": {"repo_path": str(repo)}}),
     )
-    airflow = Path(sys.executable).with_name("airflow")
-    subprocess.run([str(airflow), "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
-    done = subprocess.run(
-        [sys.executable, "-c", RUNNER, str(dags), str(tmp / "next_day.parquet")],
-        check=False,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=tmp,
-    )
+    migrated_airflow_home(Path(env["AIRFLOW_HOME"]))  # one migrate per session, copied
+    done = run_script(RUNNER, str(dags), str(tmp / 'next_day.parquet'), env=env, cwd=tmp, timeout=600)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     assert done.returncode == 0 and lines, (done.stdout + done.stderr)[-4000:]
     first, second, third = json.loads(lines[-1][len("RESULT ") :])

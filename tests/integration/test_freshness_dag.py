@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,6 +19,8 @@ from airflow_mlops import config
 from airflow_mlops.core.demo_data import DemoConfig, driver_stats
 from airflow_mlops.core.offline import land_landing_dir
 from airflow_mlops.hooks.feast import FeastHook
+from support.airflow_db import migrated_airflow_home
+from support.dag_runs import run_script
 
 pytestmark = pytest.mark.integration
 
@@ -74,10 +74,8 @@ def test_deferred_sensor_fails_with_the_message_and_the_check_passes(mlops_home:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_", "AIRFLOW__"))}
     env.update(AIRFLOW_HOME=str(tmp_path / "airflow"), AIRFLOW__CORE__DAGS_FOLDER=str(dags),
                AIRFLOW__CORE__LOAD_EXAMPLES="False", MLOPS_HOME=str(mlops_home))
-    airflow = Path(sys.executable).with_name("airflow")
-    subprocess.run([str(airflow), "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
-    done = subprocess.run([sys.executable, "-c", RUNNER, str(dags)], check=False, env=env, capture_output=True,
-                          text=True, timeout=300, cwd=tmp_path)
+    migrated_airflow_home(Path(env["AIRFLOW_HOME"]))  # one migrate per session, copied
+    done = run_script(RUNNER, str(dags), env=env, cwd=tmp_path, timeout=300)
     output = done.stdout + done.stderr
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     assert done.returncode == 0 and lines, output[-4000:]

@@ -31,6 +31,8 @@ import yaml
 from airflow_mlops.core import lineage
 from airflow_mlops.hooks.mlflow import MLflowHook
 from airflow_mlops.jobs.training import TrainingRequest
+from support.airflow_db import migrated_airflow_home
+from support.dag_runs import run_script
 from support.training_sets import demo_training_set
 
 pytestmark = pytest.mark.integration
@@ -289,17 +291,8 @@ def test_dag_test_sends_a_valid_pod_to_the_api_server(
         MLOPS_HOME=str(mlops_home),
         NO_PROXY="127.0.0.1,localhost",
     )
-    airflow = VENV_BIN / "airflow"
-    subprocess.run([str(airflow), "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
-    done = subprocess.run(
-        [sys.executable, "-c", RUNNER, str(dags)],
-        check=False,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-    )
+    migrated_airflow_home(Path(env["AIRFLOW_HOME"]))  # one migrate per session, copied
+    done = run_script(RUNNER, str(dags), env=env, cwd=tmp_path, timeout=300)
     output = done.stdout + done.stderr
     assert "STATE failed" in output and REFUSAL in output, output[-4000:]
 

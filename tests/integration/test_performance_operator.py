@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,8 @@ from airflow_mlops import config
 from airflow_mlops.core import monitoring_history
 from airflow_mlops.core.training import compute_metrics
 from airflow_mlops.serving.prediction_log import PredictionLog
+from support.airflow_db import migrated_airflow_home
+from support.dag_runs import run_script
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -146,10 +146,8 @@ def _scenario(tmp: Path, home: Path) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_", "AIRFLOW__", "MLFLOW_TRACKING"))}
     env.update(AIRFLOW_HOME=str(tmp / "airflow"), AIRFLOW__CORE__DAGS_FOLDER=str(dags),
                AIRFLOW__CORE__LOAD_EXAMPLES="False", MLOPS_HOME=str(home))
-    airflow = Path(sys.executable).with_name("airflow")
-    subprocess.run([str(airflow), "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
-    done = subprocess.run([sys.executable, "-c", RUNNER, str(dags)], check=False, env=env, capture_output=True,
-                          text=True, timeout=400, cwd=tmp)
+    migrated_airflow_home(Path(env["AIRFLOW_HOME"]))  # one migrate per session, copied
+    done = run_script(RUNNER, str(dags), env=env, cwd=tmp, timeout=400)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     assert done.returncode == 0 and lines, (done.stdout + done.stderr)[-6000:]
     result = json.loads(lines[-1][len("RESULT "):])

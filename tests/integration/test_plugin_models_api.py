@@ -29,6 +29,8 @@ from browser.seed_models import (
     seed_models,
     use_fresh_home,
 )
+from support.airflow_db import migrated_airflow_home
+from support.dag_runs import run_script
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -235,8 +237,6 @@ print("RESULT " + json.dumps({f"{task}:{key}": decoded(value) for task, key, val
 
 def test_extra_links_are_computed_by_the_task_runner(tmp_path: Path) -> None:
     import os
-    import subprocess
-    import sys
 
     dags = tmp_path / "dags"
     dags.mkdir()
@@ -245,10 +245,8 @@ def test_extra_links_are_computed_by_the_task_runner(tmp_path: Path) -> None:
     env.update(AIRFLOW_HOME=str(tmp_path / "airflow"), AIRFLOW__CORE__LOAD_EXAMPLES="False",
                AIRFLOW__CORE__DAGS_FOLDER=str(dags), MLOPS_HOME=str(tmp_path / "home"),
                AIRFLOW__API__BASE_URL="http://localhost:8080/airflow/")
-    airflow = Path(sys.executable).with_name("airflow")
-    subprocess.run([str(airflow), "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
-    done = subprocess.run([sys.executable, "-c", LINKS_RUNNER], env=env, capture_output=True, text=True,
-                          timeout=300, check=False, cwd=tmp_path)
+    migrated_airflow_home(Path(env["AIRFLOW_HOME"]))  # one migrate per session, copied
+    done = run_script(LINKS_RUNNER, env=env, cwd=tmp_path, timeout=300)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     assert lines, (done.stdout + done.stderr)[-4000:]
     links = json.loads(lines[-1][len("RESULT "):])

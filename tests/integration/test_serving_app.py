@@ -25,6 +25,9 @@ from typing import Any
 import httpx
 import pytest
 
+from support.airflow_db import migrated_airflow_home
+from support.dag_runs import run_script
+
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1500)]
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -65,10 +68,8 @@ def demo_state(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
            if not k.startswith(("AIRFLOW_", "AIRFLOW__", "MLOPS_", "MLFLOW_TRACKING", "MLFLOW_REGISTRY"))}
     env.update(AIRFLOW_HOME=str(tmp / "airflow"), AIRFLOW__CORE__LOAD_EXAMPLES="False",
                AIRFLOW__CORE__DAGS_FOLDER=str(PROJECT / "dags"), MLOPS_HOME=str(tmp / "home"))
-    airflow = Path(sys.executable).with_name("airflow")
-    subprocess.run([str(airflow), "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
-    done = subprocess.run([sys.executable, "-c", RUNNER], env=env, capture_output=True, text=True, timeout=900,
-                          cwd=tmp, check=False)
+    migrated_airflow_home(Path(env["AIRFLOW_HOME"]))  # one migrate per session, copied
+    done = run_script(RUNNER, env=env, cwd=tmp, timeout=900)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     assert done.returncode == 0 and lines, (done.stdout + done.stderr)[-8000:]
     result = json.loads(lines[-1][len("RESULT "):])

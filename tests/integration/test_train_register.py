@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -22,6 +20,8 @@ from airflow_mlops.exceptions import RegistryError, TrainingFailed, TrainingSetE
 from airflow_mlops.hooks.mlflow import MLflowHook
 from airflow_mlops.operators.registry import MLflowRegisterModelOperator
 from airflow_mlops.operators.training import SklearnTrainModelOperator
+from support.airflow_db import migrated_airflow_home
+from support.dag_runs import run_script
 from support.training_sets import demo_training_set
 
 pytestmark = pytest.mark.integration
@@ -295,17 +295,8 @@ def test_dag_test_chains_training_set_train_and_register(
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
         MLOPS_HOME=str(mlops_home),
     )
-    airflow = Path(sys.executable).with_name("airflow")
-    subprocess.run([str(airflow), "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
-    done = subprocess.run(
-        [sys.executable, "-c", RUNNER, str(dags)],
-        check=False,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-    )
+    migrated_airflow_home(Path(env["AIRFLOW_HOME"]))  # one migrate per session, copied
+    done = run_script(RUNNER, str(dags), env=env, cwd=tmp_path, timeout=300)
     output = done.stdout + done.stderr
     assert "STATE success" in output, output[-4000:]
     client = MLflowHook().get_conn()

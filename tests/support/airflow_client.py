@@ -173,6 +173,22 @@ def wait_for(probe: Callable[[], Any], timeout: float, what: str, interval: floa
         time.sleep(interval)
 
 
+def holds_for(probe: Callable[[], bool], seconds: float, what: str, interval: float = 0.5,
+              on_poll: Callable[[], None] | None = None) -> None:
+    """A negative check: `probe` stays true for `seconds`, checked every `interval`; fails at the first false.
+
+    Absence can only be observed over a window: a slower machine makes the window cover fewer polls of
+    the thing watched (a weaker check), never a false failure."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if on_poll is not None:
+            on_poll()
+        assert probe(), f"no longer true after {seconds - (deadline - time.monotonic()):.1f}s: {what}"
+        if time.monotonic() > deadline:
+            return
+        time.sleep(interval)
+
+
 def parse_time(value: str) -> datetime:
     """Airflow's ISO timestamps ('...Z' or '+00:00') as aware datetimes."""
     return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)

@@ -33,6 +33,7 @@ import httpx
 import psutil
 
 from support.airflow_client import AirflowClient, wait_for
+from support.airflow_db import migrated_airflow_home, uses_default_sqlite
 
 PROJECT = Path(__file__).resolve().parents[2]
 NETAUDIT = PROJECT / "tests" / "support" / "netaudit"
@@ -284,7 +285,10 @@ def airflow_stack(home: Path, components: Iterable[str] = ALL_COMPONENTS, dag_id
     """
     stack = AirflowStack(home=home, **options)
     try:
-        stack.run(["db", "migrate"], name="db-migrate")
+        if uses_default_sqlite(stack.env):
+            migrated_airflow_home(stack.airflow_home)  # the session's one migrate, copied
+        else:
+            stack.run(["db", "migrate"], name="db-migrate")
         stack.start(components)
         took = stack.wait_ready(dag_ids, timeout=ready_timeout)
         print(f"[stack] {', '.join(components)} ready on {stack.base_url} in {took:.1f}s", flush=True)

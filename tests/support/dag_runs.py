@@ -1,22 +1,142 @@
 """Run a test's DAG script (`dag.test()` calls printing one `RESULT <json>` line) in a fresh Airflow.
 
-Integration tests that drive whole DAGs do so in a subprocess with its own AIRFLOW_HOME, metadata DB
-(`airflow db migrate`) and MLOPS_HOME, so nothing leaks between test modules or from the developer's
-environment. The script reports by printing `RESULT ` + JSON; the last such line is its result.
+Integration tests that drive whole DAGs do so in a child process with its own AIRFLOW_HOME, metadata
+DB and MLOPS_HOME, so nothing leaks between test modules or from the developer's environment. The
+script reports by printing `RESULT ` + JSON; the last such line is its result.
+
+Every such script goes through one shared runner (`run_script`): a pre-warmed Python
+(`support/prewarmed.py`) that imported the heavy libraries once and forks a child per script, which
+behaves as `python -c script *args` started with the script's environment. The metadata DB is a copy
+of the session's one migrated DB (`support/airflow_db.py`).
 """
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
 import os
+import queue
+import signal
 import subprocess
 import sys
+import tempfile
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+from support.airflow_db import migrated_airflow_home
 
 # Variables the child must not inherit: it gets its own Airflow, MLOps state and MLflow registry.
 ISOLATED_PREFIXES = ("AIRFLOW_", "AIRFLOW__", "MLOPS_", "MLFLOW_TRACKING", "MLFLOW_REGISTRY")
 RESULT_PREFIX = "RESULT "
+PREWARMED = Path(__file__).with_name("prewarmed.py")
+READY_TIMEOUT_S = 300
+
+
+@dataclass
+class ScriptRun:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+class _PrewarmedPython:
+    """The client of one `prewarmed.py` server (one script at a time, as pytest runs tests)."""
+
+    def __init__(self) -> None:
+        self._log = tempfile.NamedTemporaryFile(prefix="prewarmed-", suffix=".log", delete=False)  # noqa: SIM115
+        self.proc = subprocess.Popen([sys.executable, str(PREWARMED)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self._log, text=True, bufsize=1)
+        self._replies: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read_replies, name="prewarmed-replies", daemon=True).start()
+        ready = self._reply(READY_TIMEOUT_S, "start")
+        assert ready.get("ready"), ready
+
+    def _read_replies(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._replies.put(line)
+        self._replies.put("")  # the server is gone
+
+    def _reply(self, timeout: float, what: str) -> dict[str, Any]:
+        try:
+            line = self._replies.get(timeout=timeout)
+        except queue.Empty:
+            line = ""
+        if not line:
+            raise RuntimeError(f"pre-warmed runner gave no answer to {what} within {timeout:.0f}s "
+                               f"(exit {self.proc.poll()}); its log: {self._log.name}")
+        return dict(json.loads(line))
+
+    def run(self, script: str, args: list[str], env: Mapping[str, str], cwd: Path, timeout: float) -> ScriptRun:
+        assert self.proc.stdin is not None
+        with tempfile.TemporaryDirectory() as tmp:
+            out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
+            job = {"script": script, "args": args, "env": dict(env), "cwd": str(cwd), "stdout": str(out),
+                   "stderr": str(err)}
+            self.proc.stdin.write(json.dumps(job) + "\n")
+            self.proc.stdin.flush()
+            pid = self._reply(60, "a new script")["pid"]
+            started = time.monotonic()
+            try:
+                code = self._reply(timeout, "the script's end")["returncode"]
+            except RuntimeError:
+                os.kill(pid, signal.SIGKILL)
+                self._reply(60, "the killed script's end")
+                raise subprocess.TimeoutExpired(["prewarmed", "-c", "<script>"], time.monotonic() - started,
+                                                output=_read(out), stderr=_read(err)) from None
+            return ScriptRun(code, _read(out), _read(err))
+
+    def close(self) -> None:
+        stdin: IO[str] | None = self.proc.stdin
+        if stdin is not None:
+            stdin.close()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def _read(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+@functools.cache
+def _runner() -> _PrewarmedPython:
+    runner = _PrewarmedPython()
+    atexit.register(runner.close)
+    return runner
+
+
+def run_script(script: str, *args: str, env: Mapping[str, str], cwd: Path, timeout: float) -> ScriptRun:
+    """`python -c script *args` with `env` in `cwd`, through the shared pre-warmed runner."""
+    runner = _runner()
+    if runner.proc.poll() is not None:  # the server died (it never should): start another
+        _runner.cache_clear()
+        runner = _runner()
+    return runner.run(script, list(args), env, cwd, timeout)
+
+
+def fresh_airflow_env(tmp_path: Path, dags_folder: Path, home: Path | None = None,
+                      extra: Mapping[str, str] | None = None, drop: tuple[str, ...] = ()) -> dict[str, str]:
+    """This process's environment minus any Airflow/MLOps state, plus a migrated AIRFLOW_HOME under tmp_path."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ISOLATED_PREFIXES + drop)}
+    env.update(AIRFLOW_HOME=str(tmp_path / "airflow"), AIRFLOW__CORE__LOAD_EXAMPLES="False",
+               AIRFLOW__CORE__DAGS_FOLDER=str(dags_folder), MLOPS_HOME=str(home or tmp_path / "home"))
+    env.update(extra or {})
+    migrated_airflow_home(Path(env["AIRFLOW_HOME"]))  # one migrate per session, copied
+    return env
+
+
+def result_of(done: ScriptRun) -> dict[str, Any]:
+    """The last RESULT line of a script that succeeded (else an assertion showing its output)."""
+    lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
+    assert done.returncode == 0 and lines, (done.stdout + done.stderr)[-8000:]
+    return dict(json.loads(lines[-1][len(RESULT_PREFIX):]))
 
 
 def run_in_fresh_airflow(tmp_path: Path, script: str, *args: str, dags_folder: Path,
@@ -25,14 +145,6 @@ def run_in_fresh_airflow(tmp_path: Path, script: str, *args: str, dags_folder: P
 
     Asserts the script succeeded and printed a RESULT line; returns (that result, stdout + stderr).
     """
-    env = {k: v for k, v in os.environ.items() if not k.startswith(ISOLATED_PREFIXES)}
-    env.update(AIRFLOW_HOME=str(tmp_path / "airflow"), AIRFLOW__CORE__LOAD_EXAMPLES="False",
-               AIRFLOW__CORE__DAGS_FOLDER=str(dags_folder), MLOPS_HOME=str(tmp_path / "home"))
-    airflow = Path(sys.executable).with_name("airflow")
-    subprocess.run([str(airflow), "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
-    done = subprocess.run([sys.executable, "-c", script, *args], check=False, env=env, capture_output=True,
-                          text=True, timeout=timeout, cwd=tmp_path)
-    output = done.stdout + done.stderr
-    lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
-    assert done.returncode == 0 and lines, output[-8000:]
-    return dict(json.loads(lines[-1][len(RESULT_PREFIX):])), output
+    env = fresh_airflow_env(tmp_path, dags_folder)
+    done = run_script(script, *args, env=env, cwd=tmp_path, timeout=timeout)
+    return result_of(done), done.stdout + done.stderr

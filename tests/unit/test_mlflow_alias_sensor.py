@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
-import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -20,6 +18,8 @@ from typing import Any
 import pytest
 
 from airflow_mlops.triggers.mlflow import MLflowModelAliasTrigger, decide
+from support.airflow_db import migrated_airflow_home
+from support.dag_runs import run_script
 
 MODEL = "alias_model"
 
@@ -202,10 +202,8 @@ def test_sensor_in_dag_test_pokes_defers_and_times_out(mlops_home: Path, tmp_pat
            if not k.startswith(("AIRFLOW_", "AIRFLOW__", "MLFLOW_TRACKING", "MLFLOW_REGISTRY"))}
     env.update(AIRFLOW_HOME=str(tmp_path / "airflow"), AIRFLOW__CORE__DAGS_FOLDER=str(dags),
                AIRFLOW__CORE__LOAD_EXAMPLES="False", MLOPS_HOME=str(mlops_home))
-    airflow = Path(sys.executable).with_name("airflow")
-    subprocess.run([str(airflow), "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
-    done = subprocess.run([sys.executable, "-c", RUNNER, str(dags), (mlops_home / "model").as_uri()], check=False,
-                          env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    migrated_airflow_home(Path(env["AIRFLOW_HOME"]))  # one migrate per session, copied
+    done = run_script(RUNNER, str(dags), (mlops_home / 'model').as_uri(), env=env, cwd=tmp_path, timeout=300)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     assert lines, (done.stdout + done.stderr)[-6000:]
     result = json.loads(lines[-1][len("RESULT "):])

@@ -1,0 +1,97 @@
+"""A pre-warmed Python for the tests' DAG scripts: import the heavy libraries once, fork per script.
+
+Each `dag.test()` script used to start a fresh `python -c`, paying ~10-16 s of imports (pandas, pyarrow,
+scikit-learn, MLflow, Feast, Great Expectations, Evidently) before its first task; some twenty scripts
+run per `make test`. This server imports those libraries once, then forks a child per script. The child
+gets the script's own environment, working directory, argv and output files, so it behaves like
+`python -c script args` started with that environment:
+
+- Airflow and this project's package are NOT imported before the fork: Airflow reads AIRFLOW_HOME and
+  its DB settings at import, so each child imports it under its own environment.
+- Nothing here starts a thread or an OpenMP/BLAS parallel region before forking (imports only), so the
+  child inherits no lock held by another thread.
+- A library that reads an environment variable at import (telemetry switches) sees the server's
+  environment: the server is started with the test process's environment, where they are set already.
+
+Protocol (one JSON line each way, one script at a time): {"script", "args", "env", "cwd", "stdout",
+"stderr"} -> {"returncode"}. `python prewarmed.py` serves on stdin/stdout until stdin closes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import traceback
+
+PRELOAD = ("numpy", "pandas", "pyarrow", "pyarrow.parquet", "duckdb", "sklearn.ensemble", "sklearn.linear_model",
+           "sklearn.metrics", "scipy.stats", "sqlalchemy", "mlflow", "mlflow.sklearn", "feast", "great_expectations",
+           "evidently")
+
+
+def preload() -> list[str]:
+    # Telemetry switches first, as the project's package import sets them in a fresh process: some
+    # libraries (Feast's usage module) read theirs at import, which now happens here.
+    from airflow_mlops import privacy
+
+    privacy.disable_telemetry()
+    failed = []
+    for name in PRELOAD:
+        try:
+            __import__(name)
+        except Exception:  # noqa: BLE001 - a library that cannot preload is simply imported by the child
+            failed.append(name)
+    return failed
+
+
+def run_child(job: dict) -> None:
+    """In the forked child: become `python -c script *args` with the job's environment; never returns."""
+    code = 1
+    try:
+        os.chdir(job["cwd"])
+        os.environ.clear()
+        os.environ.update(job["env"])
+        from airflow_mlops import privacy
+
+        privacy.disable_telemetry()  # what importing the package does in a fresh process (imported here already)
+        for fd, path in ((1, job["stdout"]), (2, job["stderr"])):
+            handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.dup2(handle, fd)
+            os.close(handle)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)  # the child (and what it starts) must not read the server's request pipe
+        os.close(null)
+        sys.stdin = open(0, closefd=False)  # noqa: SIM115
+        sys.argv = ["-c", *job["args"]]
+        sys.path[0] = ""  # as `python -c`: the working directory first
+        exec(compile(job["script"], "<string>", "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:  # noqa: BLE001 - reported like an uncaught exception of `python -c`
+        traceback.print_exc()
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
+def serve() -> None:
+    reply = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # library chatter during imports must not corrupt the reply channel
+    failed = preload()
+    reply.write(json.dumps({"ready": True, "not_preloaded": failed}) + "\n")
+    for line in sys.stdin:
+        job = json.loads(line)
+        pid = os.fork()
+        if pid == 0:
+            run_child(job)
+        reply.write(json.dumps({"pid": pid}) + "\n")
+        _, status = os.waitpid(pid, 0)
+        reply.write(json.dumps({"returncode": os.waitstatus_to_exitcode(status)}) + "\n")
+
+
+if __name__ == "__main__":
+    serve()
