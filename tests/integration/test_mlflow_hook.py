@@ -13,6 +13,7 @@ import pytest
 from airflow_mlops.exceptions import StoreUnavailable
 from airflow_mlops.hooks.mlflow import MLflowHook, scheme_of, with_installed_driver
 from airflow_mlops.profile import mask_url
+from support.connects import connect_attempts
 
 pytestmark = pytest.mark.integration
 
@@ -118,11 +119,11 @@ def test_activated_points_fluent_api_and_restores_env(mlops_home: Path, no_mlflo
 
 
 def test_unreachable_http_server_fails_fast_naming_the_url(no_mlflow_env: None) -> None:
-    url = f"http://127.0.0.1:{_free_port()}"
-    started = time.perf_counter()
-    with pytest.raises(StoreUnavailable) as caught:
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    with connect_attempts(port) as attempts, pytest.raises(StoreUnavailable) as caught:
         MLflowHook(tracking_uri=url).check_backend(timeout=1.0)
-    assert time.perf_counter() - started < 5
+    assert len(attempts) == 1, f"probed once, not through MLflow's HTTP retries: {attempts}"
     message = str(caught.value)
     assert url in message and "mlflow server" in message
     assert caught.value.url == url
@@ -133,7 +134,8 @@ def test_unreachable_postgres_fails_fast_and_hides_the_password(no_mlflow_env: N
     started = time.perf_counter()
     with pytest.raises(StoreUnavailable) as caught:
         MLflowHook(tracking_uri=url).check_backend(timeout=1.0)
-    assert time.perf_counter() - started < 5
+    # libpq connects in C (no audit event to count): bound the time far below the ~100 s of retries
+    assert time.perf_counter() - started < 30
     message = str(caught.value)
     assert "topsecret" not in message
     assert mask_url(url) in message and "postgresql" in message
@@ -142,7 +144,7 @@ def test_unreachable_postgres_fails_fast_and_hides_the_password(no_mlflow_env: N
     started = time.perf_counter()
     with pytest.raises(StoreUnavailable):
         MLflowHook(tracking_uri=url).get_conn()
-    assert time.perf_counter() - started < 8
+    assert time.perf_counter() - started < 30, "MLflow alone retries the engine for ~100 s"
 
 
 def test_ui_field_behaviour_and_helpers() -> None:

@@ -137,7 +137,8 @@ def test_unreachable_postgres_raises_store_unavailable_naming_the_url() -> None:
     started = time.perf_counter()
     with pytest.raises(StoreUnavailable) as caught:
         MLflowHook(tracking_uri=url).check_backend()
-    assert time.perf_counter() - started < 5
+    # libpq connects in C (no audit event to count): bound the time far below the ~100 s of retries
+    assert time.perf_counter() - started < 30
     assert url in str(caught.value) and "start postgresql on 127.0.0.1:5439" in str(caught.value)
 
 
