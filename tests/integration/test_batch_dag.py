@@ -1,8 +1,9 @@
 """dag.test() of the real batch DAG (`ride_completion__batch_predict`, built from the shipped spec) on demo data.
 
-One subprocess with its own migrated Airflow metadata DB, MLOPS_HOME and SQLite MLflow store runs:
+On the session's trained demo state (`support/demo_state.py`: the feature pipeline on 5 days of demo
+data and the training DAG, v1 champion; its own Airflow metadata DB, MLOPS_HOME and SQLite MLflow store):
 
-1. the feature pipeline on 5 days of demo data and the training DAG (v1 becomes champion);
+1. the state as built: v1 is champion;
 2. the batch DAG twice: each run scores the spec's `batch.lookback_days` of `rides` with v1 and writes
    its own `run=<run id>/` folder; each emits `mlops.predictions.ride_completion`;
 3. the batch task once more by hand with the first run's id (what a retry or a cleared task does):
@@ -21,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from support.dag_runs import run_in_fresh_airflow
+from support.demo_state import checkout_trained_demo
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -40,7 +41,7 @@ from airflow.sdk.execution_time.context import OutletEventAccessors
 from airflow.utils.session import create_session
 from sqlalchemy import select
 
-from airflow_mlops import config, demo
+from airflow_mlops import config
 from airflow_mlops.core.spec import load_specs
 from airflow_mlops.core.training_set import build_training_set, load_entity_df
 from airflow_mlops.dags import build_dags
@@ -88,10 +89,7 @@ def training_path_predictions(entity):
     return frame.assign(expected=model.predict_proba(frame[columns].astype("float64"))[:, 1])[keys + [ts, "expected"]]
 
 
-results = {}
-demo.write_demo_batches(days=5)
-results["features"] = run("mlops_features")
-results["train"] = run(f"{MODEL}__train")
+results = {}  # the trained demo state (support/demo_state.py): 5 days of demo data, v1 champion
 entity = load_entity_df(config.paths().dataset_dir(spec.batch.entity_dataset or feats.entity_df.dataset), ts,
                         spec.batch.lookback_days, keys + [ts, feats.label] + request)
 results["entity_rows"] = len(entity)
@@ -134,10 +132,10 @@ print("RESULT " + json.dumps(results, default=str))
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    tmp_path = tmp_path_factory.mktemp("batch_dag")
+def runs() -> dict[str, Any]:
     # dag.test() syncs the DAG from the dags folder's bundle: the project's own DAG file.
-    return run_in_fresh_airflow(tmp_path, RUNNER, dags_folder=PROJECT / "dags", timeout=560)[0]
+    demo = checkout_trained_demo()
+    return {**demo.run(RUNNER, timeout=560)[0], **demo.built}
 
 
 def test_training_promoted_a_champion_to_score_with(runs: dict[str, Any]) -> None:

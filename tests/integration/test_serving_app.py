@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import socket
 import statistics
@@ -25,9 +24,8 @@ from typing import Any
 import httpx
 import pytest
 
-from support.airflow_db import migrated_airflow_home
 from support.connects import connect_attempts
-from support.dag_runs import run_script
+from support.demo_state import checkout_trained_demo
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1500)]
 
@@ -39,20 +37,15 @@ DRIVERS = range(1001, 1201)
 
 RUNNER = """
 import json
-from airflow_mlops import demo
-from airflow_mlops.dags import build_dags
 from airflow_mlops.hooks.mlflow import MLflowHook
 
-dags = build_dags()
-demo.write_demo_batches(days=3)
-states = {dag_id: str(dags[dag_id].test().state) for dag_id in ("mlops_features", "ride_completion__train")}
 hook = MLflowHook()
 client = hook.get_conn()
 with hook.activated():
     v1 = client.get_model_version_by_alias("ride_completion", "champion")
     v2 = client.create_model_version("ride_completion", v1.source, run_id=v1.run_id)
     v3 = client.create_model_version("ride_completion", "file:///nonexistent/model")
-print("RESULT " + json.dumps({"states": states, "versions": [str(v.version) for v in (v1, v2, v3)]}))
+print("RESULT " + json.dumps({"versions": [str(v.version) for v in (v1, v2, v3)]}))
 """
 
 
@@ -63,20 +56,13 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def demo_state(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    tmp = tmp_path_factory.mktemp("serving")
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("AIRFLOW_", "AIRFLOW__", "MLOPS_", "MLFLOW_TRACKING", "MLFLOW_REGISTRY"))}
-    env.update(AIRFLOW_HOME=str(tmp / "airflow"), AIRFLOW__CORE__LOAD_EXAMPLES="False",
-               AIRFLOW__CORE__DAGS_FOLDER=str(PROJECT / "dags"), MLOPS_HOME=str(tmp / "home"))
-    migrated_airflow_home(Path(env["AIRFLOW_HOME"]))  # one migrate per session, copied
-    done = run_script(RUNNER, env=env, cwd=tmp, timeout=900)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    assert done.returncode == 0 and lines, (done.stdout + done.stderr)[-8000:]
-    result = json.loads(lines[-1][len("RESULT "):])
-    assert set(result["states"].values()) == {"success"}, result
+def demo_state() -> dict[str, Any]:
+    """The session's trained demo state (v1 champion) plus v2 (v1's model again) and v3 (a broken artifact)."""
+    demo = checkout_trained_demo()
+    assert demo.built["features"]["state"] == "success" and demo.built["train"]["state"] == "success", demo.built
+    result = demo.run(RUNNER, timeout=300)[0]
     assert result["versions"] == ["1", "2", "3"], result
-    return {"tmp": tmp, "env": env, "home": tmp / "home"}
+    return {"tmp": demo.root, "env": demo.env, "home": demo.home}
 
 
 @pytest.fixture(scope="module")

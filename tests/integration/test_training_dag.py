@@ -1,9 +1,10 @@
 """dag.test() of the real training DAG (`ride_completion__train`, built from the shipped spec) on demo data.
 
-One subprocess with its own migrated Airflow metadata DB, MLOPS_HOME and SQLite MLflow store runs:
+On the session's trained demo state (`support/demo_state.py`; its own Airflow metadata DB, MLOPS_HOME
+and SQLite MLflow store):
 
-1. the feature pipeline on 14 days of demo data, then the training DAG: v1 is registered, evaluated
-   with no champion (thresholds alone) and promoted to champion;
+1. as built: the feature pipeline on 5 days of demo data, then the training DAG: v1 is registered,
+   evaluated with no champion (thresholds alone) and promoted to champion;
 2. the training DAG again on the same data: v2 is registered as challenger, its roc_auc gain over v1
    on the same held-out rows is 0 with a CI of [0, 0], so the rule "improvement" keeps v1;
 3. five more days whose labels are coin flips (label_noise=1): the held-out rows are all noise,
@@ -19,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from support.dag_runs import run_in_fresh_airflow
+from support.demo_state import checkout_trained_demo
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -28,6 +29,7 @@ MODEL = "ride_completion"
 
 RUNNER = """
 import json
+import sys
 
 from airflow.models.asset import AssetEvent, AssetModel
 from airflow.models.taskinstance import TaskInstance
@@ -59,21 +61,24 @@ def registry():
             "descriptions": {str(v.version): v.description for v in versions}}
 
 
-def run(dag_id):
-    dag_run = dags[dag_id].test()
+def described(run_id):
     with create_session() as session:
         tasks = dict(session.execute(select(TaskInstance.task_id, TaskInstance.state)
-                                     .where(TaskInstance.run_id == dag_run.run_id)).all())
+                                     .where(TaskInstance.run_id == run_id)).all())
         events = session.scalars(select(AssetEvent).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
                                  .where(AssetModel.name == f"mlops.model.{MODEL}.champion").order_by(AssetEvent.id))
         events = [e.extra for e in events]
-    return {"state": str(dag_run.state), "tasks": {t: str(s) for t, s in tasks.items()}, "events": events}
+    return {"tasks": {t: str(s) for t, s in tasks.items()}, "events": events}
+
+
+def run(dag_id):
+    dag_run = dags[dag_id].test()
+    return {"state": str(dag_run.state), **described(dag_run.run_id)}
 
 
 results = {}
-demo.write_demo_batches(days=14)
-results["features"] = run("mlops_features")
-results["first"] = {**run(f"{MODEL}__train"), "registry": registry()}
+# the session's trained demo state: its first training run (run id in argv[1]) is done
+results["first"] = {**described(sys.argv[1]), "registry": registry()}
 results["second"] = {**run(f"{MODEL}__train"), "registry": registry()}
 demo.write_demo_batches(days=5, start="2026-10-15", label_noise=1.0)
 results["features_noisy"] = run("mlops_features")
@@ -83,10 +88,13 @@ print("RESULT " + json.dumps(results, default=str))
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    tmp_path = tmp_path_factory.mktemp("training_dag")
+def runs() -> dict[str, Any]:
     # dag.test() syncs the DAG from the dags folder's bundle: the project's own DAG file.
-    return run_in_fresh_airflow(tmp_path, RUNNER, dags_folder=PROJECT / "dags", timeout=850)[0]
+    demo = checkout_trained_demo()
+    results = demo.run(RUNNER, demo.built["train"]["run_id"], timeout=850)[0]
+    results["features"] = demo.built["features"]
+    results["first"]["state"] = demo.built["train"]["state"]
+    return results
 
 
 def test_first_run_registers_v1_and_promotes_it_to_champion(runs: dict[str, Any]) -> None:

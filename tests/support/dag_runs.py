@@ -121,14 +121,15 @@ def run_script(script: str, *args: str, env: Mapping[str, str], cwd: Path, timeo
     return runner.run(script, list(args), env, cwd, timeout)
 
 
-def fresh_airflow_env(tmp_path: Path, dags_folder: Path, home: Path | None = None,
-                      extra: Mapping[str, str] | None = None, drop: tuple[str, ...] = ()) -> dict[str, str]:
-    """This process's environment minus any Airflow/MLOps state, plus a migrated AIRFLOW_HOME under tmp_path."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(ISOLATED_PREFIXES + drop)}
+def fresh_airflow_env(tmp_path: Path, dags_folder: Path, migrate: bool = True) -> dict[str, str]:
+    """This process's environment minus any Airflow/MLOps state, with AIRFLOW_HOME and MLOPS_HOME under tmp_path.
+
+    `migrate` puts a freshly migrated metadata DB there (False: keep the one that is there)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ISOLATED_PREFIXES)}
     env.update(AIRFLOW_HOME=str(tmp_path / "airflow"), AIRFLOW__CORE__LOAD_EXAMPLES="False",
-               AIRFLOW__CORE__DAGS_FOLDER=str(dags_folder), MLOPS_HOME=str(home or tmp_path / "home"))
-    env.update(extra or {})
-    migrated_airflow_home(Path(env["AIRFLOW_HOME"]))  # one migrate per session, copied
+               AIRFLOW__CORE__DAGS_FOLDER=str(dags_folder), MLOPS_HOME=str(tmp_path / "home"))
+    if migrate:
+        migrated_airflow_home(Path(env["AIRFLOW_HOME"]))  # one migrate per session, copied
     return env
 
 

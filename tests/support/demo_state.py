@@ -1,0 +1,103 @@
+"""One trained demo state per test session: demo data, the feature DAG and the training DAG, run once.
+
+Several integration modules start from the same place (the shipped specs, 5 days of seeded demo data,
+`mlops_features` then `ride_completion__train`: v1 champion) and then write to it (batch runs, more
+versions, prediction logs). Building that state costs ~30-60 s; it is built once per session.
+
+MLflow (artifact locations) and Feast (registry, online store) record absolute paths, so the state is
+never copied to another path: it is built at one fixed path, a pristine copy is kept beside it, and
+`checkout_trained_demo()` puts the pristine files back at that same path before each module that
+uses it (modules run one after another; each gets the state exactly as built).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from support.dag_runs import fresh_airflow_env, result_of, run_script
+
+PROJECT = Path(__file__).resolve().parents[2]
+MODEL = "ride_completion"
+DEMO_DAYS = 5
+BUILD_TIMEOUT_S = 600
+
+BUILD = """
+import json
+
+from airflow.models.taskinstance import TaskInstance
+from airflow.utils.session import create_session
+from sqlalchemy import select
+
+from airflow_mlops import demo
+from airflow_mlops.dags import build_dags
+
+dags = build_dags()
+
+
+def run(dag_id):
+    dag_run = dags[dag_id].test()
+    with create_session() as session:
+        tasks = dict(session.execute(select(TaskInstance.task_id, TaskInstance.state)
+                                     .where(TaskInstance.run_id == dag_run.run_id)).all())
+    return {"state": str(dag_run.state), "run_id": dag_run.run_id, "tasks": {t: str(s) for t, s in tasks.items()}}
+
+
+demo.write_demo_batches(days=%(days)d)
+print("RESULT " + json.dumps({"features": run("mlops_features"), "train": run("%(model)s__train")}))
+"""
+
+
+@dataclass(frozen=True)
+class TrainedDemo:
+    """The checked-out state: where it lives, the env that points at it, and what the build ran."""
+
+    root: Path
+    env: dict[str, str]
+    built: dict[str, Any]
+
+    @property
+    def home(self) -> Path:
+        return Path(self.env["MLOPS_HOME"])
+
+    def run(self, script: str, *args: str, timeout: float) -> tuple[dict[str, Any], str]:
+        """Run a DAG script on this state (as run_in_fresh_airflow does on a fresh one)."""
+        done = run_script(script, *args, env=self.env, cwd=self.root, timeout=timeout)
+        return result_of(done), done.stdout + done.stderr
+
+
+def _root() -> Path:
+    return Path(os.environ.get("MLOPS_TEST_ROOT") or f"/tmp/mlops-tests-{os.getpid()}") / "trained-demo"
+
+
+def _env(root: Path, migrate: bool) -> dict[str, str]:
+    return fresh_airflow_env(root, PROJECT / "dags", migrate=migrate)
+
+
+@functools.cache
+def _pristine() -> tuple[Path, dict[str, Any]]:
+    root = _root()
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    done = run_script(BUILD % {"days": DEMO_DAYS, "model": MODEL}, env=_env(root, migrate=True), cwd=root,
+                      timeout=BUILD_TIMEOUT_S)
+    built = result_of(done)
+    assert built["features"]["state"] == "success" and built["train"]["tasks"]["promote"] == "success", built
+    pristine = root.with_name(root.name + ".pristine")
+    shutil.rmtree(pristine, ignore_errors=True)
+    shutil.copytree(root, pristine, symlinks=True)
+    return pristine, built
+
+
+def checkout_trained_demo() -> TrainedDemo:
+    """The trained demo state, exactly as built, at its one fixed path (built on first use)."""
+    pristine, built = _pristine()
+    root = _root()
+    shutil.rmtree(root, ignore_errors=True)
+    shutil.copytree(pristine, root, symlinks=True)
+    return TrainedDemo(root=root, env=_env(root, migrate=False), built=json.loads(json.dumps(built)))
