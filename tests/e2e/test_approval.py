@@ -3,8 +3,10 @@
 The spec under test is the shipped ride_completion spec with `promotion.approval: manual` and rule
 `non_regression` (so a retrain on the same data is promotable and a human is asked again):
 
-1. the feature pipeline runs, its event starts the training DAG (scheduler), which stops at
-   `approve` awaiting input; the question's body carries the evaluation summary and the model-card
+1. the feature pipeline runs on 4 days of demo data and emits `mlops.features.driver_hourly_stats`
+   (rows > 0); that event alone makes the scheduler start the training DAG (run type asset_triggered,
+   no catch-up run), whose MLflow run is tagged with that Airflow run. It stops at `approve` awaiting
+   input; the question's body carries the evaluation summary and the model-card
    link; `PATCH …/hitlDetails` with Approve + reason resumes it and v1 becomes champion, with the
    approver and reason in the registry;
 2. a manual training run on the same data asks again; Reject + reason skips `promote`: v2 stays
@@ -25,6 +27,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
 
 MODEL = "ride_completion"
 FEATURES, TRAINING = "mlops_features", f"{MODEL}__train"
+FEATURE_ASSET = "mlops.features.driver_hourly_stats"
 RUN_TIMEOUT_S = 420
 # Airflow 3.3.2 race: the worker that parks the task in awaiting_input reports "success" to the
 # executor after the TI is parked. If the answer has already resumed the task by then, the scheduler
@@ -85,7 +88,7 @@ def test_a_human_approves_then_rejects_over_the_rest_api(tmp_path: Path) -> None
                        extra_env={"MLOPS_MODELS_DIR": str(models)}) as stack:
         stack.run(["generate-data", "--days", "4"], name="generate-data", exe="airflow-mlops")
         client = stack.client()
-        client.unpause_without_catchup(TRAINING)
+        placeholder = client.unpause_without_catchup(TRAINING)
         feature_run = client.trigger_due_run(FEATURES)
         client.unpause(FEATURES)
         feature_run = client.wait_for_run(FEATURES, feature_run["dag_run_id"], RUN_TIMEOUT_S, on_poll=stack.check_alive)
@@ -101,8 +104,14 @@ def test_a_human_approves_then_rejects_over_the_rest_api(tmp_path: Path) -> None
         finished = client.wait_for_run(TRAINING, run_id, RUN_TIMEOUT_S, on_poll=stack.check_alive)
         states = _states(client, run_id)
         assert finished["state"] == "success" and states["promote"] == "success", states
+        _assert_feature_event_started(client, feature_run, run_id)
+        runs = [r for r in client.dag_runs(TRAINING) if r["dag_run_id"] != placeholder]
+        assert [r["run_type"] for r in runs] == ["asset_triggered"], "no catch-up or other run, only the event's"
 
         registry = _registry(home)
+        run_tags = registry.get_run(registry.get_model_version(MODEL, "1").run_id).data.tags
+        assert (run_tags.get("airflow_mlops.airflow.dag_id"), run_tags.get("airflow_mlops.airflow.run_id")) == (
+            TRAINING, run_id), run_tags
         assert str(registry.get_model_version_by_alias(MODEL, "champion").version) == "1"
         tags = registry.get_model_version(MODEL, "1").tags
         assert (tags[audit.TAG_DECISION], tags[audit.TAG_DECIDED_BY]) == ("approved", stack.username)
@@ -124,6 +133,17 @@ def test_a_human_approves_then_rejects_over_the_rest_api(tmp_path: Path) -> None
                            ("reject", "2", stack.username)], actions
         assert stack.network_attempts() == "", stack.network_attempts()
         client.close()
+
+
+def _assert_feature_event_started(client: AirflowClient, feature_run: dict[str, Any], training_run_id: str) -> None:
+    events = [e for e in client.asset_events(FEATURE_ASSET) if e["source_run_id"] == feature_run["dag_run_id"]]
+    assert len(events) == 1, f"expected one {FEATURE_ASSET} event from {feature_run['dag_run_id']}, got {events}"
+    event = events[0]
+    assert (event["source_dag_id"], event["source_task_id"]) == (FEATURES, "materialize"), event
+    assert event["extra"]["feature_view"] == "driver_hourly_stats", event
+    assert event["extra"]["rows"] > 0, f"materialize emitted an event without new rows: {event['extra']}"
+    created = {(r["dag_id"], r["run_id"]) for r in event["created_dagruns"]}
+    assert (TRAINING, training_run_id) in created, f"event {event['id']} did not create the run: {created}"
 
 
 def _first_asset_run(client: AirflowClient, stack: AirflowStack) -> str:

@@ -3,7 +3,8 @@
 A migrate costs ~8 s on an idle 2-core machine (more on a loaded one) and some twenty tests each need a
 fresh metadata DB. A freshly migrated SQLite DB holds no path of its Airflow home (checked: no
 AIRFLOW_HOME string in the file), so a byte copy at `<AIRFLOW_HOME>/airflow.db`, Airflow's default
-location, is the same DB a migrate there would have made. Only for the default SQLite DB: a test that
+location, plus the `airflow.cfg` the migrate wrote (its paths rewritten to the new home) is what a
+migrate there would have made. Only for the default SQLite DB: a test that
 points Airflow at PostgreSQL migrates that server itself.
 """
 
@@ -37,10 +38,20 @@ def _template() -> Path:
 
 
 def migrated_airflow_home(airflow_home: Path) -> Path:
-    """Give `airflow_home` a freshly migrated SQLite metadata DB (Airflow's default `airflow.db`); return it."""
+    """Give `airflow_home` a freshly migrated SQLite metadata DB (Airflow's default `airflow.db`); return it.
+
+    The `airflow.cfg` that the migrate wrote comes along, its paths moved to `airflow_home`: without it,
+    components started together on this home would each write one with their own random Fernet key,
+    and a trigger encrypted by one could not be decrypted by another.
+    """
+    template = _template()
     airflow_home.mkdir(parents=True, exist_ok=True)
     target = airflow_home / "airflow.db"
-    shutil.copyfile(_template(), target)
+    shutil.copyfile(template, target)
+    config = airflow_home / "airflow.cfg"
+    if not config.exists():
+        text = (template.parent / "airflow.cfg").read_text()
+        config.write_text(text.replace(str(template.parent), str(airflow_home)))
     return target
 
 

@@ -13,6 +13,7 @@ execution API. Parallelism is kept small because LocalExecutor forks `parallelis
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import ctypes
 import json
@@ -84,9 +85,12 @@ def stack_env(home: Path, port: int, password_file: Path, audit_log: Path | None
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__API__BASE_URL": f"{base_url}/",
         "AIRFLOW__API__WORKERS": "1",
-        # Every component must share these; set them so no component invents its own.
+        # Every component must share these; set them so no component invents its own. The Fernet key
+        # too: the components start together on a home without airflow.cfg (the metadata DB is a copy,
+        # no `db migrate` wrote one first), and trigger kwargs encrypted by one must decrypt in another.
         "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
         "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
+        "AIRFLOW__CORE__FERNET_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
         "PYTHONUNBUFFERED": "1",
     })
     if audit_log is not None:  # tests/support/netaudit: every Python process records and blocks outbound traffic
