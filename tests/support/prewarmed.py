@@ -20,8 +20,10 @@ Protocol (one JSON line each way, one script at a time): {"script", "args", "env
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
+import signal
 import sys
 import traceback
 
@@ -45,9 +47,16 @@ def preload() -> list[str]:
     return failed
 
 
+def die_with_parent() -> None:
+    """SIGTERM this process when its parent dies (Linux), so nothing outlives a killed test run."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
 def run_child(job: dict) -> None:
     """In the forked child: become `python -c script *args` with the job's environment; never returns."""
     code = 1
+    die_with_parent()
     try:
         os.chdir(job["cwd"])
         os.environ.clear()
@@ -79,6 +88,7 @@ def run_child(job: dict) -> None:
 
 
 def serve() -> None:
+    die_with_parent()
     reply = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # library chatter during imports must not corrupt the reply channel
     failed = preload()
