@@ -478,6 +478,8 @@ def test_models_list_shows_only_readable_models(api: Api) -> None:
         ("/mlops/api/models/ride_completion/versions/7", "model 'ride_completion' has no version '7'; existing "
          "versions: none (nothing registered yet)"),
         ("/mlops/api/models/ride_completion/versions/v1", "has no version 'v1'"),
+        ("/mlops/api/models/ride_completion/versions/%D9%A3", "has no version '\u0663'"),  # not read as 3
+        ("/mlops/api/models/ride_completion/versions/12345678901234567890123", "has no version '1234567"),
         ("/mlops/ui/models/ride_completion/versions/1/secret", "unknown document 'secret'"),
         ("/mlops/ui/models/ride_completion/runs/" + "0" * 32 + "/evaluation", "no MLflow run"),
         ("/mlops/ui/static/%2e%2e", "invalid file path"),
@@ -490,6 +492,25 @@ def test_unknown_models_versions_and_files_are_404_with_a_message(api: Api, path
     response = api.get(path, "viewer")
     assert response.status_code in (400, 404), response.text
     assert detail in response.json()["detail"]
+
+
+# Values a client (or an attacker) may put in any path parameter: none may cause a 500.
+HOSTILE_VALUES = ["12345678901234567890123", "-1", "0", "1.5", "\u0663", "%00", "x" * 5000, "%27%3B--",
+                  "%E2%80%AE", "%F0%9F%92%A5", "..", "%2e%2e", "a%2fb", "NaN", "00000000000000000000000000000000"]
+
+
+def test_every_route_answers_hostile_path_parameters_without_a_server_error(api: Api) -> None:
+    routes = [route for route in _mounted(api.app).routes if "{" in route.path]
+    assert routes, "no route with a path parameter found"
+    failures = []
+    for route in routes:
+        for param in (p for p in PATH_VALUES if p in route.path):
+            for value in HOSTILE_VALUES:
+                path = concrete(route.path.replace(param, value))
+                response = api.get(path, "admin")
+                if response.status_code >= 500:
+                    failures.append(f"GET {path[:120]} -> {response.status_code}: {response.text[:160]}")
+    assert failures == [], "\n".join(failures)
 
 
 def test_unknown_model_page_is_a_404_page_and_unknown_kind_a_400(api: Api) -> None:

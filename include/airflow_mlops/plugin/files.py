@@ -47,6 +47,7 @@ MEDIA_TYPES = {
     ".jpeg": "image/jpeg",
 }
 DOWNLOAD_TYPE = "application/octet-stream"
+MAX_NAME_BYTES = 255  # NAME_MAX of Linux file systems: a longer segment makes every lookup raise ENAMETOOLONG
 
 
 def _bad_request(detail: str) -> HTTPException:
@@ -68,6 +69,9 @@ def checked_relpath(relpath: str) -> PurePosixPath:
     parts = relpath.split("/")
     if any(part in ("", ".", "..") for part in parts):
         raise _bad_request("invalid file path: empty, '.' and '..' segments are not allowed")
+    if any(len(part.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES for part in parts):
+        raise _bad_request(f"invalid file path: a segment is longer than {MAX_NAME_BYTES} bytes, "
+                           "which no file name can be")
     return PurePosixPath(*parts)
 
 

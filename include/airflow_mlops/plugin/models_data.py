@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -35,6 +36,7 @@ ALIASES = ("champion", "challenger")
 DOCUMENTS = {"evaluation": "evaluation/report.html", "model_card": "model_card/model_card.html"}
 DOCUMENT_JSON = {"evaluation": "evaluation/report.json", "model_card": "model_card/model_card.json"}
 MISSING_CODES = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND")
+VERSION_NUMBER = re.compile(r"[1-9][0-9]{0,18}")
 
 
 class NotFound(LookupError):
@@ -144,10 +146,16 @@ def audit_events(mlflow: MlflowClient, name: str) -> list[dict[str, Any]]:
     return [asdict(event) for event in audit.history(registered_tags(mlflow, name) or {})]
 
 
+def is_version_number(version: str) -> bool:
+    """A registry version as MLflow stores it: ASCII digits, 1 .. 2**63-1. `str.isdigit` also takes other
+    scripts' digits ('\u0663' would be read as 3) and a 23-digit number overflows the store (a 500)."""
+    return bool(VERSION_NUMBER.fullmatch(version)) and int(version) < 2**63
+
+
 def version_or_404(mlflow: MlflowClient, name: str, version: str) -> Any:
     from mlflow.exceptions import MlflowException
 
-    if version.isdigit():
+    if is_version_number(version):
         try:
             return mlflow.get_model_version(name, version)
         except MlflowException as exc:

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -39,7 +40,12 @@ def validation_pages(dag_id: str, run_id: str) -> list[dict[str, str]]:
 
     root = paths().reports_dir / "validation"
     folder = root / RUNS_SUBDIR / _safe(dag_id) / _safe(run_id)
-    if not folder.is_dir():
+    try:
+        if not folder.is_dir():
+            return []
+    except OSError as exc:  # a name no file system can hold (e.g. longer than 255 bytes): no such run folder
+        if exc.errno != errno.ENAMETOOLONG:
+            raise
         return []
     return [{"task_id": page.parent.name, "url": f"{URL_PREFIX}/reports/validation/{page.relative_to(root).as_posix()}"}
             for page in sorted(folder.glob("*/index.html"))]
