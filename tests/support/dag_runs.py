@@ -85,6 +85,10 @@ class _PrewarmedPython:
             try:
                 code = self._reply(timeout, "the script's end")["returncode"]
             except RuntimeError:
+                if self.proc.poll() is not None:  # the server died, not the script's clock: say so
+                    stderr = _read(err)[-4000:]
+                    raise RuntimeError(f"pre-warmed runner exited {self.proc.returncode} while running a script; "
+                                       f"its log: {self._log.name}; the script's stderr:\n{stderr}") from None
                 os.kill(pid, signal.SIGKILL)
                 self._reply(60, "the killed script's end")
                 raise subprocess.TimeoutExpired(["prewarmed", "-c", "<script>"], time.monotonic() - started,
