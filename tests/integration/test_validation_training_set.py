@@ -16,18 +16,11 @@ from airflow_mlops.exceptions import DataValidationFailed
 from airflow_mlops.hooks.feast import FeastHook
 from airflow_mlops.operators.features import FeastBuildTrainingSetOperator
 from airflow_mlops.operators.validation import XCOM_KEY
+from support.fake_ti import FakeTI
 
 pytestmark = pytest.mark.integration
 
 SUITE = "ride_completion_training"
-
-
-class FakeTI:
-    def __init__(self) -> None:
-        self.xcom: dict[str, Any] = {}
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.xcom[key] = json.loads(json.dumps(value))
 
 
 @pytest.fixture

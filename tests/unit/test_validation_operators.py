@@ -21,26 +21,13 @@ from airflow_mlops.operators.validation import (
     ValidationReportLink,
 )
 from data.corrupt.batches import CORRUPTIONS, Corruption, write_corpus
+from support.fake_ti import FakeTI, run_operator
 
 pytestmark = pytest.mark.unit
 
 
-class FakeTI:
-    dag_id, run_id, task_id = "mlops_features", "manual__2026-11-01T00:00:00+00:00", "validate_raw_batches"
-
-    def __init__(self) -> None:
-        self.xcom: dict[str, Any] = {}
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.xcom[key] = json.loads(json.dumps(value))  # what survives XCom serialization
-
-
-def _run(operator: Any) -> tuple[FakeTI, Any]:
-    ti = FakeTI()
-    try:
-        return ti, operator.execute({"ti": ti})
-    except DataValidationFailed as exc:
-        return ti, exc
+def _run(operator: Any, run_id: str | None = None) -> tuple[FakeTI, Any]:
+    return run_operator(operator, run_id)
 
 
 def _drop(frame: pd.DataFrame, dataset: str, name: str = "batch.parquet") -> Path:
@@ -104,7 +91,12 @@ def test_good_files_stay_for_landing_while_bad_ones_are_quarantined(mlops_home: 
     index = Path(ti.xcom[XCOM_KEY]["report"]["html"]).read_text()
     assert "bad.parquet" in index and "good.csv" in index
 
-    ti, summary = _run(GXValidateRawBatchesOperator(task_id="validate_raw_batches"))  # the next run: all good
+    ti, again = _run(GXValidateRawBatchesOperator(task_id="validate_raw_batches"))  # a retry of that run
+    assert isinstance(again, DataValidationFailed), "a retry must not turn a quarantine into a green run"
+    assert "an earlier try of this run quarantined 1 batch(es)" in str(again) and "bad.parquet" in str(again)
+    assert good.exists() and csv.exists(), "the retry touches nothing"
+
+    ti, summary = _run(GXValidateRawBatchesOperator(task_id="validate_raw_batches"), run_id="next")  # the next run
     assert isinstance(summary, dict) and summary["success"] and summary["files"] == 2
 
 

@@ -41,6 +41,8 @@ from airflow_mlops.exceptions import DataValidationFailed
 if TYPE_CHECKING:
     import pandas as pd
 
+    from airflow_mlops.core.row_keys import RowPolicy
+
 log = logging.getLogger(__name__)
 
 TIMESTAMP_COLUMN = "event_timestamp"
@@ -185,12 +187,18 @@ def _manifest_path(offline_dir: Path, dataset: str, batch_id: str) -> Path:
     return offline_dir / dataset / MANIFEST_SUBDIR / f"{batch_id}.json"
 
 
-def land_batch(src: Path, dataset: str, *, offline_dir: Path) -> dict[str, Any]:
+def land_batch(src: Path, dataset: str, *, offline_dir: Path, policy: RowPolicy | None = None) -> dict[str, Any]:
     """Land one raw parquet or CSV batch into the offline store (atomic, idempotent).
 
-    Returns {dataset, batch_id, rows, start, end, files, already_landed}; `start`/`end` are the
-    ISO UTC bounds of the batch's event timestamps and `files` the partition files (relative to
-    `offline_dir`).
+    With the dataset's row `policy` (`core.row_keys`), rows whose key is already landed with the
+    same values are skipped (counted), a key already landed with other values is replaced in place
+    under `corrections: replace` and refused otherwise, and a key repeated in the batch is refused:
+    the store never holds two rows with one key. Without a policy (a dataset without a suite) rows
+    are appended as they are.
+
+    Returns {dataset, batch_id, rows, start, end, files, identical_skipped, corrections_replaced,
+    corrected_files, already_landed}; `start`/`end` are the ISO UTC bounds of the batch's event
+    timestamps, `files` the partition files (relative to `offline_dir`), `rows` the rows written.
     """
     src, offline_dir = Path(src), Path(offline_dir)
     batch_id = batch_id_of(src)
@@ -199,7 +207,13 @@ def land_batch(src: Path, dataset: str, *, offline_dir: Path) -> dict[str, Any]:
         record = json.loads(manifest.read_text())
         log.info("batch %s of %s (%s) was already landed; nothing written", batch_id, dataset, src.name)
         return {**record, "already_landed": True}
-    frame = _read_batch(src, dataset)
+    frame = _read_batch(src, dataset).reset_index(drop=True)
+    start, end = (frame[TIMESTAMP_COLUMN].min().isoformat(), frame[TIMESTAMP_COLUMN].max().isoformat()) \
+        if len(frame) else (None, None)
+    outcome: dict[str, Any] = {"identical_skipped": 0, "corrections_replaced": 0, "corrected_files": [],
+                               "corrected_since": None}
+    if policy is not None:
+        frame, outcome = apply_row_policy(frame, policy, src, offline_dir, batch_id)
     days = frame[TIMESTAMP_COLUMN].dt.strftime("%Y-%m-%d")
     files = []
     for day, part in frame.groupby(days, sort=True):
@@ -212,18 +226,81 @@ def land_batch(src: Path, dataset: str, *, offline_dir: Path) -> dict[str, Any]:
         "batch_id": batch_id,
         "source": src.name,
         "rows": len(frame),
-        "start": frame[TIMESTAMP_COLUMN].min().isoformat() if len(frame) else None,
-        "end": frame[TIMESTAMP_COLUMN].max().isoformat() if len(frame) else None,
+        "start": start,
+        "end": end,
         "files": files,
+        **outcome,
     }
     atomic_write_bytes(manifest, lambda tmp: tmp.write_text(json.dumps(record, indent=2)))
-    log.info("landed batch %s of %s: %s rows in %s partition(s)", batch_id, dataset, record["rows"], len(files))
+    log.info("landed batch %s of %s: %s rows in %s partition(s); %s identical row(s) skipped, %s corrected",
+             batch_id, dataset, record["rows"], len(files), outcome["identical_skipped"],
+             outcome["corrections_replaced"])
     return {**record, "already_landed": False}
+
+
+def apply_row_policy(frame: pd.DataFrame, policy: RowPolicy, src: Path, offline_dir: Path,
+                     batch_id: str) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The rows of `frame` still to append, after skipping identical rows and replacing corrected ones in place."""
+    from airflow_mlops.core.row_keys import landed_rows, match_rows
+
+    landed = landed_rows(offline_dir, policy, frame, exclude_batch=batch_id)
+    matches = match_rows(frame, landed, policy.key)
+    where = f"batch {src.name} of dataset '{policy.dataset}'"
+    if matches.repeated_in_batch:
+        raise DataValidationFailed(f"{where} repeats {len(matches.repeated_in_batch)} row key(s) "
+                                   f"({'+'.join(policy.key)}); nothing landed. Keep one row per key.")
+    if matches.conflicting and policy.corrections != "replace":
+        raise DataValidationFailed(
+            f"{where}: {len(matches.conflicting)} row key(s) ({'+'.join(policy.key)}) are already landed with other "
+            f"values; nothing landed. Set corrections: replace in the dataset's contract to replace them, or drop "
+            f"the rows.")
+    if matches.identical and policy.duplicates != "skip_existing":
+        log.warning("%s: %s row(s) are already landed with the same values; skipped so the store keeps one row "
+                    "per key (duplicates: %s)", where, len(matches.identical), policy.duplicates)
+    corrected = _replace_in_place(frame, matches.conflicting, matches.where, policy, offline_dir)
+    keep = frame.drop(index=[*matches.identical, *matches.conflicting])
+    since = frame.loc[matches.conflicting, TIMESTAMP_COLUMN].min() if matches.conflicting else None
+    return keep, {"identical_skipped": len(matches.identical), "corrections_replaced": len(matches.conflicting),
+                  "corrected_files": corrected, "corrected_since": since.isoformat() if since is not None else None}
+
+
+def _replace_in_place(frame: pd.DataFrame, positions: list[int], where: dict[int, str], policy: RowPolicy,
+                      offline_dir: Path) -> list[str]:
+    """Write the corrected rows' values into the partition files holding them: one atomic rename per file.
+
+    A key's row is swapped with its new values in a single rename, so a reader sees the old row or
+    the new one, never both and never neither.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    by_file: dict[str, list[int]] = {}
+    for position in positions:
+        by_file.setdefault(where[position], []).append(position)
+    for relpath, rows in sorted(by_file.items()):
+        path = Path(offline_dir) / relpath
+        table = pq.read_table(path)
+        old = table.to_pandas()
+        new = frame.iloc[rows].set_index(list(policy.key))
+        keyed = old.set_index(list(policy.key))
+        columns = [c for c in new.columns if c in keyed.columns]
+        for column in columns:
+            keyed.loc[new.index, column] = new[column]
+        updated = keyed.reset_index()[list(old.columns)]
+        try:
+            out = pa.Table.from_pandas(updated, schema=table.schema, preserve_index=False)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as exc:
+            raise DataValidationFailed(f"correcting {len(rows)} row(s) of {relpath}: the new values do not fit its "
+                                       f"column types ({exc}); nothing replaced") from None
+        atomic_write_bytes(path, lambda tmp, out=out: pq.write_table(out, tmp))
+        log.warning("replaced %s corrected row(s) of dataset '%s' in %s (corrections: replace)", len(rows),
+                    policy.dataset, relpath)
+    return sorted(by_file)
 
 
 def land_landing_dir(
     landing_dir: Path, offline_dir: Path, *, datasets: list[str] | None = None,
-    allowed_batch_ids: set[str] | None = None,
+    allowed_batch_ids: set[str] | None = None, policies: dict[str, RowPolicy] | None = None,
 ) -> dict[str, Any]:
     """Land every `landing/<dataset>/*.{parquet,csv}`; each landed raw file moves to `landing/<dataset>/_landed/`.
 
@@ -240,7 +317,7 @@ def land_landing_dir(
             if allowed_batch_ids is not None and batch_id_of(src) not in allowed_batch_ids:
                 deferred.append(f"{dataset}/{src.name}")
                 continue
-            result = land_batch(src, dataset, offline_dir=offline_dir)
+            result = land_batch(src, dataset, offline_dir=offline_dir, policy=(policies or {}).get(dataset))
             _move_to_landed(src, result["batch_id"])
             batches.append(result)
     new = [b for b in batches if not b["already_landed"]]
@@ -250,6 +327,11 @@ def land_landing_dir(
         "landed": len(new),
         "already_landed": len(batches) - len(new),
         "rows": sum(b["rows"] for b in new),
+        "identical_skipped": sum(b.get("identical_skipped", 0) for b in new),
+        "corrections_replaced": sum(b.get("corrections_replaced", 0) for b in new),
+        # earliest event time of a corrected row per dataset: materialization must redo that window
+        "corrected_since": {d: min(b["corrected_since"] for b in new if b["dataset"] == d and b.get("corrected_since"))
+                            for d in {b["dataset"] for b in new if b.get("corrected_since")}},
         "deferred": deferred,
     }
 

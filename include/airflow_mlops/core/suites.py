@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 CONTRACT_KEY = "airflow_mlops"
 MODES = ("fail", "warn")
+DUPLICATE_POLICIES = ("reject", "skip_existing")
+CORRECTION_POLICIES = ("reject", "replace")
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,15 @@ class Contract:
     max_label_correlation: float = 0.95
     future_tolerance_seconds: int = 300
     mode: str = "fail"
+    # Row-level rules (core.row_keys): what identifies a row and what a repeated key means.
+    row_key: tuple[str, ...] = ()  # default: key_columns + timestamp_column
+    duplicates: str = "reject"  # a row whose key is already landed (or repeats in this run): reject | skip_existing
+    corrections: str = "reject"  # a landed key arriving with other values: reject | replace
+    # Plausibility rules (core.plausibility).
+    valid_from: str | None = None  # ISO date/time: no timestamp before it
+    max_backfill_days: float | None = None  # event times at most this many days before the landed history
+    varying_columns: dict[str, float] = field(default_factory=dict)  # column -> share of its commonest value
+    columns: tuple[str, ...] = ()  # the dataset's column set (schema matching); default: the suite's column set
 
     @classmethod
     def from_suite(cls, suite: Mapping[str, Any]) -> Contract:
@@ -50,14 +61,48 @@ class Contract:
         if unknown or meta.get("mode", "fail") not in MODES:
             raise DataValidationFailed(f"suite '{name}': meta.{CONTRACT_KEY} has unknown keys {unknown} or a mode "
                                        f"other than {MODES}: {meta}")
+        for key, allowed in (("duplicates", DUPLICATE_POLICIES), ("corrections", CORRECTION_POLICIES)):
+            if meta.get(key, allowed[0]) not in allowed:
+                raise DataValidationFailed(f"suite '{name}': meta.{CONTRACT_KEY}.{key} is {meta[key]!r}; "
+                                           f"allowed: {', '.join(allowed)}")
         try:
             values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in meta.items()}
-            return cls(**values)
+            contract = cls(**values)
         except TypeError as exc:  # dataset / timestamp_column missing
             raise DataValidationFailed(f"suite '{name}': meta.{CONTRACT_KEY} is incomplete: {exc}") from None
+        contract.check_plausibility_fields(name)
+        return contract
+
+    def check_plausibility_fields(self, name: str) -> None:
+        """Types of the plausibility fields, named in the error (a hand-edited suite is the usual source)."""
+        where = f"suite '{name}': meta.{CONTRACT_KEY}"
+        if self.valid_from is not None:
+            from datetime import datetime
+
+            try:
+                datetime.fromisoformat(str(self.valid_from))
+            except ValueError:
+                raise DataValidationFailed(f"{where}.valid_from is {self.valid_from!r}, not an ISO date or date-time "
+                                           f"(e.g. \"2020-01-01\")") from None
+        if self.max_backfill_days is not None and (isinstance(self.max_backfill_days, bool) or not isinstance(
+                self.max_backfill_days, int | float) or self.max_backfill_days < 0):
+            raise DataValidationFailed(f"{where}.max_backfill_days is {self.max_backfill_days!r}; give a number of "
+                                       f"days >= 0, or null to switch the rule off")
+        bad = {c: s for c, s in dict(self.varying_columns).items()
+               if isinstance(s, bool) or not isinstance(s, int | float) or not 0 < s < 1}
+        if not isinstance(self.varying_columns, dict) or bad:
+            raise DataValidationFailed(f"{where}.varying_columns must map a column to the share (0 < share < 1) of "
+                                       f"its most common value in the reference; bad entries: {bad}")
+
+    @property
+    def row_key_columns(self) -> tuple[str, ...]:
+        """What identifies one row: `row_key`, or the entity keys plus the event timestamp."""
+        return self.row_key or (*self.key_columns, self.timestamp_column)
 
     def to_meta(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
 
     @property
     def all_timestamp_columns(self) -> tuple[str, ...]:
@@ -123,7 +168,10 @@ def suite_from_reference(
         raise DataValidationFailed(f"reference batch for suite '{name}' lacks column(s) {missing}")
     stamps = tuple(c for c in frame.columns if pd.api.types.is_datetime64_any_dtype(frame[c]))
     contract = Contract(dataset=name, timestamp_column=timestamp_column, key_columns=tuple(key_columns),
-                        timestamp_columns=stamps, label_column=label_column, forbidden_columns=tuple(forbidden_columns))
+                        timestamp_columns=stamps, label_column=label_column, forbidden_columns=tuple(forbidden_columns),
+                        row_key=tuple(unique_columns[:1]), valid_from=_earliest_day(frame[timestamp_column]),
+                        varying_columns=varying_shares(frame, {*key_columns, *stamps, *unique_columns}),
+                        columns=tuple(str(c) for c in frame.columns))
     expectations = [
         gxe.ExpectTableColumnsToMatchSet(column_set=list(frame.columns), exact_match=True),
         gxe.ExpectTableRowCountToBeBetween(min_value=1),
@@ -135,6 +183,27 @@ def suite_from_reference(
     # Built in one go: ExpectationSuite.add_expectation needs an active GX project context.
     return gx.ExpectationSuite(name=name, expectations=expectations, meta={CONTRACT_KEY: contract.to_meta()},
                                notes=f"profiled from a reference batch of {len(frame)} rows; review the ranges")
+
+
+def _earliest_day(series: pd.Series) -> str | None:
+    """The reference's first event day (ISO date): profiled as `valid_from`, to be reviewed by hand."""
+    earliest = series.dropna().min() if len(series.dropna()) else None
+    return None if earliest is None else earliest.strftime("%Y-%m-%d")
+
+
+def varying_shares(frame: pd.DataFrame, skip: set[str]) -> dict[str, float]:
+    """Columns that vary in the reference -> share of their most common value (nulls count as a value).
+
+    The degenerate-batch rule reads it: a batch of n rows where such a column is constant has
+    probability share**n under the reference's distribution.
+    """
+    shares = {}
+    for column in frame.columns:
+        values = frame[column]
+        if column in skip or len(values) < 2 or values.nunique(dropna=False) < 2:
+            continue
+        shares[str(column)] = round(float(values.value_counts(dropna=False, normalize=True).iloc[0]), 6)
+    return shares
 
 
 def _column_expectations(series: pd.Series, contract: Contract, keys: set[str], max_categories: int) -> list[Any]:

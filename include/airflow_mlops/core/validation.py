@@ -33,7 +33,7 @@ import logging
 import re
 import uuid
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +52,7 @@ __all__ = [
 RULE_TZ_UTC = "timestamps_tz_utc"
 RULE_NOT_FUTURE = "timestamps_not_in_future"
 RULE_LEAKAGE = "no_label_leakage"
+ONCE_RULES = (RULE_LEAKAGE, "row_key_unique")  # one rule however many columns / places break it
 FILE_RULES = ("file_not_empty", "csv_utf8", "file_readable")
 TABLE_RULES = ("expect_table_columns_to_match_set", "expect_table_row_count_to_be_between")
 SAMPLE_SIZE = 5
@@ -145,11 +146,16 @@ def _correlated_with_label(frame: pd.DataFrame, contract: Contract) -> list[dict
 def contract_failures(frame: pd.DataFrame, contract: Contract, *, now: datetime,
                       label_columns: Iterable[str] = ()) -> tuple[int, list[dict[str, Any]]]:
     """(rules evaluated, failures) of the contract rules; absent columns are left to the column-set rule."""
+    from airflow_mlops.core.plausibility import degenerate_failures, valid_from_failures
+
     evaluated, out = 1, leakage_failures(frame, contract, label_columns)
     for column in contract.all_timestamp_columns:
         if column in frame.columns:
             evaluated += 2
             out.extend(timestamp_failures(frame, column, now, contract.future_tolerance_seconds))
+    for rule in (valid_from_failures, degenerate_failures):
+        count, found = rule(frame, contract)
+        evaluated, out = evaluated + count, [*out, *found]
     return evaluated, out
 
 
@@ -240,24 +246,38 @@ def _observed(res: Mapping[str, Any]) -> str:
 
 
 # -- one batch ---------------------------------------------------------------------------------------------
+FIRST_RULES = ("schema_matches_dataset",)  # explains the failures that follow from it (a wrong-dir file)
+
+
 def _order(f: Mapping[str, Any]) -> tuple[int, int]:
-    rank = 0 if f["rule"] in FILE_RULES or f["rule"] in TABLE_RULES else 1 if f["source"] == "contract" else 2
+    rank = -1 if f["rule"] in FIRST_RULES else 0 if f["rule"] in FILE_RULES or f["rule"] in TABLE_RULES else \
+        1 if f["source"] == "contract" else 2
     return rank, -(f["unexpected_count"] or 0)
+
+
+ExtraRules = Callable[["pd.DataFrame", Contract], tuple[int, list[dict[str, Any]]]]
 
 
 def validate_frame(frame: pd.DataFrame, suite: Mapping[str, Any], *, now: datetime | None = None,
                    label_columns: Iterable[str] = (), context: Any = None, batch_id: str = "",
-                   source: str = "dataframe") -> dict[str, Any]:
-    """Contract rules + GX suite on one DataFrame: the full result (JSON-able), failures worst first."""
+                   source: str = "dataframe", extra_rules: ExtraRules | None = None) -> dict[str, Any]:
+    """Contract rules + GX suite on one DataFrame: the full result (JSON-able), failures worst first.
+
+    `extra_rules(frame, contract)` adds rules that need context beyond the batch (the landed history,
+    the other files of a run, the other datasets' schemas: `core.gate`); it returns (evaluated, failures).
+    """
     contract = Contract.from_suite(suite)
     now = now or datetime.now(UTC)
     evaluated, failures = contract_failures(frame, contract, now=now, label_columns=label_columns)
+    if extra_rules is not None:
+        more, found = extra_rules(frame, contract)
+        evaluated, failures = evaluated + more, [*failures, *found]
     gx_result = run_expectations(frame, suite, context)
     failures = sorted([*failures, *gx_failures(gx_result, len(frame))], key=_order)
     gx_stats = gx_result.get("statistics") or {}
     total = evaluated + int(gx_stats.get("evaluated_expectations") or 0)
-    # contract rules: tz and not-future count per column, leakage once however many columns leak
-    broken = {(f["rule"], None if f["rule"] == RULE_LEAKAGE else f["column"]) for f in failures
+    # contract rules: tz and not-future count per column, leakage and row-key uniqueness once each
+    broken = {(f["rule"], None if f["rule"] in ONCE_RULES else f["column"]) for f in failures
               if f["source"] == "contract"}
     failed_rules = len(broken) + int(gx_stats.get("unsuccessful_expectations") or 0)
     return {**_header(suite, contract, batch_id, source, now), "success": not failures, "rows": len(frame),
@@ -294,7 +314,7 @@ def describe_failure(f: Mapping[str, Any]) -> str:
         text += f": {f['unexpected_count']} unexpected"
         text += f" ({f['unexpected_percent']:.2f} %)" if f["unexpected_percent"] is not None else ""
         text += f", e.g. {json.dumps(f['sample'][:3], default=str)[:160]}" if f["sample"] else ""
-    return text + (f" — {f['detail'][:200]}" if f["detail"] else "")
+    return text + (f" — {f['detail'][:400]}" if f["detail"] else "")
 
 
 def summarize(result: Mapping[str, Any], top: int = 5) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from typing import Any
 
 from airflow_mlops.core.offline import atomic_write_bytes
 from airflow_mlops.core.validation import describe_failure
+from airflow_mlops.core.xcom import json_safe
 
 URL_PREFIX = "/mlops/reports/validation"
 RUNS_SUBDIR = "_runs"
@@ -92,17 +93,22 @@ def _expectations_table(gx_result: Mapping[str, Any]) -> str:
 def write_report(result: Mapping[str, Any], root: Path, mode: str = "fail") -> dict[str, str]:
     """Write `<dataset>/<batch_id>/{result.json,report.html}`; returns their paths, relpath and URL."""
     folder = Path(root) / _safe(result["dataset"]) / _safe(result["batch_id"] or "unnamed")
-    data = json.dumps({**result, "mode": mode}, indent=2, default=str)
+    data = json.dumps(json_safe({**result, "mode": mode}), indent=2, allow_nan=False)
     page = render_html(result, mode)
     atomic_write_bytes(folder / "result.json", lambda tmp: tmp.write_text(data, encoding="utf-8"))
     atomic_write_bytes(folder / "report.html", lambda tmp: tmp.write_text(page, encoding="utf-8"))
     return _located(folder / "report.html", folder / "result.json", Path(root))
 
 
+def run_folder(root: Path, dag_id: str, run_id: str, task_id: str) -> Path:
+    """`root/_runs/<dag_id>/<run_id>/<task_id>`: the pages and records of one task run (every try)."""
+    return Path(root) / RUNS_SUBDIR / _safe(dag_id) / _safe(run_id) / _safe(task_id)
+
+
 def write_run_index(entries: Sequence[Mapping[str, Any]], root: Path, *, dag_id: str, run_id: str,
-                    task_id: str, title: str) -> dict[str, str]:
+                    task_id: str, title: str, unconsumed: Sequence[Mapping[str, str]] = ()) -> dict[str, str]:
     """A page listing each batch of one task run (file, dataset, outcome, top failure, link to its report)."""
-    folder = Path(root) / RUNS_SUBDIR / _safe(dag_id) / _safe(run_id) / _safe(task_id)
+    folder = run_folder(root, dag_id, run_id, task_id)
     rows = "".join(
         f"<tr><td>{_e(e['dataset'])}</td><td>{_e(e['source'])}</td><td>{_badge(e['success'], e.get('mode', 'fail'))}"
         f"</td><td>{_e(describe_failure(e['failures'][0]) if e['failures'] else '')}</td>"
@@ -111,7 +117,10 @@ def write_run_index(entries: Sequence[Mapping[str, Any]], root: Path, *, dag_id:
         for e in entries)
     table = ("<table><tr><th>dataset</th><th>file</th><th>outcome</th><th>top failure</th><th>quarantined to</th>"
              f"<th></th></tr>{rows}</table>") if rows else "<p>No raw batch was waiting in the landing dir.</p>"
-    body = f"<h1>{_e(title)}</h1><p class=\"muted\">{_e(dag_id)} · {_e(run_id)} · {_e(task_id)}</p>{table}"
+    ignored = "".join(f"<tr><td><code>{_e(u['file'])}</code></td><td>{_e(u['reason'])}</td></tr>" for u in unconsumed)
+    ignored = (f"<h2>Files not consumed <span class=\"badge warn\">{len(unconsumed)}</span></h2><table><tr><th>"
+               f"file (under landing/)</th><th>why, and what to do</th></tr>{ignored}</table>") if ignored else ""
+    body = f"<h1>{_e(title)}</h1><p class=\"muted\">{_e(dag_id)} · {_e(run_id)} · {_e(task_id)}</p>{table}{ignored}"
     page = _page(title, body)
     atomic_write_bytes(folder / "index.html", lambda tmp: tmp.write_text(page, encoding="utf-8"))
     return _located(folder / "index.html", None, Path(root))

@@ -81,6 +81,18 @@ class GXHook(BaseHook):
 
         return load
 
+    def dataset_schemas(self) -> dict[str, tuple[str, ...]]:
+        """Every suite's column set (`core.plausibility.suite_columns`): for the wrong-dataset rule."""
+        from airflow_mlops.core.plausibility import suite_columns
+
+        schemas = {}
+        for path in sorted(self.expectations_dir.glob("*.json")):
+            try:
+                schemas[path.stem] = suite_columns(load_suite(path.stem, self.expectations_dir))
+            except DataValidationFailed as exc:  # reported when its own dataset is validated
+                log.debug("suite %s skipped for schema matching: %s", path.stem, exc)
+        return {name: columns for name, columns in schemas.items() if columns}
+
     def test_connection(self) -> tuple[bool, str]:
         try:
             names = sorted(p.stem for p in self.expectations_dir.glob("*.json"))

@@ -57,11 +57,14 @@ class LandRawBatchesOperator(BaseOperator):
         from airflow_mlops.core.offline import land_landing_dir
 
         home = paths()
-        allowed = None if self.validated is None else {b["batch_id"] for b in self.validated.get("landable", [])}
+        landable = [] if self.validated is None else list(self.validated.get("landable", []))
+        allowed = None if self.validated is None else {b["batch_id"] for b in landable}
         summary = land_landing_dir(home.landing_dir, home.offline_dir, datasets=self.datasets,
-                                   allowed_batch_ids=allowed)
-        self.log.info("landed %s new batch(es), %s rows; %s already landed; left for the next gate: %s",
-                      summary["landed"], summary["rows"], summary["already_landed"], summary["deferred"] or "none")
+                                   allowed_batch_ids=allowed, policies=row_policies(landable))
+        self.log.info("landed %s new batch(es), %s rows; %s already landed; %s identical row(s) skipped; %s "
+                      "corrected row(s) replaced; left for the next gate: %s", summary["landed"], summary["rows"],
+                      summary["already_landed"], summary["identical_skipped"], summary["corrections_replaced"],
+                      summary["deferred"] or "none")
         if self.fail_if_empty and summary["landed"] == 0:
             raise MLOpsError(
                 f"no new raw batch found in {home.landing_dir}/<dataset>/*.parquet (datasets: "
@@ -69,6 +72,14 @@ class LandRawBatchesOperator(BaseOperator):
                 f"files there (e.g. `airflow-mlops demo`) and re-run, or set fail_if_empty=False."
             )
         return summary
+
+
+def row_policies(landable: list[dict[str, Any]]) -> dict[str, Any]:
+    """dataset -> RowPolicy, from the gate's `landable` entries (a dataset without a suite has none)."""
+    from airflow_mlops.core.row_keys import RowPolicy
+
+    return {b["dataset"]: RowPolicy.from_json(b["rows"]["policy"]) for b in landable
+            if isinstance(b.get("rows"), dict) and b["rows"].get("policy")}
 
 
 class FeastApplyOperator(BaseOperator):
@@ -122,9 +133,11 @@ class FeastMaterializeOperator(BaseOperator):
     :param end: window end (templated); alone, it caps the automatic window.
     :param feast_conn_id: Feast connection (templated).
     :param skip_when_up_to_date: skip the task when no view got new rows (default True).
+    :param landed: the landing task's summary (templated, e.g. `land_raw_batches`'s XComArg); its
+        `corrected_since` makes the task re-materialize the window of rows replaced by a correction.
     """
 
-    template_fields: Sequence[str] = ("feature_views", "start", "end", "feast_conn_id")
+    template_fields: Sequence[str] = ("feature_views", "start", "end", "feast_conn_id", "landed")
 
     def __init__(
         self,
@@ -134,9 +147,11 @@ class FeastMaterializeOperator(BaseOperator):
         end: str | datetime | None = None,
         feast_conn_id: str = "feast_default",
         skip_when_up_to_date: bool = True,
+        landed: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.landed = landed
         self.feature_views = feature_views
         self.start = start
         self.end = end
@@ -149,6 +164,10 @@ class FeastMaterializeOperator(BaseOperator):
         hook = FeastHook(feast_conn_id=self.feast_conn_id)
         start, end = _as_datetime(self.start), _as_datetime(self.end)
         views = list(self.feature_views) if self.feature_views else None
+        corrected = dict((self.landed or {}).get("corrected_since") or {}) if isinstance(self.landed, dict) else {}
+        if corrected:
+            redone = hook.rematerialize_corrections(corrected, views)
+            self.log.warning("corrected rows of %s: re-materialized %s", sorted(corrected), redone["feature_views"])
         if start is not None:
             result = hook.materialize(start, end or datetime.now(UTC), views)
         else:

@@ -67,7 +67,9 @@ def under_base_url(url: str) -> str:
 def _finish(operator: BaseOperator, context: Context, summary: dict[str, Any], failed: bool, warn: bool,
             message: str) -> dict[str, Any]:
     """Push the summary (with the failure text as `message`), then raise (fail mode), warn (warn mode) or return it."""
-    summary["message"] = message
+    from airflow_mlops.core.xcom import json_safe
+
+    summary = json_safe({**summary, "message": message})  # NaN/inf/huge ints in samples must not break XCom
     context["ti"].xcom_push(key=XCOM_KEY, value=summary)
     if failed and not warn:
         raise DataValidationFailed(message)
@@ -176,20 +178,29 @@ class GXValidateRawBatchesOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlops.config import paths
-        from airflow_mlops.core.gate import Gate, landing_message, validate_landing
-        from airflow_mlops.core.validation_report import write_run_index
+        from airflow_mlops.core.gate import Gate, landing_message, quarantined_before, retry_message, validate_landing
+        from airflow_mlops.core.validation_report import run_folder, write_run_index
         from airflow_mlops.hooks.gx import GXHook
 
         hook = GXHook(gx_conn_id=self.gx_conn_id, expectations_dir=self.expectations_dir)
-        gate = Gate.from_state_dir(label_columns=self.label_columns, context=hook.get_conn())
+        ti = context["ti"]
+        reports_root = paths().reports_dir / "validation"
+        quarantine_log = run_folder(reports_root, ti.dag_id, ti.run_id, ti.task_id) / "quarantined.jsonl"
+        earlier = quarantined_before(quarantine_log)
+        if earlier:  # a retry or a cleared task of a run that already quarantined data
+            raise DataValidationFailed(retry_message(earlier))
+        gate = Gate.from_state_dir(label_columns=self.label_columns, context=hook.get_conn(),
+                                   schemas=hook.dataset_schemas(), quarantine_log=quarantine_log)
         summary = validate_landing(paths().landing_dir, hook.suite_loader(required=self.require_suite), gate,
                                    datasets=self.datasets, mode=_check_mode(self.mode))
-        ti = context["ti"]
         summary["report"] = write_run_index(summary["entries"], gate.reports_root, dag_id=ti.dag_id,
-                                            run_id=ti.run_id, task_id=ti.task_id, title="Raw batch validation")
+                                            run_id=ti.run_id, task_id=ti.task_id, title="Raw batch validation",
+                                            unconsumed=summary["unconsumed"])
         self.log.info("raw batches: %s file(s); passed %s, failed %s, warned %s, unvalidated %s; report %s",
                       summary["files"], summary["passed"], summary["failed"], summary["warned"],
                       summary["unvalidated"], summary["report"]["html"])
+        for item in summary["unconsumed"]:
+            self.log.warning("NOT CONSUMED: landing/%s — %s", item["file"], item["reason"])
         failed = not summary["success"]
         return _finish(self, context, summary, failed, False, landing_message(summary) if failed else "")
 

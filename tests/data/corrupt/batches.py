@@ -76,6 +76,29 @@ def _in_the_future(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def _in_the_far_past(frame: pd.DataFrame) -> pd.DataFrame:
+    """A unit or epoch mix-up: the batch dated 1970 (before the shipped suites' valid_from)."""
+    shift = pd.Timestamp("1970-01-01", tz="UTC") - frame["event_timestamp"].min()
+    for column in ("event_timestamp", "created"):
+        if column in frame.columns:
+            frame[column] = frame[column] + shift
+    return frame
+
+
+def _constant(column: str) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    """A broken export: one value filled into every row of a column that varies."""
+    return lambda frame: frame.assign(**{column: frame[column].iloc[0]})
+
+
+def _wrong_dataset(dataset: str) -> Callable[[pd.DataFrame, Path], None]:
+    """A good batch of `dataset` dropped into another dataset's landing dir."""
+
+    def write(frame: pd.DataFrame, path: Path) -> None:
+        base_frames(frame["event_timestamp"].min().to_pydatetime())[dataset].to_parquet(path, index=False)
+
+    return write
+
+
 def _empty_file(frame: pd.DataFrame, path: Path) -> None:
     path.write_bytes(b"")
 
@@ -118,6 +141,14 @@ CORRUPTIONS: tuple[Corruption, ...] = (
     Corruption("label_restated", RIDES, "completed_at_dropoff", "no_label_leakage",
                _parquet(lambda f: f.assign(completed_at_dropoff=f["completed"] * 1.0))),
     Corruption("non_utf8_csv", STATS, None, "csv_utf8", _latin1_csv, suffix=".csv"),
+    Corruption("far_past_timestamps", STATS, "event_timestamp", "timestamps_not_before_valid_from",
+               _parquet(_in_the_far_past)),
+    Corruption("constant_feature", STATS, "conv_rate", "no_degenerate_columns", _parquet(_constant("conv_rate"))),
+    Corruption("infinite_values", STATS, "acc_rate", "expect_column_values_to_be_between",
+               _parquet(_set("acc_rate", float("inf")))),
+    Corruption("negative_infinity", RIDES, "trip_distance_km", "expect_column_values_to_be_between",
+               _parquet(_set("trip_distance_km", float("-inf")))),
+    Corruption("wrong_dataset_dir", STATS, None, "schema_matches_dataset", _wrong_dataset(RIDES)),
 )
 
 
