@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from data.corrupt.batches import CORRUPTIONS, STATS, Corruption, base_frames, write_corpus
+from data.corrupt.batches import CORRUPTIONS, RIDES, STATS, Corruption, base_frames, write_corpus
 from support.airflow_db import migrated_airflow_home
 from support.dag_runs import run_script
 
@@ -70,7 +70,11 @@ def xcom(run_id, key):
         return value
 
 
-def run(label, drops):
+def run(label, drops, clear=False):
+    if clear:  # files an earlier failed step left waiting must not mix into this step
+        for waiting in home.landing_dir.glob("*/*"):
+            if waiting.is_file():
+                waiting.unlink()
     for dataset, source in drops:
         target = home.landing_dir / dataset / Path(source).name
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -88,9 +92,35 @@ def run(label, drops):
             "quarantine": sorted(str(p.relative_to(home.quarantine_dir)) for p in home.quarantine_dir.glob("*/*"))}
 
 
-results = [run(step["label"], step["drops"]) for step in plan]
+results = [run(step["label"], step["drops"], step.get("clear", False)) for step in plan]
 print("RESULT " + json.dumps(results))
 """
+
+
+# Cases that need the landed history of the "good" step: (label, dataset, files, what the message must say).
+HISTORY_CASES = (
+    ("resent_rows", STATS, ["resent.csv"], "column 'driver_id+event_timestamp': rule row_key_unique"),
+    ("conflicting_backfill", RIDES, ["backfill.parquet"], "column 'ride_id': rule no_conflicting_corrections"),
+    ("repeated_across_files", STATS, ["part_a.parquet", "part_b.parquet"], "also in an earlier file of this run"),
+    ("before_landed_history", STATS, ["old.parquet"], "column 'event_timestamp': rule timestamps_within_backfill_span"),
+)
+
+
+def _history_cases(tmp_path: Path, good: dict[str, Any]) -> list[dict[str, Any]]:
+    """The files of HISTORY_CASES, written from the good batch that the first step lands."""
+    import pandas as pd
+
+    stats, rides = good[STATS], good[RIDES]
+    later = base_frames(datetime(2026, 10, 20, tzinfo=UTC), days=1, seed=13)[STATS]
+    year_before = stats.head(48).assign(event_timestamp=lambda f: f["event_timestamp"] - pd.Timedelta(days=400),
+                                        created=lambda f: f["created"] - pd.Timedelta(days=400))
+    frames = {"resent.csv": stats.head(40), "backfill.parquet": rides.head(20).assign(completed=1 - rides["completed"]),
+              "part_a.parquet": later.iloc[:120], "part_b.parquet": later.iloc[100:], "old.parquet": year_before}
+    for name, frame in frames.items():
+        writer = frame.to_csv if name.endswith(".csv") else frame.to_parquet
+        writer(tmp_path / name, index=False)
+    return [{"label": label, "drops": [[dataset, str(tmp_path / f)] for f in files], "clear": True}
+            for label, dataset, files, _ in HISTORY_CASES]
 
 
 def _plan(tmp_path: Path) -> list[dict[str, Any]]:
@@ -105,8 +135,9 @@ def _plan(tmp_path: Path) -> list[dict[str, Any]]:
         {"label": "good", "drops": [[d, str(tmp_path / f"{d}.parquet")] for d in good]},
         {"label": "again", "drops": []},
         *[{"label": c.case, "drops": [[c.dataset, str(corpus[c.case])]]} for c in CORRUPTIONS],
+        *_history_cases(tmp_path, good),
         {"label": "mixed", "drops": [[STATS, str(tmp_path / "next_day.csv")],
-                                     [STATS, str(tmp_path / "next_day_bad.parquet")]]},
+                                     [STATS, str(tmp_path / "next_day_bad.parquet")]], "clear": True},
         {"label": "next", "drops": []},
     ]
 
@@ -162,6 +193,17 @@ def test_a_corrupt_batch_stops_at_validation_and_leaves_the_stores_untouched(
     assert run["landing"] == [], "the bad file left the landing dir"
     report = Path(run["validation"]["entries"][0]["report"]["html"]).read_text(encoding="utf-8")
     assert not ASSET_URL.search(report) and "https://" not in report and "http://" not in report
+
+
+@pytest.mark.parametrize(("label", "dataset", "files", "expected"), HISTORY_CASES, ids=[c[0] for c in HISTORY_CASES])
+def test_rows_that_clash_with_the_landed_history_stop_at_validation(
+    runs: dict[str, dict[str, Any]], label: str, dataset: str, files: list[str], expected: str
+) -> None:
+    run = runs[label]
+    assert run["state"] == "failed" and run["tasks"]["land_raw_batches"] == "upstream_failed", run["tasks"]
+    assert run["unchanged"], "offline store, Feast registry and online store must be byte-identical"
+    assert expected in run["validation"]["message"], run["validation"]["message"]
+    assert f"{dataset}/{files[-1]}" in run["quarantine"] and f"{dataset}/{files[-1]}" not in run["landing"]
 
 
 def test_good_files_wait_while_bad_ones_are_quarantined_and_land_on_the_next_run(
