@@ -107,6 +107,76 @@ def test_later_runs_are_incremental(landed: tuple) -> None:
     assert third["mode"] == "up_to_date" and third["rows"] == 0
 
 
+def test_a_correction_replaced_in_place_reaches_the_online_store(landed: tuple) -> None:
+    """Incremental materialization reads only newer event times: a corrected landed row must be re-materialized."""
+    from airflow_mlops.core.row_keys import RowPolicy
+    from airflow_mlops.operators.features import FeastMaterializeOperator
+
+    _, data, _ = landed
+    hook = FeastHook()
+    hook.apply()
+    hook.materialize_new()
+    drivers = [1003, 1011]
+    latest = data[VIEW].sort_values("event_timestamp").groupby("driver_id").tail(1)
+    fix = latest[latest["driver_id"].isin(drivers)].assign(conv_rate=0.123)
+    home = config.paths()
+    (home.landing_dir / VIEW).mkdir(parents=True, exist_ok=True)
+    fix.to_parquet(home.landing_dir / VIEW / "fix.parquet", index=False)
+    policy = RowPolicy(VIEW, ("driver_id", "event_timestamp"), "event_timestamp", corrections="replace")
+    landed_fix = land_landing_dir(home.landing_dir, home.offline_dir, policies={VIEW: policy})
+    assert landed_fix["corrections_replaced"] == 2 and landed_fix["rows"] == 0
+    assert landed_fix["corrected_since"] == {VIEW: fix["event_timestamp"].min().isoformat()}
+    assert (_online(hook, drivers)["conv_rate"] != 0.123).all(), "stale until re-materialized"
+
+    operator = FeastMaterializeOperator(task_id="materialize", landed=landed_fix, skip_when_up_to_date=False)
+    operator.execute({"outlet_events": {}})
+    assert _online(FeastHook(), drivers)["conv_rate"].tolist() == pytest.approx([0.123, 0.123])
+
+
+def _digests(root: Path) -> dict[str, str]:
+    import hashlib
+
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()}
+
+
+def test_a_copied_state_dir_never_touches_the_original(landed: tuple, monkeypatch: pytest.MonkeyPatch,
+                                                       tmp_path: Path) -> None:
+    """Feast records absolute online-table paths in its registry; a copy's apply used to drop the original's table."""
+    cfg, _, _ = landed
+    original = config.paths().home
+    FeastHook().apply()
+    FeastHook().materialize_new()
+    drivers = [1003, 1011]
+    serving_before = _online(FeastHook(), drivers)
+    copy = tmp_path / "copy"
+    shutil.copytree(original, copy)
+    before = _digests(original)
+
+    monkeypatch.setenv("MLOPS_HOME", str(copy))  # a second environment made from the copy
+    assert FeastHook().apply()["applied"], "another state dir re-applies (its sources are its own files)"
+    assert all(str(copy) in fv.batch_source.path for fv in FeastHook().get_store().list_feature_views())
+    _land({VIEW: driver_stats(DemoConfig(start=cfg.end, days=1, drivers=cfg.drivers, seed=99))}, name="day4")
+    assert FeastHook().materialize_new()["rows"] > 0
+
+    assert _digests(original) == before, "the original's registry, online store and offline files are untouched"
+    monkeypatch.setenv("MLOPS_HOME", str(original))
+    pd.testing.assert_frame_equal(_online(FeastHook(), drivers), serving_before)
+
+
+def test_a_deleted_online_store_is_healed_by_the_next_materialization(landed: tuple) -> None:
+    _, data, _ = landed
+    FeastHook().apply()
+    FeastHook().materialize_new()
+    (config.paths().feast_dir / "online.db").unlink()  # someone cleaned up; serving would answer nulls / 503
+
+    result = FeastHook().materialize_new()["views"][VIEW]
+    assert result["mode"] == "full" and result["rows"] == len(data[VIEW]), result
+    drivers = [1001, 1020]
+    pd.testing.assert_frame_equal(_online(FeastHook(), drivers)[FEATURES], _latest(data[VIEW], drivers),
+                                  check_dtype=False)
+    assert FeastHook().materialize_new()["views"][VIEW]["mode"] == "up_to_date"
+
+
 def test_forced_reapply_keeps_materialization_state(landed: tuple) -> None:
     hook = FeastHook()
     hook.apply()

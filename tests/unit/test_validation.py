@@ -55,6 +55,25 @@ def test_profiled_suite_round_trips_as_json_and_carries_the_contract(small_demo:
     assert ("expect_column_type_to_be", "trip_distance_km") in kinds
     assert not any(e["kwargs"].get("column") == "driver_id" and e["type"].endswith("between")
                    for e in as_json["expectations"]), "no observed range on an entity key"
+    # row-level and plausibility fields, profiled for review
+    assert contract.row_key_columns == ("ride_id",) and (contract.duplicates, contract.corrections) == ("reject",) * 2
+    assert contract.valid_from == data["rides"]["event_timestamp"].min().strftime("%Y-%m-%d")
+    assert set(contract.varying_columns) == {"trip_distance_km", "surge_multiplier", "pickup_hour", "completed"}
+    assert all(0 < share < 1 for share in contract.varying_columns.values())
+    assert contract.columns == tuple(data["rides"].columns)
+
+
+@pytest.mark.parametrize(("field", "value", "says"), [
+    ("duplicates", "ignore", "duplicates is 'ignore'; allowed: reject, skip_existing"),
+    ("corrections", "overwrite", "corrections is 'overwrite'; allowed: reject, replace"),
+    ("valid_from", "last year", "valid_from is 'last year', not an ISO date"),
+    ("max_backfill_days", -1, "max_backfill_days is -1"),
+    ("varying_columns", {"conv_rate": 1.5}, "varying_columns must map a column to the share"),
+])
+def test_a_bad_contract_field_names_the_field_and_the_fix(field: str, value: object, says: str) -> None:
+    meta = {"dataset": "d", "timestamp_column": "event_timestamp", field: value}
+    with pytest.raises(DataValidationFailed, match=re.escape(says)):
+        Contract.from_suite({"name": "d", "meta": {"airflow_mlops": meta}})
 
 
 @pytest.mark.parametrize("name", SHIPPED)

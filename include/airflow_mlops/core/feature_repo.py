@@ -122,12 +122,12 @@ def parse_feature_repo(repo: Path, *, project: str | None = None) -> RepoContent
     return contents
 
 
-def definitions_hash(repo: Path, *, project: str, online_store: str) -> str:
-    """sha256 of every definition file Feast reads (honouring .feastignore), the project and online store."""
+def definitions_hash(repo: Path, *, project: str, online_store: str, state_dir: str = "") -> str:
+    """sha256 of every definition file Feast reads (honouring .feastignore), the project, online store and state dir."""
     from feast.repo_operations import get_repo_files
 
     repo = repo.resolve()
-    digest = hashlib.sha256(f"{project}\0{online_store}\0".encode())
+    digest = hashlib.sha256(f"{project}\0{online_store}\0{state_dir}\0".encode())
     for path in get_repo_files(repo):
         digest.update(str(path.relative_to(repo)).encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
@@ -158,3 +158,47 @@ def check_join_key_types(contents: RepoContents, repo: Path) -> None:
                     f"directory. Declare it: Entity(name='{name}', ..., value_type=ValueType.INT64) or add "
                     f"Field(name='{entity.join_key}', dtype=Int64) to the view's schema."
                 )
+
+
+def rebase_registry(registry: Path, online_db: Path) -> list[str]:
+    """Point the registry's SQLite online tables at `online_db`; returns the foreign paths it replaced.
+
+    Feast records every online table with its absolute path in the registry (`Infra`), and on the
+    next apply tears down tables that left the definitions *at that path*. A state dir copied
+    elsewhere (or a second environment built from a copy) would so drop — and materialize into —
+    the original's online store. Edited as a protobuf before any FeatureStore exists: loading the
+    registry through Feast would already open a connection to the recorded (foreign) file.
+    """
+    from feast.protos.feast.core.Registry_pb2 import Registry as RegistryProto
+
+    if not registry.is_file():
+        return []
+    proto = RegistryProto()
+    proto.ParseFromString(registry.read_bytes())
+    ours, foreign = str(online_db), []
+    for item in proto.infra.infra_objects:
+        if item.HasField("sqlite_table") and item.sqlite_table.path != ours:
+            foreign.append(item.sqlite_table.path)
+            item.sqlite_table.path = ours
+    if foreign:
+        from airflow_mlops.core.offline import atomic_write_bytes
+
+        data = proto.SerializeToString()
+        atomic_write_bytes(registry, lambda tmp: tmp.write_bytes(data))
+        log.warning("Feast registry %s recorded online tables in %s (a copied state dir?); they now point at %s",
+                    registry, sorted(set(foreign)), ours)
+    return foreign
+
+
+def foreign_source_paths(registry: Path, offline_dir: Path) -> list[str]:
+    """File sources in the registry that read outside `offline_dir` (the registry came from another state dir)."""
+    from feast.protos.feast.core.Registry_pb2 import Registry as RegistryProto
+
+    if not registry.is_file():
+        return []
+    proto = RegistryProto()
+    proto.ParseFromString(registry.read_bytes())
+    uris = [fv.spec.batch_source.file_options.uri for fv in proto.feature_views] + \
+        [source.file_options.uri for source in proto.data_sources]
+    root = str(Path(offline_dir).resolve())
+    return sorted({uri for uri in uris if uri and Path(uri).is_absolute() and not uri.startswith(root + os.sep)})

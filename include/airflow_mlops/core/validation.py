@@ -17,6 +17,10 @@ Rules outside GX are reported beside GX results with the same fields (`rule`, `c
   |Pearson r| with the label is >= `max_label_correlation` (default 0.95) — such a column restates
   the outcome and was computed after it.
 - `file_not_empty`, `csv_utf8`, `file_readable` — the file could not be read (`core.offline`).
+- `timestamps_not_before_valid_from`, `no_degenerate_columns` — plausibility (`core.plausibility`).
+- With the landed history and the run's other files (`core.gate.LandingRules`, landing only):
+  `row_key_unique`, `no_conflicting_corrections` (`core.row_keys`), `timestamps_within_backfill_span`
+  and `schema_matches_dataset` (`core.plausibility`).
 
 Results are plain JSON: a *failure* is {rule, column, kwargs, unexpected_count, unexpected_percent,
 sample, detail, source: gx|contract}; a *result* is {suite, dataset, batch_id, source, success,
