@@ -139,6 +139,9 @@ def test_validate_data_operator_on_a_file_a_lineage_dict_and_a_dataframe(mlops_h
     assert isinstance(outcome, DataValidationFailed)
     assert "column 'surge_multiplier': rule expect_column_values_to_be_between" in str(outcome)
     assert Path(ti.xcom[XCOM_KEY]["quarantined_to"]).parent == config.paths().quarantine_dir / "rides"
+    _, retried = _run(GXValidateDataOperator(task_id="check", data=rides, suite="rides"))  # a retry, good data
+    assert isinstance(retried, DataValidationFailed), "a retry of a task that quarantined stays failed"
+    assert "an earlier try of this run quarantined 1 batch(es)" in str(retried)
 
 
 def test_validate_data_operator_rejects_an_unknown_mode(mlops_home: Path, small_demo: tuple) -> None:

@@ -89,6 +89,15 @@ def _as_batch(data: Any) -> Path | pd.DataFrame:
     return data
 
 
+def _quarantine_log(context: Context) -> Path:
+    """The task run's record of quarantined batches (shared by every try of the run)."""
+    from airflow_mlops.config import paths
+    from airflow_mlops.core.validation_report import run_folder
+
+    ti = context["ti"]
+    return run_folder(paths().reports_dir / "validation", ti.dag_id, ti.run_id, ti.task_id) / "quarantined.jsonl"
+
+
 def _check_mode(mode: str | None) -> str | None:
     if mode not in (None, "", "fail", "warn"):
         raise DataValidationFailed(f"mode must be 'fail' or 'warn' (or None for the suite's default), got {mode!r}")
@@ -129,12 +138,17 @@ class GXValidateDataOperator(BaseOperator):
         self.gx_conn_id = gx_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_mlops.core.gate import Gate, batch_message, check_batch
+        from airflow_mlops.core.gate import Gate, batch_message, check_batch, quarantined_before, retry_message
         from airflow_mlops.hooks.gx import GXHook
 
         hook = GXHook(gx_conn_id=self.gx_conn_id, expectations_dir=self.expectations_dir)
         suite = hook.load_suite(self.suite) or {}
-        gate = Gate.from_state_dir(label_columns=self.label_columns, context=hook.get_conn())
+        quarantine_log = _quarantine_log(context)
+        earlier = quarantined_before(quarantine_log)
+        if earlier:  # a retry of a task that quarantined its batch: the file is gone, the verdict stands
+            raise DataValidationFailed(retry_message(earlier))
+        gate = Gate.from_state_dir(label_columns=self.label_columns, context=hook.get_conn(),
+                                   quarantine_log=quarantine_log)
         entry = check_batch(_as_batch(self.data), suite, gate, mode=_check_mode(self.mode), quarantine=self.quarantine)
         self.log.info("%s against suite %s: %s of %s rules passed; report %s", entry["source"], self.suite,
                       entry["statistics"]["successful_rules"], entry["statistics"]["evaluated_rules"],
@@ -179,13 +193,12 @@ class GXValidateRawBatchesOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlops.config import paths
         from airflow_mlops.core.gate import Gate, landing_message, quarantined_before, retry_message, validate_landing
-        from airflow_mlops.core.validation_report import run_folder, write_run_index
+        from airflow_mlops.core.validation_report import write_run_index
         from airflow_mlops.hooks.gx import GXHook
 
         hook = GXHook(gx_conn_id=self.gx_conn_id, expectations_dir=self.expectations_dir)
         ti = context["ti"]
-        reports_root = paths().reports_dir / "validation"
-        quarantine_log = run_folder(reports_root, ti.dag_id, ti.run_id, ti.task_id) / "quarantined.jsonl"
+        quarantine_log = _quarantine_log(context)
         earlier = quarantined_before(quarantine_log)
         if earlier:  # a retry or a cleared task of a run that already quarantined data
             raise DataValidationFailed(retry_message(earlier))
