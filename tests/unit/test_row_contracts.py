@@ -171,18 +171,20 @@ def test_files_the_dag_does_not_read_are_listed_every_run(mlops_home: Path, smal
     _drop(stats.head(5), STATS, "2026-10/nested.parquet")
     (config.paths().landing_dir / STATS / "notes.json").write_text("{}")
     (config.paths().landing_dir / "loose.csv").write_text("a\n1\n")
-    (config.paths().landing_dir / STATS / ".writing.parquet.tmp").write_text("")
+    (config.paths().landing_dir / STATS / ".writing.parquet.tmp").write_text("")  # in flight: not reported
+    (config.paths().landing_dir / STATS / "_part-0.parquet").write_text("")
     summary, landed = _gate_and_land(suites, "run1")
     assert landed is not None and landed["landed"] == 1
+    assert (config.paths().landing_dir / STATS / "_landed" / "good.parquet").is_file()
     reasons = {u["file"]: u["reason"] for u in summary["unconsumed"]}
     assert set(reasons) == {"driver_hourly_stats/2026-10/nested.parquet", "driver_hourly_stats/notes.json",
-                            "loose.csv"}, reasons
+                            "driver_hourly_stats/_part-0.parquet", "loose.csv"}, reasons
     assert "subdirectory" in reasons["driver_hourly_stats/2026-10/nested.parquet"]
     assert "extension '.json'" in reasons["driver_hourly_stats/notes.json"]
     index = Path(summary["report"]["html"]).read_text()
     assert "Files not consumed" in index and "nested.parquet" in index
     summary, _ = _gate_and_land(suites, "run2")
-    assert len(summary["unconsumed"]) == 3, "reported again on every run, never ignored forever"
+    assert len(summary["unconsumed"]) == 4, "reported again on every run, never ignored forever (not _landed/)"
 
 
 def test_a_dataset_dir_in_the_wrong_case_names_the_right_one(mlops_home: Path, small_demo: tuple,

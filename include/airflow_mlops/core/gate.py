@@ -181,22 +181,27 @@ def unconsumed_files(landing_dir: Path, datasets: Iterable[str]) -> list[dict[st
     """Files under the landing dir that no run will ever pick up, with why and what to do.
 
     Consumed are `landing/<dataset>/<name>.{parquet,csv}` (any case) for the datasets validated;
-    `_landed/` (done), hidden/`_` names and writers' temp files are ours or in flight.
+    `landing/<dataset>/_landed/` (done) and writers' temp files (in flight) are expected. Everything
+    else is reported, hidden and `_` names included: a `.x.parquet` is skipped as a temp file.
     """
-    from airflow_mlops.core.offline import RAW_SUFFIXES
+    from airflow_mlops.core.offline import LANDED_SUBDIR, RAW_SUFFIXES
 
     root, wanted, out = Path(landing_dir), set(datasets), []
     if not root.is_dir():
         return []
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root)
-        if not path.is_file() or any(part.startswith((".", "_")) for part in rel.parts) \
-                or path.name.lower().endswith(IN_FLIGHT_SUFFIXES):
+        if not path.is_file() or path.name.lower().endswith(IN_FLIGHT_SUFFIXES) or \
+                (len(rel.parts) > 2 and rel.parts[1] == LANDED_SUBDIR):
             continue
         if len(rel.parts) == 1:
             why = "directly in the landing dir, not in a dataset folder: move it to landing/<dataset>/"
+        elif rel.parts[0].startswith((".", "_")):
+            why = f"folder '{rel.parts[0]}' starts with '.' or '_', which no dataset may: rename the folder"
         elif rel.parts[0] not in wanted:
             continue  # a dataset not validated in this run: its own run reports it
+        elif path.name.startswith((".", "_")):
+            why = "hidden or '_' names are skipped as temp files: rename it if it is a batch"
         elif len(rel.parts) > 2:
             why = f"in a subdirectory: only files directly in landing/{rel.parts[0]}/ are read; move it up"
         elif path.suffix.lower() not in RAW_SUFFIXES:
