@@ -121,3 +121,14 @@ def test_a_canary_deploy_gets_the_champion_restored_teardown(tmp_path: Path, mon
     assert restored.is_teardown and restored.upstream_task_ids == {"deploy"}
     assert dag.get_task("deploy").upstream_task_ids == {"promote"}
     assert restored.outlets == [AssetAlias(name="mlops.model.ride_completion.champion.restored", group="mlops")]
+
+
+def test_training_dag_records_the_spec_hash_and_hands_register_result_on(dagbag) -> None:
+    from airflow_mlops.core.spec import load_specs, spec_sha256
+
+    dag = dagbag.dags["ride_completion__train"]
+    [spec] = [s for s in load_specs(PROJECT / "include" / "models") if s.name == "ride_completion"]
+    assert dag.get_task("train").spec_sha256 == spec_sha256(spec)
+    # a repeat (nothing new registered) must reach every task after register, which skip with its reason
+    for task_id in ("model_card", "promote"):
+        assert dag.get_task(task_id).registered.operator.task_id == "register", task_id

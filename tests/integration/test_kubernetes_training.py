@@ -145,6 +145,8 @@ def test_pod_command_runs_the_same_job_as_the_in_process_operator(
         return {k: v for k, v in tags.items() if k.startswith(lineage.TAG_PREFIX)}
 
     assert ours(pod_run.data.tags) == ours(local_run.data.tags)
+    # same spec hash and training fingerprint wherever it trained: a pod retrain of a local version is a repeat
+    assert len(pod_run.data.tags[lineage.TAG_FINGERPRINT]) == len(pod_run.data.tags[lineage.TAG_SPEC_SHA256]) == 64
     assert pod_run.data.tags[lineage.TAG_TRAINING_SET_PATH] == training_set["path"]  # as recorded on the worker
     assert pod_run.data.tags[lineage.TAG_DAG_ID] == "ride_completion__train"
     assert pod_run.data.params == local_run.data.params

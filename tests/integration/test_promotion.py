@@ -6,6 +6,7 @@ same execute() again with the same dag/run/task identity.
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 from collections import defaultdict
@@ -248,3 +249,60 @@ def test_a_rejection_is_recorded_with_who_and_why(versions: list[str]) -> None:
     [entry] = history()
     assert (entry.action, entry.version, entry.actor) == ("reject", "3", "carol")
     assert champion() is None
+
+
+def test_rollback_keeps_the_original_promotion_and_appends_the_history(versions: list[str]) -> None:
+    promote("3", None)  # v3 promoted by alice (seq 1)
+    original = client().get_model_version(MODEL, "3").tags
+    client().set_registered_model_alias(MODEL, "challenger", "2")
+    promote("2", "3", context(run_id="manual__2", user="carol"))  # seq 2: v3 demoted
+    rollback("previous")  # seq 3: back to v3, by bob, with bob's reason
+    tags = client().get_model_version(MODEL, "3").tags
+    for key in (audit.TAG_PROMOTED_AT, audit.TAG_PROMOTED_BY, audit.TAG_PROMOTION_REASON, audit.TAG_PREVIOUS_CHAMPION):
+        assert tags[key] == original[key], f"{key} of the first promotion was overwritten by the rollback"
+    assert tags[audit.TAG_PROMOTED_BY] == "alice" and "beats" in tags[audit.TAG_PROMOTION_REASON]
+    entries = {key: json.loads(value) for key, value in tags.items()
+               if key.startswith(audit.CHAMPION_HISTORY_PREFIX)}
+    assert [(e["role"], e["action"], e["actor"], e["other"]) for _, e in sorted(entries.items())] == [
+        ("champion", "promote", "alice", None), ("demoted", "promote", "carol", "2"),
+        ("champion", "rollback", "bob", "2")]
+    assert entries[audit.champion_history_tag(3)]["reason"] == "v2 misroutes airport rides"
+    v2 = client().get_model_version(MODEL, "2").tags
+    assert v2[audit.TAG_PROMOTED_BY] == "carol" and audit.TAG_DEMOTED_AT in v2
+    assert json.loads(v2[audit.champion_history_tag(3)])["role"] == "demoted"
+    assert [(e.action, e.version) for e in history()] == [("promote", "3"), ("promote", "2"), ("rollback", "3")]
+
+
+REPEAT = {"name": MODEL, "version": "3", "run_id": "r-again", "alias": "challenger", "created": False,
+          "alias_moved": False, "repeat": True, "fingerprint": "f" * 64,
+          "reason": f"{MODEL} v3 (run r-1) was trained from the same training set ...: fingerprint {'f' * 64}"}
+
+
+def test_a_repeat_skips_card_approval_promotion_and_deploy_and_writes_nothing(versions: list[str]) -> None:
+    from airflow_mlops.operators.deployment import DeployModelOperator
+    from airflow_mlops.operators.model_card import MLflowModelCardOperator
+    from support.registry_dump import registry_dump
+
+    promote("3", None)
+    before = registry_dump(client(), MODEL)
+    not_better = {"promote": False, "champion_version": "3", "reasons": ["roc_auc gain +0.0000 is not above 0"]}
+    tasks = {
+        "model card": MLflowModelCardOperator(task_id="model_card", model_name=MODEL, registered=REPEAT,
+                                              training_set={"path": "x", "sha256": "0" * 64}, model_info={}),
+        # without the repeat this would tag v3 not_promoted (a registry write)
+        "promotion": MLflowPromoteModelOperator(task_id="promote", model_name=MODEL, version="3",
+                                                evaluation=not_better, registered=REPEAT),
+        "approval": MLflowApproveModelOperator(task_id="approve", model_name=MODEL, version="3",
+                                               evaluation=not_better, registered=REPEAT),
+        "deploy": DeployModelOperator(task_id="deploy", model_name=MODEL, version="3", registered=REPEAT),
+    }
+    for what, task in tasks.items():
+        with pytest.raises(AirflowSkipException) as skipped:
+            task.execute(context(run_id="manual__again", task_id=task.task_id))
+        message = str(skipped.value)
+        assert message.startswith(f"{what} skipped: {MODEL} v3") and "f" * 64 in message, message
+    # the register result as JSON text (a Jinja-rendered XCom) is read the same way
+    with pytest.raises(AirflowSkipException, match="promotion skipped"):
+        MLflowPromoteModelOperator(task_id="promote", model_name=MODEL, version="3", evaluation=not_better,
+                                   registered=json.dumps(REPEAT)).execute(context(run_id="manual__again"))
+    assert registry_dump(client(), MODEL) == before

@@ -22,7 +22,8 @@ from airflow_mlops.operators.registry import MLflowRegisterModelOperator
 from airflow_mlops.operators.training import SklearnTrainModelOperator
 from support.airflow_db import migrated_airflow_home
 from support.dag_runs import run_script
-from support.training_sets import demo_training_set
+from support.registry_dump import registry_dump
+from support.training_sets import demo_training_set, write_training_set
 
 pytestmark = pytest.mark.integration
 
@@ -140,7 +141,7 @@ def test_register_twice_creates_one_version_with_alias_and_lineage(
     first = register(trained, description="Predicts ride completion.")
     again = register(trained)
     assert first == {"name": MODEL, "version": "1", "run_id": trained["run_id"], "alias": "challenger", "created": True,
-                     "alias_moved": True}
+                     "alias_moved": True, "repeat": False}
     assert again == {**first, "created": False}
     client = MLflowHook().get_conn()
     assert len(client.search_model_versions(f"name = '{MODEL}'")) == 1
@@ -164,8 +165,8 @@ def test_second_training_run_becomes_version_two_and_moves_the_alias(
     trained: dict[str, Any], training_set: dict[str, Any]
 ) -> None:
     register(trained)
-    retrained = train_operator(training_set).execute(context(run_id="manual__second"))
-    assert retrained["metrics"] == trained["metrics"]  # same data + seed -> same metrics
+    retrained = train_operator(training_set, params={"max_iter": 16, "max_leaf_nodes": 8}).execute(
+        context(run_id="manual__second"))
     second = register(retrained)
     assert second["version"] == "2" and second["created"] is True
     client = MLflowHook().get_conn()
@@ -174,6 +175,80 @@ def test_second_training_run_becomes_version_two_and_moves_the_alias(
     again = register(trained)
     assert (again["version"], again["created"], again["alias_moved"]) == ("1", False, False)
     assert str(client.get_model_version_by_alias(MODEL, "challenger").version) == "2"
+
+
+EVALUATION = {"promote": True, "champion_version": None, "primary_metric": "roc_auc", "challenger_value": 0.8,
+              "gain": None, "ci": None, "reasons": [], "summary": "first model"}
+RETRAIN = {"reason": "manual: run manual__x", "trigger": "manual", "events": []}
+
+
+def test_identical_retrains_register_nothing_and_leave_the_registry_as_it_was(
+    trained: dict[str, Any], training_set: dict[str, Any]
+) -> None:
+    first = register(trained, evaluation=EVALUATION, retrain=RETRAIN)
+    client = MLflowHook().get_conn()
+    before = registry_dump(client, MODEL)
+    fingerprint = before["versions"]["1"]["tags"][lineage.TAG_FINGERPRINT]
+    assert first["created"] and len(fingerprint) == 64
+    assert client.get_run(trained["run_id"]).data.tags[lineage.TAG_FINGERPRINT] == fingerprint
+
+    repeats = []
+    for n in (2, 3):  # the whole DAG again, twice, on unchanged data, spec, code and params
+        again = train_operator(training_set).execute(context(run_id=f"manual__again{n}"))
+        assert again["metrics"] == trained["metrics"]  # same data + seed -> same model
+        # with an evaluation and a retrain cause that a new version would get as tags
+        repeats.append((again, register(again, evaluation={**EVALUATION, "summary": "same"}, retrain=RETRAIN)))
+    for again, result in repeats:
+        assert (result["repeat"], result["version"], result["created"], result["alias_moved"]) == (True, "1", False,
+                                                                                                  False)
+        assert result["fingerprint"] == fingerprint and result["run_id"] == again["run_id"]
+        assert f"{MODEL} v1 (run {trained['run_id']})" in result["reason"] and fingerprint in result["reason"]
+        assert client.get_run(again["run_id"]).data.tags[lineage.TAG_REPEAT_OF] == "1"
+    assert registry_dump(client, MODEL) == before, "versions, aliases, audit and model tags exactly as before"
+
+    # Clearing the repeating run's register task: a repeat again, still nothing written.
+    again, result = repeats[0]
+    assert register(again, evaluation=EVALUATION, retrain=RETRAIN) == result
+    assert registry_dump(client, MODEL) == before
+    # Clearing the first run's register task still finds its own version (not a repeat of itself).
+    assert register(trained, evaluation=EVALUATION, retrain=RETRAIN) == {**first, "created": False}
+
+
+def _changed_training_set(training_set: dict[str, Any]) -> dict[str, Any]:
+    frame = pd.read_parquet(training_set["path"]).iloc[:-1]  # one label row fewer
+    path = Path(training_set["path"]).with_name("ride_completion_changed.parquet")
+    return {**write_training_set(frame, path), **{k: v for k, v in training_set.items()
+                                                   if k not in ("path", "sha256", "rows")}}
+
+
+@pytest.mark.parametrize("change", ["params", "training_set", "spec"])
+def test_a_changed_fingerprint_input_registers_a_new_version(
+    trained: dict[str, Any], training_set: dict[str, Any], change: str
+) -> None:
+    register(trained)
+    records = {"training_set": _changed_training_set(training_set)} if change == "training_set" else {}
+    overrides: dict[str, Any] = {"params": {"params": {"max_iter": 16, "max_leaf_nodes": 8}},
+                                 "spec": {"spec_sha256": "5" * 64}}.get(change, {})
+    retrained = train_operator(records.get(change, training_set), **overrides).execute(
+        context(run_id=f"manual__{change}"))
+    second = register(retrained)
+    assert (second["version"], second["created"], second["repeat"]) == ("2", True, False)
+    client = MLflowHook().get_conn()
+    tags = {v: client.get_model_version(MODEL, v).tags for v in ("1", "2")}
+    assert tags["1"][lineage.TAG_FINGERPRINT] != tags["2"][lineage.TAG_FINGERPRINT]
+    assert (tags["2"].get(lineage.TAG_SPEC_SHA256) == "5" * 64) is (change == "spec")
+    assert lineage.TAG_REPEAT_OF not in client.get_run(retrained["run_id"]).data.tags
+
+
+def test_a_run_without_a_commit_has_no_fingerprint_and_is_never_a_repeat(
+    trained: dict[str, Any], training_set: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    register(trained)
+    monkeypatch.setattr(lineage, "git_commit", lambda project_dir: None)  # e.g. a wheel install in an image
+    retrained = train_operator(training_set).execute(context(run_id="manual__nocommit"))
+    tags = MLflowHook().get_conn().get_run(retrained["run_id"]).data.tags
+    assert lineage.TAG_FINGERPRINT not in tags and lineage.TAG_GIT_COMMIT not in tags
+    assert (register(retrained)["version"], register(retrained)["repeat"]) == ("2", False)
 
 
 def test_register_rejects_a_model_uri_from_another_run(trained: dict[str, Any], training_set: dict[str, Any]) -> None:

@@ -5,8 +5,10 @@ and SQLite MLflow store):
 
 1. as built: the feature pipeline on 5 days of demo data, then the training DAG: v1 is registered,
    evaluated with no champion (thresholds alone) and promoted to champion;
-2. the training DAG again on the same data: v2 is registered as challenger, its roc_auc gain over v1
-   on the same held-out rows is 0 with a CI of [0, 0], so the rule "improvement" keeps v1;
+2. the training DAG again, twice, on the same data, spec, code and params: each run's training fingerprint
+   equals v1's, so `register` registers nothing (the run is tagged `repeat_of=1`), `model_card` skips with
+   the reason and `promote` is skipped: the registry (versions and their tags, aliases, audit trail) is
+   exactly as after step 1;
 3. five more days whose labels are coin flips (label_noise=1): the held-out rows are all noise,
    roc_auc falls below the spec's 0.7 and evaluate fails the run; nothing is registered.
 
@@ -30,6 +32,7 @@ MODEL = "ride_completion"
 RUNNER = """
 import json
 import sys
+import time
 
 from airflow.models.asset import AssetEvent, AssetModel
 from airflow.models.taskinstance import TaskInstance
@@ -58,7 +61,9 @@ def registry():
     model = client.get_registered_model(MODEL)
     return {"versions": {str(v.version): dict(v.tags) for v in versions}, "aliases": aliases,
             "history": [e.__dict__ for e in audit.history(model.tags)],
-            "descriptions": {str(v.version): v.description for v in versions}}
+            "descriptions": {str(v.version): v.description for v in versions},
+            "updated": {str(v.version): v.last_updated_timestamp for v in versions},
+            "model_tags": dict(model.tags)}
 
 
 def described(run_id):
@@ -72,14 +77,25 @@ def described(run_id):
 
 
 def run(dag_id):
+    started = time.monotonic()
     dag_run = dags[dag_id].test()
-    return {"state": str(dag_run.state), **described(dag_run.run_id)}
+    return {"state": str(dag_run.state), "run_id": dag_run.run_id, "seconds": round(time.monotonic() - started, 1),
+            **described(dag_run.run_id)}
+
+
+def run_tags(run_id):
+    client = MLflowHook().get_conn()
+    [run] = client.search_runs([client.get_experiment_by_name(MODEL).experiment_id],
+                               filter_string=f"tags.`airflow_mlops.airflow.run_id` = '{run_id}'")
+    return dict(run.data.tags)
 
 
 results = {}
 # the session's trained demo state: its first training run (run id in argv[1]) is done
 results["first"] = {**described(sys.argv[1]), "registry": registry()}
-results["second"] = {**run(f"{MODEL}__train"), "registry": registry()}
+for name in ("second", "third"):
+    results[name] = {**run(f"{MODEL}__train"), "registry": registry()}
+    results[name]["run_tags"] = run_tags(results[name]["run_id"])
 demo.write_demo_batches(days=5, start="2026-10-15", label_noise=1.0)
 results["features_noisy"] = run("mlops_features")
 results["degraded"] = {**run(f"{MODEL}__train"), "registry": registry()}
@@ -91,7 +107,8 @@ print("RESULT " + json.dumps(results, default=str))
 def runs() -> dict[str, Any]:
     # dag.test() syncs the DAG from the dags folder's bundle: the project's own DAG file.
     demo = checkout_trained_demo()
-    results = demo.run(RUNNER, demo.built["train"]["run_id"], timeout=850)[0]
+    results, log = demo.run(RUNNER, demo.built["train"]["run_id"], timeout=850)
+    results["log"] = log
     results["features"] = demo.built["features"]
     results["first"]["state"] = demo.built["train"]["state"]
     return results
@@ -117,29 +134,40 @@ def test_first_run_registers_v1_and_promotes_it_to_champion(runs: dict[str, Any]
     assert champion_event["version"] == "1" and champion_event["metrics"]["roc_auc"] > 0.7, champion_event
 
 
-def test_second_run_on_the_same_data_registers_v2_but_keeps_v1_champion(runs: dict[str, Any]) -> None:
-    second = runs["second"]
-    assert second["state"] == "success", second["tasks"]
-    assert second["tasks"]["promote"] == "skipped" and second["tasks"]["register"] == "success"
-    reg = second["registry"]
-    assert reg["aliases"] == {"champion": "1", "challenger": "2"}
-    tags = reg["versions"]["2"]
-    assert tags["airflow_mlops.evaluation.verdict"] == "hold"
-    assert tags["airflow_mlops.evaluation.champion_version"] == "1"
-    assert float(tags["airflow_mlops.evaluation.gain"]) == 0.0
-    assert tags[audit_tag("decision")] == "not_promoted" and "not above 0" in tags[audit_tag("decision_reason")]
-    assert len(reg["history"]) == 1, "no alias move, no new audit entry"
-    assert len(second["events"]) == 1, "no champion event from a skipped promotion"
+def test_identical_retrains_register_nothing_and_leave_the_registry_as_it_was(runs: dict[str, Any]) -> None:
+    first = runs["first"]["registry"]
+    fingerprint = first["versions"]["1"]["airflow_mlops.fingerprint"]
+    assert len(fingerprint) == 64 and len(first["versions"]["1"]["airflow_mlops.spec_sha256"]) == 64
+    for name in ("second", "third"):
+        again = runs[name]
+        assert again["state"] == "success", again["tasks"]
+        assert again["tasks"]["register"] == "success" and again["tasks"]["evaluate"] == "success", again["tasks"]
+        assert again["tasks"]["model_card"] == "skipped" and again["tasks"]["promote"] == "skipped", again["tasks"]
+        assert again["run_tags"]["airflow_mlops.fingerprint"] == fingerprint
+        assert again["run_tags"]["airflow_mlops.repeat_of"] == "1"
+        reg = again["registry"]
+        # The retrain gate records each run's start on the registered model (the cooldown clock); nothing else moves.
+        started = "airflow_mlops.retrain.last_started"
+        assert {k: v for k, v in reg["model_tags"].items() if k != started} == {
+            k: v for k, v in first["model_tags"].items() if k != started}
+        assert {k: v for k, v in reg.items() if k != "model_tags"} == {
+            k: v for k, v in first.items() if k != "model_tags"}, "versions, tags, aliases, audit as before"
+        assert len(again["events"]) == 1, "no champion event from a repeat"
+
+
+def test_a_repeat_says_why_in_the_log(runs: dict[str, Any]) -> None:
+    assert "model card skipped: ride_completion v1 (run " in runs["log"], runs["log"][-3000:]
 
 
 def test_degraded_data_is_refused_by_thresholds(runs: dict[str, Any]) -> None:
+    assert runs["features_noisy"]["state"] == "success", runs["features_noisy"]  # else nothing new to train on
     degraded = runs["degraded"]
     assert degraded["state"] == "failed"
     assert degraded["tasks"]["evaluate"] == "failed", degraded["tasks"]
     assert degraded["tasks"]["register"] == "upstream_failed"
     reg = degraded["registry"]
-    assert sorted(reg["versions"]) == ["1", "2"], "nothing registered for a refused model"
-    assert reg["aliases"] == {"champion": "1", "challenger": "2"}
+    assert sorted(reg["versions"]) == ["1"], "nothing registered for a refused model"
+    assert reg["aliases"] == {"champion": "1", "challenger": "1"}
 
 
 def audit_tag(name: str) -> str:

@@ -31,6 +31,7 @@ from airflow_mlops.operators.registry import MLflowRegisterModelOperator
 from airflow_mlops.operators.training import SklearnTrainModelOperator
 from support.connects import connect_attempts
 from support.mlflow_server import MLflowServer
+from support.registry_dump import registry_dump
 from support.training_sets import demo_as_of_join, write_training_set
 
 pytestmark = pytest.mark.stack
@@ -69,11 +70,11 @@ def context(run_id: str, task_id: str, user: str | None = "alice", model: str = 
             "outlet_events": defaultdict(SimpleNamespace), "triggering_asset_events": {}}
 
 
-def train(record: dict[str, Any], run_id: str, model: str = MODEL) -> dict[str, Any]:
+def train(record: dict[str, Any], run_id: str, model: str = MODEL, spec_sha256: str | None = None) -> dict[str, Any]:
     return SklearnTrainModelOperator(
         task_id="train", model_name=model, training_set=record, estimator=HGB,
         params={"max_iter": 15, "max_leaf_nodes": 8}, split=SPLIT, seed=7, label="completed",
-        exclude_columns=["driver_id"],
+        exclude_columns=["driver_id"], spec_sha256=spec_sha256,
     ).execute(context(run_id, "train", model=model))
 
 
@@ -157,8 +158,21 @@ def test_train_evaluate_register_card_promote_retrain_clear_and_rollback(
 ) -> None:
     first = first_champion(record, tmp_path, server)
 
-    # Step 2: the same data and seed again -> gain 0 -> not promoted; v2 stays challenger.
-    retrained = train(record, "manual__2")
+    # Step 2a: the same data, spec, code and params again: a repeat of v1 found through the server's
+    # tag-filtered version search (PostgreSQL behind it); nothing is written to the registry.
+    before = registry_dump(MLflowHook().get_conn(), MODEL)
+    same = train(record, "manual__same")
+    repeat = register(same, evaluate(record, same, "manual__same"), "manual__same")
+    assert (repeat["repeat"], repeat["version"], repeat["created"]) == (True, "1", False), repeat
+    assert MLflowHook().get_conn().get_run(same["run_id"]).data.tags["airflow_mlops.repeat_of"] == "1"
+    with pytest.raises(AirflowSkipException, match=f"promotion skipped: {MODEL} v1"):
+        MLflowPromoteModelOperator(task_id="promote", model_name=MODEL, version="1", evaluation=first["evaluation"],
+                                   registered=repeat).execute(context("manual__same", "promote"))
+    assert registry_dump(MLflowHook().get_conn(), MODEL) == before
+
+    # Step 2b: the same data and seed under a changed spec -> a new version; gain 0 -> not promoted; v2 stays
+    # challenger.
+    retrained = train(record, "manual__2", spec_sha256="2" * 64)
     second = evaluate(record, retrained, "manual__2")
     assert (second["promote"], second["champion_version"], second["gain"]) == (False, "1", 0.0), second
     assert register(retrained, second, "manual__2")["version"] == "2"

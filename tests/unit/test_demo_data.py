@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 import pytest
 
-from airflow_mlops.core.demo_data import DemoConfig, _stats_as_of, generate
+from airflow_mlops.core.demo_data import DemoConfig, _stats_as_of, generate, rides
 
 pytestmark = pytest.mark.unit
 
@@ -66,3 +66,11 @@ def test_knobs_out_of_range_are_rejected(field: str, value: float) -> None:
 def test_naive_start_rejected() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         DemoConfig(start=datetime(2026, 10, 1))
+
+
+def test_ride_ids_are_unique_across_consecutive_batches() -> None:
+    """The rides contract keys rows by ride_id: a later batch must not reuse an earlier one's ids."""
+    first = rides(DemoConfig(start=datetime(2026, 10, 1, tzinfo=UTC), days=30, drivers=5, rides_per_day=200))
+    later = rides(DemoConfig(start=datetime(2026, 10, 31, tzinfo=UTC), days=1, drivers=5, rides_per_day=200, seed=8))
+    assert first["ride_id"].is_unique and not set(first["ride_id"]) & set(later["ride_id"])
+    assert first["ride_id"].min() >= 1 and first["ride_id"].max() < 2**53, "positive and JSON-exact"

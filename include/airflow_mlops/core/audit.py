@@ -38,6 +38,10 @@ TAG_DEMOTED_AT = f"{TAG_PREFIX}demoted_at"
 TAG_DECISION = f"{TAG_PREFIX}decision"
 TAG_DECIDED_BY = f"{TAG_PREFIX}decided_by"
 TAG_DECISION_REASON = f"{TAG_PREFIX}decision_reason"
+# One tag per alias move that involved the version, keyed by the move's audit seq (append-only):
+# {"role": "champion" | "demoted", action, other (the version it replaced / that replaced it), actor, at, reason,
+# dag_id, run_id}. The promoted_* tags above keep the version's FIRST promotion; these hold every move since.
+CHAMPION_HISTORY_PREFIX = f"{TAG_PREFIX}champion_history."
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,42 @@ class AuditEvent:
 
     def to_json(self) -> str:
         return json.dumps({k: v for k, v in asdict(self).items() if k != "seq"}, sort_keys=True)
+
+
+def champion_history_tag(seq: int) -> str:
+    return f"{CHAMPION_HISTORY_PREFIX}{seq:06d}"
+
+
+def version_move_tags(event: AuditEvent, version_tags: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """The model-version tags an alias move writes, as {version: {key: value}}; nothing is ever overwritten.
+
+    The new champion gets the promoted_* tags only when it has none yet (its first promotion stays on
+    record through later rollbacks and re-promotions) and, like the version it replaced, one
+    `champion_history.<seq>` entry; the replaced version's `demoted_at` says when it last lost the alias.
+    `version_tags` are the new champion's current tags; `event.seq` must be the stored audit seq.
+    """
+    entry = {"action": event.action, "actor": event.actor, "at": event.at, "reason": event.reason[:2000],
+             "dag_id": event.dag_id, "run_id": event.run_id}
+    champion: dict[str, str] = {
+        TAG_WAS_CHAMPION: "true",
+        champion_history_tag(event.seq): json.dumps({"role": "champion", "other": event.previous, **entry},
+                                                    sort_keys=True),
+    }
+    if not version_tags.get(TAG_PROMOTED_AT):
+        champion.update({
+            TAG_PROMOTED_AT: event.at,
+            TAG_PROMOTED_BY: event.actor,
+            TAG_PROMOTION_REASON: event.reason[:4000],
+            TAG_PREVIOUS_CHAMPION: event.previous or "none",
+        })
+    tags = {event.version: champion}
+    if event.previous and event.previous != event.version:
+        tags[event.previous] = {
+            TAG_DEMOTED_AT: event.at,
+            champion_history_tag(event.seq): json.dumps({"role": "demoted", "other": event.version, **entry},
+                                                        sort_keys=True),
+        }
+    return tags
 
 
 def now_iso() -> str:

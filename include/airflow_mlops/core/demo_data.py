@@ -91,7 +91,9 @@ def rides(cfg: DemoConfig, stats: pd.DataFrame | None = None) -> pd.DataFrame:
     ts = pd.to_datetime(cfg.start) + pd.to_timedelta(offsets, unit="s")
     frame = pd.DataFrame(
         {
-            "ride_id": np.arange(1, n + 1, dtype="int64"),
+            # Unique across batches (the rides contract keys rows by ride_id): the batch start in epoch
+            # seconds x 1000 + a sequence; batches a day apart are 86.4 M ids apart, one holds < 1 M rides.
+            "ride_id": int(cfg.start.timestamp()) * 1000 + np.arange(1, n + 1, dtype="int64"),
             "driver_id": rng.integers(DRIVER_ID_START, DRIVER_ID_START + cfg.drivers, n),
             "event_timestamp": ts.astype("datetime64[us, UTC]"),
         }

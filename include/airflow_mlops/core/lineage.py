@@ -34,6 +34,12 @@ TAG_TRY_NUMBER = f"{TAG_PREFIX}airflow.try_number"
 TAG_LOGICAL_DATE = f"{TAG_PREFIX}airflow.logical_date"
 TAG_SOURCE_RUN_ID = f"{TAG_PREFIX}source_run_id"
 TAG_MODEL_NAME = f"{TAG_PREFIX}model_name"
+# What a training run is a function of (see training_fingerprint): equal fingerprints = the same model again.
+TAG_SPEC_SHA256 = f"{TAG_PREFIX}spec_sha256"
+TAG_FINGERPRINT = f"{TAG_PREFIX}fingerprint"
+# On a training run whose fingerprint an existing version already has: that version (nothing registered).
+TAG_REPEAT_OF = f"{TAG_PREFIX}repeat_of"
+FINGERPRINT_VERSION = 1  # bump when the fingerprint's inputs change, so old and new never compare equal
 
 # Tags copied from a training run onto the model version it becomes (data lineage travels along).
 TRAINING_TAGS = (
@@ -45,6 +51,8 @@ TRAINING_TAGS = (
     TAG_FEATURE_SERVICE,
     TAG_FEATURE_VIEWS,
     TAG_GIT_COMMIT,
+    TAG_SPEC_SHA256,
+    TAG_FINGERPRINT,
 )
 
 # Why a version was trained ("retrained because..."): written on the version by the register task from
@@ -214,6 +222,52 @@ def clip_tag(value: str) -> str:
     if len(value) <= MAX_TAG_VALUE:
         return value
     return value[: MAX_TAG_VALUE - 60] + "... (truncated; see artifact training_set/lineage.json)"
+
+
+def canonical_json(value: Any) -> str:
+    """JSON with sorted keys and no whitespace: equal data gives equal text, hence equal hashes."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def training_fingerprint(
+    *, training_set_sha256: str | None, spec_sha256: str | None, git_commit: str | None,
+    estimator: Mapping[str, Any],
+) -> str | None:
+    """sha256 of what a training run is a function of; None when it cannot be known.
+
+    Inputs: the training set's bytes (sha256), the model spec (its content hash; None when the task was
+    built without a spec), the code (git commit) and the estimator with its params and the rest of the
+    training arguments (`estimator`: import path, params, preprocessing, split, seed, label, timestamp and
+    excluded columns). Without a training-set sha256 or a commit there is no fingerprint: the code that
+    trained could differ while everything recorded looks equal, so such runs are never called repeats.
+    """
+    if not training_set_sha256 or not git_commit:
+        return None
+    payload = {
+        "fingerprint_version": FINGERPRINT_VERSION,
+        "training_set_sha256": str(training_set_sha256).lower().removeprefix("sha256:"),
+        "spec_sha256": spec_sha256 or None,
+        "git_commit": git_commit,
+        "estimator": dict(estimator),
+    }
+    return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
+
+
+def repeat_reason(registered: Any) -> str | None:
+    """Why the tasks after `register` have nothing to do, when its result says the run was a repeat.
+
+    `registered` is the register task's result (dict, or its JSON text); None when it is not a repeat.
+    """
+    if isinstance(registered, str):
+        try:
+            registered = json.loads(registered)
+        except json.JSONDecodeError:
+            return None
+    if not isinstance(registered, Mapping) or not registered.get("repeat"):
+        return None
+    return str(registered.get("reason") or (
+        f"{registered.get('name')} v{registered.get('version')} already holds this training run's fingerprint "
+        f"{registered.get('fingerprint')}; nothing new was registered"))
 
 
 def retrain_tags(retrain: Any) -> dict[str, str]:

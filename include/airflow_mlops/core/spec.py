@@ -306,6 +306,20 @@ class ModelSpec(_Strict):
         return self.features.entity_df.request_features
 
 
+def spec_sha256(spec: ModelSpec) -> str:
+    """sha256 of the spec's parsed content: canonical JSON of every field, defaults filled in.
+
+    Hashing the parsed spec rather than the YAML bytes: comments, key order, quoting, indentation and flow vs
+    block style do not change what the spec means, so they do not change the hash; a changed default does
+    (that comes with a new code commit anyway). `source_file` (where the spec lives) is not content.
+    """
+    import hashlib
+
+    from airflow_mlops.core.lineage import canonical_json
+
+    return hashlib.sha256(canonical_json(spec.model_dump(mode="json")).encode("utf-8")).hexdigest()
+
+
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 

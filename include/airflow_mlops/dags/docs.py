@@ -49,7 +49,9 @@ Generated from `{spec.source_file}` — edit the spec, not this DAG.
 3. **evaluate** — challenger and current champion on the same held-out rows: thresholds ({thresholds}),
    then rule `{ev.rule}` on `{ev.primary_metric}` with a {ev.confidence:.0%} bootstrap CI. Below a
    threshold the run fails here (nothing registered).
-4. **register** — version of `{spec.name}` with alias `challenger` and verdict tags (idempotent).
+4. **register** — version of `{spec.name}` with alias `challenger` and verdict tags (idempotent). A run
+   whose training fingerprint (training-set sha256, spec hash, code commit, estimator params) an existing
+   version has registers nothing; the tasks after it skip with the reason (registry unchanged).
 5. **model_card** — card (Markdown/HTML/JSON) logged to the run, linked from the version.
 6. {approval}**promote** — moves `champion` when the verdict says so (skipped otherwise, reason logged);
    audit trail in the registry; emits `mlops.model.{spec.name}.champion`.

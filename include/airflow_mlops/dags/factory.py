@@ -26,7 +26,7 @@ from typing import Any
 from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, chain
 from airflow.sdk.definitions.asset import BaseAsset
 
-from airflow_mlops.core.spec import ModelSpec, duration_seconds, load_specs
+from airflow_mlops.core.spec import ModelSpec, duration_seconds, load_specs, spec_sha256
 from airflow_mlops.dags.assets import (
     champion_asset,
     champion_restored_alias,
@@ -57,6 +57,9 @@ from airflow_mlops.sensors.feast import FeastCheckFreshnessOperator
 FEATURE_DAG_ID = "mlops_features"
 FEATURES_SCHEDULE = "@hourly"
 START_DATE = datetime(2026, 1, 1)
+# The register result for tasks that already come after it in the chain (no extra graph edge): a repeat
+# (an existing version has this run's training fingerprint, nothing was registered) makes them skip.
+REGISTERED = "{{ ti.xcom_pull(task_ids='register') | tojson }}"
 
 
 def training_dag_id(model: str) -> str:
@@ -103,7 +106,8 @@ def feature_dag(specs: list[ModelSpec]) -> DAG:
         # run, so a view without new rows would still retrain its models. Through its alias the task
         # emits `mlops.features.<view>` only when the view got new rows (see features_alias).
         materialize = FeastMaterializeOperator(
-            task_id="materialize", feature_views=views or None, outlets=[features_alias(v) for v in views]
+            task_id="materialize", feature_views=views or None, outlets=[features_alias(v) for v in views],
+            landed=land.output,
         )
         # Warn, not fail: serving is not wired yet, and the demo's history ends weeks ago. The sensor
         # (FeastFeatureFreshnessSensor) is the hard gate for consumers that need fresh features.
@@ -202,6 +206,7 @@ def training_dag(spec: ModelSpec) -> DAG:
             model_name=spec.name,
             version=register.output["version"],  # type: ignore[index]  # PlainXComArg supports keys
             evaluation=evaluate.output,
+            registered=register.output,  # a repeat (nothing new registered) skips with register's reason
             outlets=[champion_asset(spec.name)],
         )
         chain(gate, build, fit, evaluate, register, card, *_approval(spec), promote, *_deploy(spec, promote))
@@ -226,6 +231,7 @@ def _deploy(spec: ModelSpec, promote: Any) -> list[Any]:
         canary=canary.model_dump() if canary else None,
         smoke_request=serving.smoke_request,
         kubernetes=serving.kubernetes.model_dump(),
+        registered=REGISTERED,
     )
     if not canary:
         return [deploy]
@@ -257,6 +263,7 @@ def _train_task(spec: ModelSpec, training_set: Any) -> Any:
         label=feats.label,
         timestamp_column=feats.entity_df.timestamp_column,
         exclude_columns=list(feats.entity_keys),
+        spec_sha256=spec_sha256(spec),
     )
 
 
@@ -271,6 +278,7 @@ def _approval(spec: ModelSpec) -> list[Any]:
         model_name=spec.name,
         version="{{ ti.xcom_pull(task_ids='register')['version'] }}",
         evaluation="{{ ti.xcom_pull(task_ids='evaluate') | tojson }}",
+        registered=REGISTERED,
         response_timeout=timedelta(seconds=duration_seconds(spec.promotion.approval_timeout)),
         retries=0,  # a human answer is recorded once; a retry would ask again
     )]

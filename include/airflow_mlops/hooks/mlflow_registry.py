@@ -155,20 +155,17 @@ class ModelRegistry:
         return stored
 
     def move_champion(self, event: audit.AuditEvent) -> audit.AuditEvent:
-        """Point `champion` at event.version (one registry call), then write the trail and tags."""
+        """Point `champion` at event.version (one registry call), then write the trail and tags.
+
+        Version tags are appended, never replaced: the first promotion's promoted_* tags stay (a rollback
+        or re-promotion adds a `champion_history.<seq>` entry instead); see `audit.version_move_tags`.
+        """
         self.client.set_registered_model_alias(self.name, CHAMPION, event.version)
         stored = self.record(event)
-        tags = {
-            audit.TAG_WAS_CHAMPION: "true",
-            audit.TAG_PROMOTED_AT: event.at,
-            audit.TAG_PROMOTED_BY: event.actor,
-            audit.TAG_PROMOTION_REASON: event.reason[:4000],
-            audit.TAG_PREVIOUS_CHAMPION: event.previous or "none",
-        }
-        for key, value in tags.items():
-            self.client.set_model_version_tag(self.name, event.version, key, value)
-        if event.previous and event.previous != event.version:
-            self.client.set_model_version_tag(self.name, event.previous, audit.TAG_DEMOTED_AT, event.at)
+        current = dict(self.client.get_model_version(self.name, event.version).tags or {})
+        for version, tags in audit.version_move_tags(stored, current).items():
+            for key, value in tags.items():
+                self.client.set_model_version_tag(self.name, version, key, value)
         log.info("%s: champion v%s -> v%s (%s by %s)", self.name, event.previous, event.version,
                  event.action, event.actor)
         return stored

@@ -66,6 +66,8 @@ class TrainingRequest:
         project checkout where the job runs (absent in a container image).
     :param snapshot: where to read the snapshot, relative to MLOPS_HOME (a pod mounts the state
         volume elsewhere than the worker); None = the lineage's own path.
+    :param spec_sha256: content hash of the model spec the task was built from (`core.spec.spec_sha256`);
+        part of the training fingerprint. None when the task was built without a spec.
     """
 
     model_name: str
@@ -81,6 +83,7 @@ class TrainingRequest:
     airflow: dict[str, str] = field(default_factory=dict)
     git_commit: str | None = None
     snapshot: str | None = None
+    spec_sha256: str | None = None
 
     def to_json(self) -> str:
         # default=str: lineage start/end may be datetimes when the lineage was passed in-process
@@ -205,7 +208,7 @@ def _verified_snapshot(request: TrainingRequest) -> Path:
 
 
 def run_tags(request: TrainingRequest) -> dict[str, str]:
-    """Model name, training-set lineage, Airflow identity and git commit as MLflow run tags."""
+    """Model name, training-set lineage, Airflow identity, git commit, spec hash and fingerprint as run tags."""
     from airflow_mlops import config
 
     tags = {lineage.TAG_MODEL_NAME: request.model_name, **lineage.training_set_tags(request.training_set)}
@@ -213,7 +216,32 @@ def run_tags(request: TrainingRequest) -> dict[str, str]:
     commit = request.git_commit or lineage.git_commit(config.project_dir())
     if commit:
         tags[lineage.TAG_GIT_COMMIT] = commit
+    if request.spec_sha256:
+        tags[lineage.TAG_SPEC_SHA256] = request.spec_sha256
+    fingerprint = lineage.training_fingerprint(
+        training_set_sha256=request.training_set.get("sha256"), spec_sha256=request.spec_sha256,
+        git_commit=commit, estimator=estimator_config(request),
+    )
+    if fingerprint:
+        tags[lineage.TAG_FINGERPRINT] = fingerprint
+    else:
+        log.warning("No training fingerprint (no git commit of the project found): the register task will "
+                    "register this run as a new version even if an identical one exists")
     return tags
+
+
+def estimator_config(request: TrainingRequest) -> dict[str, Any]:
+    """The estimator, its params and every other argument that changes the fitted model (fingerprint input)."""
+    return {
+        "estimator": request.estimator,
+        "params": request.params,
+        "preprocessing": request.preprocessing,
+        "split": request.split,
+        "seed": request.seed,
+        "label": request.label,
+        "timestamp_column": request.timestamp_column,
+        "exclude_columns": sorted(request.exclude_columns),
+    }
 
 
 def end_orphaned_runs(client: MlflowClient, experiment_id: str, tags: Mapping[str, str]) -> None:

@@ -55,15 +55,17 @@ class MLflowApproveModelOperator(ApprovalOperator):
     :param version: the registered challenger version, e.g. "{{ ti.xcom_pull('register')['version'] }}". (templated)
     :param evaluation: the evaluation task's result; when it does not recommend promotion nobody is
         asked: the task skips (and so does the promotion) and the version is tagged not_promoted. (templated)
+    :param registered: the register task's result; a repeat (nothing new registered) skips without asking
+        anyone and without writing to the registry. (templated)
     :param response_timeout: how long to wait (spec `promotion.approval_timeout`); unanswered = task fails.
     :param mlflow_conn_id: Airflow connection of type "mlflow".
     Other arguments (subject, body, assigned_users, notifiers) as ApprovalOperator; subject and body
     default to a summary of the evaluation with links to its report and the model card.
     """
 
-    template_fields = (*ApprovalOperator.template_fields, "version", "evaluation")
+    template_fields = (*ApprovalOperator.template_fields, "version", "evaluation", "registered")
 
-    def __init__(self, *, model_name: str, version: str, evaluation: Any = None,
+    def __init__(self, *, model_name: str, version: str, evaluation: Any = None, registered: Any = None,
                  mlflow_conn_id: str = "mlflow_default", response_timeout: timedelta | None = None,
                  **kwargs: Any) -> None:
         kwargs.setdefault("subject", f"Promote {model_name} to champion?")
@@ -74,11 +76,14 @@ class MLflowApproveModelOperator(ApprovalOperator):
         self.model_name = model_name
         self.version = version
         self.evaluation = evaluation
+        self.registered = registered
         self.mlflow_conn_id = mlflow_conn_id
 
     def execute(self, context: Context) -> Any:
         from airflow_mlops.core.xcom import as_dict
+        from airflow_mlops.operators.registry import skip_if_repeat
 
+        skip_if_repeat(self.registered, "approval")
         evaluation = None if self.evaluation is None else as_dict(self.evaluation)
         if evaluation is not None and not evaluation.get("promote"):
             from airflow_mlops.operators.promotion import skip_not_promoted

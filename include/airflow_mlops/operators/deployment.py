@@ -76,12 +76,14 @@ class DeployModelOperator(BaseOperator):
     :param on_inconclusive: what a canary with fewer than min_requests at window end does:
         "rollback" (default: no evidence, no promotion) or "promote".
     :param deferrable: wait for the canary window in the triggerer (True) or in this worker slot.
+    :param registered: the training DAG's register result; a repeat (nothing new registered) skips the
+        deploy with register's reason. (templated)
     :return: {name, version, target, mode, url, status, smoke, canary} or, on Kubernetes,
         {name, version, target, namespace, deployment, rollout}.
     """
 
     template_fields: Sequence[str] = ("model_name", "version", "url", "mode", "canary", "smoke_request",
-                                      "kubernetes")
+                                      "kubernetes", "registered")
     template_fields_renderers = {"canary": "json", "smoke_request": "json", "kubernetes": "json"}
     ui_color = "#e8dcf7"
 
@@ -93,7 +95,7 @@ class DeployModelOperator(BaseOperator):
                  admin_secret: str | None = None, pod_env: dict[str, str] | None = None,
                  env_secrets: Sequence[str] = (), ready_timeout: float = 180.0, poll_interval: float = 2.0,
                  canary_poll_interval: float = 15.0, on_inconclusive: str = "rollback", deferrable: bool = True,
-                 lease_settle_seconds: float | None = None, **kwargs: Any) -> None:
+                 lease_settle_seconds: float | None = None, registered: Any = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         for name, value, allowed in (("target", target, TARGETS), ("on_inconclusive", on_inconclusive,
                                                                    ON_INCONCLUSIVE)):
@@ -124,9 +126,13 @@ class DeployModelOperator(BaseOperator):
         self.on_inconclusive = on_inconclusive
         self.deferrable = deferrable
         self.lease_settle_seconds = lease_settle_seconds
+        self.registered = registered
 
     # ------------------------------------------------------------------------------ execute
     def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_mlops.operators.registry import skip_if_repeat
+
+        skip_if_repeat(self.registered, "deploy")
         if self.mode not in MODES:
             raise DeploymentFailed(f"mode: got {self.mode!r}; allowed: {', '.join(MODES)}")
         version = self._resolve_version()

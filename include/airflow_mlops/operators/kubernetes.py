@@ -78,6 +78,8 @@ def kubernetes_train_operator(
 
 def job_request(spec: ModelSpec) -> dict[str, Any]:
     """The static part of the training request (what SklearnTrainModelOperator gets from the factory)."""
+    from airflow_mlops.core.spec import spec_sha256
+
     train, feats = spec.training, spec.features
     return {
         "model_name": spec.name,
@@ -89,6 +91,7 @@ def job_request(spec: ModelSpec) -> dict[str, Any]:
         "seed": train.seed,
         "timestamp_column": feats.entity_df.timestamp_column,
         "exclude_columns": list(feats.entity_keys),
+        "spec_sha256": spec_sha256(spec),
     }
 
 

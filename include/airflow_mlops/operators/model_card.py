@@ -27,7 +27,8 @@ class MLflowModelCardOperator(BaseOperator):
     The version's description becomes the card's one-line summary, so the MLflow UI shows it too.
 
     :param model_name: registered model name. (templated)
-    :param registered: the register task's result {version, run_id}. (templated)
+    :param registered: the register task's result {version, run_id}; when it is a repeat (nothing new
+        registered) the task skips with register's reason and writes nothing. (templated)
     :param training_set: the training-set lineage (with its `validation` summary). (templated)
     :param model_info: the spec's descriptive fields {name, description, owner, intended_use,
         limitations, tags}.
@@ -54,8 +55,10 @@ class MLflowModelCardOperator(BaseOperator):
         from airflow_mlops.core.lineage import normalize_lineage
         from airflow_mlops.core.xcom import as_dict
         from airflow_mlops.hooks.mlflow import MLflowHook
+        from airflow_mlops.operators.registry import skip_if_repeat
 
         registered = as_dict(self.registered)
+        skip_if_repeat(registered, "model card")
         version, run_id = str(registered["version"]), str(registered["run_id"])
         hook = MLflowHook(self.mlflow_conn_id)
         hook.check_backend()

@@ -142,22 +142,29 @@ class MLflowPromoteModelOperator(_ChampionMoveOperator):
     :param version: the registered challenger version (register task's "version"). (templated)
     :param evaluation: the evaluation task's result (promote, champion_version, reasons, summary). (templated)
     :param reason: free text for the audit trail; the evaluation summary when empty. (templated)
+    :param registered: the register task's result; when it is a repeat (the run registered nothing because
+        an existing version has its fingerprint) the task skips with register's reason before touching the
+        registry (no tag, no alias move, no audit entry). (templated)
     :param mlflow_conn_id: Airflow connection of type "mlflow".
     :return: {name, version, previous, run_id, metrics, audit_seq, action, reason}
     """
 
-    template_fields: Sequence[str] = ("model_name", "version", "evaluation", "reason")
-    template_fields_renderers = {"evaluation": "json"}
+    template_fields: Sequence[str] = ("model_name", "version", "evaluation", "reason", "registered")
+    template_fields_renderers = {"evaluation": "json", "registered": "json"}
 
-    def __init__(self, *, version: Any, evaluation: Any, reason: str = "", **kwargs: Any) -> None:
+    def __init__(self, *, version: Any, evaluation: Any, reason: str = "", registered: Any = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.version = version
         self.evaluation = evaluation
         self.reason = reason
+        self.registered = registered
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlops.core.xcom import as_dict
+        from airflow_mlops.operators.registry import skip_if_repeat
 
+        skip_if_repeat(self.registered, "promotion")
         evaluation = as_dict(self.evaluation)
         target = str(self.version)
         if not evaluation.get("promote"):

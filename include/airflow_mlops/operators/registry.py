@@ -2,6 +2,10 @@
 
 Idempotent by design: Airflow retries and "clear task" re-run execute(); the version already
 registered for the same MLflow run is found and reused, so a run never gets two versions.
+Idempotent across runs too: a training run whose fingerprint (training-set sha256, spec hash, code commit,
+estimator params; `core.lineage.training_fingerprint`) an existing version already carries registers
+nothing. The run is tagged `airflow_mlops.repeat_of=<version>`, the result says `repeat: true` with the
+reason, and the tasks after it (model card, approval, promotion, deploy) skip with that reason.
 """
 
 from __future__ import annotations
@@ -55,7 +59,12 @@ class MLflowRegisterModelOperator(BaseOperator):
 
     Creates the registered model when absent, finds or creates the version for `run_id`, tags it
     with the training run's lineage (training-set sha256/path/rows/window, feature service/views,
-    git commit) and this Airflow run, then sets `alias` (aliases, not the deprecated stages).
+    git commit, spec hash, fingerprint) and this Airflow run, then sets `alias` (aliases, not the
+    deprecated stages).
+
+    A run without a version of its own whose `airflow_mlops.fingerprint` equals an existing version's is
+    a repeat: no version is created, no tag written on any version, no alias moved, no audit entry; the
+    MLflow run gets `airflow_mlops.repeat_of=<version>` and the result names that version.
 
     :param model_name: registered model name. (templated)
     :param run_id: MLflow run that logged the model, e.g. `train.output["run_id"]`. (templated)
@@ -67,8 +76,10 @@ class MLflowRegisterModelOperator(BaseOperator):
     :param retrain: the retrain gate's result {reason, trigger, events} (`retrain_gate.output`); becomes
         the version tags `airflow_mlops.retrain.reason|trigger|events` ("retrained because..."). (templated)
     :param mlflow_conn_id: Airflow connection of type "mlflow".
-    :return: {"name", "version", "run_id", "alias", "created", "alias_moved"} (created: a new version
-        was made; alias_moved false when a newer version already holds the alias: a cleared old run)
+    :return: {"name", "version", "run_id", "alias", "created", "alias_moved", "repeat"} (created: a new
+        version was made; alias_moved false when a newer version already holds the alias: a cleared old
+        run); a repeat adds {"fingerprint", "reason"} and names the existing version (created and
+        alias_moved false)
     """
 
     template_fields: Sequence[str] = (
@@ -114,7 +125,12 @@ class MLflowRegisterModelOperator(BaseOperator):
             model_id = self._check_source(client)
             if ensure_registered_model(client, self.model_name, self.description):
                 self.log.info("Created registered model %s", self.model_name)
-            version, created = self._find_or_create_version(client, model_id, context)
+            version, created = self._existing_version(client), False
+            if version is None:  # not a cleared/retried task of this run: is it a repeat of another run?
+                twin = self._same_fingerprint(client)
+                if twin is not None:
+                    return self._repeat(client, *twin)
+                version, created = self._create_version(client, model_id, context), True
             # Set on found versions too: a cleared run re-tags its version with this run's verdict and cause.
             for key, value in {**evaluation_tags(self.evaluation), **retrain_tags(self.retrain)}.items():
                 client.set_model_version_tag(self.model_name, version.version, key, value)
@@ -147,7 +163,44 @@ class MLflowRegisterModelOperator(BaseOperator):
             "alias": self.alias,
             "created": created,
             "alias_moved": moved,
+            "repeat": False,
         }
+
+    def _same_fingerprint(self, client: MlflowClient) -> tuple[ModelVersion, str, dict[str, str]] | None:
+        """The oldest version trained from the same fingerprint as this run (another run's), or None."""
+        import re
+
+        from airflow_mlops.core import lineage
+
+        tags = dict(client.get_run(self.run_id).data.tags)
+        fingerprint = tags.get(lineage.TAG_FINGERPRINT) or ""
+        if not re.fullmatch(r"[0-9a-f]{64}", fingerprint):
+            return None  # no fingerprint (no git commit, or logged outside the training job): never a repeat
+        found = client.search_model_versions(
+            f"name = '{self.model_name}' and tags.`{lineage.TAG_FINGERPRINT}` = '{fingerprint}'")
+        others = [mv for mv in found if mv.run_id != self.run_id]
+        if not others:
+            return None
+        return min(others, key=lambda mv: int(mv.version)), fingerprint, tags
+
+    def _repeat(self, client: MlflowClient, twin: ModelVersion, fingerprint: str,
+                tags: dict[str, str]) -> dict[str, Any]:
+        """Register nothing: tag the run as a repeat of `twin` and say why (the registry stays as it was)."""
+        from airflow_mlops.core import lineage
+
+        version = str(twin.version)
+        sha = tags.get(lineage.TAG_TRAINING_SET_SHA256, "?")
+        commit = tags.get(lineage.TAG_GIT_COMMIT, "?")
+        reason = (
+            f"{self.model_name} v{version} (run {twin.run_id}) was trained from the same training set "
+            f"(sha256 {sha[:12]}...), spec, code commit {commit[:12]} and estimator params: fingerprint "
+            f"{fingerprint}. Run {self.run_id} repeats it, so no version was registered and the registry "
+            "(versions, aliases, audit trail) is unchanged"
+        )
+        client.set_tag(self.run_id, lineage.TAG_REPEAT_OF, version)
+        self.log.warning("Repeat, nothing registered: %s", reason)
+        return {**self._result(version, created=False, moved=False), "repeat": True, "fingerprint": fingerprint,
+                "reason": reason}
 
     def _newer_holds_alias(self, client: MlflowClient, version: str | int) -> bool:
         """A cleared, older register task must not take the alias back from a newer version."""
@@ -191,20 +244,14 @@ class MLflowRegisterModelOperator(BaseOperator):
             )
         return ordered[0]
 
-    def _find_or_create_version(
-        self, client: MlflowClient, model_id: str | None, context: Context
-    ) -> tuple[ModelVersion, bool]:
-        existing = self._existing_version(client)
-        if existing is not None:
-            return existing, False
-        version = client.create_model_version(
+    def _create_version(self, client: MlflowClient, model_id: str | None, context: Context) -> ModelVersion:
+        return client.create_model_version(
             self.model_name,
             self.model_uri,
             run_id=self.run_id,
             tags=self._version_tags(client, context),
             model_id=model_id,
         )
-        return version, True
 
     def _version_tags(self, client: MlflowClient, context: Context) -> dict[str, str]:
         """Lineage of the training run plus who registered it (this Airflow run)."""
@@ -215,3 +262,15 @@ class MLflowRegisterModelOperator(BaseOperator):
         tags[lineage.TAG_SOURCE_RUN_ID] = self.run_id
         tags.update(lineage.airflow_context_tags(context))
         return tags
+
+
+def skip_if_repeat(registered: Any, task: str) -> None:
+    """AirflowSkipException naming the existing version and the fingerprint when `registered` (the register
+    task's result) says the run repeated that version; `task` says what is skipped (model card, promotion...)."""
+    from airflow_mlops.core.lineage import repeat_reason
+
+    reason = repeat_reason(registered)
+    if reason is not None:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        raise AirflowSkipException(f"{task} skipped: {reason}")

@@ -42,6 +42,9 @@ class SklearnTrainModelOperator(BaseOperator):
         task's display label). (templated)
     :param timestamp_column: event-time column, used by the time split and never as a feature. (templated)
     :param exclude_columns: columns never used as features (entity keys, ids). (templated)
+    :param spec_sha256: content hash of the model spec this task was built from (`core.spec.spec_sha256`;
+        the DAG factory passes it). Recorded as run tag `airflow_mlops.spec_sha256` and part of the run's
+        training fingerprint `airflow_mlops.fingerprint`, by which `register` recognises a repeat.
     :param mlflow_conn_id: Airflow connection of type "mlflow".
     :return: {"run_id", "model_uri", "metrics", "experiment_id"}
 
@@ -81,6 +84,7 @@ class SklearnTrainModelOperator(BaseOperator):
         label: str,
         timestamp_column: str = "event_timestamp",
         exclude_columns: Sequence[str] = (),
+        spec_sha256: str | None = None,
         mlflow_conn_id: str = "mlflow_default",
         **kwargs: Any,
     ) -> None:
@@ -97,6 +101,7 @@ class SklearnTrainModelOperator(BaseOperator):
         self.label_column = label
         self.timestamp_column = timestamp_column
         self.exclude_columns = list(exclude_columns)
+        self.spec_sha256 = spec_sha256
         self.mlflow_conn_id = mlflow_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -124,4 +129,5 @@ class SklearnTrainModelOperator(BaseOperator):
             exclude_columns=list(self.exclude_columns),
             airflow=airflow_identity(context),
             git_commit=lineage.git_commit(config.project_dir()),
+            spec_sha256=self.spec_sha256,
         )
