@@ -22,11 +22,45 @@ class FeatureRepoError(MLOpsError):
 
 
 class StoreUnavailable(MLOpsError):
-    """A configured store (PostgreSQL, Redis, MLflow server) cannot be reached."""
+    """A configured store (PostgreSQL, Redis, MLflow server) cannot be reached right now.
+
+    Retried as usual (a timeout, a 5xx, a server out of connection slots may pass); a configuration
+    error is the subclass StoreConfigError. `url` is shown with its password masked.
+    """
+
+    config_error = False
 
     def __init__(self, what: str, url: str, reason: str, fix: str) -> None:
-        self.url = url
-        super().__init__(f"{what} at {url} is unreachable ({reason}). {fix}")
+        from airflow_mlops.profile import mask_url
+
+        self.url = mask_url(url)
+        self.reason = reason
+        note = self._retry_note()
+        if note and not fix.rstrip().endswith((".", "!", "?")):
+            fix = fix.rstrip() + "."
+        super().__init__(f"{what} at {self.url} is unreachable ({reason}). {fix}{note}")
+
+    def _retry_note(self) -> str:
+        return ""
+
+    @classmethod
+    def of(cls, what: str, url: str, reason: str, fix: str, *, config_error: bool) -> StoreUnavailable:
+        """StoreConfigError (no retry) when `config_error`, else StoreUnavailable (retried)."""
+        return (StoreConfigError if config_error else StoreUnavailable)(what, url, reason, fix)
+
+
+class StoreConfigError(StoreUnavailable, AirflowFailException):
+    """A store URL is wrong or its server is not running: refused, unknown host, bad URL, bad credentials.
+
+    Also an AirflowFailException: the task fails at once, without its retries. The same URL fails
+    the same way on every try, and MLflow's HTTP client alone would retry it for ~4 minutes per
+    attempt. Which errors count as configuration is documented in `airflow_mlops.profile`.
+    """
+
+    config_error = True
+
+    def _retry_note(self) -> str:
+        return " Not retried: this is a configuration error; fix it, then clear the task."
 
 
 class ProfileError(MLOpsError):

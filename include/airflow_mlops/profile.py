@@ -9,6 +9,23 @@ of as a stack trace from deep inside Airflow, MLflow or Feast.
 Sources, in the order the hooks resolve them: the `mlflow_default` / `feast_default` connections
 when given as JSON in AIRFLOW_CONN_* variables, then MLFLOW_TRACKING_URI / MLOPS_FEAST_ONLINE_STORE.
 Only the standard library is imported here.
+
+Configuration error or passing trouble? The hooks run the same probes when they make a client
+(MLflowHook.get_conn, FeastHook's Redis check) and raise `StoreConfigError` (no task retry) or
+`StoreUnavailable` (normal retries) by `Unreachable.config_error`. The rule:
+
+- configuration (retrying the same URL cannot help, so the task fails at once): connection refused
+  (nothing listens on that host and port: a wrong port or a server that was never started), a host
+  name that does not exist, a URL that does not parse (bad port, unknown scheme), credentials
+  refused (HTTP 401/403; PostgreSQL password, role, database or pg_hba errors; Redis WRONGPASS/
+  NOAUTH), and a server that answers but is not the store asked for (HTTP 404 on the MLflow API,
+  a Redis database index out of range).
+- transient (the task's normal retries apply): no answer within the timeout, a temporary DNS
+  failure (EAI_AGAIN), network unreachable or reset, HTTP 429/5xx, PostgreSQL starting up or out
+  of connection slots, and anything not recognised above.
+
+The trade-off: a server that is restarting at the very moment a task starts refuses connections
+too, and that task fails without retry; clear it once the server is back.
 """
 
 from __future__ import annotations
@@ -16,28 +33,61 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import socket
 from collections.abc import Mapping
+from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["check_profile", "mask_url", "tcp_error"]
+__all__ = [
+    "Unreachable", "check_profile", "classify_http_status", "classify_postgres_error", "classify_redis_error",
+    "mask_url", "tcp_error", "tcp_probe", "url_problem",
+]
 
 DEFAULT_TIMEOUT = 2.0
 DEFAULT_PORTS = {"postgresql": 5432, "postgres": 5432, "redis": 6379, "rediss": 6379, "http": 80, "https": 443}
 COMPOSE = "docker compose -f docker/compose.yaml up -d"
 
 
+_USERINFO_PASSWORD = re.compile(r"(://[^/@:]*:)[^/]*@")
+
+
 def mask_url(url: str) -> str:
-    """`url` with the password replaced by `***`; anything unparsable is returned unchanged."""
+    """`url` with the password replaced by `***`; an unparsable URL gets `user:***@` by pattern."""
     try:
         parts = urlsplit(url)
+        password = parts.password
     except ValueError:
-        return url
-    if parts.password is None:
+        return _USERINFO_PASSWORD.sub(r"\1***@", url, count=1)
+    if password is None:
         return url
     user = parts.username or ""
     host = parts.netloc.rsplit("@", 1)[1]
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+@dataclass(frozen=True)
+class Unreachable:
+    """Why a store cannot be used, in words, and whether that is configuration (see the module doc)."""
+
+    reason: str
+    config_error: bool
+
+
+def url_problem(url: str, default_port: int = 0) -> Unreachable | None:
+    """A URL that cannot be probed at all (does not parse, port out of range); None when it can."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return Unreachable(f"the URL is not valid: {exc}", config_error=True)
+    if "://" not in url:
+        return Unreachable("the URL has no scheme://", config_error=True)
+    if not parts.hostname and not parts.path:
+        return Unreachable("the URL names no host", config_error=True)
+    if port is None and parts.hostname and not default_port:
+        return Unreachable("the URL has no port and its scheme has no default one", config_error=True)
+    return None
 
 
 def check_profile(env: Mapping[str, str] = os.environ, timeout: float = DEFAULT_TIMEOUT) -> list[str]:
@@ -150,17 +200,74 @@ def _unreachable(what: str, url: str, timeout: float, fix: str) -> list[str]:
 
 def tcp_error(host: str, port: int, timeout: float) -> str | None:
     """Why a TCP connect to host:port fails within `timeout`, in words; None when it connects."""
+    found = tcp_probe(host, port, timeout)
+    return None if found is None else found.reason
+
+
+# getaddrinfo errors that mean "ask again later", not "no such name"
+_DNS_TRANSIENT = {getattr(socket, name) for name in ("EAI_AGAIN", "EAI_FAIL", "EAI_SYSTEM") if hasattr(socket, name)}
+
+
+def tcp_probe(host: str, port: int, timeout: float) -> Unreachable | None:
+    """One TCP connect to host:port (no retry); None when it connects, else why and whether it is config."""
+    if not 0 < port < 65536:  # getaddrinfo would wrap it round to some other port
+        return Unreachable(f"port {port} is out of range", config_error=True)
     try:
         with socket.create_connection((host, port), timeout=timeout):
             return None
-    except ConnectionRefusedError:
-        return "connection refused"
-    except socket.gaierror:
-        return f"cannot resolve host {host!r}"
-    except TimeoutError:
-        return f"no answer within {timeout:g} s"
     except OSError as exc:
-        return exc.strerror or str(exc)
+        return _connect_failure(exc, host, timeout)
+
+
+def _connect_failure(exc: OSError, host: str, timeout: float) -> Unreachable:
+    if isinstance(exc, ConnectionRefusedError):
+        return Unreachable("connection refused", config_error=True)
+    if isinstance(exc, socket.gaierror):
+        if exc.errno in _DNS_TRANSIENT:
+            return Unreachable(f"cannot resolve host {host!r} right now ({exc.strerror})", config_error=False)
+        return Unreachable(f"cannot resolve host {host!r}", config_error=True)
+    if isinstance(exc, TimeoutError):
+        return Unreachable(f"no answer within {timeout:g} s", config_error=False)
+    return Unreachable(exc.strerror or str(exc), config_error=False)  # network unreachable, reset, ...: may pass
+
+
+def classify_http_status(status: int) -> bool | None:
+    """True: a configuration error (credentials refused, not this service); False: transient; None: fine."""
+    if status in (401, 403, 404, 405):
+        return True
+    if status == 429 or status >= 500:
+        return False
+    return None
+
+
+_POSTGRES_CONFIG = (
+    "password authentication failed", "authentication failed", "no password supplied",
+    "does not exist", "no pg_hba.conf entry", "connection refused", "could not translate host name",
+    "name or service not known", "invalid dsn", "invalid connection option", "invalid port", "invalid integer value",
+    "server does not support ssl", "unsupported frontend protocol",
+)
+_POSTGRES_TRANSIENT = (
+    "starting up", "shutting down", "too many connections", "too many clients", "remaining connection slots",
+    "timeout expired", "temporary failure in name resolution", "server closed the connection", "in recovery mode",
+)
+
+
+def classify_postgres_error(message: str) -> bool:
+    """Whether a PostgreSQL connect error (libpq's text) is configuration (True) or may pass (False)."""
+    text = message.lower()
+    if any(marker in text for marker in _POSTGRES_TRANSIENT):
+        return False
+    return any(marker in text for marker in _POSTGRES_CONFIG)
+
+
+_REDIS_CONFIG = ("wrongpass", "noauth", "invalid username-password", "invalid password", "authentication",
+                 "db index is out of range", "invalid db index", "connection refused", "name or service not known")
+
+
+def classify_redis_error(message: str) -> bool:
+    """Whether a Redis connect/ping error is configuration (True) or may pass (False)."""
+    text = message.lower()
+    return "temporary failure" not in text and any(marker in text for marker in _REDIS_CONFIG)
 
 
 def _installed(module: str) -> bool:

@@ -136,7 +136,8 @@ def test_a_correction_replaced_in_place_reaches_the_online_store(landed: tuple) 
 def _digests(root: Path) -> dict[str, str]:
     import hashlib
 
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()}
+    files = [p for p in root.rglob("*") if p.is_file()]
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 
 def test_a_copied_state_dir_never_touches_the_original(landed: tuple, monkeypatch: pytest.MonkeyPatch,

@@ -13,7 +13,7 @@ import pytest
 
 from airflow_mlops import config
 from airflow_mlops.core.offline import land_landing_dir
-from airflow_mlops.exceptions import StoreUnavailable
+from airflow_mlops.exceptions import StoreConfigError, StoreUnavailable
 from airflow_mlops.hooks.feast import FeastHook
 from support.connects import connect_attempts
 
@@ -64,7 +64,8 @@ def test_unreachable_redis_raises_store_unavailable_naming_the_url(mlops_home: P
         hook.check_online_store()
     assert len(attempts) == 1, f"the check must fail fast, not retry with backoff: {attempts}"
     message = str(caught.value)
-    assert "redis://127.0.0.1:6390/15" in message and "Connection refused" in message
+    assert "redis://127.0.0.1:6390/15" in message and "(connection refused)" in message
+    assert isinstance(caught.value, StoreConfigError), "a closed port is configuration: the task must not retry"
     assert "redis-server --port 6390" in message
     with pytest.raises(StoreUnavailable):
         hook.materialize_new()

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from airflow_mlops.core import lineage
-from airflow_mlops.exceptions import StoreUnavailable
+from airflow_mlops.exceptions import StoreConfigError, StoreUnavailable
 from airflow_mlops.hooks.mlflow import MLflowHook, with_installed_driver
 from airflow_mlops.operators.registry import MLflowRegisterModelOperator
 from airflow_mlops.operators.training import SklearnTrainModelOperator
@@ -139,10 +139,11 @@ def test_unreachable_postgres_raises_store_unavailable_naming_the_url() -> None:
         MLflowHook(tracking_uri=url).check_backend()
     # libpq connects in C (no audit event to count): bound the time far below the ~100 s of retries
     assert time.perf_counter() - started < 30
-    assert url in str(caught.value) and "start postgresql on 127.0.0.1:5439" in str(caught.value)
+    assert url in str(caught.value) and "Start postgresql on 127.0.0.1:5439" in str(caught.value)
+    assert isinstance(caught.value, StoreConfigError), "connection refused is configuration: the task must not retry"
 
 
 def test_missing_database_says_to_create_it(pg_uri: str) -> None:
     url = f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/mlops_stack_absent_{os.getpid()}"
-    with pytest.raises(StoreUnavailable, match="does not exist.*create the database first"):
+    with pytest.raises(StoreConfigError, match="does not exist.*Create the database or role first"):
         MLflowHook(tracking_uri=url).check_backend()

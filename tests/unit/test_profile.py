@@ -158,6 +158,8 @@ def test_invalid_port_and_socket_urls() -> None:
         ("http://mlflow:5000", "http://mlflow:5000"),
         ("postgresql://u@h/db", "postgresql://u@h/db"),
         ("not a url", "not a url"),
+        ("postgresql://u:p@[bad/db", "postgresql://u:***@[bad/db"),  # unparsable: masked by pattern
+        ("http://ops:p%40ss@mlflow:5000", "http://ops:***@mlflow:5000"),
     ],
 )
 def test_mask_url(url: str, masked: str) -> None:
@@ -210,3 +212,88 @@ def test_mlflow_server_image_matches_the_lock() -> None:
     assert f"ARG MLFLOW_VERSION={locked[1]}\n" in dockerfile
     assert f'MLFLOW_VERSION: "{locked[1]}"' in compose
     assert f"image: airflow-mlops/mlflow-server:{locked[1]}" in compose
+
+
+# ------------------------------------------------------------------ fail fast: configuration or transient?
+def test_tcp_probe_classifies_refused_and_unknown_hosts_as_configuration(closed_port: int, open_port: int) -> None:
+    assert profile.tcp_probe("127.0.0.1", open_port, 1.0) is None
+    assert profile.tcp_probe("127.0.0.1", closed_port, 1.0) == profile.Unreachable("connection refused", True)
+    unknown = profile.tcp_probe("no-such-host.invalid", 5432, 1.0)  # .invalid never resolves (RFC 2606)
+    assert unknown == profile.Unreachable("cannot resolve host 'no-such-host.invalid'", True)
+    assert profile.tcp_probe("127.0.0.1", 70000, 1.0) == profile.Unreachable("port 70000 is out of range", True)
+
+
+@pytest.mark.parametrize(("error", "config_error"), [
+    (TimeoutError("timed out"), False),
+    (socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution"), False),
+    (OSError(101, "Network is unreachable"), False),
+    (ConnectionResetError(104, "Connection reset by peer"), False),
+])
+def test_tcp_probe_transient_errors(monkeypatch: pytest.MonkeyPatch, error: OSError, config_error: bool) -> None:
+    def fail(address: tuple[str, int], timeout: float) -> socket.socket:
+        raise error
+
+    monkeypatch.setattr(profile.socket, "create_connection", fail)
+    found = profile.tcp_probe("mlflow", 5000, 0.5)
+    assert found is not None and found.config_error is config_error
+
+
+def test_url_problem() -> None:
+    assert profile.url_problem("postgresql://u:p@h:5432/db", 5432) is None
+    assert profile.url_problem("postgresql:///mlflow", 5432) is None  # Unix socket
+    bad_port = profile.url_problem("postgresql://u:p@h:99999/db", 5432)
+    assert bad_port is not None and bad_port.config_error and "not valid" in bad_port.reason
+    no_scheme = profile.url_problem("mlflow.internal", 80)
+    assert no_scheme is not None and no_scheme.reason == "the URL has no scheme://"
+
+
+def test_http_status_classification() -> None:
+    assert [profile.classify_http_status(code) for code in (200, 302, 401, 403, 404, 429, 500, 503)] == [
+        None, None, True, True, True, False, False, False]
+
+
+@pytest.mark.parametrize(("message", "config_error"), [
+    ('connection to server at "127.0.0.1", port 5432 failed: FATAL:  password authentication failed for user "mlflow"',
+     True),
+    ('connection to server at "127.0.0.1", port 5432 failed: FATAL:  database "mlfow" does not exist', True),
+    ('FATAL:  role "mlflw" does not exist', True),
+    ('FATAL:  no pg_hba.conf entry for host "10.0.0.5", user "mlflow", database "mlflow"', True),
+    ('could not translate host name "postgress" to address: Name or service not known', True),
+    ("FATAL:  the database system is starting up", False),
+    ("FATAL:  sorry, too many clients already", False),
+    ("connection to server at \"db\" (10.0.0.5), port 5432 failed: timeout expired", False),
+    ("something nobody has seen before", False),  # unknown: retried, the safe default
+])
+def test_postgres_error_classification(message: str, config_error: bool) -> None:
+    assert profile.classify_postgres_error(message) is config_error
+
+
+@pytest.mark.parametrize(("message", "config_error"), [
+    ("WRONGPASS invalid username-password pair or user is disabled.", True),
+    ("NOAUTH Authentication required.", True),
+    ("DB index is out of range", True),
+    ("Error 111 connecting to 127.0.0.1:6390. Connection refused.", True),
+    ("Error -3 connecting to redis:6379. Temporary failure in name resolution.", False),
+    ("Timeout connecting to server", False),
+    ("LOADING Redis is loading the dataset in memory", False),
+])
+def test_redis_error_classification(message: str, config_error: bool) -> None:
+    assert profile.classify_redis_error(message) is config_error
+
+
+def test_store_errors_mask_the_url_and_say_whether_they_retry() -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from airflow_mlops.exceptions import StoreConfigError, StoreUnavailable
+
+    url = "postgresql://mlflow:hunter2@db:5432/mlflow"
+    config = StoreUnavailable.of("MLflow backend store", url, "connection refused", "Start it", config_error=True)
+    passing = StoreUnavailable.of("MLflow backend store", url, "no answer within 3 s", "Start it.", config_error=False)
+    assert isinstance(config, StoreConfigError) and isinstance(config, AirflowFailException)
+    assert not isinstance(passing, StoreConfigError) and not isinstance(passing, AirflowFailException)
+    assert str(config) == ("MLflow backend store at postgresql://mlflow:***@db:5432/mlflow is unreachable (connection "
+                           "refused). Start it. Not retried: this is a configuration error; fix it, then clear the "
+                           "task.")
+    assert str(passing) == ("MLflow backend store at postgresql://mlflow:***@db:5432/mlflow is unreachable (no answer "
+                            "within 3 s). Start it.")
+    assert "hunter2" not in str(config) + str(passing) + config.url + passing.url

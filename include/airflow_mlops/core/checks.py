@@ -1,5 +1,8 @@
 """`airflow-mlops check`: specs and the Feast repo validated together, every problem reported at once.
 
+The data side (spec columns vs the landed dataset or its suite, suite labels vs the leakage rule,
+`training.lookback_days` vs what evaluation needs) is `core.dataset_checks`.
+
 Unlike `spec.py` this module may import sklearn and feast (lazily): it runs from the CLI and CI,
 never while a DAG file is parsed.
 """
@@ -12,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from airflow_mlops import config
+from airflow_mlops.core.dataset_checks import dataset_problems
 from airflow_mlops.core.feature_repo import parse_feature_repo
 from airflow_mlops.core.spec import ModelSpec, parse_spec, spec_problems
 from airflow_mlops.exceptions import FeatureRepoError
@@ -25,6 +29,7 @@ class RepoIndex:
 
     services: dict[str, list[str]] = field(default_factory=dict)  # service -> feature views
     views: dict[str, list[str]] = field(default_factory=dict)  # view -> join keys
+    sources: dict[str, str] = field(default_factory=dict)  # view -> batch source path (offline parquet glob)
     problems: list[str] = field(default_factory=list)
 
 
@@ -42,6 +47,7 @@ def index_feature_repo(repo: Path) -> RepoIndex:
     entity_keys = {e.name: [e.join_key] for e in contents.entities}
     for view in contents.feature_views:
         index.views[view.name] = [k for ent in view.entities for k in entity_keys.get(ent, [ent])]
+        index.sources[view.name] = str(getattr(view.batch_source, "path", "") or "")
     for service in contents.feature_services:
         index.services[service.name] = [p.name for p in service.feature_view_projections]
     return index
@@ -117,4 +123,6 @@ def check_project(models: Path | None = None, repo: Path | None = None, deep: bo
         problems.extend(suite_problems(spec))
         if not index.problems:
             problems.extend(spec_vs_repo(spec, index))
+    sources = None if index.problems else list(index.sources.values())
+    problems.extend(dataset_problems(specs, feature_sources=sources))  # core.dataset_checks
     return problems

@@ -10,6 +10,7 @@ files (parsing it in-process, hashing it, Feast's prints in the log) is `core.fe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from dataclasses import dataclass
@@ -26,9 +27,16 @@ from airflow.sdk.exceptions import (
 )
 
 from airflow_mlops import config
-from airflow_mlops.core.feature_repo import definitions_hash, feast_output_to_log, parse_feature_repo
+from airflow_mlops.core.feature_repo import (
+    definitions_hash,
+    feast_output_to_log,
+    foreign_source_paths,
+    parse_feature_repo,
+    rebase_registry,
+)
 from airflow_mlops.core.offline import atomic_write_bytes, batch_id_from_file
-from airflow_mlops.exceptions import FeatureRepoError, MLOpsError, StoreUnavailable
+from airflow_mlops.exceptions import FeatureRepoError, StoreConfigError, StoreUnavailable
+from airflow_mlops.profile import classify_redis_error, tcp_probe, url_problem
 
 if TYPE_CHECKING:
     from feast import FeatureStore, RepoConfig
@@ -39,6 +47,7 @@ log = logging.getLogger(__name__)
 DEFAULT_PROJECT = "mlops"
 APPLIED_STATE_FILE = "applied_definitions.json"
 REDIS_CHECK_TIMEOUT_S = 2.0
+REDIS_WHAT = "Feast online store (Redis)"
 
 
 @dataclass(frozen=True)
@@ -77,10 +86,15 @@ def sqlite_online_path(online_store: str | None) -> Path:
 
 def redis_params(url: str, password: str | None = None) -> dict[str, Any]:
     """`redis[s]://[user:pw@]host:port/db` → host, port, db, username, password, ssl."""
+    invalid = url_problem(url, default_port=6379)
+    if invalid is not None:
+        raise StoreConfigError(REDIS_WHAT, url, invalid.reason,
+                               "Use redis://host:port/db, e.g. redis://127.0.0.1:6379/0.")
     parts = urlsplit(url)
     db = parts.path.lstrip("/") or "0"
     if not db.isdigit():
-        raise MLOpsError(f"online store URL {url!r} has database {db!r}; use a number, e.g. redis://127.0.0.1:6379/0")
+        raise StoreConfigError(REDIS_WHAT, url, f"database {db!r} is not a number",
+                               "Use a database number, e.g. redis://127.0.0.1:6379/0.")
     return {"host": parts.hostname or "localhost", "port": parts.port or 6379, "db": int(db),
             "username": unquote(parts.username) if parts.username else None,
             "password": unquote(parts.password) if parts.password else password, "ssl": parts.scheme == "rediss"}
@@ -90,7 +104,8 @@ def redis_connection_string(url: str, password: str | None = None) -> str:
     """Feast's Redis format `host:port,db=N[,username=..][,password=..][,ssl=true]` for a redis:// URL."""
     p = redis_params(url, password)
     if p["password"] and "," in p["password"]:  # Feast splits the connection string on commas
-        raise MLOpsError("the Redis password contains ','; Feast's connection string cannot carry it")
+        raise StoreConfigError(REDIS_WHAT, url, "the password contains ','",
+                               "Feast's Redis connection string is split on commas: use a password without ','.")
     items = [f"{p['host']}:{p['port']}", f"db={p['db']}"]
     items += [f"{key}={p[key]}" for key in ("username", "password") if p[key]]
     return ",".join(items + (["ssl=true"] if p["ssl"] else []))
@@ -165,8 +180,10 @@ class FeastHook(BaseHook):
         if s.is_redis:
             return {"type": "redis", "connection_string": redis_connection_string(s.redis_url, s.redis_password)}
         if s.online_store and not s.online_store.startswith("sqlite:"):
-            raise MLOpsError(f"online store {s.online_store!r} is not supported; use redis://host:port/db, "
-                             "rediss://... or leave it unset for the embedded SQLite store")
+            raise StoreConfigError("Feast online store", s.online_store, "only redis://, rediss:// and sqlite are "
+                                   "supported", "Use redis://host:port/db or rediss://..., or unset "
+                                   f"MLOPS_FEAST_ONLINE_STORE / the `online_store` extra of connection "
+                                   f"'{self.feast_conn_id}' for the embedded SQLite store.")
         return {"type": "sqlite", "path": str(sqlite_online_path(s.online_store))}
 
     def repo_config(self) -> RepoConfig:
@@ -180,9 +197,17 @@ class FeastHook(BaseHook):
                           entity_key_serialization_version=3, repo_path=self.settings.repo_path)
 
     def get_store(self) -> FeatureStore:
-        """The configured FeatureStore (created once per hook)."""
+        """The configured FeatureStore (created once per hook).
+
+        Every path comes from MLOPS_HOME now: a registry carried over from another state dir first
+        gets its online tables pointed here (`rebase_registry`), so nothing touches the original's files.
+        """
         if self._store is None:
             from feast import FeatureStore
+
+            if not self.settings.is_redis:
+                online_db = sqlite_online_path(self.settings.online_store)
+                rebase_registry(config.paths().feast_dir / "registry.db", online_db)
 
             # Feast logs "Registry cache expired, so refreshing" at INFO on nearly every registry read.
             logging.getLogger("feast.infra.registry.registry").setLevel(logging.WARNING)
@@ -193,27 +218,46 @@ class FeastHook(BaseHook):
         return self.get_store()
 
     def check_online_store(self) -> dict[str, Any]:
-        """Fail fast (2 s, no retries) with StoreUnavailable if a Redis online store is unreachable."""
+        """Fail fast (one connect, 2 s at most, no retries) if a Redis online store cannot be used.
+
+        StoreConfigError (the task fails without retrying) for a configuration error: connection refused,
+        unknown host, password or database refused; StoreUnavailable (retried) for a timeout or anything
+        else (the rule: `airflow_mlops.profile`).
+        """
         s = self.settings
         if not s.is_redis:
+            self._online_store_config()  # an unsupported scheme is a StoreConfigError here too
             return {"type": "sqlite", "url": s.online_store_label}
         import redis
         from redis.backoff import NoBackoff
         from redis.retry import Retry
 
         params = redis_params(s.redis_url, s.redis_password)
+        fix = (f"Start Redis: `redis-server --port {params['port']} --daemonize yes` (or the compose stack's "
+               f"redis service), or unset MLOPS_FEAST_ONLINE_STORE / the `online_store` extra of connection "
+               f"'{self.feast_conn_id}' to use the embedded SQLite online store.")
+        found = tcp_probe(params["host"], params["port"], REDIS_CHECK_TIMEOUT_S)
+        if found is not None:
+            raise StoreUnavailable.of(REDIS_WHAT, s.online_store_label, found.reason, fix,
+                                      config_error=found.config_error) from None
         # redis-py retries refused connections with backoff (~8 s) by default: one try is enough here.
         client = redis.Redis(**params, socket_connect_timeout=REDIS_CHECK_TIMEOUT_S,
                              socket_timeout=REDIS_CHECK_TIMEOUT_S, retry=Retry(NoBackoff(), 0))
         try:
             client.ping()
         except (redis.exceptions.RedisError, OSError) as err:
-            raise StoreUnavailable(
-                "Feast online store (Redis)", s.online_store_label, str(err) or type(err).__name__,
-                f"Start Redis: `redis-server --port {params['port']} --daemonize yes` (or the compose stack's "
-                f"redis service), or unset MLOPS_FEAST_ONLINE_STORE / the `online_store` extra of connection "
-                f"'{self.feast_conn_id}' to use the embedded SQLite online store.",
-            ) from None  # the message says it all; redis-py's stack adds nothing
+            reason = str(err) or type(err).__name__
+            refused_login = isinstance(err, redis.exceptions.AuthenticationError) or any(
+                marker in reason.upper() for marker in ("WRONGPASS", "NOAUTH", "AUTHENTICATION"))
+            config_error = refused_login or classify_redis_error(reason)
+            if refused_login:
+                fix = ("Give the right password (the connection's password, or redis://:PASSWORD@host:port/db) "
+                       f"or {fix[0].lower()}{fix[1:]}")
+            elif "DB index" in reason:
+                fix = ("Use a database the server has (0-15 unless redis.conf sets `databases`) or "
+                       f"{fix[0].lower()}{fix[1:]}")
+            raise StoreUnavailable.of(REDIS_WHAT, s.online_store_label, reason, fix, config_error=config_error) \
+                from None  # the message says it all; redis-py's stack adds nothing
         finally:
             client.close()
         return {"type": "redis", "url": s.online_store_label}
@@ -236,13 +280,19 @@ class FeastHook(BaseHook):
         from feast.repo_operations import apply_total_with_repo_instance
 
         s = self.settings
-        digest = definitions_hash(s.repo_path, project=s.project, online_store=s.online_store_label)
+        # The state dir is part of the hash: definitions parsed under another MLOPS_HOME read its offline files.
+        digest = definitions_hash(s.repo_path, project=s.project, online_store=s.online_store_label,
+                                  state_dir=str(config.paths().home))
         contents = self.parse_definitions()
         summary = {"hash": digest, "feature_views": sorted(fv.name for fv in contents.feature_views),
                    "feature_services": sorted(fs.name for fs in contents.feature_services)}
         state = config.paths().feast_dir / APPLIED_STATE_FILE
         registry = config.paths().feast_dir / "registry.db"
-        if not force and registry.exists() and state.exists() and json.loads(state.read_text()).get("hash") == digest:
+        foreign = foreign_source_paths(registry, config.paths().offline_dir)
+        if foreign:
+            log.warning("Feast registry reads offline sources outside this state dir %s; re-applying", foreign)
+        if not force and not foreign and registry.exists() and state.exists() and \
+                json.loads(state.read_text()).get("hash") == digest:
             log.info("Feast definitions unchanged (%s); apply skipped, materialization state kept", digest[:12])
             return {"applied": False, **summary}
         self.check_online_store()
@@ -328,10 +378,12 @@ class FeastHook(BaseHook):
         """
         self.check_online_store()
         results: dict[str, dict[str, Any]] = {}
-        for view in self.feature_view_names(feature_views):
+        names = self.feature_view_names(feature_views)
+        healed = self.heal_online_tables(names)
+        for view in names:
             data = self.source_window(view)
             until = _utc(end) if end else (datetime.fromisoformat(data["end"]) if data["end"] else None)
-            last = self._last_interval(view)
+            last = None if view in healed else self._last_interval(view)
             if not data["rows"] or until is None or (last is not None and until <= _utc(last[1])):
                 log.info("feature view %s: no new data to materialize", view)
                 results[view] = {"mode": "up_to_date", "rows": 0, "start": _iso(last[1]) if last else None,
@@ -340,6 +392,60 @@ class FeastHook(BaseHook):
                 results.update(self.materialize(datetime.fromisoformat(data["start"]), until, [view])["views"])
             else:
                 results.update(self.materialize_incremental(until, [view])["views"])
+        return self._summary(results)
+
+    def missing_online_tables(self, feature_views: list[str]) -> list[str]:
+        """Views whose SQLite online table is gone (file deleted, table dropped); Redis has no tables: []."""
+        import sqlite3
+
+        if self.settings.is_redis:
+            return []
+        path = sqlite_online_path(self.settings.online_store)
+        if not path.is_file():
+            return list(feature_views)
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as con:
+            tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        return [view for view in feature_views if f"{self.settings.project}_{view}" not in tables]
+
+    def heal_online_tables(self, feature_views: list[str]) -> list[str]:
+        """Re-create missing online tables (a forced apply) and return their views, to be materialized in full.
+
+        Without this, serving answers 503 (or nulls) for a deleted online store until someone
+        repairs it by hand, while incremental runs report "up to date".
+        """
+        missing = self.missing_online_tables(feature_views)
+        if missing:
+            log.warning("online tables of %s are missing from %s; re-creating them and materializing in full",
+                        missing, self.settings.online_store_label)
+            store = self.get_store()
+            views = [store.get_feature_view(view) for view in missing]
+            # An apply would not do it: the registry still lists the tables, so Feast's diff is empty.
+            store._get_provider().update_infra(self.settings.project, tables_to_delete=[], tables_to_keep=views,
+                                               entities_to_delete=[], entities_to_keep=store.list_entities(),
+                                               partial=True)
+        return missing
+
+    def rematerialize_corrections(self, corrected_since: dict[str, str],
+                                  feature_views: list[str] | None = None) -> dict[str, Any]:
+        """Redo the materialized window of every view reading a dataset whose landed rows were corrected.
+
+        Incremental materialization only reads event times after the last run, so a row replaced
+        in place (`corrections: replace`) would stay stale online. The window [earliest corrected
+        event time, last materialized end] is written again: Feast writes the newest row per entity
+        of that window, which now carries the corrected values.
+        """
+        results: dict[str, dict[str, Any]] = {}
+        for view in self.feature_view_names(feature_views):
+            source = self.get_store().get_feature_view(view).batch_source
+            path = str(getattr(source, "path", "") or "")
+            hits = [since for dataset, since in corrected_since.items() if f"/{dataset}/" in f"/{path}"]
+            last = self._last_interval(view)
+            if not hits or last is None:
+                continue
+            start = min(datetime.fromisoformat(h) for h in hits)
+            log.warning("feature view %s: landed rows since %s were corrected; re-materializing %s → %s", view,
+                        start.isoformat(), start.isoformat(), _iso(last[1]))
+            results.update(self.materialize(start, _utc(last[1]), [view])["views"])
         return self._summary(results)
 
     def _view_result(self, view: str, mode: str, start: datetime | None, end: datetime,
