@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from airflow_mlops.core.checks import check_project
+from support.spec_edits import read_with_fields
 
 pytestmark = pytest.mark.integration
 
@@ -36,14 +37,7 @@ def models(tmp_path: Path) -> Path:
 
 def _edit(folder: Path, **fields: object) -> None:
     path = folder / "ride_completion.yaml"
-    data = yaml.safe_load(path.read_text())
-    for dotted, value in fields.items():
-        node = data
-        *parents, leaf = dotted.split("__")
-        for key in parents:
-            node = node[key]
-        node[leaf] = value
-    path.write_text(yaml.safe_dump(data))
+    path.write_text(yaml.safe_dump(read_with_fields(path, **fields)))
 
 
 def test_shipped_project_is_consistent(models: Path) -> None:

@@ -20,6 +20,7 @@ from airflow_mlops.core.dataset_checks import (
 from airflow_mlops.core.demo_data import DemoConfig, generate
 from airflow_mlops.core.offline import land_landing_dir
 from airflow_mlops.core.spec import ModelSpec, parse_spec
+from support.spec_edits import read_with_fields
 
 pytestmark = pytest.mark.unit
 
@@ -36,13 +37,7 @@ def suites(tmp_path: Path) -> Path:
 
 
 def _spec(tmp_path: Path, **fields: object) -> ModelSpec:
-    data = yaml.safe_load(SPEC.read_text())
-    for dotted, value in fields.items():
-        node = data
-        *parents, leaf = dotted.split("__")
-        for key in parents:
-            node = node[key]
-        node[leaf] = value
+    data = read_with_fields(SPEC, **fields)
     path = tmp_path / "models" / "ride_completion.yaml"
     path.parent.mkdir(exist_ok=True)
     path.write_text(yaml.safe_dump(data))

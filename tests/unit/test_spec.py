@@ -11,6 +11,7 @@ import yaml
 
 from airflow_mlops.core.spec import load_specs, parse_spec, spec_problems
 from airflow_mlops.exceptions import SpecError
+from support.spec_edits import read_with_fields
 
 pytestmark = pytest.mark.unit
 
@@ -19,14 +20,7 @@ DEMO_SPEC = PROJECT / "include" / "models" / "ride_completion.yaml"
 
 
 def _demo(**changes: object) -> dict:
-    data = yaml.safe_load(DEMO_SPEC.read_text())
-    for dotted, value in changes.items():
-        node = data
-        *parents, leaf = dotted.split("__")
-        for key in parents:
-            node = node[key]
-        node[leaf] = value
-    return data
+    return read_with_fields(DEMO_SPEC, **changes)
 
 
 def _problems(data: dict, name: str = "ride_completion.yaml") -> list[str]:
