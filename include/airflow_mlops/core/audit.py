@@ -77,7 +77,8 @@ def version_move_tags(event: AuditEvent, version_tags: Mapping[str, str]) -> dic
     The new champion gets the promoted_* tags only when it has none yet (its first promotion stays on
     record through later rollbacks and re-promotions) and, like the version it replaced, one
     `champion_history.<seq>` entry; the replaced version's `demoted_at` says when it last lost the alias.
-    `version_tags` are the new champion's current tags; `event.seq` must be the stored audit seq.
+    `version_tags` are the new champion's current tags; `event.seq` must be the stored audit seq. The result
+    depends only on the event and those tags, so a retry recomputes what an interrupted move left unwritten.
     """
     entry = {"action": event.action, "actor": event.actor, "at": event.at, "reason": event.reason[:2000],
              "dag_id": event.dag_id, "run_id": event.run_id}
@@ -87,11 +88,11 @@ def version_move_tags(event: AuditEvent, version_tags: Mapping[str, str]) -> dic
                                                     sort_keys=True),
     }
     if not version_tags.get(TAG_PROMOTED_AT):
-        champion.update({
-            TAG_PROMOTED_AT: event.at,
+        champion.update({  # promoted_at last: written in this order, it marks the set complete
             TAG_PROMOTED_BY: event.actor,
             TAG_PROMOTION_REASON: event.reason[:4000],
             TAG_PREVIOUS_CHAMPION: event.previous or "none",
+            TAG_PROMOTED_AT: event.at,
         })
     tags = {event.version: champion}
     if event.previous and event.previous != event.version:

@@ -39,6 +39,10 @@ TAG_SPEC_SHA256 = f"{TAG_PREFIX}spec_sha256"
 TAG_FINGERPRINT = f"{TAG_PREFIX}fingerprint"
 # On a training run whose fingerprint an existing version already has: that version (nothing registered).
 TAG_REPEAT_OF = f"{TAG_PREFIX}repeat_of"
+# On a model version from its creation until the register task has moved the alias (then deleted): a version
+# that keeps it was left by a register task that died (registry outage) and never finished; it is no repeat twin.
+TAG_REGISTRATION = f"{TAG_PREFIX}registration"
+REGISTRATION_PENDING = "pending"
 FINGERPRINT_VERSION = 1  # bump when the fingerprint's inputs change, so old and new never compare equal
 
 # Tags copied from a training run onto the model version it becomes (data lineage travels along).

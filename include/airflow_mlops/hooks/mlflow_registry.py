@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow_mlops.core import audit
@@ -147,6 +148,12 @@ class ModelRegistry:
         if holder and holder["owner"] == owner:
             self.client.delete_registered_model_tag(self.name, audit.LEASE_TAG)
 
+    def release_task_lease(self, owner_prefix: str) -> None:
+        """Release the lease an earlier try of this task (`owner_prefix` = dag/run/task) died holding."""
+        holder = audit.lease_of(self.tags(), ttl=timedelta.max)
+        if holder and audit.same_task(holder["owner"], f"{owner_prefix}/-"):
+            self.client.delete_registered_model_tag(self.name, audit.LEASE_TAG)
+
     # ------------------------------------------------------------------ writes
     def record(self, event: audit.AuditEvent) -> audit.AuditEvent:
         """Append an event to the trail (call while holding the lease for alias moves)."""
@@ -162,13 +169,24 @@ class ModelRegistry:
         """
         self.client.set_registered_model_alias(self.name, CHAMPION, event.version)
         stored = self.record(event)
-        current = dict(self.client.get_model_version(self.name, event.version).tags or {})
-        for version, tags in audit.version_move_tags(stored, current).items():
-            for key, value in tags.items():
-                self.client.set_model_version_tag(self.name, version, key, value)
+        self.tag_move(stored)
         log.info("%s: champion v%s -> v%s (%s by %s)", self.name, event.previous, event.version,
                  event.action, event.actor)
         return stored
+
+    def tag_move(self, stored: audit.AuditEvent) -> None:
+        """Write the version tags of a recorded move that the versions do not carry yet.
+
+        Also how a retry completes a move whose try died after the audit entry: the same stored event gives
+        the same tags, and only the missing or different ones are written.
+        """
+        current = dict(self.client.get_model_version(self.name, stored.version).tags or {})
+        for version, tags in audit.version_move_tags(stored, current).items():
+            have = current if version == stored.version else dict(
+                self.client.get_model_version(self.name, version).tags or {})
+            for key, value in tags.items():
+                if have.get(key) != value:
+                    self.client.set_model_version_tag(self.name, version, key, value)
 
     def tag_decision(self, version: str, decision: str, actor: str, reason: str) -> None:
         for key, value in ((audit.TAG_DECISION, decision), (audit.TAG_DECIDED_BY, actor),

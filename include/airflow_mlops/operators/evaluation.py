@@ -96,7 +96,9 @@ class EvaluateModelOperator(BaseOperator):
                 f"{self.model_name} run {challenger['run_id']} refused: " + "; ".join(verdict["reasons"])
                 + f". Full report: {report_uri}"
             )
-        return _xcom_result(result, challenger, champion_version, report_uri)
+        from airflow_mlops.core.xcom import json_safe
+
+        return json_safe(_xcom_result(result, challenger, champion_version, report_uri))  # NaN metrics: strict JSON
 
     def _holdout_rows(self) -> pd.DataFrame:
         import pandas as pd

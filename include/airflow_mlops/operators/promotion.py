@@ -2,7 +2,8 @@
 
 Both hold the model's registry lease while they check and move, write the audit trail
 (core/audit.py) and emit `mlops.model.<name>.champion` with {version, run_id, metrics, previous}.
-A cleared or retried task finds the move its own Airflow run already made and repeats nothing.
+A cleared or retried task finds the move its own Airflow run already made and repeats nothing: it only
+writes the version tags and releases the lease that a try which died half-way (registry outage) left undone.
 """
 
 from __future__ import annotations
@@ -96,8 +97,10 @@ class _ChampionMoveOperator(BaseOperator):
             done = audit.move_by_run(registry.history(), self.action, target, dag_id, run_id)
             current = registry.alias_version(CHAMPION)
             if done is not None and current == target:
-                self.log.info("%s v%s already made champion by this run (audit #%s); nothing to do",
-                              self.model_name, target, done.seq)
+                self.log.info("%s v%s already made champion by this run (audit #%s); completing its version "
+                              "tags and lease only", self.model_name, target, done.seq)
+                registry.tag_move(done)  # an earlier try may have died after the audit entry
+                registry.release_task_lease(f"{dag_id}/{run_id}/{task_id}")
                 return self._result(registry, done, context)
             with registry.lease(f"{dag_id}/{run_id}/{task_id}"):
                 current = registry.alias_version(CHAMPION)

@@ -6,6 +6,10 @@ Idempotent across runs too: a training run whose fingerprint (training-set sha25
 estimator params; `core.lineage.training_fingerprint`) an existing version already carries registers
 nothing. The run is tagged `airflow_mlops.repeat_of=<version>`, the result says `repeat: true` with the
 reason, and the tasks after it (model card, approval, promotion, deploy) skip with that reason.
+Safe across a registry outage: a version is created with all its tags (lineage, verdict, cause) and
+`airflow_mlops.registration=pending`, the alias moves after that and the mark goes last. A retry finishes
+the job; a version still marked pending (its run gave up) is not a fingerprint twin, so a new run on the
+same data registers its own (tests/integration/test_registry_outage.py).
 """
 
 from __future__ import annotations
@@ -59,8 +63,8 @@ class MLflowRegisterModelOperator(BaseOperator):
 
     Creates the registered model when absent, finds or creates the version for `run_id`, tags it
     with the training run's lineage (training-set sha256/path/rows/window, feature service/views,
-    git commit, spec hash, fingerprint) and this Airflow run, then sets `alias` (aliases, not the
-    deprecated stages).
+    git commit, spec hash, fingerprint), this Airflow run and the evaluation (in the create call), then
+    sets `alias` (aliases, not the deprecated stages) and drops the version's pending mark.
 
     A run without a version of its own whose `airflow_mlops.fingerprint` equals an existing version's is
     a repeat: no version is created, no tag written on any version, no alias moved, no audit entry; the
@@ -113,7 +117,6 @@ class MLflowRegisterModelOperator(BaseOperator):
         self.mlflow_conn_id = mlflow_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_mlops.core.lineage import retrain_tags
         from airflow_mlops.hooks.mlflow import MLflowHook
         from airflow_mlops.hooks.mlflow_registry import ensure_registered_model
 
@@ -131,29 +134,40 @@ class MLflowRegisterModelOperator(BaseOperator):
                 if twin is not None:
                     return self._repeat(client, *twin)
                 version, created = self._create_version(client, model_id, context), True
-            # Set on found versions too: a cleared run re-tags its version with this run's verdict and cause.
-            for key, value in {**evaluation_tags(self.evaluation), **retrain_tags(self.retrain)}.items():
-                client.set_model_version_tag(self.model_name, version.version, key, value)
-            if self._newer_holds_alias(client, version.version):
-                return self._result(version.version, created=False, moved=False)
-            client.set_registered_model_alias(self.model_name, self.alias, version.version)
-        # search_model_versions returns empty aliases in MLflow 3: read the alias back directly.
+            else:  # a cleared run re-tags its version with this run's verdict and cause
+                for key, value in self._decision_tags().items():
+                    client.set_model_version_tag(self.model_name, version.version, key, value)
+            moved = not self._newer_holds_alias(client, version.version)
+            if moved:
+                self._move_alias(client, version.version, created)
+            self._complete(client, version, created)
+        return self._result(version.version, created=created, moved=moved)
+
+    def _decision_tags(self) -> dict[str, str]:
+        from airflow_mlops.core.lineage import retrain_tags
+
+        return {**evaluation_tags(self.evaluation), **retrain_tags(self.retrain)}
+
+    def _move_alias(self, client: MlflowClient, version: str, created: bool) -> None:
+        """Point the alias at `version` and read it back (search results carry no aliases in MLflow 3)."""
+        client.set_registered_model_alias(self.model_name, self.alias, version)
         confirmed = client.get_model_version_by_alias(self.model_name, self.alias)
-        if str(confirmed.version) != str(version.version):
+        if str(confirmed.version) != str(version):
             from airflow_mlops.exceptions import RegistryError
 
             raise RegistryError(
                 f"alias {self.alias!r} of {self.model_name} points at version {confirmed.version} right after "
-                f"being set to {version.version}; another writer moved it, re-run this task"
+                f"being set to {version}; another writer moved it, re-run this task"
             )
-        self.log.info(
-            "%s version %s (%s) now has alias %s",
-            self.model_name,
-            version.version,
-            "created" if created else "already registered",
-            self.alias,
-        )
-        return self._result(version.version, created=created, moved=True)
+        self.log.info("%s version %s (%s) now has alias %s", self.model_name, version,
+                      "created" if created else "already registered", self.alias)
+
+    def _complete(self, client: MlflowClient, version: ModelVersion, created: bool) -> None:
+        """Drop the pending mark: the registration finished (written last, after the alias move)."""
+        from airflow_mlops.core import lineage
+
+        if created or lineage.TAG_REGISTRATION in (version.tags or {}):
+            client.delete_model_version_tag(self.model_name, version.version, lineage.TAG_REGISTRATION)
 
     def _result(self, version: str | int, *, created: bool, moved: bool) -> dict[str, Any]:
         return {
@@ -178,7 +192,9 @@ class MLflowRegisterModelOperator(BaseOperator):
             return None  # no fingerprint (no git commit, or logged outside the training job): never a repeat
         found = client.search_model_versions(
             f"name = '{self.model_name}' and tags.`{lineage.TAG_FINGERPRINT}` = '{fingerprint}'")
-        others = [mv for mv in found if mv.run_id != self.run_id]
+        # A version whose register task died before moving the alias is no twin: this run registers its own.
+        others = [mv for mv in found if mv.run_id != self.run_id
+                  and (mv.tags or {}).get(lineage.TAG_REGISTRATION) != lineage.REGISTRATION_PENDING]
         if not others:
             return None
         return min(others, key=lambda mv: int(mv.version)), fingerprint, tags
@@ -254,14 +270,15 @@ class MLflowRegisterModelOperator(BaseOperator):
         )
 
     def _version_tags(self, client: MlflowClient, context: Context) -> dict[str, str]:
-        """Lineage of the training run plus who registered it (this Airflow run)."""
+        """Lineage of the training run, who registered it (this Airflow run), its verdict and cause, and the
+        pending mark: all in the one create call, so no crash leaves a version without them."""
         from airflow_mlops.core import lineage
 
         run_tags = client.get_run(self.run_id).data.tags
         tags = {key: run_tags[key] for key in lineage.TRAINING_TAGS if key in run_tags}
         tags[lineage.TAG_SOURCE_RUN_ID] = self.run_id
         tags.update(lineage.airflow_context_tags(context))
-        return tags
+        return {**tags, **self._decision_tags(), lineage.TAG_REGISTRATION: lineage.REGISTRATION_PENDING}
 
 
 def skip_if_repeat(registered: Any, task: str) -> None:

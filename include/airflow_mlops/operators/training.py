@@ -105,10 +105,12 @@ class SklearnTrainModelOperator(BaseOperator):
         self.mlflow_conn_id = mlflow_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_mlops.core.xcom import json_safe
         from airflow_mlops.hooks.mlflow import MLflowHook
         from airflow_mlops.jobs.training import run_training_job
 
-        return run_training_job(self.training_request(context), MLflowHook(self.mlflow_conn_id))
+        # metrics can be NaN (a metric undefined on the held-out rows): XCom stays strict JSON
+        return json_safe(run_training_job(self.training_request(context), MLflowHook(self.mlflow_conn_id)))
 
     def training_request(self, context: Context) -> TrainingRequest:
         """The job request for this task instance: the rendered arguments plus its Airflow identity."""
