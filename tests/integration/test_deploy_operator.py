@@ -766,12 +766,19 @@ def _assert_rolled_back(serving: Serving, registry: Registered, bad: str, op: An
     status = serving.status()
     assert status["primary"]["version"] == good and status["secondary"] is None and status["mode"] == "single"
     assert all(serving.predict(d).status_code == 200 for d in range(1, 30)), "the canary is gone"
-    # A retry of the task repeats nothing but the failure: no second canary, no second rollback.
+    # A retry of the task repeats nothing but the failure: no second canary, no second rollback; it completes
+    # the version tags an earlier try may have died before writing.
+    from airflow_mlops.core.audit import champion_history_tag
+
+    history_tag = champion_history_tag(rollback.seq)
+    assert history_tag in client.get_model_version(registry.name, good).tags
+    client.delete_model_version_tag(registry.name, good, history_tag)
     retry = context()
     with pytest.raises(CanaryFailed, match=rf"v{bad}: {reason}.*champion was already restored to v{good} "
                                            rf"\(audit #3\)"):
         local_deploy(serving, bad, mode="canary", canary=CANARY).execute(retry)
     assert len(registry_state(registry.name)[1]) == 3 and serving.status()["secondary"] is None
+    assert history_tag in client.get_model_version(registry.name, good).tags, "the retry finished the move's tags"
     # the retry records the rollback again: its try's XCom feeds the event task of that run
     assert retry["ti"].xcoms["champion_rollback"] == {**ctx["ti"].xcoms["champion_rollback"],
                                                       "reason": rollback.reason}

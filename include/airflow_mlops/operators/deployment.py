@@ -286,7 +286,9 @@ class DeployModelOperator(BaseOperator):
         run_id = context.get("run_id") or getattr(dag_run, "run_id", None)
         mine = [e for e in registry.history() if e.action == "rollback" and e.previous == version
                 and (e.dag_id, e.run_id) == (dag_id, run_id) and run_id]
-        if mine:
+        if mine:  # an earlier try restored it; it may have died before the version tags or the lease release
+            registry.tag_move(mine[-1])
+            registry.release_task_lease(f"{dag_id}/{run_id}/{getattr(ti, 'task_id', 'deploy')}")
             _record_rollback(context, self.model_name, mine[-1].version, version, mine[-1].reason or reason,
                              mine[-1].seq)
             return mine[-1].version, f"champion was already restored to v{mine[-1].version} (audit #{mine[-1].seq})"
