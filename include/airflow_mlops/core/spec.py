@@ -193,6 +193,14 @@ class Serving(_Strict):
     feature_fallback: Literal["fail", "request"] = Field(
         default="fail", description="online store down: 503 (fail) or predict from request-time features only"
     )
+    stale_features: Literal["fail", "request", "serve_stale"] = Field(
+        default="serve_stale", description="an online row older than its view's TTL (or max_feature_age): 503 "
+                                           "(fail), score from request-time features only (request), or score it "
+                                           "and say so (serve_stale); the last two answer degraded: true")
+    max_feature_age: str | None = Field(
+        default=None, pattern=DURATION, description="stricter than the views' TTL, e.g. 6h (none: the TTL)")
+    validate_ranges: bool = Field(
+        default=False, description="refuse numbers outside the model's training-set feature ranges (422)")
     kubernetes: KubernetesServing = KubernetesServing()
     smoke_request: dict[str, Any] | None = Field(
         default=None, description="a /predict body sent after each full deploy, e.g. {driver_id: 1001, ...}; "
