@@ -1,11 +1,12 @@
-"""`airflow-mlops` command: check, doctor, env, init, generate-data, suite, demo, up, train-job, serve."""
+"""`airflow-mlops` command: check, doctor, env, init, generate-data, suite, demo, up, run, train-job, serve."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import sys
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,11 +21,24 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
-def _cmd_env(_: argparse.Namespace) -> int:
+def _cmd_env(args: argparse.Namespace) -> int:
+    import shlex
+
+    from airflow_mlops import config
     from airflow_mlops.runtime_env import apply_airflow_env
 
-    for key, value in apply_airflow_env().items():
-        print(f"export {key}={value}")
+    env = apply_airflow_env()
+    home = config.paths().home
+    if args.user_mlops_home:
+        print(f"# state dir {home} (MLOPS_HOME is set)")
+    else:
+        print(f"# state dir {home} (default: MLOPS_HOME is not set, so .local/ in the project "
+              f"{config.project_dir()}; set MLOPS_HOME to use another)")
+    if args.user_airflow_home and os.path.realpath(env["AIRFLOW_HOME"]) != str(config.paths().airflow_home):
+        print(f"# AIRFLOW_HOME is set: Airflow's metadata DB and logs are in {env['AIRFLOW_HOME']}, "
+              "not in the state dir")
+    for key, value in env.items():
+        print(f"export {key}={shlex.quote(value)}")
     return 0
 
 
@@ -74,6 +88,23 @@ def _cmd_up(args: argparse.Namespace) -> int:
     from airflow_mlops.demo import run_standalone
 
     return run_standalone(port=args.port)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    """Run one DAG with dag.test() on the embedded state: a line per task, the final state, exit 1 on failure."""
+    from airflow_mlops.demo import init_state
+    from airflow_mlops.headless import find_dag, parse_conf, run_dag, succeeded
+
+    conf = parse_conf(args.conf)
+    dag = find_dag(args.dag_id)  # an unknown id fails before the state dir is touched
+    init_state()
+    if args.retries is not None:
+        for task in dag.tasks:
+            task.retries = args.retries
+    with_conf = f" with conf {json.dumps(conf)}" if conf else ""
+    print(f"\n==> running DAG {dag.dag_id} ({len(dag.tasks)} tasks){with_conf}", flush=True)
+    run = run_dag(dag, conf=conf, quiet=not args.verbose)
+    return 0 if succeeded(run) else 1
 
 
 def _cmd_train_job(args: argparse.Namespace) -> int:
@@ -133,11 +164,43 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     # error lines would vanish. One access-log line per request would cost more than a prediction: off.
     log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
     log_config["loggers"]["uvicorn.error"]["propagate"] = True
-    # On SIGTERM uvicorn shuts down gracefully (lifespan: prediction log flushed), then re-raises the signal.
-    uvicorn.run("airflow_mlops.serving.app:app_from_env", factory=True, host=args.host, port=args.port,
-                workers=args.workers, log_level="info", log_config=log_config, access_log=False,
-                timeout_graceful_shutdown=20)
-    return 0
+    # On SIGTERM uvicorn shuts down gracefully (lifespan: prediction log flushed), then re-raises the signal;
+    # requests get 20 s, and a shutdown still running at 25 s is cut short with its children (processes.py).
+    server_config = uvicorn.Config("airflow_mlops.serving.app:app_from_env", factory=True, host=args.host,
+                                   port=args.port, workers=args.workers, log_level="info", log_config=log_config,
+                                   access_log=False, timeout_graceful_shutdown=20)
+    return _run_uvicorn(server_config)
+
+
+def _run_uvicorn(server_config: Any) -> int:
+    """uvicorn.run(), with a stop deadline armed by the first SIGTERM/SIGINT (one worker or a supervisor)."""
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    from airflow_mlops.processes import arm_stop_watchdog
+
+    class GuardedServer(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            arm_stop_watchdog()
+            super().handle_exit(sig, frame)
+
+    class GuardedSupervisor(Multiprocess):
+        def handle_int(self) -> None:
+            arm_stop_watchdog()
+            super().handle_int()
+
+        def handle_term(self) -> None:
+            arm_stop_watchdog()
+            super().handle_term()
+
+    if server_config.workers > 1:
+        GuardedSupervisor(server_config, sockets=[server_config.bind_socket()]).run()
+        return 0
+    server_config.load_app()  # fail before binding, as uvicorn.run does
+    server = GuardedServer(server_config)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    return 0 if server.started else 3  # uvicorn's STARTUP_FAILURE
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -171,8 +234,17 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--clients", type=int, default=4, help="with --serve: load-loop client threads")
     demo.set_defaults(func=_cmd_demo)
     up = sub.add_parser("up", help="airflow standalone on the embedded state, with our DAGs and plugin")
-    up.add_argument("--port", type=int, default=8080)
+    up.add_argument("--port", type=int, default=None,
+                    help="API/UI port (default: AIRFLOW__API__PORT, else 8080); the base URL and the Execution "
+                         "API URL follow it")
     up.set_defaults(func=_cmd_up)
+    run = sub.add_parser("run", help="run one DAG now with dag.test() on the embedded state; exit 1 unless it succeeds")
+    run.add_argument("dag_id")
+    run.add_argument("--conf", default=None, help="the run's conf as a JSON object")
+    run.add_argument("--retries", type=int, default=None,
+                     help="retries per task for this run (default: the DAG's; 0 fails at the first error)")
+    run.add_argument("--verbose", action="store_true", help="show every Airflow task log line")
+    run.set_defaults(func=_cmd_run)
     job = sub.add_parser("train-job", help="train and log one model from a JSON request (what a training pod runs)")
     job.add_argument("--request", required=True, help="the request JSON, or @file holding it")
     job.add_argument(
@@ -211,13 +283,17 @@ def _add_suite_parser(sub: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    args.user_mlops_home = bool(os.environ.get("MLOPS_HOME"))
+    args.user_airflow_home = bool(os.environ.get("AIRFLOW_HOME"))
     # Airflow reads its configuration once, at import: set AIRFLOW_HOME & co. before anything imports it.
     from airflow_mlops.runtime_env import apply_airflow_env
 
-    if args.command == "demo" and not args.verbose:
-        # dag.test() echoes every task log line; the demo prints its own progress, so keep warnings only.
+    if args.command in ("demo", "run") and not args.verbose:
+        # dag.test() echoes every task log line; these commands print their own progress, so keep warnings only.
         os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
-        warnings.simplefilter("ignore", DeprecationWarning)  # libraries' deprecations are not the user's to fix
+        from airflow_mlops.headless import quiet_library_warnings
+
+        quiet_library_warnings()  # libraries' deprecations are not the user's to fix
     apply_airflow_env()
     from airflow_mlops.exceptions import MLOpsError
 

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -97,15 +98,13 @@ def write_demo_batches(days: int = 30, start: str | None = None, covariate_shift
 
 def _run_dag(dag_id: str) -> Any:
     from airflow_mlops.dags import build_dags
+    from airflow_mlops.headless import run_dag, succeeded
 
     dag = build_dags()[dag_id]
-    _say(f"running DAG {dag_id} ({len(dag.tasks)} tasks: {', '.join(t.task_id for t in dag.topological_sort())})")
-    started = time.monotonic()
-    run = dag.test()
-    state = str(getattr(run, "state", "unknown"))
-    print(f"    {dag_id}: {state} in {time.monotonic() - started:.1f}s", flush=True)
-    if not state.endswith("success"):
-        raise SystemExit(f"DAG {dag_id} ended {state}; see the task logs above")
+    _say(f"running DAG {dag_id} ({len(dag.tasks)} tasks)")
+    run = run_dag(dag, quiet=os.environ.get("AIRFLOW__LOGGING__LOGGING_LEVEL", "").upper() == "WARNING")
+    if not succeeded(run):
+        raise SystemExit(f"DAG {dag_id} ended {getattr(run, 'state', 'unknown')}; see the task logs above")
     return run
 
 
@@ -151,20 +150,36 @@ def run_demo(days: int = 30) -> int:
     return 0
 
 
-def run_standalone(port: int = 8080) -> int:
-    """`airflow standalone` with our env; prints where to log in."""
-    init_state()
+def run_standalone(port: int | None = None) -> int:
+    """`airflow standalone` with our env on `port`; SIGTERM/SIGINT stop it and everything it started.
+
+    Everything that follows the port (base URL, Execution API URL) and the parallelism come from
+    `runtime_env.standalone_env`; the user's own settings win.
+    """
+    from airflow_mlops.processes import run_supervised
+    from airflow_mlops.runtime_env import port_free, standalone_env, usable_cpus
+
     env = os.environ.copy()
-    env["AIRFLOW__API__PORT"] = str(port)
-    env.setdefault("AIRFLOW__API__HOST", "127.0.0.1")  # a laptop UI with a generated password: not on the LAN
+    env.update(standalone_env(port, env))
+    port = int(env["AIRFLOW__API__PORT"])
+    if not port_free(port, env["AIRFLOW__API__HOST"]):
+        raise SystemExit(f"port {port} on {env['AIRFLOW__API__HOST']} is in use (another `up`?); "
+                         "choose another with --port")
+    init_state()
     # standalone starts its components as `airflow …` subprocesses found on PATH: use this venv's.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     password_file = Path(env["AIRFLOW_HOME"]) / "simple_auth_manager_passwords.json.generated"
-    _say(f"starting Airflow on http://localhost:{port} — user 'admin', password in {password_file} "
+    url = env.get("AIRFLOW__API__BASE_URL") or f"http://localhost:{port}/"
+    _say(f"starting Airflow on {url} — user 'admin', password in {password_file} "
          "(also printed below by Airflow as 'Password for user')")
+    print(f"    parallelism {env.get('AIRFLOW__CORE__PARALLELISM', '(airflow.cfg)')} "
+          f"(usable CPUs: {usable_cpus()}), Execution API "
+          f"{env.get('AIRFLOW__CORE__EXECUTION_API_SERVER_URL', '(from the base URL)')}; stop with Ctrl-C or SIGTERM",
+          flush=True)
     if shutil.which(_airflow_cli()) is None:
         raise SystemExit("airflow is not installed in this environment; run `make install` first")
-    return subprocess.call([_airflow_cli(), "standalone"], env=env)
+    # SIGINT is what standalone handles (it then stops its components); the rest of the tree follows.
+    return run_supervised([_airflow_cli(), "standalone"], env, stop_signal=signal.SIGINT)
 
 
 def run_demo_serve(days: int = 30, shift_days: int = 7, port: int = 8000, clients: int = 4) -> int:

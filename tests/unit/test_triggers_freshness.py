@@ -94,7 +94,8 @@ def test_failure_message_names_view_staleness_allowed_ttl_and_fix() -> None:
     assert message.startswith("1 of 1 feature view(s) too stale at 2026-11-25T12:00:00+00:00:")
     assert "feature view 'stats' is STALE: newest online feature row is from 2026-11-22T12:00:00+00:00" in message
     assert "staleness 3d, allowed 2h (tag freshness='2h'); serving would use features older than 2h" in message
-    assert "beyond the view's ttl 2d, so online lookups return nulls" in message
+    assert "beyond the view's ttl 2d: the serving app marks such rows stale" in message
+    assert "serving.stale_features" in message, "says what serving actually does"
     assert "Fix: run the `mlops_features` DAG" in message
     assert report.to_dict()["views"][0]["staleness_s"] == 3 * 86400
 

@@ -141,7 +141,9 @@ class ViewFreshness:
         if not self.fresh:
             text += f"; serving would use features older than {format_duration(self.allowed)}"
         if self.ttl and self.staleness is not None and self.staleness > self.ttl:
-            text += f"; that is beyond the view's ttl {format_duration(self.ttl)}, so online lookups return nulls"
+            text += (f"; that is beyond the view's ttl {format_duration(self.ttl)}: the serving app marks such rows "
+                     f"stale and applies the model's serving.stale_features policy (serve_stale: scored with "
+                     f"degraded: true; request: scored without them; fail: 503)")
         return text
 
     def to_dict(self) -> dict[str, Any]:

@@ -29,9 +29,21 @@ def model_url(model: str, suffix: str = "") -> str:
     return f"{URL_PREFIX}/ui/models/{quote(model, safe='')}{suffix}"
 
 
+def finished_without_result(ti_key: Any) -> bool:
+    """True when the task runner computes links for a task that did not succeed: it pushed no result.
+
+    The runner passes the task instance itself, its final state set; asking for the missing XCom would
+    still answer None, but the supervisor logs each 404 as an error-level "XCom not found" line.
+    """
+    state = getattr(ti_key, "state", None)
+    return state is not None and str(getattr(state, "value", state)) != "success"
+
+
 def _result(ti_key: TaskInstanceKey) -> Mapping[str, Any]:
     from airflow.sdk.execution_time.xcom import XCom
 
+    if finished_without_result(ti_key):
+        return {}
     value = XCom.get_value(ti_key=ti_key, key="return_value")
     return value if isinstance(value, Mapping) else {}
 
