@@ -216,7 +216,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("init", help="create the state dir and the Airflow metadata DB").set_defaults(func=_cmd_init)
     gen = sub.add_parser("generate-data", help="write seeded demo batches to the landing dir")
     gen.add_argument("--days", type=int, default=30)
-    gen.add_argument("--start", default=None, help="UTC date YYYY-MM-DD (default: 2026-10-01)")
+    gen.add_argument("--start", default=None, help="UTC date YYYY-MM-DD, for reproducible times (default: the "
+                                                   "data ends at the start of the current hour)")
     gen.add_argument("--covariate-shift", type=float, default=0.0, help="0..1: inputs move, the rule holds")
     gen.add_argument("--concept-shift", type=float, default=0.0, help="0..1: the rule itself changes")
     gen.add_argument("--label-noise", type=float, default=0.0,

@@ -25,7 +25,6 @@ from airflow_mlops import config
 from airflow_mlops.runtime_env import apply_airflow_env
 
 log = logging.getLogger(__name__)
-DEMO_START = datetime(2026, 10, 1, tzinfo=UTC)
 
 
 def _say(message: str) -> None:
@@ -73,12 +72,23 @@ def describe_profile() -> list[str]:
     ]
 
 
+def demo_end(now: datetime | None = None) -> datetime:
+    """Where generated demo data ends by default: the start of the current UTC hour (never in the future)."""
+    return (now or datetime.now(UTC)).astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
 def write_demo_batches(days: int = 30, start: str | None = None, covariate_shift: float = 0.0,
-                       concept_shift: float = 0.0, seed: int = 7, label_noise: float = 0.0) -> dict[str, Path]:
-    """Write one raw batch per dataset into MLOPS_HOME/landing/<dataset>/."""
+                       concept_shift: float = 0.0, seed: int = 7, label_noise: float = 0.0,
+                       end: datetime | None = None) -> dict[str, Path]:
+    """Write one raw batch per dataset into MLOPS_HOME/landing/<dataset>/.
+
+    The data covers `days` days from `start` (a UTC date or date-time, reproducible), or else the
+    `days` days before `end` (default: the start of the current hour): a demo run today serves
+    features that are fresh today. The values depend only on the seed and the knobs, the times on the window.
+    """
     from airflow_mlops.core.demo_data import DemoConfig, generate
 
-    first = datetime.fromisoformat(start).replace(tzinfo=UTC) if start else DEMO_START
+    first = datetime.fromisoformat(start).replace(tzinfo=UTC) if start else (end or demo_end()) - timedelta(days=days)
     cfg = DemoConfig(start=first, days=days, seed=seed, covariate_shift=covariate_shift, concept_shift=concept_shift,
                      label_noise=label_noise)
     written = {}
@@ -135,14 +145,14 @@ def _summary() -> None:
     print(f"    training sets:         {home.training_sets_dir}")
 
 
-def run_demo(days: int = 30) -> int:
-    """Generate data and run the feature and training DAGs end to end on the embedded stack."""
+def run_demo(days: int = 30, end: datetime | None = None) -> int:
+    """Generate data (ending now, or at `end`) and run the feature and training DAGs on the embedded stack."""
     from airflow_mlops.core.spec import load_specs
     from airflow_mlops.dags import FEATURE_DAG_ID, training_dag_id
 
     init_state()
     _say(f"generating {days} days of seeded demo data into the landing dir")
-    write_demo_batches(days=days)
+    write_demo_batches(days=days, end=end)
     _run_dag(FEATURE_DAG_ID)
     for spec in load_specs():
         _run_dag(training_dag_id(spec.name))
@@ -199,7 +209,8 @@ def run_demo_serve(days: int = 30, shift_days: int = 7, port: int = 8000, client
     from airflow_mlops.dags import FEATURE_DAG_ID, training_dag_id
     from airflow_mlops.serving.load import LoadLoop
 
-    run_demo(days=days)
+    end = demo_end()  # v1's data ends shift_days ago; the shifted days then end now
+    run_demo(days=days, end=end - timedelta(days=shift_days))
     spec = load_specs()[0]
     rows = [{key: driver for key in spec.features.entity_keys} | _request_values(spec.features.entity_df)
             for driver in range(DRIVER_ID_START, DRIVER_ID_START + DemoConfig().drivers)]
@@ -209,7 +220,7 @@ def run_demo_serve(days: int = 30, shift_days: int = 7, port: int = 8000, client
         load = LoadLoop(url, rows, clients=clients).start()
         _say(f"load: {clients} client threads posting /predict; meanwhile {shift_days} more days arrive "
              "(concept shift) and the DAGs retrain")
-        write_demo_batches(days=shift_days, start=f"{DEMO_START + timedelta(days=days):%Y-%m-%d}", concept_shift=1.0)
+        write_demo_batches(days=shift_days, end=end, concept_shift=1.0)
         _run_dag(FEATURE_DAG_ID)
         _run_dag(training_dag_id(spec.name))
         promoted = time.monotonic()

@@ -117,6 +117,17 @@ def online_features(driver_ids: list[int]) -> dict[str, list[Any]]:
                                      full_feature_names=False).to_dict()
 
 
+def online_event_times(driver_ids: list[int]) -> list[float]:
+    """Epoch seconds of each driver's online row, as Feast itself reports them."""
+    from airflow_mlops.hooks.feast import FeastHook
+
+    store = FeastHook().get_store()
+    answer = store.get_online_features(features=store.get_feature_service("ride_completion_v1"),
+                                       entity_rows=[{"driver_id": d} for d in driver_ids],
+                                       full_feature_names=False).to_dict(include_event_timestamps=True)
+    return [float(t) for t in answer["conv_rate__ts"]]
+
+
 def model_inputs(driver_id: int) -> tuple[Any, dict[str, float]]:
     """The champion pipeline and the feature row of one driver, assembled independently of the app."""
     import mlflow
@@ -146,7 +157,10 @@ def test_predict_uses_online_features_in_the_training_column_order(served: Any) 
     assert (prediction["model_version"], prediction["route"], prediction["entity"]) == ("1", "primary",
                                                                                        {"driver_id": 1001})
     assert body["request_id"] == prediction["request_id"] == response.headers["x-request-id"] == "ride-42"
-    assert body["model"] == MODEL and body["degraded"] is False
+    # degraded exactly when the row is older than the view's TTL (2 days), by the store's own event time
+    age = time.time() - online_event_times([1001])[0]
+    assert body["model"] == MODEL and body["degraded"] is (age > 2 * 86400), (age, body)
+    assert body.get("stale_features") == (["driver_hourly_stats"] if age > 2 * 86400 else None)
 
 
 def test_predict_batches_every_demo_entity_in_one_request(served: Any) -> None:
@@ -289,6 +303,8 @@ def read_log(directory: Path) -> list[dict[str, Any]]:
 
 
 def test_predictions_are_logged_off_the_request_path_and_counted(served: Any, state_env: dict[str, Any]) -> None:
+    import pandas as pd
+
     assert served.post("/predict", json=row(1010, colour="red")).status_code == 422
     response = served.post("/predict", json={"entities": [row(1010), row(1011)], "request_id": "logged"})
     assert response.status_code == 200
@@ -310,6 +326,12 @@ def test_predictions_are_logged_off_the_request_path_and_counted(served: Any, st
     assert 'mlops_serving_prediction_log_dropped_total{model="ride_completion"} 0.0' in metrics
     assert 'mlops_serving_prediction_log_written_total{model="ride_completion"}' in metrics
     assert 'mlops_serving_background_dropped_total{model="ride_completion"} 0.0' in metrics
+    # each record carries the age of the online row it was scored on (the store's event time at scoring)
+    age = json.loads(first["extra"])["feature_age_seconds"]["driver_hourly_stats"]
+    when = pd.Timestamp(first["time"]).timestamp()
+    assert age == pytest.approx(when - online_event_times([1010])[0], abs=5.0), first["extra"]
+    assert 'mlops_serving_feature_age_seconds_bucket{le="+Inf",model="ride_completion",view="driver_hourly_stats"}' \
+        in metrics
 
 
 # ---------------------------------------------------------------------------- admin, canary, shadow
@@ -540,6 +562,53 @@ def test_redis_down_fails_fast_with_503(state_env: dict[str, Any], pinned_manage
             response = client.post("/predict", json=row(1001))
     assert response.status_code == 503 and f"redis://127.0.0.1:{port}" in response.json()["detail"]
     assert len(attempts) == 1, f"{attempts}: redis-py's default retries (~8 s) must be off for serving"
+
+
+# ---------------------------------------------------------------------------- stale online rows
+# Rows count as stale from an age of 1 s on (serving.max_feature_age), whatever the demo data's age.
+def test_stale_rows_are_served_only_as_degraded_and_named(state_env: dict[str, Any], pinned_manager: Any) -> None:
+    """Policy serve_stale (the default): scored, but never `degraded: false` with a stale row."""
+    from airflow_mlops.serving.features import serving_store
+
+    with store_down_app(fast_spec(max_feature_age="1s"), serving_store(), pinned_manager, state_env["tmp"]) as client:
+        body = client.post("/predict", json=row(1001)).json()
+        infer = {"inputs": [{"name": "driver_id", "shape": [1], "datatype": "INT64", "data": [1001]},
+                            *({"name": k, "shape": [1], "datatype": "FP64", "data": [v]} for k, v in REQUEST.items())]}
+        v2 = client.post(f"/v2/models/{MODEL}/infer", json=infer).json()
+        metrics = client.get("/metrics").text
+    assert body["degraded"] is True and body["stale_features"] == ["driver_hourly_stats"], body
+    assert v2["parameters"]["degraded"] is True and v2["parameters"]["stale_features"] == ["driver_hourly_stats"]
+    assert 'mlops_serving_stale_features_total{model="ride_completion",policy="serve_stale",' \
+           'view="driver_hourly_stats"} 2.0' in metrics
+
+
+def test_stale_rows_fail_with_503_naming_the_view_the_age_and_the_fix(state_env: dict[str, Any],
+                                                                     pinned_manager: Any) -> None:
+    from airflow_mlops.serving.features import serving_store
+
+    spec = fast_spec(stale_features="fail", max_feature_age="1s")
+    with store_down_app(spec, serving_store(), pinned_manager, state_env["tmp"]) as client:
+        response = client.post("/predict", json=row(1001))
+    assert response.status_code == 503, response.text
+    detail = response.json()["detail"]
+    assert "view 'driver_hourly_stats': row " in detail and " old, allowed 1s" in detail, detail
+    assert "mlops_features" in detail
+
+
+def test_stale_rows_under_policy_request_score_from_request_features_only(state_env: dict[str, Any],
+                                                                         pinned_manager: Any) -> None:
+    import numpy as np
+    import pandas as pd
+
+    from airflow_mlops.serving.features import serving_store
+
+    spec = fast_spec(stale_features="request", max_feature_age="1s")
+    with store_down_app(spec, serving_store(), pinned_manager, state_env["tmp"]) as client:
+        body = client.post("/predict", json=row(1001)).json()
+    assert body["degraded"] is True and body["stale_features"] == ["driver_hourly_stats"]
+    model = pinned_manager.primary
+    frame = pd.DataFrame([{c: REQUEST.get(c, np.nan) for c in model.feature_columns}], dtype="float64")
+    assert body["predictions"][0]["prediction"] == pytest.approx(float(model.predict_proba(frame)[0]))
 
 
 # ---------------------------------------------------------------------------- airflow-mlops serve (uvicorn)

@@ -12,7 +12,13 @@ from typing import Any
 
 import pytest
 
-from support.feature_read_repo import assert_same_as_feast, build_repo, entity_rows, feast_answer
+from support.feature_read_repo import (
+    assert_feature_ages,
+    assert_same_as_feast,
+    build_repo,
+    entity_rows,
+    feast_answer,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -37,6 +43,10 @@ def test_direct_read_equals_get_online_features(store: Any) -> None:
     # the fixture's data must exercise what it claims: NULLs, unknown entities, lists, the newer row
     assert None in answer["conv_rate"] and None in answer["tier"] and None in answer["surge"]
     assert 0.99 in answer["conv_rate"] and [1, 2, 3] in answer["recent"]
+
+
+def test_every_online_row_carries_its_age_and_stale_views_are_named(store: Any) -> None:
+    assert_feature_ages(store)
 
 
 def test_on_demand_views_go_through_feast(store: Any) -> None:

@@ -48,7 +48,7 @@ def run(dag_id):
     return {"state": str(dag_run.state), "run_id": dag_run.run_id, "tasks": {t: str(s) for t, s in tasks.items()}}
 
 
-demo.write_demo_batches(days=%(days)d)
+demo.write_demo_batches(days=%(days)d, start="2026-10-01")  # fixed times: the modules assume this history
 print("RESULT " + json.dumps({"features": run("mlops_features"), "train": run("%(model)s__train")}))
 """
 

@@ -98,3 +98,30 @@ def assert_same_as_feast(store: Any, checks: int = 3) -> None:
                 k: [type(v) for v in vs] for k, vs in want.items()}, name
         for row in rows[:40]:
             assert direct.read(service, [row]) == feast_answer(store, name, [row]), (name, row)
+
+
+ROWS_WRITTEN_AT = datetime(2026, 10, 1, tzinfo=UTC)  # every row's event time (driver 1: one hour later)
+
+
+def assert_feature_ages(store: Any) -> None:
+    """The age of each online row is its event time as the store keeps it, on the direct read and through
+    Feast's call, and `stale()` flags exactly the views older than their TTL (1 day here) or max_age."""
+    from airflow_mlops.serving.features import OnlineFeatures
+
+    rows = [{"driver_id": 2, "city": "paris"}, {"driver_id": 1, "city": "lyon"}, {"driver_id": 6, "city": "nowhere"}]
+    online = OnlineFeatures(store, "all_plain", ["driver_id", "city"])
+    assert online._direct is not None and online.ttls == {"driver_stats": 86400.0, "driver_city": 86400.0}
+    now = (ROWS_WRITTEN_AT + timedelta(hours=12)).timestamp()
+    _, ages = online.lookup_aged(rows, now=now)
+    hour = 3600.0
+    assert ages["driver_stats"] == [12 * hour, 11 * hour, 12 * hour], ages  # driver 1's newer row
+    assert ages["driver_city"][0] == 12 * hour and ages["driver_city"][2] is None, f"no row: no age {ages}"
+    assert online.stale(ages, None) == {}, "12 h is within the 1-day TTL"
+    assert online.stale(ages, 6 * hour) == {"driver_stats": (12 * hour, 6 * hour),
+                                            "driver_city": (12 * hour, 6 * hour)}, "max_age is stricter"
+    later = (ROWS_WRITTEN_AT + timedelta(days=3)).timestamp()
+    _, old = online.lookup_aged(rows, now=later)
+    assert online.stale(old, None) == {"driver_stats": (3 * 86400.0, 86400.0), "driver_city": (3 * 86400.0, 86400.0)}
+    through_feast = OnlineFeatures(store, "with_on_demand", ["driver_id"])  # not the direct read
+    _, feast_ages = through_feast.lookup_aged([{"driver_id": 2}, {"driver_id": 1}], now=now)
+    assert feast_ages["driver_stats"] == [12 * hour, 11 * hour], feast_ages

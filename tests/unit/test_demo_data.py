@@ -74,3 +74,23 @@ def test_ride_ids_are_unique_across_consecutive_batches() -> None:
     later = rides(DemoConfig(start=datetime(2026, 10, 31, tzinfo=UTC), days=1, drivers=5, rides_per_day=200, seed=8))
     assert first["ride_id"].is_unique and not set(first["ride_id"]) & set(later["ride_id"])
     assert first["ride_id"].min() >= 1 and first["ride_id"].max() < 2**53, "positive and JSON-exact"
+
+
+def test_demo_batches_end_now_unless_a_start_is_given(mlops_home: object) -> None:
+    """A first demo run serves fresh features: the data ends at the start of the current hour, never later."""
+    from datetime import timedelta
+
+    import pandas as pd
+
+    from airflow_mlops.demo import demo_end, write_demo_batches
+
+    before = demo_end()
+    written = write_demo_batches(days=1)
+    ends = {before, demo_end()}  # the hour may turn while the batch is written
+    stats = pd.read_parquet(written["driver_hourly_stats"])
+    end = next(e for e in ends if stats["event_timestamp"].max() == pd.Timestamp(e - timedelta(hours=1)))
+    assert stats["event_timestamp"].min() == pd.Timestamp(end - timedelta(days=1))
+    assert pd.read_parquet(written["rides"])["event_timestamp"].max() < pd.Timestamp(end)
+    again = write_demo_batches(days=1, start="2026-10-01")  # reproducible times on request
+    first = pd.read_parquet(again["driver_hourly_stats"])["event_timestamp"].min()
+    assert first == pd.Timestamp("2026-10-01", tz="UTC")

@@ -201,6 +201,9 @@ class Serving(_Strict):
         default=None, pattern=DURATION, description="stricter than the views' TTL, e.g. 6h (none: the TTL)")
     validate_ranges: bool = Field(
         default=False, description="refuse numbers outside the model's training-set feature ranges (422)")
+    allow_empty_rows: bool = Field(
+        default=False, description="score a row whose feature columns are all missing (null) on imputed values "
+                                   "alone; default: refuse it (422)")
     kubernetes: KubernetesServing = KubernetesServing()
     smoke_request: dict[str, Any] | None = Field(
         default=None, description="a /predict body sent after each full deploy, e.g. {driver_id: 1001, ...}; "

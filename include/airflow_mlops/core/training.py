@@ -33,6 +33,10 @@ DEFAULT_SPLIT: dict[str, Any] = {"method": "time", "test_size": 0.2}
 EXAMPLE = "sklearn.ensemble.HistGradientBoostingClassifier"
 # Label-based metrics turn probabilities into classes at this cut-off.
 DECISION_THRESHOLD = 0.5
+# The training-set profile (per feature: min, max, missing) logged with every run; serving reads it
+# for `serving.validate_ranges` through the run tag.
+FEATURE_PROFILE_ARTIFACT = "training/feature_profile.json"
+TAG_FEATURE_PROFILE = "airflow_mlops.feature_profile"
 
 
 @dataclass
@@ -48,6 +52,7 @@ class TrainResult:
     total_seconds: float
     split: dict[str, Any] = field(default_factory=dict)
     sample: pd.DataFrame | None = None  # a few feature rows: MLflow signature and input example
+    feature_profile: dict[str, Any] = field(default_factory=dict)  # see feature_profile()
 
     def summary(self) -> dict[str, Any]:
         """JSON-able description (no pipeline, no data) for logs and artifacts."""
@@ -313,7 +318,23 @@ def train(
         total_seconds=time.perf_counter() - started,
         split={**cfg, **_split_bounds(valid_part, cfg["method"], timestamp_column)},
         sample=x_train.head(5).reset_index(drop=True),
+        feature_profile=feature_profile(labelled, columns),  # the whole training set: both parts of the split
     )
+
+
+def feature_profile(frame: pd.DataFrame, columns: Sequence[str]) -> dict[str, Any]:
+    """Per feature column of the training set: finite min and max (None when it has no finite value) and
+    how many values are missing. Small and JSON-able: logged as FEATURE_PROFILE_ARTIFACT."""
+    import numpy as np
+
+    profile: dict[str, dict[str, Any]] = {}
+    for column in columns:
+        values = frame[column].to_numpy(dtype="float64", na_value=np.nan)
+        finite = values[np.isfinite(values)]
+        profile[column] = {"min": float(finite.min()) if finite.size else None,
+                           "max": float(finite.max()) if finite.size else None,
+                           "missing": int(np.isnan(values).sum())}
+    return {"rows": len(frame), "columns": profile}
 
 
 def _split_bounds(valid_part: pd.DataFrame, method: str, timestamp_column: str) -> dict[str, str]:

@@ -12,9 +12,10 @@ functions only: DAG files import this module through the operators.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -35,6 +36,8 @@ log = logging.getLogger(__name__)
 # cloudpickle loads any estimator, and MLflow (3.17) gates loading of every sklearn format,
 # skops included, behind MLFLOW_ALLOW_PICKLE_DESERIALIZATION anyway.
 SERIALIZATION_FORMAT = "cloudpickle"
+# ...so MLflow's warning against it on every save (mlflow.sklearn, WARNING) is dropped while we log.
+_CLOUDPICKLE_WARNING = "Saving scikit-learn models in the pickle or cloudpickle format"
 MODEL_ARTIFACT = "model"
 
 # Request key -> MLflow run tag of the Airflow identity (see core.lineage.airflow_context_tags).
@@ -45,6 +48,23 @@ IDENTITY_TAGS = {
     "try_number": lineage.TAG_TRY_NUMBER,
     "logical_date": lineage.TAG_LOGICAL_DATE,
 }
+
+
+class _DropCloudpickleWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(_CLOUDPICKLE_WARNING)
+
+
+@contextlib.contextmanager
+def _cloudpickle_chosen() -> Iterator[None]:
+    """While our model is logged, without MLflow's warning about the format we chose on purpose (above)."""
+    target = logging.getLogger("mlflow.sklearn")
+    dropper = _DropCloudpickleWarning()
+    target.addFilter(dropper)
+    try:
+        yield
+    finally:
+        target.removeFilter(dropper)
 
 
 def _default_preprocessing() -> dict[str, Any]:
@@ -184,7 +204,7 @@ def run_training_job(request: TrainingRequest, hook: MLflowHook) -> dict[str, An
     log.info("Validation metrics (%s rows): %s", result.validation_rows, result.metrics)
     experiment_id = hook.experiment_id(request.model_name)
     tags = run_tags(request)
-    with hook.activated() as client:
+    with hook.activated() as client, _cloudpickle_chosen():
         end_orphaned_runs(client, experiment_id, tags)
         run_id, model_uri = _log_run(request, experiment_id, tags, result)
     log.info("Logged run %s with model %s in experiment %s", run_id, model_uri, experiment_id)
@@ -276,7 +296,7 @@ def _log_run(
     import mlflow.sklearn
     from mlflow.models import infer_signature
 
-    from airflow_mlops.core.training import model_requirements
+    from airflow_mlops.core.training import FEATURE_PROFILE_ARTIFACT, TAG_FEATURE_PROFILE, model_requirements
 
     sample = result.sample
     # The context manager ends the run FAILED on any exception (incl. Airflow timeouts).
@@ -299,4 +319,7 @@ def _log_run(
         mlflow.log_metrics({**result.metrics, **timings}, model_id=info.model_id)
         mlflow.log_dict(json.loads(json.dumps(dict(request.training_set), default=str)), "training_set/lineage.json")
         mlflow.log_dict(result.summary(), "training/summary.json")
+        if result.feature_profile:  # serving.validate_ranges refuses inputs far outside it
+            mlflow.log_dict(result.feature_profile, FEATURE_PROFILE_ARTIFACT)
+            mlflow.set_tag(TAG_FEATURE_PROFILE, FEATURE_PROFILE_ARTIFACT)
     return run.info.run_id, info.model_uri

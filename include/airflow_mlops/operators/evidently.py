@@ -53,6 +53,10 @@ class DriftReportLink(BaseOperatorLink):
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
         from airflow.sdk.execution_time.xcom import XCom
 
+        from airflow_mlops.plugin.links import finished_without_result
+
+        if finished_without_result(ti_key):  # skipped or failed: no result to look up (avoids an error-level 404 line)
+            return ""
         value = XCom.get_value(ti_key=ti_key, key="return_value")
         report = value.get("report") if isinstance(value, Mapping) else None
         return under_base_url(str(report.get("url") or "")) if isinstance(report, Mapping) else ""

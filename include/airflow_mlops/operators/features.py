@@ -273,6 +273,10 @@ class FeastBuildTrainingSetOperator(BaseOperator):
         from airflow_mlops.core.training_set import build_training_set, load_entity_df
         from airflow_mlops.hooks.feast import FeastHook
 
+        if self.validation_suite:
+            from airflow_mlops.operators.validation import announce
+
+            announce(context)
         home = paths()
         columns = [*self.entity_keys, self.timestamp_column, self.label_column, *self.request_features]
         entity_df = load_entity_df(home.dataset_dir(self.entity_dataset), self.timestamp_column,

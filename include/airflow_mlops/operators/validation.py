@@ -64,6 +64,12 @@ def under_base_url(url: str) -> str:
     return f"{prefix}{url}"
 
 
+def announce(context: Context) -> None:
+    """Push an empty summary first: the "Validation report" link of a task that fails before validating
+    (a Feast error in build_training_set) then finds an empty result instead of logging "XCom not found"."""
+    context["ti"].xcom_push(key=XCOM_KEY, value={})
+
+
 def _finish(operator: BaseOperator, context: Context, summary: dict[str, Any], failed: bool, warn: bool,
             message: str) -> dict[str, Any]:
     """Push the summary (with the failure text as `message`), then raise (fail mode), warn (warn mode) or return it."""
@@ -141,6 +147,7 @@ class GXValidateDataOperator(BaseOperator):
         from airflow_mlops.core.gate import Gate, batch_message, check_batch, quarantined_before, retry_message
         from airflow_mlops.hooks.gx import GXHook
 
+        announce(context)
         hook = GXHook(gx_conn_id=self.gx_conn_id, expectations_dir=self.expectations_dir)
         suite = hook.load_suite(self.suite) or {}
         quarantine_log = _quarantine_log(context)
@@ -196,6 +203,7 @@ class GXValidateRawBatchesOperator(BaseOperator):
         from airflow_mlops.core.validation_report import write_run_index
         from airflow_mlops.hooks.gx import GXHook
 
+        announce(context)
         hook = GXHook(gx_conn_id=self.gx_conn_id, expectations_dir=self.expectations_dir)
         ti = context["ti"]
         quarantine_log = _quarantine_log(context)

@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI
 
 from airflow_mlops.core.prediction_window import PREDICTION_LOG_URL_ENV  # the writer and the reader share it
-from airflow_mlops.core.spec import ModelSpec
+from airflow_mlops.core.spec import ModelSpec, duration_seconds
 from airflow_mlops.exceptions import MLOpsError
 from airflow_mlops.serving import kserve
-from airflow_mlops.serving.features import OnlineFeatures, OnlineStoreDown, UnknownEntity
+from airflow_mlops.serving.features import OnlineFeatures, OnlineStoreDown, StaleFeatures, UnknownEntity
 from airflow_mlops.serving.models import ModelLoadError, ModelManager
 from airflow_mlops.serving.protocols import (
     JSON,
@@ -74,7 +74,7 @@ class Server:
         self.features = features
         self.schema = EntitySchema(keys=features.key_kinds, request_features=self.schema.request_features,
                                    online_features=features.features)
-        self.scorer = Scorer(self.manager, background, self.spec.name)
+        self.scorer = Scorer(self.manager, background, self.spec.name, self.spec.serving)
 
     # ------------------------------------------------------------------ handlers
     def guarded(self, protocol: str, handler: Callable[..., Reply], *args: Any) -> Reply:
@@ -87,7 +87,7 @@ class Server:
             return error_reply(protocol, 404, str(exc), ",".join(exc.entities[0]))
         except ModelFailed as exc:  # counted under the failing version and route (canary error rate)
             return replace(error_reply(protocol, 500, str(exc)), observed=[(exc.version, exc.route)])
-        except (OnlineStoreDown, MLOpsError) as exc:  # store down; no model loaded (ModelLoadError)
+        except (OnlineStoreDown, StaleFeatures, MLOpsError) as exc:  # store down or stale; no model loaded
             return error_reply(protocol, 503, str(exc))
         except Exception:
             log.exception("%s request failed", protocol)
@@ -96,11 +96,11 @@ class Server:
     def predict(self, body: bytes, content_type: str | None, header_id: str | None) -> Reply:
         media_type(content_type, (JSON,))
         batch = parse_predict(load_json(body, status=400), self.schema, header_id=header_id)
-        scored, degraded = self._score_entities(batch, "predict")
+        scored, status = self._score_entities(batch, "predict")
         rows = [{"prediction": p, "model_version": v, "route": r, "request_id": rid, "entity": entity}
                 for p, v, r, rid, entity in zip(scored.predictions, scored.versions, scored.routes, batch.row_ids,
                                                 batch.entities, strict=True)]
-        payload = {"model": self.spec.name, "request_id": batch.request_id, "degraded": degraded, "predictions": rows}
+        payload = {"model": self.spec.name, "request_id": batch.request_id, **status, "predictions": rows}
         return Reply(200, payload, {"X-Request-ID": batch.request_id}, scored.observed)
 
     def invocations(self, body: bytes, content_type: str | None, header_id: str | None) -> Reply:
@@ -116,16 +116,17 @@ class Server:
         media_type(content_type, (JSON,))
         wanted, positional = self._columns()
         request = kserve.parse_infer(load_json(body), wanted=wanted, positional=positional, schema=self.schema)
-        degraded = False
+        status: dict[str, Any] = {"degraded": False}
         if request.batch is not None:
-            scored, degraded = self._score_entities(request.batch, "v2")
+            scored, status = self._score_entities(request.batch, "v2")
             rid = request.batch.request_id
         else:
             assert request.table is not None
             rid = request.id or request_id(None, "id", status=400)
             scored = self._scorer().score_table(request.table, rid, "v2")
         version = ",".join(sorted(set(scored.versions)))
-        reply = kserve.infer_response(self.spec.name, version, rid, scored.predictions, scored.versions, degraded)
+        reply = kserve.infer_response(self.spec.name, version, rid, scored.predictions, scored.versions,
+                                      status["degraded"], status.get("stale_features"))
         return Reply(200, reply, {}, scored.observed)
 
     def metadata(self, name: str) -> Reply:
@@ -177,17 +178,40 @@ class Server:
             raise MLOpsError("the server is still starting (no feature store attached yet); retry shortly")
         return self.scorer
 
-    def _score_entities(self, batch: EntityBatch, protocol: str) -> tuple[Scored, bool]:
+    def _score_entities(self, batch: EntityBatch, protocol: str) -> tuple[Scored, dict[str, Any]]:
+        """Scores and what the answer must say about its features: {degraded, stale_features?}."""
         assert self.features is not None
+        ages: dict[str, list[float | None]] = {}
         try:
-            online = self.features.lookup(batch.entities)
-            degraded = False
+            online, ages = self.features.lookup_aged(batch.entities)
+            status = self._apply_stale_policy(online, ages)
         except OnlineStoreDown:
             if self.spec.serving.feature_fallback != "request":
                 raise
-            online, degraded = {name: [None] * len(batch.entities) for name in self.features.features}, True
-        scored = self._scorer().score_entities(batch, online, protocol)
-        return scored, degraded
+            online = {name: [None] * len(batch.entities) for name in self.features.features}
+            status = {"degraded": True}
+        scored = self._scorer().score_entities(batch, online, protocol, ages)
+        return scored, status
+
+    def _apply_stale_policy(self, online: dict[str, list[Any]], ages: dict[str, list[float | None]]) -> dict[str, Any]:
+        """Rows older than their view's TTL (or serving.max_feature_age): 503, blanked, or served and named."""
+        assert self.features is not None
+        serving = self.spec.serving
+        max_age = duration_seconds(serving.max_feature_age) if serving.max_feature_age else None
+        stale = self.features.stale(ages, max_age)
+        counts = {view: sum(1 for a in ages[view] if a is not None and a > limit) for view, (_, limit) in stale.items()}
+        self.metrics.observe_feature_ages(ages, counts, serving.stale_features)
+        if not stale:
+            return {"degraded": False}
+        if serving.stale_features == "fail":
+            raise StaleFeatures(stale)
+        if serving.stale_features == "request":  # the stale rows' view features become missing (NaN)
+            for view, (_, limit) in stale.items():
+                old = [i for i, a in enumerate(ages[view]) if a is not None and a > limit]
+                for name in self.features.view_features.get(view, ()):
+                    for i in old:
+                        online[name][i] = None
+        return {"degraded": True, "stale_features": sorted(stale)}
 
     def _columns(self) -> tuple[list[str], list[str]]:
         """(feature columns of every loaded model, the primary's columns in order)."""

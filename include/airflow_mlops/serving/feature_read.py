@@ -76,14 +76,19 @@ class DirectRead:
             log.warning("Feast lacks what the direct online read uses (%s); serving uses get_online_features", exc)
             return False
 
-    def read(self, service: Any, entities: Sequence[dict[str, Any]]) -> dict[str, list[Any]] | None:
-        """Feature name -> value per entity row (None = no value), or None when this service needs Feast's call."""
+    def read(self, service: Any, entities: Sequence[dict[str, Any]],
+             event_times: dict[str, list[Any]] | None = None) -> dict[str, list[Any]] | None:
+        """Feature name -> value per entity row (None = no value), or None when this service needs Feast's call.
+
+        `event_times`, when given, receives view name -> the event time (datetime) of each entity's row (None:
+        no row) — what the online store keeps with every row, read in the same call.
+        """
         views = self._plan(service)
         if views is None:
             return None
         columns: dict[str, list[Any]] = {}
         for view in views:
-            columns.update(self._read_view(view, entities))
+            columns.update(self._read_view(view, entities, event_times))
         return columns
 
     def _plan(self, service: Any) -> list[_View] | None:
@@ -112,7 +117,8 @@ class DirectRead:
                 out[i] = cache[tid] = self._entity_key(join_keys=view.join_keys, entity_values=[v[n] for v in values])
         return out
 
-    def _read_view(self, view: _View, entities: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
+    def _read_view(self, view: _View, entities: Sequence[dict[str, Any]],
+                   event_times: dict[str, list[Any]] | None) -> dict[str, list[Any]]:
         unique: dict[tuple[Any, ...], list[int]] = {}
         for i, row in enumerate(entities):
             unique.setdefault(tuple(row[key] for key in view.join_keys), []).append(i)
@@ -120,9 +126,14 @@ class DirectRead:
                                              entity_keys=self._entity_keys(view, list(unique)),
                                              requested_features=list(view.requested))  # a store may append to it
         out: dict[str, list[Any]] = {name: [None] * len(entities) for name in view.requested}
-        for (_, found), positions in zip(rows, unique.values(), strict=True):
+        times: list[Any] = [None] * len(entities)
+        if event_times is not None:
+            event_times[view.table.name] = times
+        for (event_time, found), positions in zip(rows, unique.values(), strict=True):
             if not found:
                 continue
+            for i in positions:
+                times[i] = event_time
             for name in view.requested:
                 proto = found.get(name)
                 value = None if proto is None else self._to_python(proto, view.feature_types.get(name))

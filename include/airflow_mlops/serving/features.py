@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from collections.abc import Sequence
+from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
 from airflow_mlops.exceptions import FeatureRepoError, MLOpsError
@@ -53,6 +55,25 @@ class OnlineStoreDown(MLOpsError):
         super().__init__(f"Feast online store {store} is unavailable ({reason}); check it is up and materialized "
                          "(feature DAG), or set serving.feature_fallback: request in the model spec to answer "
                          "from request-time features only")
+
+
+class StaleFeatures(MLOpsError):
+    """Online rows older than their view's TTL (or the spec's serving.max_feature_age) under policy `fail`."""
+
+    def __init__(self, stale: dict[str, tuple[float, float]]) -> None:
+        self.stale = stale
+        views = "; ".join(f"view '{view}': row {_age_text(age)} old, allowed {_age_text(limit)}"
+                          for view, (age, limit) in sorted(stale.items()))
+        super().__init__(f"stale online features ({views}). Run the mlops_features DAG to land and materialize "
+                         "fresh data, or set serving.stale_features: serve_stale (score, say degraded) or request "
+                         "(score from request-time features only) in the model spec")
+
+
+def _age_text(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
 
 
 def _show_entity(entity: dict[str, Any]) -> str:
@@ -113,6 +134,8 @@ class OnlineFeatures:
         self.label = store_label(store)
         self.service = self._resolve(feature_service)
         self.features = tuple(f.name for p in self.service.feature_view_projections for f in p.features)
+        self.view_features = {p.name: tuple(f.name for f in p.features) for p in self.service.feature_view_projections}
+        self.ttls = self._ttls()
         self.key_kinds = self._key_kinds(entity_keys)
         self._errors = store_errors()
         self._direct = _direct_read(store)
@@ -129,6 +152,19 @@ class OnlineFeatures:
                 f"feature service '{name}' cannot be loaded from the Feast registry ({type(exc).__name__}: {exc}); "
                 f"registered services: {known}. Run the feature DAG (feast apply + materialize) against the same "
                 "MLOPS_HOME / feast_default connection as this server") from None
+
+    def _ttls(self) -> dict[str, float | None]:
+        """View -> its TTL in seconds (None: no TTL, or an on-demand view, whose sources carry their own)."""
+        from feast.errors import FeatureViewNotFoundException
+
+        out: dict[str, float | None] = {}
+        for view in self.view_features:
+            try:
+                ttl = self.store.get_feature_view(view).ttl
+            except FeatureViewNotFoundException:
+                ttl = None
+            out[view] = ttl.total_seconds() if ttl is not None and ttl.total_seconds() > 0 else None
+        return out
 
     def _key_kinds(self, entity_keys: Sequence[str]) -> dict[str, str]:
         """Join key -> kind, from the feature views of the service; the spec's keys must be exactly these."""
@@ -157,7 +193,7 @@ class OnlineFeatures:
         """One lookup of an unknown entity: connects, loads the registry cache; a down store only logs."""
         probe = {key: 0 if kind == "int" else 0.0 if kind == "float" else "" for key, kind in self.key_kinds.items()}
         try:
-            self._read([probe])
+            self._read([probe], {})
         except self._errors as exc:
             log.warning("online store %s is not answering at startup (%s); /predict answers 503 until it does",
                         self.label, exc)
@@ -167,8 +203,14 @@ class OnlineFeatures:
 
         Raises UnknownEntity when some entity has no feature at all, OnlineStoreDown when the store fails.
         """
+        return self.lookup_aged(entities)[0]
+
+    def lookup_aged(self, entities: list[dict[str, Any]],
+                    now: float | None = None) -> tuple[dict[str, list[Any]], dict[str, list[float | None]]]:
+        """`lookup` plus view -> the age in seconds of each entity's online row (None: no row for that view)."""
+        times: dict[str, list[Any]] = {}
         try:
-            result = self._read(entities)
+            result = self._read(entities, times)
         except self._errors as exc:
             reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
             log.warning("online store %s failed: %s", self.label, reason)
@@ -177,11 +219,44 @@ class OnlineFeatures:
         unknown = [entities[i] for i in range(len(entities)) if all(col[i] is None for col in columns.values())]
         if unknown:
             raise UnknownEntity(unknown, self.name)
-        return columns
+        return columns, _ages(times, time.time() if now is None else now)
 
-    def _read(self, entities: list[dict[str, Any]]) -> dict[str, list[Any]]:
-        result = self._direct.read(self.service, entities) if self._direct is not None else None
+    def stale(self, ages: dict[str, list[float | None]], max_age: float | None) -> dict[str, tuple[float, float]]:
+        """View -> (oldest age, allowed age) for views with a row older than min(TTL, max_age)."""
+        out = {}
+        for view, values in ages.items():
+            limits = [x for x in (self.ttls.get(view), max_age) if x is not None]
+            known = [a for a in values if a is not None]
+            if limits and known and max(known) > min(limits):
+                out[view] = (max(known), min(limits))
+        return out
+
+    def _read(self, entities: list[dict[str, Any]], times: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        result = self._direct.read(self.service, entities, times) if self._direct is not None else None
         if result is None:
             result = self.store.get_online_features(features=self.service, entity_rows=entities,
-                                                    full_feature_names=False).to_dict()
+                                                    full_feature_names=False).to_dict(include_event_timestamps=True)
+            for view, names in self.view_features.items():  # Feast gives each feature's event time in seconds
+                stamps = result.get(f"{names[0]}__ts") if names else None
+                if stamps is not None:
+                    times[view] = [s if s and result[names[0]][i] is not None else None for i, s in enumerate(stamps)]
         return result
+
+
+def _ages(times: dict[str, list[Any]], now: float) -> dict[str, list[float | None]]:
+    """Event times (datetime, naive = UTC, or epoch seconds) -> ages in seconds at `now`."""
+    out: dict[str, list[float | None]] = {}
+    for view, values in times.items():
+        ages: list[float | None] = []
+        for value in values:
+            if value is None:
+                ages.append(None)
+                continue
+            if isinstance(value, int | float):
+                stamp = float(value)
+            else:
+                stamp = (value if value.tzinfo is not None else value.replace(tzinfo=UTC)).timestamp()
+            # Redis answers a key it does not hold with event time 0 (the epoch) and empty values: no row
+            ages.append(max(0.0, now - stamp) if stamp > 0 else None)
+        out[view] = ages
+    return out

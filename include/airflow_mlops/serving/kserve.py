@@ -7,6 +7,11 @@
 
 The response has one output, `predict_proba` (FP64, shape [N]). Pure Python, like `protocols.py`;
 errors are `RequestError`s with status 400 (413 above the row limit).
+
+Every tensor's `data` must hold what its `datatype` declares, whatever the tensor is used for:
+BOOL JSON booleans; INT8..INT64 / UINT8..UINT64 integers (no fraction, no boolean) within the
+type's bounds; FP16/FP32/FP64 finite numbers within the type's range, or null (a missing value);
+BYTES strings. Nested `data` must follow `shape` level by level; flat data must hold prod(shape) values.
 """
 
 from __future__ import annotations
@@ -39,6 +44,10 @@ DATATYPES = INT_TYPES | FLOAT_TYPES | {"BOOL", "BYTES"}
 # Entity key kinds (from the Feast value type of the join key) and the V2 datatypes each accepts.
 KIND_DATATYPES = {"int": INT_TYPES, "str": frozenset({"BYTES"}), "float": INT_TYPES | FLOAT_TYPES}
 KIND_NAMES = {"int": "INT64", "str": "BYTES", "float": "FP64"}
+INT_BOUNDS = {f"{sign}INT{bits}": ((0, 2**bits - 1) if sign else (-(2**(bits - 1)), 2**(bits - 1) - 1))
+              for sign in ("", "U") for bits in (8, 16, 32, 64)}
+MAX_DIMS = 32  # numpy's limit; far above the 2 this server reads, and it bounds the nesting walked
+FLOAT_MAX = {"FP16": 65504.0, "FP32": 3.4028234663852886e38, "FP64": 1.7976931348623157e308}
 
 
 @dataclass(frozen=True)
@@ -82,7 +91,8 @@ def parse_infer(payload: Any, *, wanted: Sequence[str], positional: Sequence[str
 def _check_outputs(outputs: Any) -> None:
     if outputs is None:
         return
-    if not isinstance(outputs, list) or not all(isinstance(o, dict) and o.get("name") == OUTPUT for o in outputs):
+    if (not isinstance(outputs, list) or len(outputs) > 1
+            or not all(isinstance(o, dict) and o.get("name") == OUTPUT for o in outputs)):
         raise RequestError(400, "outputs", f"outputs: got {show(outputs)}; this model has one output, "
                                            f'[{{"name": "{OUTPUT}"}}] (or leave outputs out)')
 
@@ -108,37 +118,78 @@ def _tensor(item: Any, field: str) -> _Tensor:
     name, shape, datatype, data = (item.get(k) for k in ("name", "shape", "datatype", "data"))
     if type(name) is not str or not name:
         raise RequestError(400, f"{field}.name", f"{field}.name: got {show(name)}; must be a non-empty string")
-    if not isinstance(shape, list) or not shape or not all(type(d) is int and d >= 0 for d in shape):
-        raise RequestError(400, f"{field}.shape", f"{field}.shape: got {show(shape)}; must be an array of "
-                                                  "non-negative integers, e.g. [2] or [2, 1]")
+    if (not isinstance(shape, list) or not 0 < len(shape) <= MAX_DIMS
+            or not all(type(d) is int and d >= 0 for d in shape)):
+        raise RequestError(400, f"{field}.shape", f"{field}.shape: got {show(shape)}; must be an array of 1 to "
+                                                  f"{MAX_DIMS} non-negative integers, e.g. [2] or [2, 1]")
     if datatype not in DATATYPES:
         raise RequestError(400, f"{field}.datatype", f"{field}.datatype: got {show(datatype)}; must be one of "
                                                      f"{sorted(DATATYPES)}")
     if not isinstance(data, list):
         raise RequestError(400, f"{field}.data", f"{field}.data: got {show(data)}; must be an array")
-    flat = _flatten(data, len(shape), f"{field}.data")
+    flat = _flatten(data, shape, f"{field}.data")
     expected = math.prod(shape)
     if len(flat) != expected:
         raise RequestError(400, f"{field}.data", f"{field}.data: holds {len(flat)} values but shape {shape} needs "
                                                  f"{expected}")
+    _check_datatype(datatype, flat, f"{field}.data")
     return _Tensor(name, datatype, shape, flat, field)
 
 
-def _flatten(data: list[Any], depth: int, field: str) -> list[Any]:
-    """Row-major flat values of data given flat or nested up to `depth` levels."""
-    out = data
-    for _ in range(depth - 1):
-        nested = [isinstance(x, list) for x in out]
-        if not any(nested):
-            break
-        if not all(nested):
-            raise RequestError(400, field, f"{field}: mixes arrays and values; nest every row or none")
-        out = [y for x in out for y in x]
-    bad = next((x for x in out if isinstance(x, list | dict)), None)
-    if bad is not None:
-        raise RequestError(400, field, f"{field}: got {show(bad)} where a value belongs; nest at most as deep "
-                                       "as the shape")
+def _flatten(data: list[Any], shape: list[int], field: str) -> list[Any]:
+    """Row-major flat values of `data`, given flat (no arrays inside) or nested exactly as `shape`."""
+    if not any(isinstance(x, list) for x in data):
+        bad = next((x for x in data if isinstance(x, dict)), None)
+        if bad is not None:
+            raise RequestError(400, field, f"{field}: got {show(bad)} where a value belongs")
+        return data
+    out: list[Any] = []
+    _nested(data, shape, field, out)
     return out
+
+
+def _nested(node: Any, dims: list[int], field: str, out: list[Any]) -> None:
+    if not isinstance(node, list) or len(node) != dims[0]:
+        got = f"{len(node)} entries" if isinstance(node, list) else show(node)
+        raise RequestError(400, field, f"{field}: got {got} where shape {dims} needs an array of {dims[0]}; nest "
+                                       "data exactly as the shape, or send it flat in row-major order")
+    if len(dims) == 1:
+        bad = next((x for x in node if isinstance(x, list | dict)), None)
+        if bad is not None:
+            raise RequestError(400, field, f"{field}: got {show(bad)} where a value belongs; nest data exactly as "
+                                           "the shape, or send it flat in row-major order")
+        out.extend(node)
+        return
+    for item in node:
+        _nested(item, dims[1:], field, out)
+
+
+def _check_datatype(datatype: str, values: list[Any], field: str) -> None:
+    """Every value must be one the declared datatype holds (400 naming the first that is not)."""
+    for j, value in enumerate(values):
+        kind = type(value)
+        if datatype in INT_BOUNDS:
+            low, high = INT_BOUNDS[datatype]
+            if kind is int and low <= value <= high:
+                continue
+            rule = (f"{datatype} holds integers in [{low}, {high}]" if kind is int else
+                    f"{datatype} holds integers: a JSON number without a fraction (not a boolean, string, null, NaN)")
+        elif datatype in FLOAT_MAX:
+            top = FLOAT_MAX[datatype]
+            if value is None or ((kind is int or (kind is float and math.isfinite(value))) and -top <= value <= top):
+                continue
+            rule = (f"{datatype} holds finite numbers within +-{top:.8g}" if kind in (int, float) else
+                    f"{datatype} holds finite JSON numbers, or null for a missing value (not a boolean, string, "
+                    "NaN or Infinity)")
+        elif datatype == "BOOL":
+            if kind is bool:
+                continue
+            rule = "BOOL holds JSON true/false (not 0/1, strings or null)"
+        else:
+            if kind is str:
+                continue
+            rule = "BYTES holds strings"
+        raise RequestError(400, f"{field}[{j}]", f"{field}[{j}]: got {show(value)}; datatype {rule}")
 
 
 def _rows(tensors: dict[str, _Tensor], names: Sequence[str], max_rows: int) -> int:
@@ -172,7 +223,12 @@ def _matrix_table(tensor: _Tensor, positional: Sequence[str], max_rows: int) -> 
                                                          f"this order: {list(positional)}")
     check_rows(rows, f"{tensor.field}.shape", max_rows, status=400)
     flat = _numbers(tensor)
-    return FeatureTable(rows=rows, values={name: flat[c::width] for c, name in enumerate(positional)})
+    index = {name: c for c, name in enumerate(positional)}
+
+    def where(i: int, name: str) -> str:
+        return f"{tensor.field}.data[{i}][{index[name]}] ({name})" if name else f"{tensor.field}.data[{i}]"
+
+    return FeatureTable(rows=rows, values={name: flat[c::width] for c, name in enumerate(positional)}, where=where)
 
 
 def _column_table(tensors: dict[str, _Tensor], wanted: Sequence[str], schema: EntitySchema) -> FeatureTable:
@@ -187,7 +243,11 @@ def _column_table(tensors: dict[str, _Tensor], wanted: Sequence[str], schema: En
     entities = None
     if keys and len(keys) == len(schema.keys):
         entities = [{k: tensors[k].data[j] for k in keys} for j in range(rows)]
-    return FeatureTable(rows=rows, values=values, entities=entities)
+
+    def where(i: int, name: str) -> str:
+        return f"{tensors[name].field}.data[{i}] ({name})" if name else f"row {i} of inputs"
+
+    return FeatureTable(rows=rows, values=values, entities=entities, where=where)
 
 
 def _entity_batch(tensors: dict[str, _Tensor], schema: EntitySchema, rid: str) -> EntityBatch:
@@ -213,11 +273,13 @@ def _entity_batch(tensors: dict[str, _Tensor], schema: EntitySchema, rid: str) -
 
 
 def infer_response(model: str, version: str, rid: str, predictions: Sequence[float], versions: Sequence[str],
-                   degraded: bool = False) -> dict[str, Any]:
-    """The inference response; `parameters`: the version that scored each row, and whether online features
-    were missing (store down, spec serving.feature_fallback "request")."""
+                   degraded: bool = False, stale_features: Sequence[str] | None = None) -> dict[str, Any]:
+    """The inference response; `parameters`: the version that scored each row, whether online features were
+    missing or stale (store down with serving.feature_fallback "request"; rows older than their view's TTL
+    under serving.stale_features request/serve_stale), and which views were stale."""
+    stale = {"stale_features": list(stale_features)} if stale_features else {}
     return {"model_name": model, "model_version": version, "id": rid,
-            "parameters": {"model_versions": list(versions), "degraded": degraded},
+            "parameters": {"model_versions": list(versions), "degraded": degraded, **stale},
             "outputs": [{"name": OUTPUT, "shape": [len(predictions)], "datatype": "FP64", "data": list(predictions)}]}
 
 

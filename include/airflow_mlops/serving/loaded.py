@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     import pandas as pd
     from mlflow import MlflowClient
 
+    from airflow_mlops.serving.input_checks import FeatureRanges
+
 
 class ModelLoadError(MLOpsError):
     """A version cannot serve (missing, unloadable, no predict_proba, failed warm-up); names version and reason."""
@@ -51,7 +53,8 @@ def load_error(name: str, version: str, reason: str, fix: str) -> ModelLoadError
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """One loaded, warmed-up model version (`fast`: its compiled numpy predictor, if any)."""
+    """One loaded, warmed-up model version (`fast`: its compiled numpy predictor, if any; `ranges`: the
+    allowed feature intervals from its training-set profile, None when the version has no profile)."""
 
     name: str
     version: str
@@ -60,6 +63,7 @@ class LoadedModel:
     feature_columns: tuple[str, ...]
     loaded_at: str
     fast: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False, compare=False)
+    ranges: FeatureRanges | None = field(default=None, repr=False, compare=False)
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         """Positive-class probability per row; `frame` may hold extra columns (they are ignored).
@@ -98,15 +102,21 @@ class LoadedModel:
 
     def describe(self) -> dict[str, Any]:
         return {"version": self.version, "run_id": self.run_id, "loaded_at": self.loaded_at,
-                "compiled": self.fast is not None}
+                "compiled": self.fast is not None, "feature_ranges": self.ranges is not None}
 
 
-def prepare(name: str, version: str, run_id: str | None, model: Any, loaded_at: str) -> LoadedModel:
-    """Check the model can serve, compile it when possible, warm it up (ModelLoadError otherwise)."""
+def prepare(name: str, version: str, run_id: str | None, model: Any, loaded_at: str,
+            profile: Mapping[str, Any] | None = None) -> LoadedModel:
+    """Check the model can serve, compile it when possible, warm it up (ModelLoadError otherwise).
+
+    `profile`: the training-set profile of its run (`input_checks.read_profile`), for serving.validate_ranges."""
     from airflow_mlops.serving import fastpath
+    from airflow_mlops.serving.input_checks import FeatureRanges
 
     columns = feature_columns(name, version, model)
-    loaded = LoadedModel(name, version, run_id, model, columns, loaded_at, fastpath.compile_checked(model, columns))
+    ranges = FeatureRanges.from_profile(profile, columns) if profile else None
+    loaded = LoadedModel(name, version, run_id, model, columns, loaded_at, fastpath.compile_checked(model, columns),
+                         ranges)
     warm_up(loaded)
     return loaded
 

@@ -9,6 +9,9 @@ Names are part of the serving contract (the deploy operator's canary check reads
 - mlops_serving_prediction_log_written_total{model}            counter, records the prediction log has stored
 - mlops_serving_background_dropped_total{model}                counter, shadow-scoring/log jobs dropped
                                                                because the background queue was full
+- mlops_serving_feature_age_seconds{model,view}                histogram, age of each online row read
+                                                               (1 min .. 90 days)
+- mlops_serving_stale_features_total{model,view,policy}        counter, rows older than their allowed age
 
 Each instance owns a CollectorRegistry (never the process-global one), so two apps or two tests in
 one process do not collide on metric names.
@@ -21,6 +24,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+AGE_BUCKETS = (60, 300, 900, 3600, 6 * 3600, 86400, 2 * 86400, 7 * 86400, 30 * 86400, 90 * 86400)
 PREFIX = "mlops_serving"
 
 
@@ -38,6 +42,10 @@ class ServingMetrics:
                                   ["model", "version", "route"], buckets=BUCKETS, registry=self.registry)
         self._info = Gauge(f"{PREFIX}_model_info", "Model version serving in each slot (value 1)",
                            ["model", "slot", "version"], registry=self.registry)
+        self._age = Histogram(f"{PREFIX}_feature_age_seconds", "Age of the online feature rows read, per view",
+                              ["model", "view"], buckets=AGE_BUCKETS, registry=self.registry)
+        self._stale = Counter(f"{PREFIX}_stale_features", "Online rows older than their view's allowed age",
+                              ["model", "view", "policy"], registry=self.registry)
         self._slots: dict[str, str] = {}
         self._series: dict[tuple[str, str, int], tuple[Any, Any]] = {}  # .labels() costs more than .inc()
         self._slots_lock = threading.Lock()
@@ -52,6 +60,16 @@ class ServingMetrics:
                                           self._seconds.labels(self.model, key[0], route))
         series[0].inc()
         series[1].observe(seconds)
+
+    def observe_feature_ages(self, ages: dict[str, list[float | None]], stale: dict[str, int], policy: str) -> None:
+        """Each online row's age per view, and how many were stale under `policy`."""
+        for view, values in ages.items():
+            series = self._age.labels(self.model, view)
+            for age in values:
+                if age is not None:
+                    series.observe(age)
+        for view, count in stale.items():
+            self._stale.labels(self.model, view, policy).inc(count)
 
     def set_versions(self, primary: str, secondary: str | None) -> None:
         """The versions in the primary/secondary slots (a None secondary removes that series)."""

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from airflow_mlops.serving.input_checks import read_profile
 from airflow_mlops.serving.loaded import (
     LoadedModel,
     MissingFeatures,
@@ -298,10 +299,14 @@ class ModelManager:
         run_id = self._registered_version(version)
         started = datetime.now(UTC)
         model = load_sklearn(self._get_client(), self.name, version)
-        loaded = prepare(self.name, version, run_id, model, datetime.now(UTC).isoformat(timespec="milliseconds"))
-        log.info("%s v%s loaded and warmed up in %.2f s (%d feature columns, %s)", self.name, version,
+        profile = read_profile(self._get_client(), run_id)
+        loaded = prepare(self.name, version, run_id, model, datetime.now(UTC).isoformat(timespec="milliseconds"),
+                         profile)
+        log.info("%s v%s loaded and warmed up in %.2f s (%d feature columns, %s, %s)", self.name, version,
                  (datetime.now(UTC) - started).total_seconds(), len(loaded.feature_columns),
-                 "compiled to numpy" if loaded.fast is not None else "sklearn predict_proba")
+                 "compiled to numpy" if loaded.fast is not None else "sklearn predict_proba",
+                 "feature ranges from its training-set profile" if loaded.ranges is not None
+                 else "no training-set feature profile")
         return loaded
 
     def _registered_version(self, version: str) -> str | None:

@@ -58,24 +58,45 @@ class EntitySchema:
 
 @dataclass(frozen=True)
 class EntityBatch:
-    """Validated entity rows: keys per row, request-feature values per feature, one id per row."""
+    """Validated entity rows: keys per row, request-feature values per feature, one id per row.
+
+    `where(i, name)` names a value of row i in the request (`where(i, "")`: the row), for errors found later."""
 
     request_id: str
     entities: list[dict[str, Any]]
     request_values: dict[str, list[float]]
     row_ids: list[str]
+    where: Where | None = None
 
 
 @dataclass(frozen=True)
 class FeatureTable:
-    """Feature values given directly (NaN = missing): column -> value per row, plus entity keys if given."""
+    """Feature values given directly (NaN = missing): column -> value per row, plus entity keys if given.
+
+    `where(i, column)` names a value of row i in the request (`where(i, "")`: the row), for errors found later."""
 
     rows: int
     values: dict[str, list[float]]
     entities: list[dict[str, Any]] | None = None
+    where: Where | None = None
+
+
+def name_of(where: Where | None, i: int, name: str = "") -> str:
+    """How a request names row `i` (and its value `name`): `where`'s words, else rows[i].name."""
+    text = where(i, name).rstrip(".") if where is not None else ""
+    return text or (f"rows[{i}].{name}" if name else f"rows[{i}]")
 
 
 # ---------------------------------------------------------------------------- values
+class NonFinite(float):
+    """A `NaN`, `Infinity` or `-Infinity` token in a JSON body. They are not JSON (RFC 8259), and whether one
+    means "missing" or a computation gone wrong is ambiguous: every number rule checks `type(v) is float`,
+    so this subclass is refused wherever a number goes (send null for a missing value)."""
+
+    def __repr__(self) -> str:
+        return "NaN" if self != self else ("Infinity" if self > 0 else "-Infinity")
+
+
 def show(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -87,7 +108,8 @@ def json_type(value: Any) -> str:
 
 
 def number(value: Any, field: str, *, status: int, allow_missing: bool) -> float:
-    """A finite float from a JSON number; with `allow_missing`, null/NaN become NaN (the model imputes)."""
+    """A finite float from a JSON number; with `allow_missing`, null becomes NaN (the model imputes). A `NaN` or
+    `Infinity` token in the body (`NonFinite`) is refused like any non-number."""
     kind = type(value)
     if kind is float and (math.isfinite(value) or (allow_missing and math.isnan(value))):
         return float(value)
@@ -100,7 +122,8 @@ def number(value: Any, field: str, *, status: int, allow_missing: bool) -> float
         return math.nan
     rule = ("a finite number, or null for a missing value" if allow_missing
             else "a finite number (a JSON number; not a string, boolean, null, NaN or Infinity)")
-    raise RequestError(status, field, f"{field}: got {show(value)}; must be {rule}")
+    hint = "; NaN and Infinity are not JSON numbers" if allow_missing and isinstance(value, NonFinite) else ""
+    raise RequestError(status, field, f"{field}: got {show(value)}; must be {rule}{hint}")
 
 
 def entity_value(value: Any, field: str, kind: str, *, status: int) -> Any:
@@ -142,19 +165,75 @@ def media_type(content_type: str | None, allowed: Sequence[str]) -> str:
                                             f"{' or '.join(allowed)} (curl: -H 'Content-Type: {allowed[0]}')")
 
 
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json's object_pairs_hook: the object as a dict, unless a key repeats (json.loads keeps the last)."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise _DuplicateKey
+    return obj
+
+
+class _Pairs(list):  # an object's (key, value) pairs, duplicates kept
+    pass
+
+
+# One decoder for every request: json.loads(..., object_pairs_hook=...) would build a new decoder and scanner
+# per call (~5 us, more than parsing a one-row body). Sharing it is what json.loads does with its default one.
+_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=NonFinite)
+
+
 def load_json(body: bytes, *, status: int = 400, max_bytes: int = MAX_BODY_BYTES) -> Any:
-    """The parsed JSON body; 413 above `max_bytes`, `status` when empty or not JSON."""
+    """The parsed JSON body; 413 above `max_bytes`, `status` when empty or not JSON, 400 naming a key that
+    appears twice in one object (at any depth). NaN/Infinity tokens parse to `NonFinite` (refused as numbers)."""
     if len(body) > max_bytes:
         raise RequestError(413, "body", f"body: {len(body)} bytes is above the limit of {max_bytes}; "
                                         "split the request")
     if not body.strip():
         raise RequestError(status, "body", "body: empty; send a JSON object")
     try:
-        return json.loads(body)
+        return _DECODER.decode(body.decode(json.detect_encoding(body), "surrogatepass"))  # as json.loads(bytes)
+    except _DuplicateKey:
+        path, key = _duplicate_key(body, status)
+        raise RequestError(400, path, f"{path}: key {key!r} appears more than once in the same JSON object; which "
+                                      "value counts is ambiguous. Send each key once") from None
     except RecursionError:
         raise RequestError(status, "body", "body: JSON nested too deeply to parse") from None
     except ValueError as exc:  # JSONDecodeError, bad UTF-8, int above 4300 digits
         raise RequestError(status, "body", f"body: not valid JSON ({exc})") from None
+
+
+def _duplicate_key(body: bytes, status: int) -> tuple[str, str]:
+    """(path, key) of the first repeated key (error path only: parses again keeping every pair). A body that
+    is not valid JSON after its repeated key is refused as such."""
+    try:
+        tree = json.loads(body, object_pairs_hook=_Pairs, parse_constant=NonFinite)
+        found = _first_duplicate(tree, "")
+    except RecursionError:
+        found = None
+    except ValueError as exc:
+        raise RequestError(status, "body", f"body: not valid JSON ({exc})") from None
+    return found or ("body", "?")
+
+
+def _first_duplicate(node: Any, path: str) -> tuple[str, str] | None:
+    if isinstance(node, _Pairs):
+        seen: set[str] = set()
+        for key, value in node:
+            where = f"{path}.{key}" if path else key
+            if key in seen:
+                return where, key
+            seen.add(key)
+            if found := _first_duplicate(value, where):
+                return found
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            if found := _first_duplicate(item, f"{path}[{i}]"):
+                return found
+    return None
 
 
 def check_rows(count: int, field: str, max_rows: int, *, status: int) -> None:
@@ -196,7 +275,7 @@ def entity_rows(rows: Sequence[Any], schema: EntitySchema, *, status: int, rid: 
         keys, row_id = _entity_row(row, i, schema, status, where, values)
         entities.append(keys)
         row_ids.append(row_id or (rid if len(rows) == 1 else f"{rid}-{i}"))
-    return EntityBatch(request_id=rid, entities=entities, request_values=values, row_ids=row_ids)
+    return EntityBatch(request_id=rid, entities=entities, request_values=values, row_ids=row_ids, where=where)
 
 
 def _entity_row(row: Any, i: int, schema: EntitySchema, status: int, where: Where,
@@ -282,14 +361,31 @@ def _split_records(data: Any, max_rows: int) -> list[dict[str, Any]]:
     if not isinstance(columns, list) or not all(type(c) is str for c in columns):
         raise RequestError(400, f"{field}.columns", f"{field}.columns: got {show(columns)}; must be an array of "
                                                     "column names")
+    _unique_columns(columns, f"{field}.columns")
     if not isinstance(rows, list):
         raise RequestError(400, f"{field}.data", f"{field}.data: got {show(rows)}; must be an array of rows")
     check_rows(len(rows), f"{field}.data", max_rows, status=400)
+    index = data.get("index")
+    if index is not None and (not isinstance(index, list) or len(index) != len(rows)):
+        raise RequestError(400, f"{field}.index", f"{field}.index: got {show(index)}; must be an array with one "
+                                                  f"label per row ({len(rows)}), or left out")
     for i, row in enumerate(rows):
         if not isinstance(row, list) or len(row) != len(columns):
             raise RequestError(400, f"{field}.data[{i}]", f"{field}.data[{i}]: got {show(row)}; must be an array "
                                                           f"of {len(columns)} values, one per column")
     return [dict(zip(columns, row, strict=True)) for row in rows]
+
+
+def _unique_columns(columns: Sequence[str], field: str) -> None:
+    """400 naming the first column given twice: which of the two a model should read is ambiguous."""
+    if len(set(columns)) != len(columns):
+        seen: dict[str, int] = {}
+        for i, column in enumerate(columns):
+            if column in seen:
+                raise RequestError(400, field, f"{field}: column {column!r} is given twice (positions "
+                                               f"{seen[column]} and {i}); which one counts is ambiguous. Name each "
+                                               "column once")
+            seen[column] = i
 
 
 def _columnar_records(data: dict[str, list[Any]], key: str, max_rows: int) -> list[dict[str, Any]]:
@@ -320,6 +416,7 @@ def _csv_rows(body: bytes, max_rows: int) -> tuple[list[str], list[list[str]]]:
     if not rows:
         raise RequestError(400, "csv", "csv: empty; send a header line of column names, then one line per row")
     header, data = rows[0], rows[1:]
+    _unique_columns(header, "csv header")
     check_rows(len(data), "csv", max_rows, status=400)
     for i, row in enumerate(data, start=2):
         if len(row) != len(header):
@@ -349,7 +446,11 @@ def _table(records: list[Any], field: str, wanted: Sequence[str], entity_keys: S
                                   else number(value, where, status=400, allow_missing=True))
     keyed = entity_keys and all(isinstance(r, dict) and all(k in r for k in entity_keys) for r in records)
     entities = [{k: r[k] for k in entity_keys} for r in records] if keyed else None
-    return FeatureTable(rows=len(records), values=values, entities=entities)
+
+    def row_name(i: int, name: str) -> str:
+        return f"{field}[{i}].{name}" if name else f"{field}[{i}]"
+
+    return FeatureTable(rows=len(records), values=values, entities=entities, where=row_name)
 
 
 def _csv_number(text: str, field: str) -> float:

@@ -7,6 +7,10 @@ float64 matrix in ITS `feature_columns` order (a canary may use other columns th
 `LoadedModel.predict_matrix` scores it with the compiled numpy function when the model has one
 (`fastpath.py`), else through a DataFrame of exactly those columns (sklearn's no-copy path).
 
+Before any model scores, the caller's values are checked against the model that will score them
+(`input_checks.py`): rows whose features are all missing, and, with `serving.validate_ranges`, values
+outside the training-set ranges (422 naming the value).
+
 `Background` is one daemon thread with a bounded deque: shadow scoring and prediction-log records
 are built there after the response, never on the request path. A full queue drops work and counts it.
 """
@@ -23,11 +27,13 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow_mlops.exceptions import MLOpsError
-from airflow_mlops.serving.protocols import EntityBatch, FeatureTable, RequestError
+from airflow_mlops.serving import input_checks
+from airflow_mlops.serving.protocols import EntityBatch, FeatureTable, RequestError, Where
 
 if TYPE_CHECKING:
     import numpy as np
 
+    from airflow_mlops.core.spec import Serving
     from airflow_mlops.serving.models import LoadedModel, ModelManager
     from airflow_mlops.serving.prediction_log import PredictionLog
 
@@ -137,13 +143,20 @@ class Background:
 class Scorer:
     """Route, assemble and score rows with the manager's models; hand logging and shadows to Background."""
 
-    def __init__(self, manager: ModelManager, background: Background, model: str) -> None:
+    def __init__(self, manager: ModelManager, background: Background, model: str,
+                 serving: Serving | None = None) -> None:
+        """`serving`: the spec's serving section (validate_ranges, allow_empty_rows; default: both off)."""
         self.manager = manager
         self.background = background
         self.model = model
+        self.validate_ranges = bool(serving and serving.validate_ranges)
+        self.allow_empty_rows = bool(serving and serving.allow_empty_rows)
+        self._unranged: set[str] = set()  # versions already warned about (validate_ranges without a profile)
 
-    def score_entities(self, batch: EntityBatch, online: Mapping[str, Sequence[Any]], protocol: str) -> Scored:
-        """Entity rows + their online features (None = missing) -> scores."""
+    def score_entities(self, batch: EntityBatch, online: Mapping[str, Sequence[Any]], protocol: str,
+                       feature_ages: Mapping[str, Sequence[float | None]] | None = None) -> Scored:
+        """Entity rows + their online features (None = missing) -> scores; `feature_ages` (view -> age in seconds
+        of each row's online row) goes to the prediction log."""
         import numpy as np
 
         from airflow_mlops.serving.routing import entity_key_text
@@ -151,7 +164,8 @@ class Scorer:
         columns = {name: np.asarray(values, dtype=np.float64) for name, values in batch.request_values.items()}
         columns.update({name: np.array(values, dtype=np.float64) for name, values in online.items()})
         keys = [entity_key_text(entity) for entity in batch.entities]
-        return self._score(columns, keys, batch.row_ids, batch.entities, protocol, given=False)
+        return self._score(columns, keys, batch.row_ids, batch.entities, protocol, given=False, ages=feature_ages,
+                           where=batch.where, sent=frozenset(batch.request_values))
 
     def score_table(self, table: FeatureTable, rid: str, protocol: str) -> Scored:
         """Feature columns given directly (NaN = missing) -> scores."""
@@ -162,17 +176,23 @@ class Scorer:
         columns = {name: np.asarray(values, dtype=np.float64) for name, values in table.values.items()}
         row_ids = [rid] if table.rows == 1 else [f"{rid}-{i}" for i in range(table.rows)]
         keys = [entity_key_text(e) for e in table.entities] if table.entities else row_ids
-        return self._score(columns, keys, row_ids, table.entities, protocol, given=True)
+        return self._score(columns, keys, row_ids, table.entities, protocol, given=True, where=table.where)
 
     def _score(self, columns: dict[str, np.ndarray], keys: list[str], row_ids: list[str],
-               entities: list[dict[str, Any]] | None, protocol: str, *, given: bool) -> Scored:
+               entities: list[dict[str, Any]] | None, protocol: str, *, given: bool,
+               ages: Mapping[str, Sequence[float | None]] | None = None, where: Where | None = None,
+               sent: frozenset[str] | None = None) -> Scored:
+        """`given`: every column came from the caller (else online features too); `sent`: the caller's columns
+        when not; `where` names a row or value of the request (input checks' 422s)."""
         import numpy as np
 
         one_native_thread()
         groups, shadow = self._route(keys)
         predictions = np.empty(len(keys), dtype=np.float64)
-        for group in groups:
-            inputs = frame(group.model, columns, group.rows, given=given)
+        prepared = [(group, frame(group.model, columns, group.rows, given=given)) for group in groups]
+        for group, inputs in prepared:  # every check before any model scores
+            self._check(group, inputs, given, where, sent)
+        for group, inputs in prepared:
             try:
                 predictions[group.rows] = group.model.predict_matrix(inputs)
             except Exception as exc:  # noqa: BLE001 - whatever the model raises is the model's failure
@@ -184,9 +204,25 @@ class Scorer:
                 versions[i], routes[i] = group.model.version, group.route
         when = time.time()
         self.background.submit(lambda: self._log(protocol, when, row_ids, entities, columns, groups, predictions,
-                                                 shadow))
+                                                 shadow, ages))
         observed = [(g.model.version, g.route) for g in groups]
         return Scored(predictions.tolist(), versions, routes, observed)
+
+    def _check(self, group: _Group, inputs: np.ndarray, given: bool, where: Where | None,
+               sent: frozenset[str] | None) -> None:
+        """The caller's values against the model that scores them (input_checks: 422 naming the value)."""
+        if given and not self.allow_empty_rows:
+            input_checks.check_not_empty(group.model, inputs, group.rows, where)
+        if not self.validate_ranges:
+            return
+        ranges = group.model.ranges
+        if ranges is None:
+            if group.model.version not in self._unranged:
+                self._unranged.add(group.model.version)
+                log.warning("%s v%s has no training-set feature profile (trained before profiles were logged): "
+                            "serving.validate_ranges does not check its inputs", self.model, group.model.version)
+            return
+        input_checks.check_ranges(group.model, ranges, inputs, group.rows, where, None if given else sent)
 
     def _route(self, keys: list[str]) -> tuple[list[_Group], LoadedModel | None]:
         groups: dict[tuple[str, str], _Group] = {}
@@ -202,7 +238,7 @@ class Scorer:
 
     def _log(self, protocol: str, when: float, row_ids: list[str], entities: list[dict[str, Any]] | None,
              columns: dict[str, np.ndarray], groups: list[_Group], predictions: np.ndarray,
-             shadow: LoadedModel | None) -> None:
+             shadow: LoadedModel | None, ages: Mapping[str, Sequence[float | None]] | None = None) -> None:
         """Runs on the background thread: score the shadow model, then append one record per row."""
         shadow_scores = self._shadow_scores(shadow, columns, len(row_ids))
         sink = self.background.sink
@@ -219,6 +255,7 @@ class Scorer:
                     "prediction": float(predictions[i]), "protocol": protocol,
                     "shadow_version": shadow.version if shadow is not None else None,
                     "shadow_prediction": float(shadow_scores[i]) if shadow_scores is not None else None,
+                    **({"feature_age_seconds": {view: _rounded(a[i]) for view, a in ages.items()}} if ages else {}),
                 })
 
     def _shadow_scores(self, shadow: LoadedModel | None, columns: dict[str, np.ndarray], rows: int) -> Any:
@@ -253,6 +290,10 @@ def frame(model: LoadedModel, columns: Mapping[str, np.ndarray], rows: list[int]
 
 
 _FAILED: set[tuple[str, str]] = set()
+
+
+def _rounded(age: float | None) -> float | None:
+    return None if age is None else round(age, 3)
 
 
 def _log_failure(version: str, exc: BaseException) -> None:
