@@ -15,6 +15,7 @@ import pytest
 from support.feature_read_repo import (
     assert_feature_ages,
     assert_same_as_feast,
+    assert_stale_policies,
     build_repo,
     entity_rows,
     feast_answer,
@@ -47,6 +48,10 @@ def test_direct_read_equals_get_online_features(store: Any) -> None:
 
 def test_every_online_row_carries_its_age_and_stale_views_are_named(store: Any) -> None:
     assert_feature_ages(store)
+
+
+def test_each_stale_features_policy_on_sqlite(store: Any) -> None:
+    assert_stale_policies(store)  # the same checks run on Redis in tests/stack/test_feast_redis.py
 
 
 def test_on_demand_views_go_through_feast(store: Any) -> None:

@@ -75,7 +75,12 @@ def test_serving_direct_read_equals_get_online_features_on_redis(mlops_home: Pat
     """The serving app's online read (serving/feature_read.py) against Feast's own call, on Redis."""
     import redis
 
-    from support.feature_read_repo import assert_feature_ages, assert_same_as_feast, build_repo
+    from support.feature_read_repo import (
+        assert_feature_ages,
+        assert_same_as_feast,
+        assert_stale_policies,
+        build_repo,
+    )
 
     hook = FeastHook(online_store=REDIS_URL)
     hook.check_online_store()
@@ -85,3 +90,4 @@ def test_serving_direct_read_equals_get_online_features_on_redis(mlops_home: Pat
     build_repo(store, mlops_home / "data")
     assert_same_as_feast(store)
     assert_feature_ages(store)  # the same ages and staleness as on SQLite
+    assert_stale_policies(store)  # and each serving.stale_features policy

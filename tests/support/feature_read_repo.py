@@ -125,3 +125,28 @@ def assert_feature_ages(store: Any) -> None:
     through_feast = OnlineFeatures(store, "with_on_demand", ["driver_id"])  # not the direct read
     _, feast_ages = through_feast.lookup_aged([{"driver_id": 2}, {"driver_id": 1}], now=now)
     assert feast_ages["driver_stats"] == [12 * hour, 11 * hour], feast_ages
+
+
+def assert_stale_policies(store: Any) -> None:
+    """Each serving.stale_features policy on this store's rows: fresh -> not degraded; stale -> named, blanked
+    (request), or refused (fail). The policy code is store-independent; the ages are the store's."""
+    import pytest
+
+    from airflow_mlops.serving.features import OnlineFeatures, StaleFeatures, apply_stale_policy
+
+    rows = [{"driver_id": 2, "city": "paris"}, {"driver_id": 7, "city": "lyon"}]
+    online = OnlineFeatures(store, "all_plain", ["driver_id", "city"])
+    fresh_at = (ROWS_WRITTEN_AT + timedelta(hours=12)).timestamp()
+    stale_at = (ROWS_WRITTEN_AT + timedelta(days=3)).timestamp()
+    values, ages = online.lookup_aged(rows, now=fresh_at)
+    assert apply_stale_policy(online, values, ages, "fail", None) == ({"degraded": False}, {})
+
+    values, ages = online.lookup_aged(rows, now=stale_at)
+    kept = {name: list(v) for name, v in values.items()}
+    status, counts = apply_stale_policy(online, values, ages, "serve_stale", None)
+    assert status == {"degraded": True, "stale_features": ["driver_city", "driver_stats"]} and values == kept
+    assert counts == {"driver_stats": 2, "driver_city": 2}
+    status, _ = apply_stale_policy(online, values, ages, "request", None)
+    assert status["degraded"] is True and all(v == [None, None] for v in values.values()), values
+    with pytest.raises(StaleFeatures, match=r"view 'driver_city': row 3.0d old, allowed 1.0d; view 'driver_stats'"):
+        apply_stale_policy(online, *online.lookup_aged(rows, now=stale_at), "fail", None)

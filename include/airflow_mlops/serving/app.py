@@ -24,7 +24,13 @@ from airflow_mlops.core.prediction_window import PREDICTION_LOG_URL_ENV  # the w
 from airflow_mlops.core.spec import ModelSpec, duration_seconds
 from airflow_mlops.exceptions import MLOpsError
 from airflow_mlops.serving import kserve
-from airflow_mlops.serving.features import OnlineFeatures, OnlineStoreDown, StaleFeatures, UnknownEntity
+from airflow_mlops.serving.features import (
+    OnlineFeatures,
+    OnlineStoreDown,
+    StaleFeatures,
+    UnknownEntity,
+    apply_stale_policy,
+)
 from airflow_mlops.serving.models import ModelLoadError, ModelManager
 from airflow_mlops.serving.protocols import (
     JSON,
@@ -198,20 +204,9 @@ class Server:
         assert self.features is not None
         serving = self.spec.serving
         max_age = duration_seconds(serving.max_feature_age) if serving.max_feature_age else None
-        stale = self.features.stale(ages, max_age)
-        counts = {view: sum(1 for a in ages[view] if a is not None and a > limit) for view, (_, limit) in stale.items()}
-        self.metrics.observe_feature_ages(ages, counts, serving.stale_features)
-        if not stale:
-            return {"degraded": False}
-        if serving.stale_features == "fail":
-            raise StaleFeatures(stale)
-        if serving.stale_features == "request":  # the stale rows' view features become missing (NaN)
-            for view, (_, limit) in stale.items():
-                old = [i for i, a in enumerate(ages[view]) if a is not None and a > limit]
-                for name in self.features.view_features.get(view, ()):
-                    for i in old:
-                        online[name][i] = None
-        return {"degraded": True, "stale_features": sorted(stale)}
+        status, _ = apply_stale_policy(self.features, online, ages, serving.stale_features, max_age,
+                                            observe=self.metrics.observe_feature_ages)
+        return status
 
     def _columns(self) -> tuple[list[str], list[str]]:
         """(feature columns of every loaded model, the primary's columns in order)."""

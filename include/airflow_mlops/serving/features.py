@@ -243,6 +243,32 @@ class OnlineFeatures:
         return result
 
 
+def apply_stale_policy(features: OnlineFeatures, online: dict[str, list[Any]], ages: dict[str, list[float | None]],
+                       policy: str, max_age: float | None,
+                       observe: Any = None) -> tuple[dict[str, Any], dict[str, int]]:
+    """What the answer says about rows older than their view's TTL (or `max_age`) under `policy`.
+
+    Returns ({degraded, stale_features?}, view -> stale row count); `fail` raises StaleFeatures, `request`
+    blanks the stale rows' features in `online` (scored as missing), `serve_stale` leaves them. The same on
+    every online store: only the ages come from the store. `observe(ages, counts, policy)` records metrics.
+    """
+    stale = features.stale(ages, max_age)
+    counts = {view: sum(1 for a in ages[view] if a is not None and a > limit) for view, (_, limit) in stale.items()}
+    if observe is not None:
+        observe(ages, counts, policy)
+    if not stale:
+        return {"degraded": False}, counts
+    if policy == "fail":
+        raise StaleFeatures(stale)
+    if policy == "request":
+        for view, (_, limit) in stale.items():
+            old = [i for i, a in enumerate(ages[view]) if a is not None and a > limit]
+            for name in features.view_features.get(view, ()):
+                for i in old:
+                    online[name][i] = None
+    return {"degraded": True, "stale_features": sorted(stale)}, counts
+
+
 def _ages(times: dict[str, list[Any]], now: float) -> dict[str, list[float | None]]:
     """Event times (datetime, naive = UTC, or epoch seconds) -> ages in seconds at `now`."""
     out: dict[str, list[float | None]] = {}
