@@ -77,14 +77,35 @@ def ride_requests(start: str, rows: int, seed: int, **shift: float) -> list[dict
 
 
 def run_features(stack: AirflowStack, client: AirflowClient, first: bool) -> dict[str, Any]:
-    # First: the hourly run due now, so unpausing adds no catch-up run. Later: a plain manual run
-    # (the due slot is taken; a run without logical date never clashes).
+    """Run the feature DAG on what is in the landing dir; the run that landed and materialized it.
+
+    First: the hourly run due now, so unpausing adds no catch-up run. Later: a plain manual run (the due
+    slot is taken; a run without logical date never clashes). Once the landing AssetWatcher is registered,
+    a file dropped while the DAG is paused also queues an asset-triggered run, which starts first on
+    unpause (max_active_runs=1) and lands the file; the manual run then finds nothing. Either run may
+    land it: every new run must succeed and one of them must have materialized.
+    """
+    known = {r["dag_run_id"] for r in client.dag_runs(FEATURES)}
     run = client.trigger_due_run(FEATURES) if first else client.trigger(FEATURES)
     client.unpause(FEATURES)
-    run = client.wait_for_run(FEATURES, run["dag_run_id"], RUN_TIMEOUT_S, on_poll=stack.check_alive)
+    client.wait_for_run(FEATURES, run["dag_run_id"], RUN_TIMEOUT_S, on_poll=stack.check_alive)
+    runs = wait_for(lambda: _all_finished([r for r in client.dag_runs(FEATURES) if r["dag_run_id"] not in known]),
+                    RUN_TIMEOUT_S, f"every new {FEATURES} run to finish", on_poll=stack.check_alive)
     client.set_paused(FEATURES, True)
-    assert_succeeded(client, FEATURES, run, {"land_raw_batches", "materialize"})
-    return run
+    for each in runs:
+        assert each["state"] == "success", describe(client, FEATURES, each)
+    landed = [r for r in runs if _task_states(client, r).get("materialize") == "success"]
+    assert landed, "no run materialized the batch: " + "; ".join(describe(client, FEATURES, r) for r in runs)
+    assert_succeeded(client, FEATURES, landed[0], {"land_raw_batches", "materialize"})
+    return landed[0]
+
+
+def _all_finished(runs: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    return runs if runs and all(r["state"] in ("success", "failed") for r in runs) else None
+
+
+def _task_states(client: AirflowClient, run: Mapping[str, Any]) -> dict[str, str]:
+    return {ti["task_id"]: ti["state"] for ti in client.task_instances(FEATURES, run["dag_run_id"])}
 
 
 def describe(client: AirflowClient, dag_id: str, run: Mapping[str, Any]) -> str:
