@@ -69,6 +69,15 @@ def _alive(processes: Sequence[Any]) -> list[Any]:
     return [p for p in alive if _status(p) != psutil.STATUS_ZOMBIE]
 
 
+def _cmdline(proc: Any) -> list[str]:
+    import psutil
+
+    try:
+        return list(proc.cmdline())
+    except psutil.Error:
+        return []
+
+
 def _status(proc: Any) -> str:
     import psutil
 
@@ -82,7 +91,7 @@ def stop_tree(graceful: Mapping[int, int] | None = None, deadline_s: float = STO
     """Stop every descendant of this process within `deadline_s`; returns the pids that needed SIGKILL.
 
     `graceful` maps a pid to the signal that asks it to shut down on its own (standalone: SIGINT, which
-    makes it stop its components); the rest of the tree gets SIGTERM after 60 % of the deadline if
+    makes it stop its components); the rest of the tree gets SIGTERM after 40 % of the deadline if
     still running, SIGKILL after 85 %. New descendants that appear meanwhile are included.
     """
     import psutil
@@ -94,7 +103,7 @@ def stop_tree(graceful: Mapping[int, int] | None = None, deadline_s: float = STO
             os.kill(pid, sig)
     if not graceful:
         _send(list(family.values()), signal.SIGTERM)
-    phases = [(0.60 * deadline_s, signal.SIGTERM), (0.85 * deadline_s, signal.SIGKILL)]
+    phases = [(0.40 * deadline_s, signal.SIGTERM), (0.85 * deadline_s, signal.SIGKILL)]
     killed: list[int] = []
     while True:
         family.update({p.pid: p for p in _descendants()})
@@ -106,6 +115,8 @@ def stop_tree(graceful: Mapping[int, int] | None = None, deadline_s: float = STO
             _, sig = phases.pop(0)
             if sig == signal.SIGKILL:
                 killed.extend(p.pid for p in alive)
+                print(f"    still running after {elapsed:.0f} s, killing: "
+                      f"{[(p.pid, ' '.join(_cmdline(p))[:120]) for p in alive]}", file=sys.stderr, flush=True)
             _send(alive, sig)
         elif not phases and elapsed >= deadline_s:
             return killed + [p.pid for p in alive if p.pid not in killed]
