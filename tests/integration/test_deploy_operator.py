@@ -472,7 +472,7 @@ class FakeFeast:
 
         rows = {"driver_id": [r["driver_id"] for r in entity_rows],
                 "conv_rate": [0.5 if r["driver_id"] > 0 else None for r in entity_rows]}
-        return SimpleNamespace(to_dict=lambda: rows)
+        return SimpleNamespace(to_dict=lambda include_event_timestamps=False: rows)  # no event times: no age
 
 
 @dataclass

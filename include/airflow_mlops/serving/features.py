@@ -160,7 +160,7 @@ class OnlineFeatures:
         out: dict[str, float | None] = {}
         for view in self.view_features:
             try:
-                ttl = self.store.get_feature_view(view).ttl
+                ttl = getattr(self.store.get_feature_view(view), "ttl", None)  # a store stand-in may have none
             except FeatureViewNotFoundException:
                 ttl = None
             out[view] = ttl.total_seconds() if ttl is not None and ttl.total_seconds() > 0 else None
