@@ -51,7 +51,7 @@ class TrainResult:
     fit_seconds: float
     total_seconds: float
     split: dict[str, Any] = field(default_factory=dict)
-    sample: pd.DataFrame | None = None  # a few feature rows: MLflow signature and input example
+    sample: pd.DataFrame | None = None  # a few feature rows, own dtypes: MLflow signature and input example
     feature_profile: dict[str, Any] = field(default_factory=dict)  # see feature_profile()
 
     def summary(self) -> dict[str, Any]:
@@ -317,7 +317,9 @@ def train(
         fit_seconds=fit_seconds,
         total_seconds=time.perf_counter() - started,
         split={**cfg, **_split_bounds(valid_part, cfg["method"], timestamp_column)},
-        sample=x_train.head(5).reset_index(drop=True),
+        # the training set's own column types (int64 stays long): the MLflow signature then takes the rows a
+        # user has, as `mlflow.pyfunc` and `mlflow models serve` enforce it
+        sample=train_part[columns].head(5).reset_index(drop=True),
         feature_profile=feature_profile(labelled, columns),  # the whole training set: both parts of the split
     )
 

@@ -306,8 +306,11 @@ def _log_run(
             result.pipeline,
             name=MODEL_ARTIFACT,
             serialization_format=SERIALIZATION_FORMAT,
-            signature=infer_signature(sample, result.pipeline.predict(sample)),
+            # pyfunc predict = predict_proba: `mlflow models serve` and mlflow.pyfunc answer probabilities
+            # ([[p0, p1], ...]), as the serving app's /invocations does for the same version
+            signature=infer_signature(sample, result.pipeline.predict_proba(sample)),
             input_example=sample,
+            pyfunc_predict_fn="predict_proba",
             pip_requirements=model_requirements(request.estimator),
             metadata={"feature_columns": result.feature_columns, "label": request.label},
         )

@@ -23,7 +23,7 @@ from fastapi import FastAPI
 from airflow_mlops.core.prediction_window import PREDICTION_LOG_URL_ENV  # the writer and the reader share it
 from airflow_mlops.core.spec import ModelSpec, duration_seconds
 from airflow_mlops.exceptions import MLOpsError
-from airflow_mlops.serving import kserve
+from airflow_mlops.serving import kserve, mlflow_compat
 from airflow_mlops.serving.features import (
     OnlineFeatures,
     OnlineStoreDown,
@@ -37,6 +37,7 @@ from airflow_mlops.serving.protocols import (
     EntityBatch,
     EntitySchema,
     RequestError,
+    check_rows,
     load_json,
     media_type,
     parse_deploy,
@@ -49,6 +50,7 @@ from airflow_mlops.serving.scoring import Background, ModelFailed, Scored, Score
 from airflow_mlops.serving.status_routes import add_status_routes
 
 if TYPE_CHECKING:
+    from airflow_mlops.serving.loaded import LoadedModel
     from airflow_mlops.serving.metrics import ServingMetrics
     from airflow_mlops.serving.prediction_log import PredictionLog
 
@@ -110,12 +112,46 @@ class Server:
         return Reply(200, payload, {"X-Request-ID": batch.request_id}, scored.observed)
 
     def invocations(self, body: bytes, content_type: str | None, header_id: str | None) -> Reply:
-        wanted, positional = self._columns()
-        table = parse_invocations(body, content_type, wanted=wanted, positional=positional,
-                                  entity_keys=list(self.schema.keys), max_rows=self.schema.max_rows)
+        """MLflow's scoring protocol, answered as `mlflow models serve` answers it (`mlflow_compat`)."""
+        served = self.manager.served()
+        primary = served[0]
+        rules = mlflow_compat.Rules(
+            self.schema.max_rows, primary.feature_columns,
+            frozenset(c for m in served for c, kind in m.input_types.items() if kind in mlflow_compat.INTEGER_TYPES),
+            self._scorer().allow_empty_rows)
+        payload = mlflow_compat.precheck(body, content_type, rules)
         rid = request_id(header_id, "X-Request-ID", status=400)
-        scored = self._scorer().score_table(table, rid, "mlflow")
-        return Reply(200, {"predictions": scored.predictions}, {"X-Request-ID": rid}, scored.observed)
+        assert content_type is not None  # precheck refused a request without one
+        keys = list(self.schema.keys)
+        tables = [mlflow_compat.fast_table(payload, content_type, m, keys) for m in served]
+        if primary.pyfunc is None:  # a model handed in without its MLflow artifact: our own reading only
+            wanted, positional = self._columns()
+            tables = [parse_invocations(body, content_type, wanted=wanted, positional=positional, entity_keys=keys,
+                                        max_rows=self.schema.max_rows)]
+        if tables[0] is not None and all(t is not None for t in tables):
+            scored = self._scorer().score_table(tables[0], rid, "mlflow")
+            by_version = {m.version: m for m in served}
+            answer = [mlflow_compat.mlflow_answer([p], by_version[v])[0]
+                      for p, v in zip(scored.predictions, scored.versions, strict=True)]
+            return Reply(200, {"predictions": answer}, {"X-Request-ID": rid}, scored.observed)
+        return self._invocations_by_mlflow(body, content_type, rid, primary, mlflow_compat.format_key(payload))
+
+    def _invocations_by_mlflow(self, body: bytes, content_type: str, rid: str, model: LoadedModel,
+                               key: str) -> Reply:
+        """Bodies only MLflow's own parser reads: its answer for the primary version; the rows it scored are logged."""
+        scorer = self._scorer()
+
+        def check(frame: Any) -> None:
+            if hasattr(frame, "__len__") and len(frame) > self.schema.max_rows:
+                check_rows(len(frame), key, self.schema.max_rows, status=413)
+            table = mlflow_compat.table_from_frame(frame, model, key)
+            if table is not None:
+                scorer.check_given(model, table)
+
+        reply, frame = mlflow_compat.by_mlflow(body, content_type, model, check)
+        table = mlflow_compat.table_from_frame(frame, model, key) if frame is not None else None
+        observed = scorer.record(table, rid, "mlflow", model) if table is not None else [(model.version, "primary")]
+        return replace(reply, headers={**reply.headers, "X-Request-ID": rid}, observed=observed)
 
     def infer(self, body: bytes, content_type: str | None, name: str) -> Reply:
         self._check_model_name(name)

@@ -11,7 +11,6 @@ and the lifespan are the app's own.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
@@ -76,8 +75,9 @@ async def read_body(receive: Receive, declared: bytes, limit: int = MAX_BODY_BYT
 
 
 async def send_reply(send: Send, reply: Reply) -> None:
-    data = json.dumps(reply.payload).encode()
-    headers = [_JSON_TYPE, (b"content-length", str(len(data)).encode()),
+    data = reply.encoded()
+    content_type = _JSON_TYPE if reply.media_type == JSON else (b"content-type", reply.media_type.encode("latin-1"))
+    headers = [content_type, (b"content-length", str(len(data)).encode()),
                *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers.items())]
     await send({"type": "http.response.start", "status": reply.status, "headers": headers})
     await send({"type": "http.response.body", "body": data})

@@ -14,7 +14,7 @@ import os
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from airflow_mlops.exceptions import MLOpsError
 
@@ -64,6 +64,13 @@ class LoadedModel:
     loaded_at: str
     fast: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False, compare=False)
     ranges: FeatureRanges | None = field(default=None, repr=False, compare=False)
+    # What `mlflow models serve` would run for this version (/invocations parity, `mlflow_compat`): its pyfunc
+    # model (None for a model handed in without its MLflow artifact), the pyfunc's predict_fn, the signature's
+    # input column types and the classifier's two class labels.
+    pyfunc: Any = field(default=None, repr=False, compare=False)
+    predict_fn: str = "predict_proba"
+    input_types: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    classes: tuple[Any, Any] = (0, 1)
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         """Positive-class probability per row; `frame` may hold extra columns (they are ignored).
@@ -105,29 +112,58 @@ class LoadedModel:
                 "compiled": self.fast is not None, "feature_ranges": self.ranges is not None}
 
 
+class Downloaded(NamedTuple):
+    """A registered version as loaded from its MLflow artifact: the sklearn model and its pyfunc model."""
+
+    model: Any
+    pyfunc: Any
+
+
 def prepare(name: str, version: str, run_id: str | None, model: Any, loaded_at: str,
             profile: Mapping[str, Any] | None = None) -> LoadedModel:
     """Check the model can serve, compile it when possible, warm it up (ModelLoadError otherwise).
 
-    `profile`: the training-set profile of its run (`input_checks.read_profile`), for serving.validate_ranges."""
+    `model`: a fitted classifier, or `Downloaded` (then /invocations answers as `mlflow models serve`
+    does for it); `profile`: the training-set profile of its run (`input_checks.read_profile`), for
+    serving.validate_ranges."""
     from airflow_mlops.serving import fastpath
     from airflow_mlops.serving.input_checks import FeatureRanges
 
+    pyfunc = None
+    if isinstance(model, Downloaded):
+        model, pyfunc = model
     columns = feature_columns(name, version, model)
     ranges = FeatureRanges.from_profile(profile, columns) if profile else None
+    classes = tuple(getattr(model, "classes_", (0, 1)))
+    if len(classes) != 2:
+        raise load_error(name, version, f"the classifier has {len(classes)} classes {list(classes)}",
+                         "Serve a binary classifier")
     loaded = LoadedModel(name, version, run_id, model, columns, loaded_at, fastpath.compile_checked(model, columns),
-                         ranges)
+                         ranges, pyfunc, *_pyfunc_facts(pyfunc), (classes[0], classes[1]))
     warm_up(loaded)
     return loaded
 
 
-def load_sklearn(client: MlflowClient, name: str, version: str) -> Any:
-    """mlflow.sklearn.load_model of models:/<name>/<version>, resolved through `client`'s stores.
+def _pyfunc_facts(pyfunc: Any) -> tuple[str, dict[str, str]]:
+    """(predict_fn, signature column -> type name) of a pyfunc model; our logging's defaults without one."""
+    if pyfunc is None:
+        return "predict_proba", {}
+    flavor = pyfunc.metadata.flavors.get("python_function", {})
+    schema = pyfunc.metadata.get_input_schema()
+    types = {}
+    if schema is not None and schema.has_input_names():
+        types = {str(s.name): str(getattr(s.type, "name", s.type)) for s in schema.inputs}
+    return str(flavor.get("predict_fn", "predict")), types
+
+
+def load_sklearn(client: MlflowClient, name: str, version: str) -> Downloaded:
+    """mlflow.sklearn.load_model (and mlflow.pyfunc.load_model) of models:/<name>/<version>, through `client`'s stores.
 
     `mlflow.sklearn.load_model("models:/...")` would resolve the URI through MLflow's process-global
     registry URI; asking the client for the download location keeps injected clients honest.
     """
     import mlflow.artifacts
+    import mlflow.pyfunc
     import mlflow.sklearn
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # tqdm bars on every (re)load
@@ -139,7 +175,7 @@ def load_sklearn(client: MlflowClient, name: str, version: str) -> Any:
                                                         tracking_uri=client.tracking_uri)
             model = mlflow.sklearn.load_model(local)
             check_signature(name, version, local, model)
-            return model
+            return Downloaded(model, mlflow.pyfunc.load_model(local))
     except ModelLoadError:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure here means "this artifact cannot serve"

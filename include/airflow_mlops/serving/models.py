@@ -111,6 +111,11 @@ class ModelManager:
     def primary(self) -> LoadedModel:
         return self._current().primary
 
+    def served(self) -> list[LoadedModel]:
+        """The loaded versions, primary first (one read of the slots: a swap in between cannot mix them)."""
+        slots = self._current()
+        return [slots.primary, *([slots.secondary] if slots.secondary else [])]
+
     # _slots only ever goes from None to set, so reading it twice below is safe
     @property
     def secondary(self) -> LoadedModel | None:

@@ -340,7 +340,7 @@ def _mlflow_records(payload: Any, positional: Sequence[str], max_rows: int) -> t
     key = given[0]
     data = payload[key]
     if key == "dataframe_split":
-        return key, _split_records(data, max_rows)
+        return key, split_records(data, max_rows)
     if isinstance(data, dict) and data and all(isinstance(v, list) for v in data.values()):
         return key, _columnar_records(data, key, max_rows)
     if not isinstance(data, list):
@@ -352,7 +352,7 @@ def _mlflow_records(payload: Any, positional: Sequence[str], max_rows: int) -> t
     return key, data
 
 
-def _split_records(data: Any, max_rows: int) -> list[dict[str, Any]]:
+def split_records(data: Any, max_rows: int) -> list[dict[str, Any]]:
     field = "dataframe_split"
     if not isinstance(data, dict) or set(data) - {"columns", "data", "index"}:
         raise RequestError(400, field, f"{field}: must be an object with 'columns' (names) and 'data' (rows), "
@@ -361,7 +361,7 @@ def _split_records(data: Any, max_rows: int) -> list[dict[str, Any]]:
     if not isinstance(columns, list) or not all(type(c) is str for c in columns):
         raise RequestError(400, f"{field}.columns", f"{field}.columns: got {show(columns)}; must be an array of "
                                                     "column names")
-    _unique_columns(columns, f"{field}.columns")
+    unique_columns(columns, f"{field}.columns")
     if not isinstance(rows, list):
         raise RequestError(400, f"{field}.data", f"{field}.data: got {show(rows)}; must be an array of rows")
     check_rows(len(rows), f"{field}.data", max_rows, status=400)
@@ -376,7 +376,7 @@ def _split_records(data: Any, max_rows: int) -> list[dict[str, Any]]:
     return [dict(zip(columns, row, strict=True)) for row in rows]
 
 
-def _unique_columns(columns: Sequence[str], field: str) -> None:
+def unique_columns(columns: Sequence[str], field: str) -> None:
     """400 naming the first column given twice: which of the two a model should read is ambiguous."""
     if len(set(columns)) != len(columns):
         seen: dict[str, int] = {}
@@ -416,7 +416,7 @@ def _csv_rows(body: bytes, max_rows: int) -> tuple[list[str], list[list[str]]]:
     if not rows:
         raise RequestError(400, "csv", "csv: empty; send a header line of column names, then one line per row")
     header, data = rows[0], rows[1:]
-    _unique_columns(header, "csv header")
+    unique_columns(header, "csv header")
     check_rows(len(data), "csv", max_rows, status=400)
     for i, row in enumerate(data, start=2):
         if len(row) != len(header):

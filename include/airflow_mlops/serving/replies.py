@@ -23,12 +23,19 @@ MLFLOW_CODES = {400: "BAD_REQUEST", 404: "RESOURCE_DOES_NOT_EXIST", 413: "BAD_RE
 
 @dataclass
 class Reply:
-    """One answer: status, JSON payload, extra headers, and the (version, route) pairs it counts under."""
+    """One answer: status, JSON payload, extra headers, and the (version, route) pairs it counts under.
+
+    `body`: bytes to send instead of the payload (an answer MLflow's own code wrote), of `media_type`."""
 
     status: int
     payload: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
     observed: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes | None = None
+    media_type: str = JSON
+
+    def encoded(self) -> bytes:
+        return self.body if self.body is not None else json.dumps(self.payload).encode()
 
 
 def error_reply(protocol: str, status: int, message: str, field_name: str | None = None) -> Reply:
@@ -54,5 +61,4 @@ def check_admin(authorization: str | None) -> Reply | None:
 
 
 def reply_response(reply: Reply) -> Response:
-    return Response(json.dumps(reply.payload).encode(), status_code=reply.status, headers=reply.headers,
-                    media_type=JSON)
+    return Response(reply.encoded(), status_code=reply.status, headers=reply.headers, media_type=reply.media_type)

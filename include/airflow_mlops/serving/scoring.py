@@ -169,14 +169,35 @@ class Scorer:
 
     def score_table(self, table: FeatureTable, rid: str, protocol: str) -> Scored:
         """Feature columns given directly (NaN = missing) -> scores."""
-        import numpy as np
-
         from airflow_mlops.serving.routing import entity_key_text
 
-        columns = {name: np.asarray(values, dtype=np.float64) for name, values in table.values.items()}
+        columns = _float_columns(table)
         row_ids = [rid] if table.rows == 1 else [f"{rid}-{i}" for i in range(table.rows)]
         keys = [entity_key_text(e) for e in table.entities] if table.entities else row_ids
         return self._score(columns, keys, row_ids, table.entities, protocol, given=True, where=table.where)
+
+    def check_given(self, model: LoadedModel, table: FeatureTable) -> None:
+        """The checks `score_table` makes, for rows another path scores with `model` (422 naming the row)."""
+        rows = list(range(table.rows))
+        columns = _float_columns(table)
+        self._check(_Group(model, "primary", rows), frame(model, columns, rows, given=True), True, table.where, None)
+
+    def record(self, table: FeatureTable, rid: str, protocol: str, model: LoadedModel) -> list[tuple[str, str]]:
+        """Log rows another path scored with `model` (MLflow's own /invocations): each with `model`'s probability,
+        computed on the background thread. Returns the (version, route) the request counts under."""
+        rows = list(range(table.rows))
+        columns = _float_columns(table)
+        row_ids = [rid] if table.rows == 1 else [f"{rid}-{i}" for i in rows]
+        groups = [_Group(model, "primary", rows)]
+        when = time.time()
+
+        def log_rows() -> None:
+            one_native_thread()
+            predictions = model.predict_matrix(frame(model, columns, rows, given=True))
+            self._log(protocol, when, row_ids, None, columns, groups, predictions, None)
+
+        self.background.submit(log_rows)
+        return [(model.version, "primary")]
 
     def _score(self, columns: dict[str, np.ndarray], keys: list[str], row_ids: list[str],
                entities: list[dict[str, Any]] | None, protocol: str, *, given: bool,
@@ -287,6 +308,12 @@ def frame(model: LoadedModel, columns: Mapping[str, np.ndarray], rows: list[int]
                          "features nor the feature service provide; fix the spec or serve another version")
     full = len(rows) == len(next(iter(columns.values())))
     return np.column_stack([columns[c] if full else columns[c][rows] for c in names])
+
+
+def _float_columns(table: FeatureTable) -> dict[str, np.ndarray]:
+    import numpy as np
+
+    return {name: np.asarray(values, dtype=np.float64) for name, values in table.values.items()}
 
 
 _FAILED: set[tuple[str, str]] = set()

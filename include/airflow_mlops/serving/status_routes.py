@@ -1,4 +1,5 @@
-"""Status endpoints of the serving app: /health, /ready, /metrics and the KServe V2 health/metadata routes."""
+"""Status endpoints of the serving app: /health, /ready, /metrics, MLflow's /ping and /version, and the KServe V2
+health/metadata routes."""
 
 from __future__ import annotations
 
@@ -16,6 +17,19 @@ def add_status_routes(app: FastAPI, server: Server) -> None:
     @app.get("/health")
     def health() -> Response:
         return reply_response(Reply(200, {"status": "ok"}))
+
+    @app.get("/ping")
+    def ping() -> Response:
+        # As MLflow's scoring server: 200 with a newline once a model is loaded (MLflow has one from the start), 404
+        # before. Liveness stays on /health, which answers while the process runs.
+        return Response("\n", status_code=200 if server.manager.loaded else 404, media_type="application/json")
+
+    @app.get("/version")
+    def version() -> Response:
+        # The MLflow version of the scoring protocol spoken at /invocations, as `mlflow models serve` answers.
+        from importlib.metadata import version as installed  # mlflow.version would import all of mlflow
+
+        return Response(installed("mlflow"), media_type="application/json")
 
     @app.get("/ready")
     def ready() -> Response:
