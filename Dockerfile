@@ -15,9 +15,10 @@ FROM astrocrpublic.azurecr.io/runtime:3.3-8-python-3.12
 # `COPY --chown=astro:0 . .` of the build context into /usr/local/airflow (see .dockerignore).
 
 # One state directory for all embedded state (ARCHITECTURE.md §2), writable by the astro user.
-# In a multi-container deployment it is per container: use the production profile there
-# (PostgreSQL, MLflow server, Redis; docker/.env.example) and mount a shared volume here for the
-# Feast registry and the parquet offline store.
+# Each Airflow component has its own container: `astro dev start` shares this directory through the
+# named volume of docker-compose.override.yml; elsewhere use the production profile (PostgreSQL,
+# MLflow server, Redis; docker/.env.example) and a shared volume here for the Feast registry and the
+# parquet offline store.
 ENV MLOPS_HOME=/usr/local/airflow/.local \
     MLOPS_PROJECT_DIR=/usr/local/airflow \
     MLFLOW_DISABLE_TELEMETRY=true \
