@@ -97,7 +97,7 @@ def settings_errors(data: Any) -> list[str]:
 
 def _connection_errors(where: str, conn: Any) -> list[str]:
     errors = _field_errors(where, conn, CONNECTION_FIELDS)
-    if errors or not isinstance(conn, Mapping):
+    if not isinstance(conn, Mapping):
         return errors
     if not conn.get("conn_id"):
         errors.append(f"{where}: conn_id is empty (the CLI skips the connection)")
