@@ -67,9 +67,14 @@ bench: install
 	$(PY) benchmarks/serving.py
 	$(PY) benchmarks/drift.py
 
-## Re-resolve the lock after changing dependencies in pyproject.toml.
+## Re-resolve the locks after changing dependencies in pyproject.toml: lock.txt (Python 3.11, dev group, the venv)
+## and lock-py3.12.txt (runtime deps only, the Astro Runtime image's Python). The 3.12 lock is seeded with the
+## 3.11 pins (uv prefers the versions already in its output file), so both keep the same version of every
+## package they share; tests/unit/test_astro_project.py fails on any drift.
 lock: install
 	$(VENV)/bin/uv pip compile pyproject.toml --group dev --python-version 3.11 -o requirements/lock.txt
+	cp requirements/lock.txt requirements/lock-py3.12.txt
+	$(VENV)/bin/uv pip compile pyproject.toml --python-version 3.12 -o requirements/lock-py3.12.txt
 
 clean:
 	rm -rf $(VENV) .local .pytest_cache .ruff_cache .mypy_cache
