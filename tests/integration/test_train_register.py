@@ -116,7 +116,8 @@ def test_training_logs_a_complete_run(trained: dict[str, Any], training_set: dic
     assert artifacts == {"training_set/lineage.json"}
 
 
-def test_logged_model_loads_with_signature_and_pinned_requirements(trained: dict[str, Any]) -> None:
+def test_logged_model_loads_with_signature_and_pinned_requirements(trained: dict[str, Any],
+                                                                  training_set: dict[str, Any]) -> None:
     import mlflow
 
     with MLflowHook().activated():
@@ -126,11 +127,19 @@ def test_logged_model_loads_with_signature_and_pinned_requirements(trained: dict
         reqs = (Path(mlflow.artifacts.download_artifacts(trained["model_uri"])) / "requirements.txt").read_text()
     columns = [spec.name for spec in info.signature.inputs.inputs]
     assert "driver_hourly_stats__conv_rate" in columns and "driver_id" not in columns
-    assert {spec.type.name for spec in info.signature.inputs.inputs} == {"double"}
+    # the training set's own column types: an int64 column is `long`, so int64 frames pass MLflow's enforcement
+    frame = pd.read_parquet(training_set["path"], columns=columns)
+    expected = {c: "long" if str(frame[c].dtype) == "int64" else "double" for c in columns}
+    assert {spec.name: spec.type.name for spec in info.signature.inputs.inputs} == expected
     assert info.flavors["sklearn"]["serialization_format"] == "cloudpickle"
+    assert info.flavors["python_function"]["predict_fn"] == "predict_proba"  # pyfunc and `mlflow models serve`
     assert "scikit-learn==" in reqs and "cloudpickle==" in reqs
     rows = pd.DataFrame([{c: 1.0 for c in columns}, {c: None for c in columns}], dtype="float64")
     assert model.predict_proba(rows).shape == (2, 2)
+    with MLflowHook().activated():
+        pyfunc = mlflow.pyfunc.load_model(trained["model_uri"])
+    proba = pyfunc.predict(frame.head(3))  # the training set's rows as they are, int64 columns included
+    assert proba.shape == (3, 2) and proba.sum(axis=1) == pytest.approx([1.0] * 3)
 
 
 def test_register_twice_creates_one_version_with_alias_and_lineage(
