@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import Route
 
+from airflow_mlops.serving.kserve_wire import V2Target
 from airflow_mlops.serving.protocols import JSON, MAX_BODY_BYTES, RequestError
 from airflow_mlops.serving.replies import Reply, error_reply
 
@@ -29,13 +30,14 @@ Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 _JSON_TYPE = (b"content-type", JSON.encode())
+_BINARY_TYPE = (b"content-type", b"application/octet-stream")
 
 
 class ScoringEndpoint:
-    """One POST route: `arg(scope, headers)` gives the handler's last argument (request id, model name, auth)."""
+    """One POST route: `arg(scope, headers)` gives the handler's last argument (request id, V2 target, auth)."""
 
     def __init__(self, server: Server, protocol: str, handler: Callable[..., Reply],
-                 arg: Callable[[Scope, dict[bytes, bytes]], str | None]) -> None:
+                 arg: Callable[[Scope, dict[bytes, bytes]], Any]) -> None:
         self.server, self.protocol, self.handler, self.arg = server, protocol, handler, arg
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -76,8 +78,8 @@ async def read_body(receive: Receive, declared: bytes, limit: int = MAX_BODY_BYT
 
 
 async def send_reply(send: Send, reply: Reply) -> None:
-    data = json.dumps(reply.payload).encode()
-    headers = [_JSON_TYPE, (b"content-length", str(len(data)).encode()),
+    data = json.dumps(reply.payload).encode() if reply.body is None else reply.body
+    headers = [_JSON_TYPE if reply.body is None else _BINARY_TYPE, (b"content-length", str(len(data)).encode()),
                *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers.items())]
     await send({"type": "http.response.start", "status": reply.status, "headers": headers})
     await send({"type": "http.response.body", "body": data})
@@ -88,15 +90,19 @@ def _text(value: bytes | None) -> str | None:
 
 
 def scoring_routes(server: Server) -> list[Route]:
-    """The four POST routes of the serving app over `server`."""
+    """The POST routes of the serving app over `server`."""
     def header(name: bytes) -> Callable[[Scope, dict[bytes, bytes]], str | None]:
         return lambda _scope, headers: _text(headers.get(name))
+
+    def v2_target(scope: Scope, headers: dict[bytes, bytes]) -> V2Target:
+        params = scope["path_params"]
+        return V2Target(params["name"], params.get("version"), _text(headers.get(b"inference-header-content-length")))
 
     endpoints = {
         "/predict": ScoringEndpoint(server, "predict", server.predict, header(b"x-request-id")),
         "/invocations": ScoringEndpoint(server, "mlflow", server.invocations, header(b"x-request-id")),
-        "/v2/models/{name}/infer": ScoringEndpoint(server, "v2", server.infer,
-                                                   lambda scope, _headers: scope["path_params"]["name"]),
+        "/v2/models/{name}/infer": ScoringEndpoint(server, "v2", server.infer, v2_target),
+        "/v2/models/{name}/versions/{version}/infer": ScoringEndpoint(server, "v2", server.infer, v2_target),
         "/admin/deploy": ScoringEndpoint(server, "admin", server.deploy, header(b"authorization")),
     }
     return [Route(path, endpoint, methods=["POST"]) for path, endpoint in endpoints.items()]

@@ -23,12 +23,15 @@ MLFLOW_CODES = {400: "BAD_REQUEST", 404: "RESOURCE_DOES_NOT_EXIST", 413: "BAD_RE
 
 @dataclass
 class Reply:
-    """One answer: status, JSON payload, extra headers, and the (version, route) pairs it counts under."""
+    """One answer: status, JSON payload, extra headers, and the (version, route) pairs it counts under.
+
+    `body`: bytes sent instead of the JSON payload, as application/octet-stream (V2 binary tensor data)."""
 
     status: int
     payload: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
     observed: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes | None = None
 
 
 def error_reply(protocol: str, status: int, message: str, field_name: str | None = None) -> Reply:
