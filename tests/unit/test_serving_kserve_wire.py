@@ -79,6 +79,12 @@ def test_binary_inputs_decode_to_the_values_numpy_encoded(datatype: str, values:
         assert payload["inputs"][0]["data"] == values
 
 
+def test_binary_inputs_without_the_header_are_400_naming_it() -> None:
+    tensor, _raw = binary_input("x", np.array([1.0]), "FP64")
+    error = refused(read_request, json.dumps({"inputs": [tensor]}).encode(), "application/json", None)
+    assert error.status == 400 and HEADER in error.message and "inputs[0]" in error.message
+
+
 def test_binary_and_json_inputs_mix_in_one_request() -> None:
     tensor, raw = binary_input("trip_distance_km", np.array([1.5, 2.5]), "FP64")
     rating = {"name": "rating", "shape": [2], "datatype": "FP32", "data": [4.0, 5.0]}

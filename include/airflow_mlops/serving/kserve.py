@@ -1,12 +1,15 @@
 """KServe V2 (Open Inference Protocol) requests and responses of the serving app.
 
-`POST /v2/models/{name}/infer` takes named tensors `{"name", "shape", "datatype", "data"}`, either
+`POST /v2/models/{name}[/versions/{version}]/infer` takes named tensors `{"name", "shape", "datatype", "data"}`, either
 - one per feature column of the model (shape [N] or [N, 1]; entity-key tensors may ride along and
   then route and log the rows), or one [N, F] tensor with the feature columns in the model's order;
 - or one per entity key and request-time feature: the online features come from Feast, as in /predict.
 
 The response has one output, `predict_proba` (FP64, shape [N]). Pure Python, like `protocols.py`;
-errors are `RequestError`s with status 400 (413 above the row limit).
+errors are `RequestError`s with status 400 (413 above the row limit). The envelope (content type,
+binary tensor data, `model_name`/`model_version` against the route) is `kserve_wire.py`'s; the body
+fields the protocol allows (`id`, `parameters`, `outputs`, tensor `parameters`) are accepted here, and
+the extensions this server does not implement (shared memory, classification) refused by name.
 
 Every tensor's `data` must hold what its `datatype` declares, whatever the tensor is used for:
 BOOL JSON booleans; INT8..INT64 / UINT8..UINT64 integers (no fraction, no boolean) within the

@@ -51,7 +51,9 @@ def read_request(body: bytes, content_type: str | None, header_length: str | Non
             raise RequestError(415, "Content-Type", f"Content-Type: got {content_type!r}; V2 infer takes a JSON "
                                                     f"body ({JSON}, or no Content-Type), or JSON followed by binary "
                                                     f"tensors with the {HEADER} header")
-        return load_json(body)
+        payload = load_json(body)
+        _no_binary_inputs(payload)
+        return payload
     if media not in ("", OCTET_STREAM, JSON):
         raise RequestError(415, "Content-Type", f"Content-Type: got {content_type!r} with {HEADER}; a binary "
                                                 f"tensor request has Content-Type {OCTET_STREAM} (or none)")
@@ -64,13 +66,28 @@ def read_request(body: bytes, content_type: str | None, header_length: str | Non
     return payload
 
 
-def _attach_binary(payload: Any, raw: memoryview) -> None:
+def _binary_inputs(payload: Any) -> list[tuple[int, dict[str, Any], dict[str, Any]]]:
+    """(index, tensor, its parameters) of every input that says its data follows the JSON in binary."""
     inputs = payload.get("inputs") if isinstance(payload, dict) else None
-    offset = 0
+    found = []
     for i, item in enumerate(inputs if isinstance(inputs, list) else ()):
         parameters = item.get("parameters") if isinstance(item, dict) else None
-        if not isinstance(parameters, dict) or "binary_data_size" not in parameters:
-            continue
+        if isinstance(parameters, dict) and "binary_data_size" in parameters:
+            found.append((i, item, parameters))
+    return found
+
+
+def _no_binary_inputs(payload: Any) -> None:
+    found = _binary_inputs(payload)
+    if found:
+        raise RequestError(400, HEADER, f"inputs[{found[0][0]}].parameters.binary_data_size: binary data needs the "
+                                        f"{HEADER} header (the JSON part's byte length); send it, or send the values "
+                                        "in data")
+
+
+def _attach_binary(payload: Any, raw: memoryview) -> None:
+    offset = 0
+    for i, item, parameters in _binary_inputs(payload):
         field = f"inputs[{i}]"
         size = parameters["binary_data_size"]
         if type(size) is not int or size < 0 or offset + size > len(raw):
