@@ -2,12 +2,17 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# The kserve Python client, for the V2 parity test only, in its own environment: every kserve release >=0.15
+# pins psutil<6 and Airflow 3.3 needs psutil>=6.1, so it cannot join the main lock (uv: unsatisfiable), and
+# `--no-deps` into .venv does not import (kserve needs cloudevents and more that the main lock lacks). The test
+# runs it as a separate client process, as a user of the server would.
+KSERVE_VENV ?= .venv-kserve
 export MLOPS_HOME ?= $(CURDIR)/.local
 PYTEST_ARGS ?=
 
 .PHONY: install browser-deps demo up test test-fast test-stack lint bench lock clean check
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed $(KSERVE_VENV)/.installed
 
 # Reproducible install: exact pins from requirements/lock.txt, then the project itself without deps.
 $(VENV)/.installed: pyproject.toml requirements/lock.txt
@@ -15,6 +20,11 @@ $(VENV)/.installed: pyproject.toml requirements/lock.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check "uv>=0.13,<0.14"
 	$(VENV)/bin/uv pip install --quiet --python $(PY) -r requirements/lock.txt
 	$(VENV)/bin/uv pip install --quiet --python $(PY) --no-deps -e .
+	touch $@
+
+$(KSERVE_VENV)/.installed: requirements/kserve-client.txt $(VENV)/.installed
+	$(VENV)/bin/uv venv --quiet --clear --python python3 $(KSERVE_VENV)
+	$(VENV)/bin/uv pip install --quiet --python $(KSERVE_VENV)/bin/python -r requirements/kserve-client.txt
 	touch $@
 
 ## The main job on the embedded default: demo data -> feature DAG -> training DAG (SQLite + duckdb, no server).
@@ -75,6 +85,7 @@ lock: install
 	$(VENV)/bin/uv pip compile pyproject.toml --group dev --python-version 3.11 -o requirements/lock.txt
 	cp requirements/lock.txt requirements/lock-py3.12.txt
 	$(VENV)/bin/uv pip compile pyproject.toml --python-version 3.12 -o requirements/lock-py3.12.txt
+	$(VENV)/bin/uv pip compile requirements/kserve-client.in --python-version 3.11 -o requirements/kserve-client.txt
 
 clean:
-	rm -rf $(VENV) .local .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) $(KSERVE_VENV) .local .pytest_cache .ruff_cache .mypy_cache

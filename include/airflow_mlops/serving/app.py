@@ -23,7 +23,7 @@ from fastapi import FastAPI
 from airflow_mlops.core.prediction_window import PREDICTION_LOG_URL_ENV  # the writer and the reader share it
 from airflow_mlops.core.spec import ModelSpec, duration_seconds
 from airflow_mlops.exceptions import MLOpsError
-from airflow_mlops.serving import kserve, mlflow_compat
+from airflow_mlops.serving import kserve, kserve_wire, mlflow_compat
 from airflow_mlops.serving.features import (
     OnlineFeatures,
     OnlineStoreDown,
@@ -31,7 +31,8 @@ from airflow_mlops.serving.features import (
     UnknownEntity,
     apply_stale_policy,
 )
-from airflow_mlops.serving.models import ModelLoadError, ModelManager
+from airflow_mlops.serving.kserve_wire import V2Target
+from airflow_mlops.serving.models import LoadedModel, ModelLoadError, ModelManager
 from airflow_mlops.serving.protocols import (
     JSON,
     EntityBatch,
@@ -153,29 +154,60 @@ class Server:
         observed = scorer.record(table, rid, "mlflow", model) if table is not None else [(model.version, "primary")]
         return replace(reply, headers={**reply.headers, "X-Request-ID": rid}, observed=observed)
 
-    def infer(self, body: bytes, content_type: str | None, name: str) -> Reply:
-        self._check_model_name(name)
-        media_type(content_type, (JSON,))
-        wanted, positional = self._columns()
-        request = kserve.parse_infer(load_json(body), wanted=wanted, positional=positional, schema=self.schema)
+    def infer(self, body: bytes, content_type: str | None, target: V2Target) -> Reply:
+        """V2 infer; a version in the route (or the body's model_version) is scored by exactly that loaded version."""
+        self._check_model_name(target.name)
+        payload = kserve_wire.read_request(body, content_type, target.header_length)
+        pinned = self.served_model(kserve_wire.check_route_fields(payload, target))
+        wanted, positional = self._columns(pinned)
+        request = kserve.parse_infer(payload, wanted=wanted, positional=positional, schema=self.schema)
         status: dict[str, Any] = {"degraded": False}
         if request.batch is not None:
-            scored, status = self._score_entities(request.batch, "v2")
+            scored, status = self._score_entities(request.batch, "v2", pinned)
             rid = request.batch.request_id
         else:
             assert request.table is not None
             rid = request.id or request_id(None, "id", status=400)
-            scored = self._scorer().score_table(request.table, rid, "v2")
+            scored = self._scorer().score_table(request.table, rid, "v2", pinned)
         version = ",".join(sorted(set(scored.versions)))
         reply = kserve.infer_response(self.spec.name, version, rid, scored.predictions, scored.versions,
                                       status["degraded"], status.get("stale_features"))
+        if request.binary_output:
+            raw, json_length = kserve_wire.binary_response(reply, {kserve.OUTPUT})
+            return Reply(200, reply, {kserve_wire.HEADER: json_length}, scored.observed, body=raw,
+                         media_type=kserve_wire.OCTET_STREAM)
         return Reply(200, reply, {}, scored.observed)
 
-    def metadata(self, name: str) -> Reply:
+    def metadata(self, name: str, version: str | None = None) -> Reply:
         self._check_model_name(name)
+        model = self.served_model(version) or self.manager.primary
+        versions = [m.version for m in self._loaded()]
+        return Reply(200, kserve.model_metadata(self.spec.name, versions, model.feature_columns, self.schema))
+
+    def model_ready(self, name: str, version: str | None = None) -> Reply:
+        """V2 model ready: 200 when loaded (the version, when given, is one this server serves), 503 before."""
+        self._check_model_name(name)
+        if not self.manager.loaded:
+            return Reply(503, {"name": name, "ready": False})
+        model = self.served_model(version)
+        return Reply(200, {"name": name, **({"version": model.version} if model else {}), "ready": True})
+
+    def served_model(self, version: str | None) -> LoadedModel | None:
+        """The loaded model of `version` (None when no version is asked); 404 naming the served versions."""
+        if version is None:
+            return None
+        loaded = self._loaded()
+        for model in loaded:
+            if model.version == version:
+                return model
+        raise RequestError(404, "model_version", f"version {version!r} of {self.spec.name!r} is not served here; "
+                                                 f"this server serves versions {[m.version for m in loaded]} "
+                                                 f"(GET /v2/models/{self.spec.name})")
+
+    def _loaded(self) -> list[LoadedModel]:
+        """The versions this server has loaded: the primary, and the canary or shadow version if any."""
         primary, secondary = self.manager.primary, self.manager.secondary
-        versions = [primary.version, *([secondary.version] if secondary else [])]
-        return Reply(200, kserve.model_metadata(self.spec.name, versions, primary.feature_columns, self.schema))
+        return [primary, *([secondary] if secondary is not None else [])]
 
     def deploy(self, body: bytes, content_type: str | None, authorization: str | None) -> Reply:
         denied = check_admin(authorization)
@@ -220,7 +252,8 @@ class Server:
             raise MLOpsError("the server is still starting (no feature store attached yet); retry shortly")
         return self.scorer
 
-    def _score_entities(self, batch: EntityBatch, protocol: str) -> tuple[Scored, dict[str, Any]]:
+    def _score_entities(self, batch: EntityBatch, protocol: str,
+                        pinned: LoadedModel | None = None) -> tuple[Scored, dict[str, Any]]:
         """Scores and what the answer must say about its features: {degraded, stale_features?}."""
         assert self.features is not None
         ages: dict[str, list[float | None]] = {}
@@ -232,7 +265,7 @@ class Server:
                 raise
             online = {name: [None] * len(batch.entities) for name in self.features.features}
             status = {"degraded": True}
-        scored = self._scorer().score_entities(batch, online, protocol, ages)
+        scored = self._scorer().score_entities(batch, online, protocol, ages, pinned)
         return scored, status
 
     def _apply_stale_policy(self, online: dict[str, list[Any]], ages: dict[str, list[float | None]]) -> dict[str, Any]:
@@ -244,8 +277,10 @@ class Server:
                                             observe=self.metrics.observe_feature_ages)
         return status
 
-    def _columns(self) -> tuple[list[str], list[str]]:
-        """(feature columns of every loaded model, the primary's columns in order)."""
+    def _columns(self, pinned: LoadedModel | None = None) -> tuple[list[str], list[str]]:
+        """(feature columns of every loaded model, the primary's columns in order); of `pinned` alone if given."""
+        if pinned is not None:
+            return list(pinned.feature_columns), list(pinned.feature_columns)
         primary, secondary = self.manager.primary, self.manager.secondary
         wanted = list(dict.fromkeys([*primary.feature_columns, *(secondary.feature_columns if secondary else ())]))
         return wanted, list(primary.feature_columns)

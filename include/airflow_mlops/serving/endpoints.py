@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import Route
 
+from airflow_mlops.serving.kserve_wire import V2Target
 from airflow_mlops.serving.protocols import JSON, MAX_BODY_BYTES, RequestError
 from airflow_mlops.serving.replies import Reply, error_reply
 
@@ -31,10 +32,10 @@ _JSON_TYPE = (b"content-type", JSON.encode())
 
 
 class ScoringEndpoint:
-    """One POST route: `arg(scope, headers)` gives the handler's last argument (request id, model name, auth)."""
+    """One POST route: `arg(scope, headers)` gives the handler's last argument (request id, V2 target, auth)."""
 
     def __init__(self, server: Server, protocol: str, handler: Callable[..., Reply],
-                 arg: Callable[[Scope, dict[bytes, bytes]], str | None]) -> None:
+                 arg: Callable[[Scope, dict[bytes, bytes]], Any]) -> None:
         self.server, self.protocol, self.handler, self.arg = server, protocol, handler, arg
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -88,15 +89,19 @@ def _text(value: bytes | None) -> str | None:
 
 
 def scoring_routes(server: Server) -> list[Route]:
-    """The four POST routes of the serving app over `server`."""
+    """The POST routes of the serving app over `server`."""
     def header(name: bytes) -> Callable[[Scope, dict[bytes, bytes]], str | None]:
         return lambda _scope, headers: _text(headers.get(name))
+
+    def v2_target(scope: Scope, headers: dict[bytes, bytes]) -> V2Target:
+        params = scope["path_params"]
+        return V2Target(params["name"], params.get("version"), _text(headers.get(b"inference-header-content-length")))
 
     endpoints = {
         "/predict": ScoringEndpoint(server, "predict", server.predict, header(b"x-request-id")),
         "/invocations": ScoringEndpoint(server, "mlflow", server.invocations, header(b"x-request-id")),
-        "/v2/models/{name}/infer": ScoringEndpoint(server, "v2", server.infer,
-                                                   lambda scope, _headers: scope["path_params"]["name"]),
+        "/v2/models/{name}/infer": ScoringEndpoint(server, "v2", server.infer, v2_target),
+        "/v2/models/{name}/versions/{version}/infer": ScoringEndpoint(server, "v2", server.infer, v2_target),
         "/admin/deploy": ScoringEndpoint(server, "admin", server.deploy, header(b"authorization")),
     }
     return [Route(path, endpoint, methods=["POST"]) for path, endpoint in endpoints.items()]

@@ -1,12 +1,15 @@
 """KServe V2 (Open Inference Protocol) requests and responses of the serving app.
 
-`POST /v2/models/{name}/infer` takes named tensors `{"name", "shape", "datatype", "data"}`, either
+`POST /v2/models/{name}[/versions/{version}]/infer` takes named tensors `{"name", "shape", "datatype", "data"}`, either
 - one per feature column of the model (shape [N] or [N, 1]; entity-key tensors may ride along and
   then route and log the rows), or one [N, F] tensor with the feature columns in the model's order;
 - or one per entity key and request-time feature: the online features come from Feast, as in /predict.
 
 The response has one output, `predict_proba` (FP64, shape [N]). Pure Python, like `protocols.py`;
-errors are `RequestError`s with status 400 (413 above the row limit).
+errors are `RequestError`s with status 400 (413 above the row limit). The envelope (content type,
+binary tensor data, `model_name`/`model_version` against the route) is `kserve_wire.py`'s; the body
+fields the protocol allows (`id`, `parameters`, `outputs`, tensor `parameters`) are accepted here, and
+the extensions this server does not implement (shared memory, classification) refused by name.
 
 Every tensor's `data` must hold what its `datatype` declares, whatever the tensor is used for:
 BOOL JSON booleans; INT8..INT64 / UINT8..UINT64 integers (no fraction, no boolean) within the
@@ -26,6 +29,7 @@ from airflow_mlops.serving.protocols import (
     EntityBatch,
     EntitySchema,
     FeatureTable,
+    NonFinite,
     RequestError,
     check_rows,
     entity_rows,
@@ -46,6 +50,13 @@ KIND_DATATYPES = {"int": INT_TYPES, "str": frozenset({"BYTES"}), "float": INT_TY
 KIND_NAMES = {"int": "INT64", "str": "BYTES", "float": "FP64"}
 INT_BOUNDS = {f"{sign}INT{bits}": ((0, 2**bits - 1) if sign else (-(2**(bits - 1)), 2**(bits - 1) - 1))
               for sign in ("", "U") for bits in (8, 16, 32, 64)}
+REQUEST_KEYS = frozenset({"id", "inputs", "outputs", "parameters", "model_name", "model_version"})
+# Extensions a client may ask for in parameters that this server does not implement: refused, not ignored.
+UNSUPPORTED_PARAMETERS = {
+    "shared_memory_region": "shared-memory tensors are not supported; send the values in the body (data or "
+                            "binary data)",
+    "classification": "the classification extension is not supported; request the output without class_count",
+}
 MAX_DIMS = 32  # numpy's limit; far above the 2 this server reads, and it bounds the nesting walked
 FLOAT_MAX = {"FP16": 65504.0, "FP32": 3.4028234663852886e38, "FP64": 1.7976931348623157e308}
 
@@ -57,6 +68,7 @@ class V2Request:
     id: str | None
     table: FeatureTable | None = None
     batch: EntityBatch | None = None
+    binary_output: bool = False  # the client asked for the output as binary tensor data
 
 
 @dataclass(frozen=True)
@@ -69,32 +81,64 @@ class _Tensor:
 
 
 def parse_infer(payload: Any, *, wanted: Sequence[str], positional: Sequence[str], schema: EntitySchema) -> V2Request:
-    """An inference request -> feature tensors (FeatureTable) or entity tensors (EntityBatch)."""
-    if not isinstance(payload, dict) or set(payload) - {"id", "inputs", "outputs", "parameters"}:
+    """An inference request -> feature tensors (FeatureTable) or entity tensors (EntityBatch).
+
+    `model_name` / `model_version` are checked against the route before (`kserve_wire.check_route_fields`)."""
+    if not isinstance(payload, dict) or set(payload) - REQUEST_KEYS:
         shown = sorted(payload) if isinstance(payload, dict) else f"a JSON {json_type(payload)}"
         raise RequestError(400, "body", f"body: got {shown}; a V2 inference request is an object with 'inputs' "
-                                        "(and optional id, outputs, parameters)")
+                                        "(and optional id, parameters, outputs, model_name, model_version)")
     rid = request_id(payload["id"], "id", status=400) if payload.get("id") is not None else None
-    _check_outputs(payload.get("outputs"))
+    parameters = _parameters(payload.get("parameters"), "parameters")
+    binary = _check_outputs(payload.get("outputs"), parameters.get("binary_data_output") is True)
     tensors = _tensors(payload.get("inputs"))
     only = next(iter(tensors.values()))
     if len(tensors) == 1 and len(only.shape) == 2 and only.shape[1] > 1 and only.name not in wanted:
-        return V2Request(rid, table=_matrix_table(only, positional, schema.max_rows))
+        return V2Request(rid, table=_matrix_table(only, positional, schema.max_rows), binary_output=binary)
     if set(wanted) <= set(tensors):
-        return V2Request(rid, table=_column_table(tensors, wanted, schema))
+        return V2Request(rid, table=_column_table(tensors, wanted, schema), binary_output=binary)
     if set(schema.keys) <= set(tensors):
-        return V2Request(rid, batch=_entity_batch(tensors, schema, rid or str(uuid.uuid4())))
+        return V2Request(rid, batch=_entity_batch(tensors, schema, rid or str(uuid.uuid4())), binary_output=binary)
     raise RequestError(400, "inputs", f"inputs: got tensors {sorted(tensors)}; send one tensor per feature column "
                                       f"{list(wanted)}, or one per entity key and request feature: {needs(schema)}")
 
 
-def _check_outputs(outputs: Any) -> None:
-    if outputs is None:
-        return
-    if (not isinstance(outputs, list) or len(outputs) > 1
-            or not all(isinstance(o, dict) and o.get("name") == OUTPUT for o in outputs)):
-        raise RequestError(400, "outputs", f"outputs: got {show(outputs)}; this model has one output, "
+def _parameters(value: Any, field: str) -> dict[str, Any]:
+    """A `parameters` object: the protocol allows any names with string, number or boolean values."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise RequestError(400, field, f"{field}: got {show(value)}; parameters is a JSON object")
+    for key, item in value.items():
+        if not isinstance(item, str | int | float) or isinstance(item, NonFinite):
+            raise RequestError(400, f"{field}.{key}", f"{field}.{key}: got {show(item)}; a parameter is a string, "
+                                                      "number or boolean")
+        if key in UNSUPPORTED_PARAMETERS:
+            raise RequestError(400, f"{field}.{key}", f"{field}.{key}: {UNSUPPORTED_PARAMETERS[key]}")
+    return value
+
+
+def _check_outputs(outputs: Any, binary_default: bool) -> bool:
+    """The requested outputs (only `predict_proba` exists); True when it is wanted as binary data."""
+    if outputs is None or outputs == []:
+        return binary_default
+    if not isinstance(outputs, list):
+        raise RequestError(400, "outputs", f"outputs: got {show(outputs)}; an array of requested outputs "
                                            f'[{{"name": "{OUTPUT}"}}] (or leave outputs out)')
+    binary = binary_default
+    for i, output in enumerate(outputs):
+        field = f"outputs[{i}]"
+        if not isinstance(output, dict) or set(output) - {"name", "parameters"}:
+            raise RequestError(400, field, f"{field}: got {show(output)}; a requested output is an object with "
+                                           "name (and optional parameters)")
+        if output.get("name") != OUTPUT:
+            raise RequestError(400, f"{field}.name", f"{field}.name: got {show(output.get('name'))}; this model has "
+                                                     f"one output, {OUTPUT!r} (GET /v2/models/<name> lists it)")
+        if i:
+            raise RequestError(400, field, f"{field}: output {OUTPUT!r} is requested twice")
+        parameters = _parameters(output.get("parameters"), f"{field}.parameters")
+        binary = parameters.get("binary_data", binary) is True
+    return binary
 
 
 def _tensors(inputs: Any) -> dict[str, _Tensor]:
@@ -115,6 +159,7 @@ def _tensor(item: Any, field: str) -> _Tensor:
     if not isinstance(item, dict) or set(item) - {"name", "shape", "datatype", "data", "parameters"}:
         raise RequestError(400, field, f"{field}: got {show(item)}; a tensor is an object with name, shape, "
                                        "datatype, data (and optional parameters)")
+    _parameters(item.get("parameters"), f"{field}.parameters")
     name, shape, datatype, data = (item.get(k) for k in ("name", "shape", "datatype", "data"))
     if type(name) is not str or not name:
         raise RequestError(400, f"{field}.name", f"{field}.name: got {show(name)}; must be a non-empty string")

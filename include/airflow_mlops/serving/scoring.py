@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BACKGROUND_QUEUE = 10_000
+# Route label of rows a client sent to one version (V2 versioned routes): counted apart from "primary" and
+# "canary", so a canary's verdict is judged on the traffic the split routed to it only.
+PINNED_ROUTE = "pinned"
 POLL_SECONDS = 0.005
 _THREAD = threading.local()
 
@@ -154,9 +157,11 @@ class Scorer:
         self._unranged: set[str] = set()  # versions already warned about (validate_ranges without a profile)
 
     def score_entities(self, batch: EntityBatch, online: Mapping[str, Sequence[Any]], protocol: str,
-                       feature_ages: Mapping[str, Sequence[float | None]] | None = None) -> Scored:
+                       feature_ages: Mapping[str, Sequence[float | None]] | None = None,
+                       pinned: LoadedModel | None = None) -> Scored:
         """Entity rows + their online features (None = missing) -> scores; `feature_ages` (view -> age in seconds
-        of each row's online row) goes to the prediction log."""
+        of each row's online row) goes to the prediction log; `pinned`: score every row with exactly this
+        loaded model (a V2 versioned route), not through the canary/shadow routing."""
         import numpy as np
 
         from airflow_mlops.serving.routing import entity_key_text
@@ -165,16 +170,17 @@ class Scorer:
         columns.update({name: np.array(values, dtype=np.float64) for name, values in online.items()})
         keys = [entity_key_text(entity) for entity in batch.entities]
         return self._score(columns, keys, batch.row_ids, batch.entities, protocol, given=False, ages=feature_ages,
-                           where=batch.where, sent=frozenset(batch.request_values))
+                           where=batch.where, sent=frozenset(batch.request_values), pinned=pinned)
 
-    def score_table(self, table: FeatureTable, rid: str, protocol: str) -> Scored:
+    def score_table(self, table: FeatureTable, rid: str, protocol: str, pinned: LoadedModel | None = None) -> Scored:
         """Feature columns given directly (NaN = missing) -> scores."""
         from airflow_mlops.serving.routing import entity_key_text
 
         columns = _float_columns(table)
         row_ids = [rid] if table.rows == 1 else [f"{rid}-{i}" for i in range(table.rows)]
         keys = [entity_key_text(e) for e in table.entities] if table.entities else row_ids
-        return self._score(columns, keys, row_ids, table.entities, protocol, given=True, where=table.where)
+        return self._score(columns, keys, row_ids, table.entities, protocol, given=True, where=table.where,
+                           pinned=pinned)
 
     def check_given(self, model: LoadedModel, table: FeatureTable) -> None:
         """The checks `score_table` makes, for rows another path scores with `model` (422 naming the row)."""
@@ -202,13 +208,16 @@ class Scorer:
     def _score(self, columns: dict[str, np.ndarray], keys: list[str], row_ids: list[str],
                entities: list[dict[str, Any]] | None, protocol: str, *, given: bool,
                ages: Mapping[str, Sequence[float | None]] | None = None, where: Where | None = None,
-               sent: frozenset[str] | None = None) -> Scored:
+               sent: frozenset[str] | None = None, pinned: LoadedModel | None = None) -> Scored:
         """`given`: every column came from the caller (else online features too); `sent`: the caller's columns
         when not; `where` names a row or value of the request (input checks' 422s)."""
         import numpy as np
 
         one_native_thread()
-        groups, shadow = self._route(keys)
+        if pinned is None:
+            groups, shadow = self._route(keys)
+        else:  # no shadow either: the client asked for this version's answer only
+            groups, shadow = [_Group(pinned, PINNED_ROUTE, list(range(len(keys))))], None
         predictions = np.empty(len(keys), dtype=np.float64)
         prepared = [(group, frame(group.model, columns, group.rows, given=given)) for group in groups]
         for group, inputs in prepared:  # every check before any model scores

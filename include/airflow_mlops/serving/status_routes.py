@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Response
 
-from airflow_mlops.serving.replies import Reply, error_reply, reply_response
+from airflow_mlops.serving.kserve_routes import add_versioned_routes
+from airflow_mlops.serving.replies import Reply, reply_response
 
 if TYPE_CHECKING:
     from airflow_mlops.serving.app import Server
@@ -59,7 +60,8 @@ def add_v2_status_routes(app: FastAPI, server: Server) -> None:
     def v2_server() -> Response:
         from airflow_mlops import __version__
 
-        return reply_response(Reply(200, {"name": "airflow-mlops", "version": __version__, "extensions": []}))
+        return reply_response(Reply(200, {"name": "airflow-mlops", "version": __version__,
+                                         "extensions": ["binary_tensor_data"]}))
 
     @app.get("/v2/models/{name}")
     def v2_metadata(name: str) -> Response:
@@ -67,8 +69,6 @@ def add_v2_status_routes(app: FastAPI, server: Server) -> None:
 
     @app.get("/v2/models/{name}/ready")
     def v2_model_ready(name: str) -> Response:
-        if name != server.spec.name:
-            return reply_response(error_reply("v2", 404, f"model {name!r} is not served here; this server serves "
-                                                         f"{server.spec.name!r}"))
-        return reply_response(Reply(200 if server.manager.loaded else 503, {"name": name,
-                                                                            "ready": server.manager.loaded}))
+        return reply_response(server.guarded("v2", server.model_ready, name))
+
+    add_versioned_routes(app, server)
