@@ -181,7 +181,7 @@ class Server:
     def metadata(self, name: str, version: str | None = None) -> Reply:
         self._check_model_name(name)
         model = self.served_model(version) or self.manager.primary
-        versions = [m.version for m in self._loaded()]
+        versions = [m.version for m in self.manager.served()]
         return Reply(200, kserve.model_metadata(self.spec.name, versions, model.feature_columns, self.schema))
 
     def model_ready(self, name: str, version: str | None = None) -> Reply:
@@ -196,18 +196,13 @@ class Server:
         """The loaded model of `version` (None when no version is asked); 404 naming the served versions."""
         if version is None:
             return None
-        loaded = self._loaded()
+        loaded = self.manager.served()
         for model in loaded:
             if model.version == version:
                 return model
         raise RequestError(404, "model_version", f"version {version!r} of {self.spec.name!r} is not served here; "
                                                  f"this server serves versions {[m.version for m in loaded]} "
                                                  f"(GET /v2/models/{self.spec.name})")
-
-    def _loaded(self) -> list[LoadedModel]:
-        """The versions this server has loaded: the primary, and the canary or shadow version if any."""
-        primary, secondary = self.manager.primary, self.manager.secondary
-        return [primary, *([secondary] if secondary is not None else [])]
 
     def deploy(self, body: bytes, content_type: str | None, authorization: str | None) -> Reply:
         denied = check_admin(authorization)
