@@ -76,10 +76,12 @@ def triton(server: ServingProcess) -> Iterator[Any]:
 
 
 def invocations(server: ServingProcess, features: dict[str, float]) -> float:
-    """The same row through MLflow /invocations: the reference prediction."""
+    """The same row through MLflow /invocations: the reference prediction (p1 of MLflow's [[p0, p1]])."""
     response = httpx.post(f"{server.url}/invocations", json={"dataframe_records": [features]}, timeout=30)
     assert response.status_code == 200, response.text
-    return float(response.json()["predictions"][0])
+    p0, p1 = response.json()["predictions"][0]
+    assert p0 + p1 == pytest.approx(1.0)
+    return float(p1)
 
 
 def triton_inputs(features: dict[str, float], binary: bool, rows: int = 2) -> list[Any]:
