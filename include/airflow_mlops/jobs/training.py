@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path, PurePosixPath
@@ -300,7 +301,11 @@ def _log_run(
 
     sample = result.sample
     # The context manager ends the run FAILED on any exception (incl. Airflow timeouts).
-    with mlflow.start_run(experiment_id=experiment_id, run_name=request.run_name, tags=tags) as run:
+    with mlflow.start_run(experiment_id=experiment_id, run_name=request.run_name, tags=tags) as run, \
+            warnings.catch_warnings():
+        # MLflow hints that `long` columns cannot take missing values: the signature follows the training set's
+        # types on purpose (int64 frames pass mlflow.pyfunc), and docs/serving.md says what a null there does
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column", category=UserWarning)
         mlflow.log_params(flat_params(request, result))
         info = mlflow.sklearn.log_model(
             result.pipeline,
