@@ -230,8 +230,10 @@ def validate_training_set(operator: BaseOperator, context: Context, lineage: Map
                           mode: str = "fail", label_columns: Sequence[str] = ()) -> dict[str, Any]:
     """The training-set gate of FeastBuildTrainingSetOperator: validate the snapshot, quarantine it on failure.
 
-    Returns the lineage plus `validation` {suite, success, mode, failure_count, report}; the full
-    summary goes to XCom `validation` (and the task's "Validation report" link).
+    Returns the lineage plus `validation` {suite, success, mode, failure_count, result_id,
+    failed_expectations, report}; the full summary goes to XCom `validation` (and the task's "Validation
+    report" link). `result_id` is `<dataset>/<batch id>`, the folder of `result.json` under
+    `MLOPS_HOME/reports/validation`; the training job turns these into `airflow_mlops.validation.*` tags.
     """
     from airflow_mlops.core.gate import Gate, batch_message, check_batch
     from airflow_mlops.hooks.gx import GXHook
@@ -246,4 +248,8 @@ def validate_training_set(operator: BaseOperator, context: Context, lineage: Map
     failed = not entry["success"]
     _finish(operator, context, entry, failed, entry["mode"] == "warn", batch_message(entry) if failed else "")
     compact = {k: entry[k] for k in ("suite", "success", "mode", "failure_count")}
-    return {**lineage, "validation": {**compact, "report": entry["report"]["url"]}}
+    # result_id: where the full result is kept (reports/validation/<result_id>/result.json); GX gives an
+    # ad-hoc validation no id of its own (ExpectationSuiteValidationResult.id is None outside checkpoints)
+    found = {"result_id": f"{entry['dataset']}/{entry['batch_id']}",
+             "failed_expectations": entry["statistics"]["unsuccessful_rules"]}
+    return {**lineage, "validation": {**compact, **found, "report": entry["report"]["url"]}}
