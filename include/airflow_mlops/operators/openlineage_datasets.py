@@ -2,9 +2,9 @@
 
 The OpenLineage provider calls an operator's `get_openlineage_facets_on_complete(task_instance)` after
 a successful `execute` (also on failure, when there is no `..._on_failure`), in the task process. Our
-operators remember what `execute` produced in `self.openlineage_result` and import this module there,
-never at their top: the provider and `openlineage-python` are optional (extra `openlineage`), and without
-a configured transport the provider does not call anything (docs/lineage.md).
+operators remember what `execute` read and wrote (`openlineage_record.remember`) and import this module
+in that method only, never at their top: the provider and `openlineage-python` are optional (extra
+`openlineage`), and without a configured transport the provider does not call anything (docs/lineage.md).
 
 Names come from `core.lineage_names`; custom facets are prefixed `airflowMlops` and their schema URL is a
 URN documented in docs/lineage.md (OpenLineage asks custom facets for a schema URL, not a reachable one).
@@ -110,3 +110,16 @@ def lineage(inputs: Iterable[Dataset] = (), outputs: Iterable[Dataset] = (),
 
     run_facets = {"airflowMlopsResult": ResultRunFacet(summary=dict(result))} if result else {}
     return OperatorLineage(inputs=list(inputs), outputs=list(outputs), run_facets=run_facets)
+
+
+def deployment_lineage(result: Mapping[str, Any], registry_uri: str) -> OperatorLineage:
+    """DeployModelOperator: the version deployed (input) -> where it now serves (output, versioned by it)."""
+    from airflow_mlops.core.lineage_names import kubernetes_name, serving_name
+
+    model, version = str(result["name"]), str(result["version"])
+    target = kubernetes_name(str(result["namespace"]), str(result["deployment"])) \
+        if result.get("target") == "kubernetes" else serving_name(str(result["url"]), model)
+    served = dataset(target, {"version": dataset_version_dataset.DatasetVersionDatasetFacet(datasetVersion=version)})
+    keep = ("target", "mode", "previous", "url", "namespace", "deployment")
+    return lineage([model_version_dataset(registry_uri, model, version)], [served],
+                   {k: result[k] for k in keep if result.get(k) is not None})

@@ -20,8 +20,11 @@ def _key(ti: Any) -> tuple[Any, ...]:
 
 
 def remember(operator: Any, context: Mapping[str, Any], values: Mapping[str, Any]) -> None:
-    """Keep `values` (what execute read and wrote) for this task instance's lineage."""
-    setattr(operator, ATTRIBUTE, (_key(context["ti"]), dict(values)))
+    """Keep `values` (what execute read and wrote) for this task instance's lineage.
+
+    A context without a task instance (an `execute()` called by hand) keeps them under no instance: no
+    OpenLineage call asks for them then."""
+    setattr(operator, ATTRIBUTE, (_key(context.get("ti")), dict(values)))
 
 
 def recall(operator: Any, task_instance: Any) -> dict[str, Any] | None:
