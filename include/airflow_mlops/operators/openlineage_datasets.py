@@ -123,3 +123,13 @@ def deployment_lineage(result: Mapping[str, Any], registry_uri: str) -> Operator
     keep = ("target", "mode", "previous", "url", "namespace", "deployment")
     return lineage([model_version_dataset(registry_uri, model, version)], [served],
                    {k: result[k] for k in keep if result.get(k) is not None})
+
+
+def training_lineage(recorded: Mapping[str, Any]) -> OperatorLineage:
+    """A training task (in-process or pod): the snapshot (input) -> the logged model (`logged_models/<m-id>`)."""
+    from airflow_mlops.core.lineage_names import logged_model_name
+
+    result = recorded["result"]
+    model = dataset(logged_model_name(recorded["registry_uri"], result["model_uri"]))
+    return lineage([training_set_dataset(recorded["training_set"])], [model],
+                   {"run_id": result["run_id"], "metrics": result.get("metrics")})

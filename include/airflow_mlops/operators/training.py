@@ -121,16 +121,10 @@ class SklearnTrainModelOperator(BaseOperator):
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
         """The training-set snapshot (input) -> the model the run logged (output, `logged_models/<m-id>`)."""
-        from airflow_mlops.core.lineage_names import logged_model_name
-        from airflow_mlops.operators.openlineage_datasets import dataset, lineage, training_set_dataset
+        from airflow_mlops.operators.openlineage_datasets import training_lineage
 
         recorded = recall(self, task_instance)
-        if not recorded:
-            return None
-        result = recorded["result"]
-        model = dataset(logged_model_name(recorded["registry_uri"], result["model_uri"]))
-        return lineage([training_set_dataset(recorded["training_set"])], [model],
-                       {"run_id": result["run_id"], "metrics": result.get("metrics")})
+        return training_lineage(recorded) if recorded else None
 
     def training_request(self, context: Context) -> TrainingRequest:
         """The job request for this task instance: the rendered arguments plus its Airflow identity."""
