@@ -1,7 +1,7 @@
 """OpenLineage dataset names: one (namespace, name) scheme for every store the loop reads or writes.
 
 Plain Python (no Airflow, no OpenLineage import): operators turn these pairs into OpenLineage datasets
-(`operators/openlineage_datasets.py`). The same thing must get the same pair in every task, or
+(`openlineage/datasets.py`). The same thing must get the same pair in every task, or
 Marquez/DataHub see two datasets and the graph breaks; so each kind of dataset is named here once.
 The scheme (also in docs/lineage.md):
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_mlops.operators.openlineage_record import recall, remember
+from airflow_mlops.openlineage.record import recall, remember
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
@@ -122,7 +122,7 @@ class BatchPredictOperator(BaseOperator):
         """The scoring version, the feature views and the entity partitions (inputs) -> the predictions
         folder (output, versioned by its manifest's sha256)."""
         from airflow_mlops.core.lineage_names import feature_view_name, file_name
-        from airflow_mlops.operators.openlineage_datasets import (
+        from airflow_mlops.openlineage.datasets import (
             dataset,
             dataset_version_dataset,
             datasets,

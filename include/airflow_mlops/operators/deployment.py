@@ -139,7 +139,7 @@ class DeployModelOperator(BaseOperator):
 
     def _remembered(self, context: Context, result: dict[str, Any]) -> dict[str, Any]:
         from airflow_mlops.hooks.mlflow import MLflowHook
-        from airflow_mlops.operators.openlineage_record import remember
+        from airflow_mlops.openlineage.record import remember
 
         registry_uri = MLflowHook(self.mlflow_conn_id).settings.registry_uri
         remember(self, context, {"result": result, "registry_uri": registry_uri})
@@ -147,8 +147,8 @@ class DeployModelOperator(BaseOperator):
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
         """The deployed model version (input) -> the serving app or Kubernetes Deployment (output)."""
-        from airflow_mlops.operators.openlineage_datasets import deployment_lineage
-        from airflow_mlops.operators.openlineage_record import recall
+        from airflow_mlops.openlineage.datasets import deployment_lineage
+        from airflow_mlops.openlineage.record import recall
 
         recorded = recall(self, task_instance)
         return deployment_lineage(recorded["result"], recorded["registry_uri"]) if recorded else None

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_mlops.operators.openlineage_record import recall, remember
+from airflow_mlops.openlineage.record import recall, remember
 from airflow_mlops.plugin.links import EvaluationReportLink
 
 if TYPE_CHECKING:
@@ -110,7 +110,7 @@ class EvaluateModelOperator(BaseOperator):
         """Reads the snapshot, the challenger's logged model and the champion version it was compared with;
         writes no dataset (the verdict is a run facet, the report an artifact of the challenger's run)."""
         from airflow_mlops.core.lineage_names import logged_model_name
-        from airflow_mlops.operators.openlineage_datasets import (
+        from airflow_mlops.openlineage.datasets import (
             dataset,
             lineage,
             model_version_dataset,

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator, BaseOperatorLink
 
 from airflow_mlops.exceptions import DriftReferenceMissing
-from airflow_mlops.operators.openlineage_record import recall, remember
+from airflow_mlops.openlineage.record import recall, remember
 from airflow_mlops.operators.validation import under_base_url
 from airflow_mlops.plugin.links import DriftHistoryLink
 
@@ -120,7 +120,7 @@ class EvidentlyDriftCheckOperator(BaseOperator):
         its rows are named by the run facet's window. A skipped check (no champion, too few rows) wrote
         no report: inputs only."""
         from airflow_mlops.core.lineage_names import file_name
-        from airflow_mlops.operators.openlineage_datasets import dataset, lineage, model_version_dataset
+        from airflow_mlops.openlineage.datasets import dataset, lineage, model_version_dataset
 
         recorded = recall(self, task_instance)
         if not recorded or not recorded["result"].get("model_version"):

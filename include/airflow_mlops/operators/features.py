@@ -15,7 +15,7 @@ from airflow.sdk import AssetAlias, BaseOperator
 from airflow.sdk.exceptions import AirflowSkipException
 
 from airflow_mlops.exceptions import MLOpsError
-from airflow_mlops.operators.openlineage_record import recall, remember
+from airflow_mlops.openlineage.record import recall, remember
 from airflow_mlops.operators.validation import ValidationReportLink
 
 if TYPE_CHECKING:
@@ -81,7 +81,7 @@ class LandRawBatchesOperator(BaseOperator):
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
         """Each landed raw file (input) and the offline partitions it was written to (output)."""
         from airflow_mlops.core.lineage_names import file_name, partition_names
-        from airflow_mlops.operators.openlineage_datasets import datasets, lineage
+        from airflow_mlops.openlineage.datasets import datasets, lineage
 
         recorded = recall(self, task_instance)
         if not recorded:  # failed before landing anything: nothing was read or written
@@ -130,7 +130,7 @@ class FeastApplyOperator(BaseOperator):
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
         """No datasets: apply writes definitions (metadata) to the Feast registry, no feature data; the
         views appear as datasets where data flows into them (materialize). Run facet: applied + hash."""
-        from airflow_mlops.operators.openlineage_datasets import lineage
+        from airflow_mlops.openlineage.datasets import lineage
 
         recorded = recall(self, task_instance)
         return lineage(result={k: recorded[k] for k in ("applied", "hash")}) if recorded else None
@@ -218,7 +218,7 @@ class FeastMaterializeOperator(BaseOperator):
         """Offline partitions that held new rows (inputs) -> the feature views they went into (outputs);
         an up-to-date view read nothing new and is left out."""
         from airflow_mlops.core.lineage_names import feature_view_name, file_name
-        from airflow_mlops.operators.openlineage_datasets import datasets, lineage
+        from airflow_mlops.openlineage.datasets import datasets, lineage
 
         recorded = recall(self, task_instance)
         if not recorded:  # skipped (nothing new) or failed: no data moved
@@ -355,7 +355,7 @@ class FeastBuildTrainingSetOperator(BaseOperator):
         """The feature views and the label dataset's partitions read (inputs) -> the snapshot file (output),
         versioned by its sha256 and carrying its GX validation (`airflowMlopsTrainingSet` facet)."""
         from airflow_mlops.core.lineage_names import feature_view_name, file_name
-        from airflow_mlops.operators.openlineage_datasets import datasets, lineage, training_set_dataset
+        from airflow_mlops.openlineage.datasets import datasets, lineage, training_set_dataset
 
         recorded = recall(self, task_instance)
         if not recorded:  # failed (a quarantined snapshot is no training set) or never got that far

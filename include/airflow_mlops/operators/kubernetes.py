@@ -330,8 +330,8 @@ def operator_class() -> type[KubernetesPodOperator]:
 
         def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
             """As SklearnTrainModelOperator: the snapshot (input) -> the model the pod's run logged (output)."""
-            from airflow_mlops.operators.openlineage_datasets import training_lineage
-            from airflow_mlops.operators.openlineage_record import recall
+            from airflow_mlops.openlineage.datasets import training_lineage
+            from airflow_mlops.openlineage.record import recall
 
             recorded = recall(self, task_instance)
             return training_lineage(recorded) if recorded else None
@@ -350,7 +350,7 @@ def _remembered(operator: Any, context: Context, result: Any) -> Any:
     """Keep the pod's result (deferred or not) and the lineage it trained on, for OpenLineage."""
     from airflow_mlops.core.lineage import normalize_lineage
     from airflow_mlops.hooks.mlflow import MLflowHook
-    from airflow_mlops.operators.openlineage_record import remember
+    from airflow_mlops.openlineage.record import remember
 
     if isinstance(result, dict) and result.get("model_uri"):
         # the register task names the model through this connection too, so both sides say the same namespace

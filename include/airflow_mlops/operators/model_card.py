@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_mlops.operators.openlineage_record import recall, remember
+from airflow_mlops.openlineage.record import recall, remember
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
@@ -87,7 +87,7 @@ class MLflowModelCardOperator(BaseOperator):
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
         """Reads the version it documents; no output dataset: the card is metadata of that version (artifacts,
         tag, description), its location a run facet."""
-        from airflow_mlops.operators.openlineage_datasets import lineage, model_version_dataset
+        from airflow_mlops.openlineage.datasets import lineage, model_version_dataset
 
         recorded = recall(self, task_instance)
         if not recorded:  # skipped (a repeat) or failed

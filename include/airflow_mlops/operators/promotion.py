@@ -113,7 +113,7 @@ class _ChampionMoveOperator(BaseOperator):
         return self._remembered(context, hook.settings.registry_uri, self._result(registry, event, context))
 
     def _remembered(self, context: Context, registry_uri: str, result: dict[str, Any]) -> dict[str, Any]:
-        from airflow_mlops.operators.openlineage_record import remember
+        from airflow_mlops.openlineage.record import remember
 
         remember(self, context, {"result": result, "registry_uri": registry_uri})
         return result
@@ -122,8 +122,8 @@ class _ChampionMoveOperator(BaseOperator):
         """The version made champion, read and written: its `airflowMlopsModelVersion` facet gains the alias
         `champion` (input: the version as registered; the previous champion is a run facet)."""
         from airflow_mlops.hooks.mlflow_registry import CHAMPION
-        from airflow_mlops.operators.openlineage_datasets import lineage, model_version_dataset
-        from airflow_mlops.operators.openlineage_record import recall
+        from airflow_mlops.openlineage.datasets import lineage, model_version_dataset
+        from airflow_mlops.openlineage.record import recall
 
         recorded = recall(self, task_instance)
         if not recorded:  # skipped (not promotable) or refused: no alias moved

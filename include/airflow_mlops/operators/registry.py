@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_mlops.operators.openlineage_record import recall, remember
+from airflow_mlops.openlineage.record import recall, remember
 from airflow_mlops.plugin.links import ModelVersionLink
 
 if TYPE_CHECKING:
@@ -151,7 +151,7 @@ class MLflowRegisterModelOperator(BaseOperator):
         """The run's logged model (input) -> the registered version (output, with the alias it got). A repeat
         registers nothing: it returns before recording, so it reports no datasets."""
         from airflow_mlops.core.lineage_names import logged_model_name
-        from airflow_mlops.operators.openlineage_datasets import dataset, lineage, model_version_dataset
+        from airflow_mlops.openlineage.datasets import dataset, lineage, model_version_dataset
 
         recorded = recall(self, task_instance)
         if not recorded:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_mlops.operators.openlineage_record import recall, remember
+from airflow_mlops.openlineage.record import recall, remember
 from airflow_mlops.plugin.links import ModelPageLink
 
 if TYPE_CHECKING:
@@ -121,7 +121,7 @@ class SklearnTrainModelOperator(BaseOperator):
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
         """The training-set snapshot (input) -> the model the run logged (output, `logged_models/<m-id>`)."""
-        from airflow_mlops.operators.openlineage_datasets import training_lineage
+        from airflow_mlops.openlineage.datasets import training_lineage
 
         recorded = recall(self, task_instance)
         return training_lineage(recorded) if recorded else None

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator, BaseOperatorLink
 
 from airflow_mlops.exceptions import DataValidationFailed
-from airflow_mlops.operators.openlineage_record import recall, remember
+from airflow_mlops.openlineage.record import recall, remember
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -245,7 +245,7 @@ class GXValidateRawBatchesOperator(BaseOperator):
 
 def _validation_lineage(recorded: Mapping[str, Any] | None) -> OperatorLineage | None:
     from airflow_mlops.core.lineage_names import file_name
-    from airflow_mlops.operators.openlineage_datasets import datasets, lineage
+    from airflow_mlops.openlineage.datasets import datasets, lineage
 
     if not recorded:
         return None

@@ -2,7 +2,7 @@
 
 The OpenLineage provider calls an operator's `get_openlineage_facets_on_complete(task_instance)` after
 a successful `execute` (also on failure, when there is no `..._on_failure`), in the task process. Our
-operators remember what `execute` read and wrote (`openlineage_record.remember`) and import this module
+operators remember what `execute` read and wrote (`openlineage.record.remember`) and import this module
 in that method only, never at their top: the provider and `openlineage-python` are optional (extra
 `openlineage`), and without a configured transport the provider does not call anything (docs/lineage.md).
 

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from airflow_mlops.core import lineage, lineage_names
+from airflow_mlops.openlineage.record import recall, remember
 from airflow_mlops.operators.features import LandRawBatchesOperator
-from airflow_mlops.operators.openlineage_record import recall, remember
 from airflow_mlops.operators.promotion import MLflowPromoteModelOperator
 
 pytestmark = pytest.mark.unit
@@ -127,7 +127,7 @@ def _clear(conf: Any) -> None:
 ])
 def test_a_deployment_reads_the_version_and_writes_the_serving_target(result: dict[str, Any],
                                                                       served: tuple[str, str]) -> None:
-    from airflow_mlops.operators.openlineage_datasets import deployment_lineage
+    from airflow_mlops.openlineage.datasets import deployment_lineage
 
     found = deployment_lineage(result, "sqlite:////x.db")
     assert [(d.namespace, d.name) for d in found.inputs] == [("mlflow://sqlite:////x.db", "models/m/versions/3")]
