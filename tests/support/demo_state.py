@@ -8,6 +8,11 @@ MLflow (artifact locations) and Feast (registry, online store) record absolute p
 never copied to another path: it is built at one fixed path, a pristine copy is kept beside it, and
 `checkout_trained_demo()` puts the pristine files back at that same path before each module that
 uses it (modules run one after another; each gets the state exactly as built).
+
+The build runs with the OpenLineage provider's file transport on (events in `<root>/openlineage.jsonl`,
+read by tests/integration/test_openlineage.py) and the no-network audit hook (`support/netaudit`,
+attempts in `<root>/netaudit.log`): one build checks both, at no extra DAG run. Later runs on the state
+get neither (OpenLineage stays off, as it is by default).
 """
 
 from __future__ import annotations
@@ -26,9 +31,15 @@ PROJECT = Path(__file__).resolve().parents[2]
 MODEL = "ride_completion"
 DEMO_DAYS = 5
 BUILD_TIMEOUT_S = 600
+NETAUDIT = PROJECT / "tests" / "support" / "netaudit" / "sitecustomize.py"
+OPENLINEAGE_EVENTS = "openlineage.jsonl"
+NETAUDIT_LOG = "netaudit.log"
 
 BUILD = """
 import json
+import runpy
+
+runpy.run_path(%(netaudit)r)  # installs the audit hook: MLOPS_NETAUDIT_LOG is set (see _build_env)
 
 from airflow.models.taskinstance import TaskInstance
 from airflow.utils.session import create_session
@@ -65,6 +76,16 @@ class TrainedDemo:
     def home(self) -> Path:
         return Path(self.env["MLOPS_HOME"])
 
+    @property
+    def openlineage_events(self) -> Path:
+        """The OpenLineage events of the build (file transport, one JSON event per line)."""
+        return self.root / OPENLINEAGE_EVENTS
+
+    @property
+    def netaudit_log(self) -> Path:
+        """Outbound network attempts during the build (no file: none)."""
+        return self.root / NETAUDIT_LOG
+
     def run(self, script: str, *args: str, timeout: float) -> tuple[dict[str, Any], str]:
         """Run a DAG script on this state (as run_in_fresh_airflow does on a fresh one)."""
         done = run_script(script, *args, env=self.env, cwd=self.root, timeout=timeout)
@@ -79,13 +100,20 @@ def _env(root: Path, migrate: bool) -> dict[str, str]:
     return fresh_airflow_env(root, PROJECT / "dags", migrate=migrate)
 
 
+def _build_env(root: Path) -> dict[str, str]:
+    """The build's env: OpenLineage's file transport (appending, so every task's events stay) and the audit log."""
+    transport = {"type": "file", "log_file_path": str(root / OPENLINEAGE_EVENTS), "append": True}
+    return {**_env(root, migrate=True), "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(transport),
+            "MLOPS_NETAUDIT_LOG": str(root / NETAUDIT_LOG)}
+
+
 @functools.cache
 def _pristine() -> tuple[Path, dict[str, Any]]:
     root = _root()
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
-    done = run_script(BUILD % {"days": DEMO_DAYS, "model": MODEL}, env=_env(root, migrate=True), cwd=root,
-                      timeout=BUILD_TIMEOUT_S)
+    done = run_script(BUILD % {"days": DEMO_DAYS, "model": MODEL, "netaudit": str(NETAUDIT)}, env=_build_env(root),
+                      cwd=root, timeout=BUILD_TIMEOUT_S)
     built = result_of(done)
     assert built["features"]["state"] == "success" and built["train"]["tasks"]["promote"] == "success", built
     pristine = root.with_name(root.name + ".pristine")

@@ -325,3 +325,18 @@ def test_importing_the_module_does_not_import_the_provider() -> None:
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_the_pods_result_is_reported_to_openlineage(cluster_config: Path, lineage_record: dict[str, Any]) -> None:
+    """The pod's run, as the xcom sidecar returns it, becomes snapshot -> logged model (as in-process training)."""
+    from airflow_mlops.core.lineage_names import mlflow_namespace
+    from airflow_mlops.operators.kubernetes import _remembered
+
+    operator, _ = render(make_spec(), lineage_record)
+    context = task_context(operator)
+    assert operator.get_openlineage_facets_on_complete(context["ti"]) is None  # before the pod returned
+    result = {"run_id": "r1", "model_uri": "models:/m-abc", "metrics": {}, "experiment_id": "1"}
+    assert _remembered(operator, context, result) is result
+    found = operator.get_openlineage_facets_on_complete(context["ti"])
+    assert [(d.namespace, d.name) for d in found.inputs] == [("file", lineage_record["path"])]
+    assert [(d.namespace, d.name) for d in found.outputs] == [(mlflow_namespace(MLFLOW_SERVER), "logged_models/m-abc")]

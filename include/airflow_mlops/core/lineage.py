@@ -45,6 +45,17 @@ TAG_REGISTRATION = f"{TAG_PREFIX}registration"
 REGISTRATION_PENDING = "pending"
 FINGERPRINT_VERSION = 1  # bump when the fingerprint's inputs change, so old and new never compare equal
 
+# The GX validation of the training set (the spec's `validation.suite`), as the training-set task recorded it
+# in the lineage's `validation`: a plain MLflow client reads the gate's verdict on the version without
+# downloading artifacts. The result id is the result's key under MLOPS_HOME/reports/validation
+# (`<dataset>/<batch id>/result.json`; the batch id is the snapshot's content id). "Failed expectations"
+# counts the failed rules: GX expectations plus our contract rules (timestamps, leakage).
+TAG_VALIDATION_RESULT_ID = f"{TAG_PREFIX}validation.result_id"
+TAG_VALIDATION_SUCCESS = f"{TAG_PREFIX}validation.success"
+TAG_VALIDATION_FAILED = f"{TAG_PREFIX}validation.failed_expectations"
+TAG_VALIDATION_SUITE = f"{TAG_PREFIX}validation.suite"
+VALIDATION_TAGS = (TAG_VALIDATION_RESULT_ID, TAG_VALIDATION_SUCCESS, TAG_VALIDATION_FAILED, TAG_VALIDATION_SUITE)
+
 # Tags copied from a training run onto the model version it becomes (data lineage travels along).
 TRAINING_TAGS = (
     TAG_TRAINING_SET_SHA256,
@@ -57,6 +68,7 @@ TRAINING_TAGS = (
     TAG_GIT_COMMIT,
     TAG_SPEC_SHA256,
     TAG_FINGERPRINT,
+    *VALIDATION_TAGS,
 )
 
 # Why a version was trained ("retrained because..."): written on the version by the register task from
@@ -218,7 +230,22 @@ def training_set_tags(lineage: Mapping[str, Any]) -> dict[str, str]:
         TAG_FEATURE_SERVICE: lineage.get("feature_service"),
         TAG_FEATURE_VIEWS: json.dumps(views, sort_keys=True, default=str) if views else None,
     }
-    return {key: clip_tag(str(value)) for key, value in values.items() if value is not None}
+    return {key: clip_tag(str(value)) for key, value in {**values, **validation_tags(lineage)}.items()
+            if value is not None}
+
+
+def validation_tags(lineage: Mapping[str, Any]) -> dict[str, str]:
+    """The training set's GX validation (lineage `validation`) as tags; empty when it was not validated."""
+    found = lineage.get("validation")
+    if not isinstance(found, Mapping):
+        return {}
+    values = {
+        TAG_VALIDATION_RESULT_ID: found.get("result_id"),
+        TAG_VALIDATION_SUCCESS: None if found.get("success") is None else str(bool(found["success"])).lower(),
+        TAG_VALIDATION_FAILED: found.get("failed_expectations"),
+        TAG_VALIDATION_SUITE: found.get("suite"),
+    }
+    return {key: str(value) for key, value in values.items() if value is not None}
 
 
 def clip_tag(value: str) -> str:

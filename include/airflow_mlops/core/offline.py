@@ -360,6 +360,16 @@ def landed_batches(offline_dir: Path, dataset: str) -> list[dict[str, Any]]:
     return sorted(records, key=lambda r: (r.get("start") or "", r["batch_id"]))
 
 
+def partitions_between(dataset_dir: Path, start: str | None, end: str | None) -> list[str]:
+    """The partition directories `<dataset_dir>/date=<day>` whose day lies in [start, end] (ISO times): what
+    a reader of that time window opened (the OpenLineage inputs of a training set)."""
+    if not start or not end or not Path(dataset_dir).is_dir():
+        return []
+    first, last = str(start)[:10], str(end)[:10]
+    return sorted(str(d) for d in Path(dataset_dir).glob(f"{PARTITION_KEY}=*")
+                  if d.is_dir() and first <= d.name.split("=", 1)[1] <= last)
+
+
 def batch_id_from_file(path: str | Path) -> str:
     """The batch id a partition file was written by (its file name without `.parquet`)."""
     return Path(path).stem

@@ -318,7 +318,10 @@ class FeastHook(BaseHook):
 
     def source_window(self, view: str, start: datetime | None = None, end: datetime | None = None,
                       *, after: datetime | None = None) -> dict[str, Any]:
-        """Rows, event-time bounds and batch ids of a view's offline source in [start | >after, end]."""
+        """Rows, event-time bounds, batch ids and partition dirs of a view's offline source in [start | >after, end].
+
+        `partitions` (the directories of the files read) is the OpenLineage input of materialization.
+        """
         import duckdb
 
         source = self.get_store().get_feature_view(view).batch_source
@@ -339,7 +342,8 @@ class FeastHook(BaseHook):
             log.info("offline source of %s has no data yet (%s)", view, err)
             rows, first, last, files = 0, None, None, []
         return {"rows": int(rows), "start": _iso(first), "end": _iso(last),
-                "batch_ids": sorted({batch_id_from_file(f) for f in files or []})}
+                "batch_ids": sorted({batch_id_from_file(f) for f in files or []}),
+                "partitions": sorted({str(Path(f).parent) for f in files or []})}
 
     def _last_interval(self, view: str) -> tuple[datetime, datetime] | None:
         fv = self.get_store().registry.get_feature_view(view, self.settings.project, allow_cache=False)
@@ -452,7 +456,7 @@ class FeastHook(BaseHook):
                      *, after: datetime | None = None) -> dict[str, Any]:
         window = self.source_window(view, start, end, after=after)
         return {"mode": mode, "rows": window["rows"], "start": _iso(after or start), "end": _iso(end),
-                "batch_ids": window["batch_ids"]}
+                "batch_ids": window["batch_ids"], "partitions": window["partitions"]}
 
     @staticmethod
     def _summary(views: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -51,6 +51,9 @@ def responder_name(user: Any) -> str:
 class MLflowApproveModelOperator(ApprovalOperator):
     """Ask a human to approve the registered challenger; record who decided and why in MLflow.
 
+    OpenLineage: no datasets and no OpenLineage method of ours: a decision reads and writes no data (it
+    is tags on the version), so the provider reports the task run alone.
+
     :param model_name: registered model name.
     :param version: the registered challenger version, e.g. "{{ ti.xcom_pull('register')['version'] }}". (templated)
     :param evaluation: the evaluation task's result; when it does not recommend promotion nobody is

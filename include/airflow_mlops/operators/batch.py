@@ -11,7 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_mlops.openlineage.record import recall, remember
+
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
     from airflow_mlops.core.batch_inference import ScoringModel
@@ -83,7 +86,8 @@ class BatchPredictOperator(BaseOperator):
         columns = [*self.entity_keys, self.timestamp_column, *self.request_features]
         entity_df = load_entity_df(home.dataset_dir(self.entity_dataset), self.timestamp_column,
                                    int(self.lookback_days), columns)
-        store = FeastHook(feast_conn_id=self.feast_conn_id).get_store()
+        hook = FeastHook(feast_conn_id=self.feast_conn_id)
+        store = hook.get_store()
         with feast_output_to_log(self.log):
             lineage = predict_batch(
                 store, model=model, model_name=self.model_name, feature_service=self.feature_service,
@@ -98,7 +102,44 @@ class BatchPredictOperator(BaseOperator):
                       lineage["window"]["start"] or "-", lineage["window"]["end"] or "-", lineage["parts"],
                       lineage["path"], lineage["sha256"][:12])
         self._annotate_outlets(context, lineage)
+        self._remember(context, lineage, store, hook.settings.project)
         return lineage
+
+    def _remember(self, context: Context, lineage: Mapping[str, Any], store: Any, project: str) -> None:
+        """What the scoring read and wrote, for `get_openlineage_facets_on_complete`."""
+        from airflow_mlops.config import paths
+        from airflow_mlops.core.offline import partitions_between
+        from airflow_mlops.hooks.mlflow import MLflowHook
+
+        views = [p.name for p in store.get_feature_service(self.feature_service).feature_view_projections]
+        window = lineage["window"]
+        read = partitions_between(paths().dataset_dir(self.entity_dataset), window["start"], window["end"])
+        remember(self, context, {"lineage": dict(lineage), "project": project, "feature_views": views,
+                                 "registry_uri": MLflowHook(self.mlflow_conn_id).settings.registry_uri,
+                                 "entity_partitions": read})
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+        """The scoring version, the feature views and the entity partitions (inputs) -> the predictions
+        folder (output, versioned by its manifest's sha256)."""
+        from airflow_mlops.core.lineage_names import feature_view_name, file_name
+        from airflow_mlops.openlineage.datasets import (
+            dataset,
+            dataset_version_dataset,
+            datasets,
+            lineage,
+            model_version_dataset,
+        )
+
+        recorded = recall(self, task_instance)
+        if not recorded:  # skipped (no champion yet) or failed
+            return None
+        scored = recorded["lineage"]
+        inputs = [model_version_dataset(recorded["registry_uri"], self.model_name, scored["model_version"])]
+        inputs += datasets([feature_view_name(recorded["project"], v) for v in recorded["feature_views"]])
+        inputs += datasets([file_name(p) for p in recorded["entity_partitions"]])
+        version = dataset_version_dataset.DatasetVersionDatasetFacet(datasetVersion=scored["sha256"])
+        output = dataset(file_name(scored["path"]), {"version": version})
+        return lineage(inputs, [output], {"rows": scored["rows"], "model_version": scored["model_version"]})
 
     def load_model(self) -> ScoringModel:
         """The model behind `version` (alias or number), loaded once from the registry."""

@@ -38,6 +38,7 @@ from airflow_mlops.exceptions import CanaryFailed, RolloutFailed
 from airflow_mlops.hooks.serving import DeploymentFailed
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
     from airflow_mlops.hooks.mlflow_registry import ModelRegistry
@@ -130,6 +131,29 @@ class DeployModelOperator(BaseOperator):
 
     # ------------------------------------------------------------------------------ execute
     def execute(self, context: Context) -> dict[str, Any]:
+        return self._remembered(context, self._deploy(context))
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        """The trigger's verdict: healthy (or inconclusive + on_inconclusive=promote) goes 100 %, else roll back."""
+        return self._remembered(context, self._after_canary(context, event))
+
+    def _remembered(self, context: Context, result: dict[str, Any]) -> dict[str, Any]:
+        from airflow_mlops.hooks.mlflow import MLflowHook
+        from airflow_mlops.openlineage.record import remember
+
+        registry_uri = MLflowHook(self.mlflow_conn_id).settings.registry_uri
+        remember(self, context, {"result": result, "registry_uri": registry_uri})
+        return result
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+        """The deployed model version (input) -> the serving app or Kubernetes Deployment (output)."""
+        from airflow_mlops.openlineage.datasets import deployment_lineage
+        from airflow_mlops.openlineage.record import recall
+
+        recorded = recall(self, task_instance)
+        return deployment_lineage(recorded["result"], recorded["registry_uri"]) if recorded else None
+
+    def _deploy(self, context: Context) -> dict[str, Any]:
         from airflow_mlops.operators.registry import skip_if_repeat
 
         skip_if_repeat(self.registered, "deploy")
@@ -151,8 +175,7 @@ class DeployModelOperator(BaseOperator):
                 return self._full(client, version, previous=self._primary(client))
             return self._start_canary(context, client, version)
 
-    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
-        """The trigger's verdict: healthy (or inconclusive + on_inconclusive=promote) goes 100 %, else roll back."""
+    def _after_canary(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         version, status, message = str(event["version"]), str(event["status"]), str(event["message"])
         self.log.info("Canary verdict for %s v%s: %s (%s)", self.model_name, version, status, event.get("verdict"))
         with self._client() as client:

@@ -11,11 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_mlops.openlineage.record import recall, remember
 from airflow_mlops.plugin.links import EvaluationReportLink
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
     from mlflow import MlflowClient
 
@@ -96,9 +98,36 @@ class EvaluateModelOperator(BaseOperator):
                 f"{self.model_name} run {challenger['run_id']} refused: " + "; ".join(verdict["reasons"])
                 + f". Full report: {report_uri}"
             )
+        from airflow_mlops.core.lineage import normalize_lineage
         from airflow_mlops.core.xcom import json_safe
 
-        return json_safe(_xcom_result(result, challenger, champion_version, report_uri))  # NaN metrics: strict JSON
+        summary = json_safe(_xcom_result(result, challenger, champion_version, report_uri))  # NaN metrics: strict JSON
+        remember(self, context, {"result": summary, "training_set": normalize_lineage(self.training_set),
+                                 "registry_uri": hook.settings.registry_uri})
+        return summary
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+        """Reads the snapshot, the challenger's logged model and the champion version it was compared with;
+        writes no dataset (the verdict is a run facet, the report an artifact of the challenger's run)."""
+        from airflow_mlops.core.lineage_names import logged_model_name
+        from airflow_mlops.openlineage.datasets import (
+            dataset,
+            lineage,
+            model_version_dataset,
+            training_set_dataset,
+        )
+
+        recorded = recall(self, task_instance)
+        if not recorded:
+            return None
+        result, registry = recorded["result"], recorded["registry_uri"]
+        inputs = [training_set_dataset(recorded["training_set"]),
+                  dataset(logged_model_name(registry, result["model_uri"]))]
+        if result.get("champion_version"):
+            inputs.append(model_version_dataset(registry, self.model_name, result["champion_version"],
+                                                aliases=[self.champion_alias]))
+        keep = ("promote", "primary_metric", "challenger_value", "champion_value", "gain", "report_uri")
+        return lineage(inputs, [], {k: result.get(k) for k in keep})
 
     def _holdout_rows(self) -> pd.DataFrame:
         import pandas as pd

@@ -27,10 +27,12 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator, BaseOperatorLink
 
 from airflow_mlops.exceptions import DriftReferenceMissing
+from airflow_mlops.openlineage.record import recall, remember
 from airflow_mlops.operators.validation import under_base_url
 from airflow_mlops.plugin.links import DriftHistoryLink
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
     from airflow.sdk.types import TaskInstanceKey
     from mlflow import MlflowClient
@@ -101,11 +103,36 @@ class EvidentlyDriftCheckOperator(BaseOperator):
         base: dict[str, Any] = {"model": self.model_name,
                                 "window": {"start": start.isoformat(), "end": end.isoformat()}}
         try:
-            return self._check(context, spec, base, start, end)
+            result = self._check(context, spec, base, start, end)
         except Exception as exc:
             # Every run leaves one history record: the UI shows a failing check as an error, not a gap.
             self._record(context, base, "error", rows=0, details={"error": f"{type(exc).__name__}: {exc}"})
             raise
+        from airflow_mlops.hooks.mlflow import MLflowHook
+
+        remember(self, context, {**(recall(self, context.get("ti")) or {}), "result": result,
+                                 "registry_uri": MLflowHook(mlflow_conn_id=self.mlflow_conn_id).settings.registry_uri})
+        return result
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+        """The champion version and its training snapshot (the reference) -> the drift report (JSON). The
+        prediction log window is not a dataset here: it may be a parquet folder or a PostgreSQL table, and
+        its rows are named by the run facet's window. A skipped check (no champion, too few rows) wrote
+        no report: inputs only."""
+        from airflow_mlops.core.lineage_names import file_name
+        from airflow_mlops.openlineage.datasets import dataset, lineage, model_version_dataset
+
+        recorded = recall(self, task_instance)
+        if not recorded or not recorded["result"].get("model_version"):
+            return None
+        result = recorded["result"]
+        inputs = [model_version_dataset(recorded["registry_uri"], self.model_name, result["model_version"],
+                                        aliases=[CHAMPION])]
+        if recorded.get("reference"):
+            inputs.append(dataset(file_name(recorded["reference"])))
+        outputs = [dataset(file_name(result["report"]["json"]))] if result.get("report") else []
+        keep = ("status", "detected", "share", "threshold", "window", "drifted_columns")
+        return lineage(inputs, outputs, {k: result[k] for k in keep if k in result})
 
     def _check(self, context: Context, spec: Monitoring, base: dict[str, Any], start: datetime,
                end: datetime) -> dict[str, Any]:
@@ -117,6 +144,7 @@ class EvidentlyDriftCheckOperator(BaseOperator):
             return self._skip(context, base, None, 0, 0, f"{self.model_name} has no {CHAMPION} version yet")
         base["model_version"] = version
         snapshot, run_id = self._reference(client, version)
+        remember(self, context, {"reference": str(snapshot)})
         columns = _feature_columns(client, run_id)
         window = self._window(spec, start, end)
         if window.sampled_from < spec.min_rows:

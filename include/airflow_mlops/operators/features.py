@@ -8,15 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import AssetAlias, BaseOperator
 from airflow.sdk.exceptions import AirflowSkipException
 
 from airflow_mlops.exceptions import MLOpsError
+from airflow_mlops.openlineage.record import recall, remember
 from airflow_mlops.operators.validation import ValidationReportLink
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
 FEATURE_ASSET_PREFIX = "mlops.features."
@@ -71,7 +74,24 @@ class LandRawBatchesOperator(BaseOperator):
                 f"{summary['datasets'] or 'none'}; {summary['already_landed']} already landed). Drop parquet "
                 f"files there (e.g. `airflow-mlops demo`) and re-run, or set fail_if_empty=False."
             )
+        remember(self, context, {"summary": summary, "landing_dir": str(home.landing_dir),
+                                 "offline_dir": str(home.offline_dir)})
         return summary
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+        """Each landed raw file (input) and the offline partitions it was written to (output)."""
+        from airflow_mlops.core.lineage_names import file_name, partition_names
+        from airflow_mlops.openlineage.datasets import datasets, lineage
+
+        recorded = recall(self, task_instance)
+        if not recorded:  # failed before landing anything: nothing was read or written
+            return None
+        batches = recorded["summary"]["batches"]
+        landing = Path(recorded["landing_dir"])
+        inputs = [file_name(landing / b["dataset"] / b["source"]) for b in batches]
+        outputs = partition_names(recorded["offline_dir"], [f for b in batches for f in b["files"]])
+        return lineage(datasets(inputs), datasets(outputs),
+                       {k: recorded["summary"][k] for k in ("landed", "already_landed", "rows")})
 
 
 def row_policies(landable: list[dict[str, Any]]) -> dict[str, Any]:
@@ -104,7 +124,16 @@ class FeastApplyOperator(BaseOperator):
         result = FeastHook(feast_conn_id=self.feast_conn_id).apply(force=self.force)
         self.log.info("Feast apply: %s (definitions %s)", "applied" if result["applied"] else "unchanged, skipped",
                       result["hash"][:12])
+        remember(self, context, result)
         return result
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+        """No datasets: apply writes definitions (metadata) to the Feast registry, no feature data; the
+        views appear as datasets where data flows into them (materialize). Run facet: applied + hash."""
+        from airflow_mlops.openlineage.datasets import lineage
+
+        recorded = recall(self, task_instance)
+        return lineage(result={k: recorded[k] for k in ("applied", "hash")}) if recorded else None
 
 
 class FeastMaterializeOperator(BaseOperator):
@@ -182,7 +211,22 @@ class FeastMaterializeOperator(BaseOperator):
                 f"Land a new batch to materialize, or set skip_when_up_to_date=False to succeed anyway."
             )
         self._emit_events(context, updated, result["views"])
+        remember(self, context, {"result": result, "project": hook.settings.project})
         return result
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+        """Offline partitions that held new rows (inputs) -> the feature views they went into (outputs);
+        an up-to-date view read nothing new and is left out."""
+        from airflow_mlops.core.lineage_names import feature_view_name, file_name
+        from airflow_mlops.openlineage.datasets import datasets, lineage
+
+        recorded = recall(self, task_instance)
+        if not recorded:  # skipped (nothing new) or failed: no data moved
+            return None
+        views = {v: i for v, i in recorded["result"]["views"].items() if _has_new_rows(i)}
+        inputs = sorted({file_name(p) for info in views.values() for p in info.get("partitions") or []})
+        outputs = [feature_view_name(recorded["project"], view) for view in sorted(views)]
+        return lineage(datasets(inputs), datasets(outputs), {"rows": recorded["result"]["rows"]})
 
     def _emit_events(self, context: Context, updated: dict[str, dict[str, Any]],
                      materialized: dict[str, dict[str, Any]]) -> None:
@@ -198,11 +242,16 @@ class FeastMaterializeOperator(BaseOperator):
                 static = "" if isinstance(outlet, AssetAlias) else " (static Asset outlet: Airflow still emits one)"
                 self.log.info("%s: no new rows, no event through %s%s", view, outlet, static)
             elif isinstance(outlet, AssetAlias):
-                extra = {"feature_view": view, **updated[view]}
+                extra = _event_extra(view, updated[view])
                 context["outlet_events"][outlet].add(features_asset(view), extra=extra)
                 self.log.info("%s: event for %s (%s rows)", view, features_asset(view).name, extra["rows"])
             else:
-                context["outlet_events"][outlet].extra = {"feature_view": view, **updated[view]}
+                context["outlet_events"][outlet].extra = _event_extra(view, updated[view])
+
+
+def _event_extra(view: str, info: dict[str, Any]) -> dict[str, Any]:
+    """The asset event's extra: the view's result minus its partition paths (lineage only, not event API)."""
+    return {"feature_view": view, **{k: v for k, v in info.items() if k != "partitions"}}
 
 
 def _has_new_rows(info: dict[str, Any]) -> bool:
@@ -228,8 +277,9 @@ class FeastBuildTrainingSetOperator(BaseOperator):
     :param feast_conn_id: Feast connection (templated).
     :param validation_suite: GX suite the snapshot must pass (the spec's `validation.suite`); on
         failure in fail mode the snapshot moves to `quarantine/<suite dataset>/` and the task raises
-        DataValidationFailed. The lineage then carries `validation` {suite, success, mode,
-        failure_count, report}; the full summary is XCom `validation` ("Validation report" link).
+        DataValidationFailed. The lineage then carries `validation` {suite, success, mode, failure_count,
+        result_id, failed_expectations, report}; the full summary is XCom `validation` ("Validation
+        report" link).
     :param validation_mode: "fail" or "warn" (the spec's `validation.mode`).
     """
 
@@ -270,6 +320,7 @@ class FeastBuildTrainingSetOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlops.config import paths
         from airflow_mlops.core.feature_repo import feast_output_to_log
+        from airflow_mlops.core.offline import partitions_between
         from airflow_mlops.core.training_set import build_training_set, load_entity_df
         from airflow_mlops.hooks.feast import FeastHook
 
@@ -281,7 +332,8 @@ class FeastBuildTrainingSetOperator(BaseOperator):
         columns = [*self.entity_keys, self.timestamp_column, self.label_column, *self.request_features]
         entity_df = load_entity_df(home.dataset_dir(self.entity_dataset), self.timestamp_column,
                                    int(self.lookback_days), columns)
-        store = FeastHook(feast_conn_id=self.feast_conn_id).get_store()
+        hook = FeastHook(feast_conn_id=self.feast_conn_id)
+        store = hook.get_store()
         with feast_output_to_log(self.log):
             lineage = build_training_set(
                 store, feature_service=self.feature_service, entity_df=entity_df, entity_keys=self.entity_keys,
@@ -295,4 +347,20 @@ class FeastBuildTrainingSetOperator(BaseOperator):
 
             lineage = validate_training_set(self, context, lineage, suite=self.validation_suite,
                                             mode=self.validation_mode, label_columns=[self.label_column])
+        read = partitions_between(home.dataset_dir(self.entity_dataset), lineage.get("start"), lineage.get("end"))
+        remember(self, context, {"lineage": lineage, "project": hook.settings.project, "entity_partitions": read})
         return lineage
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+        """The feature views and the label dataset's partitions read (inputs) -> the snapshot file (output),
+        versioned by its sha256 and carrying its GX validation (`airflowMlopsTrainingSet` facet)."""
+        from airflow_mlops.core.lineage_names import feature_view_name, file_name
+        from airflow_mlops.openlineage.datasets import datasets, lineage, training_set_dataset
+
+        recorded = recall(self, task_instance)
+        if not recorded:  # failed (a quarantined snapshot is no training set) or never got that far
+            return None
+        built = recorded["lineage"]
+        inputs = [feature_view_name(recorded["project"], view) for view in sorted(built.get("feature_views") or {})]
+        inputs += [file_name(p) for p in recorded["entity_partitions"]]
+        return lineage(datasets(inputs), [training_set_dataset(built)])

@@ -322,6 +322,20 @@ def operator_class() -> type[KubernetesPodOperator]:
             self.mlflow_conn_id = mlflow_conn_id
             self.mlflow_secret = mlflow_secret
 
+        def execute(self, context: Context) -> Any:
+            return _remembered(self, context, super().execute(context))
+
+        def trigger_reentry(self, context: Context, event: dict[str, Any]) -> Any:
+            return _remembered(self, context, super().trigger_reentry(context, event))
+
+        def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+            """As SklearnTrainModelOperator: the snapshot (input) -> the model the pod's run logged (output)."""
+            from airflow_mlops.openlineage.datasets import training_lineage
+            from airflow_mlops.openlineage.record import recall
+
+            recorded = recall(self, task_instance)
+            return training_lineage(recorded) if recorded else None
+
         def build_pod_request_obj(self, context: Context | None = None, *, dry_run: bool = False) -> Any:
             if context is not None:  # a dry run without a task instance keeps the request placeholder
                 prepare_pod(self, context)
@@ -330,6 +344,19 @@ def operator_class() -> type[KubernetesPodOperator]:
     KubernetesTrainModelOperator.__module__ = __name__
     KubernetesTrainModelOperator.__qualname__ = OPERATOR_NAME
     return KubernetesTrainModelOperator
+
+
+def _remembered(operator: Any, context: Context, result: Any) -> Any:
+    """Keep the pod's result (deferred or not) and the lineage it trained on, for OpenLineage."""
+    from airflow_mlops.core.lineage import normalize_lineage
+    from airflow_mlops.hooks.mlflow import MLflowHook
+    from airflow_mlops.openlineage.record import remember
+
+    if isinstance(result, dict) and result.get("model_uri"):
+        # the register task names the model through this connection too, so both sides say the same namespace
+        remember(operator, context, {"result": result, "training_set": normalize_lineage(operator.training_set),
+                                     "registry_uri": MLflowHook(operator.mlflow_conn_id).settings.registry_uri})
+    return result
 
 
 _CLASS_DOC = """Train a model in a Kubernetes pod running `airflow-mlops train-job` (see the module docstring).

@@ -13,7 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_mlops.openlineage.record import recall, remember
+
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
     from mlflow import MlflowClient
 
@@ -76,8 +79,22 @@ class MLflowModelCardOperator(BaseOperator):
             client.set_model_version_tag(self.model_name, version, TAG_MODEL_CARD, f"{base}/model_card.html")
             client.update_model_version(self.model_name, version, description=_headline(card, evaluation))
         self.log.info("Model card of %s v%s: %s/model_card.html", self.model_name, version, base)
-        return {"version": version, "run_id": run_id, "uri": f"{base}/model_card.md",
-                "html_uri": f"{base}/model_card.html"}
+        result = {"version": version, "run_id": run_id, "uri": f"{base}/model_card.md",
+                  "html_uri": f"{base}/model_card.html"}
+        remember(self, context, {"result": result, "registry_uri": hook.settings.registry_uri})
+        return result
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+        """Reads the version it documents; no output dataset: the card is metadata of that version (artifacts,
+        tag, description), its location a run facet."""
+        from airflow_mlops.openlineage.datasets import lineage, model_version_dataset
+
+        recorded = recall(self, task_instance)
+        if not recorded:  # skipped (a repeat) or failed
+            return None
+        result = recorded["result"]
+        return lineage([model_version_dataset(recorded["registry_uri"], self.model_name, result["version"])], [],
+                       {"html_uri": result["html_uri"]})
 
 
 def _artifact_json(client: MlflowClient, run_id: str, path: str) -> dict[str, Any] | None:

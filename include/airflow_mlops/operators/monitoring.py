@@ -28,7 +28,13 @@ if TYPE_CHECKING:
 
 
 class _MonitoringCheck(BaseOperator):
-    """Shared by the checks: the window, the spec section and the history record."""
+    """Shared by the checks: the window, the spec section and the history record.
+
+    OpenLineage: the checks declare no datasets (no OpenLineage method): what they read is a window of
+    the prediction log and labels, a parquet folder or PostgreSQL table depending on the profile, and
+    what they write is a verdict in the monitoring history, not data the pipeline consumes; the drift
+    check (EvidentlyDriftCheckOperator) is the one that reports its report file.
+    """
 
     kind = ""
 

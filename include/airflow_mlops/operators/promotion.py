@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from airflow.sdk import BaseOperator
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
     from airflow_mlops.core.audit import AuditEvent
@@ -101,7 +102,7 @@ class _ChampionMoveOperator(BaseOperator):
                               "tags and lease only", self.model_name, target, done.seq)
                 registry.tag_move(done)  # an earlier try may have died after the audit entry
                 registry.release_task_lease(f"{dag_id}/{run_id}/{task_id}")
-                return self._result(registry, done, context)
+                return self._remembered(context, hook.settings.registry_uri, self._result(registry, done, context))
             with registry.lease(f"{dag_id}/{run_id}/{task_id}"):
                 current = registry.alias_version(CHAMPION)
                 previous = check(registry, current)
@@ -109,7 +110,30 @@ class _ChampionMoveOperator(BaseOperator):
                     action=self.action, version=target, previous=previous, actor=actor_of(context),
                     trigger=trigger_of(context), dag_id=dag_id, run_id=run_id, at=audit.now_iso(), reason=reason,
                 ))
-        return self._result(registry, event, context)
+        return self._remembered(context, hook.settings.registry_uri, self._result(registry, event, context))
+
+    def _remembered(self, context: Context, registry_uri: str, result: dict[str, Any]) -> dict[str, Any]:
+        from airflow_mlops.openlineage.record import remember
+
+        remember(self, context, {"result": result, "registry_uri": registry_uri})
+        return result
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+        """The version made champion, read and written: its `airflowMlopsModelVersion` facet gains the alias
+        `champion` (input: the version as registered; the previous champion is a run facet)."""
+        from airflow_mlops.hooks.mlflow_registry import CHAMPION
+        from airflow_mlops.openlineage.datasets import lineage, model_version_dataset
+        from airflow_mlops.openlineage.record import recall
+
+        recorded = recall(self, task_instance)
+        if not recorded:  # skipped (not promotable) or refused: no alias moved
+            return None
+        result, registry = recorded["result"], recorded["registry_uri"]
+        version = str(result["version"])
+        read = model_version_dataset(registry, self.model_name, version, run_id=result["run_id"])
+        champion = model_version_dataset(registry, self.model_name, version, aliases=[CHAMPION],
+                                         run_id=result["run_id"])
+        return lineage([read], [champion], {k: result[k] for k in ("action", "previous", "audit_seq")})
 
     def _result(self, registry: ModelRegistry, event: AuditEvent, context: Context) -> dict[str, Any]:
         version = registry.version(event.version)

@@ -19,9 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_mlops.openlineage.record import recall, remember
 from airflow_mlops.plugin.links import ModelVersionLink
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
@@ -141,7 +143,24 @@ class MLflowRegisterModelOperator(BaseOperator):
             if moved:
                 self._move_alias(client, version.version, created)
             self._complete(client, version, created)
-        return self._result(version.version, created=created, moved=moved)
+        result = self._result(version.version, created=created, moved=moved)
+        remember(self, context, {"result": result, "registry_uri": hook.settings.registry_uri})
+        return result
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+        """The run's logged model (input) -> the registered version (output, with the alias it got). A repeat
+        registers nothing: it returns before recording, so it reports no datasets."""
+        from airflow_mlops.core.lineage_names import logged_model_name
+        from airflow_mlops.openlineage.datasets import dataset, lineage, model_version_dataset
+
+        recorded = recall(self, task_instance)
+        if not recorded:
+            return None
+        result, registry = recorded["result"], recorded["registry_uri"]
+        version = model_version_dataset(registry, self.model_name, result["version"], run_id=self.run_id,
+                                        aliases=[self.alias] if result["alias_moved"] else [])
+        return lineage([dataset(logged_model_name(registry, self.model_uri))], [version],
+                       {k: result[k] for k in ("created", "alias_moved")})
 
     def _decision_tags(self) -> dict[str, str]:
         from airflow_mlops.core.lineage import retrain_tags

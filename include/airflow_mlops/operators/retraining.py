@@ -110,6 +110,9 @@ def last_start(tags: Mapping[str, str]) -> dict[str, Any] | None:
 class MLflowRetrainGateOperator(BaseOperator):
     """Say why this training run starts; skip it when monitoring events arrive within the cooldown.
 
+    OpenLineage: no datasets and no OpenLineage method: it reads asset events and writes a registry tag
+    (the cooldown clock), no data; the provider reports the task run alone.
+
     :param model_name: registered model name. (templated)
     :param cooldown: "6h"-style duration (the spec's `monitoring.cooldown`). (templated)
     :param gated_assets: names of the assets whose events are subject to the cooldown

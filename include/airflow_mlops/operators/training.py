@@ -12,9 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_mlops.openlineage.record import recall, remember
 from airflow_mlops.plugin.links import ModelPageLink
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
     from airflow_mlops.jobs.training import TrainingRequest
@@ -109,8 +111,20 @@ class SklearnTrainModelOperator(BaseOperator):
         from airflow_mlops.hooks.mlflow import MLflowHook
         from airflow_mlops.jobs.training import run_training_job
 
+        hook = MLflowHook(self.mlflow_conn_id)
+        request = self.training_request(context)
         # metrics can be NaN (a metric undefined on the held-out rows): XCom stays strict JSON
-        return json_safe(run_training_job(self.training_request(context), MLflowHook(self.mlflow_conn_id)))
+        result = json_safe(run_training_job(request, hook))
+        remember(self, context, {"result": result, "training_set": request.training_set,
+                                 "registry_uri": hook.settings.registry_uri})
+        return result
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+        """The training-set snapshot (input) -> the model the run logged (output, `logged_models/<m-id>`)."""
+        from airflow_mlops.openlineage.datasets import training_lineage
+
+        recorded = recall(self, task_instance)
+        return training_lineage(recorded) if recorded else None
 
     def training_request(self, context: Context) -> TrainingRequest:
         """The job request for this task instance: the rendered arguments plus its Airflow identity."""

@@ -25,9 +25,11 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator, BaseOperatorLink
 
 from airflow_mlops.exceptions import DataValidationFailed
+from airflow_mlops.openlineage.record import recall, remember
 
 if TYPE_CHECKING:
     import pandas as pd
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
     from airflow.sdk.types import TaskInstanceKey
 
@@ -161,7 +163,14 @@ class GXValidateDataOperator(BaseOperator):
                       entry["statistics"]["successful_rules"], entry["statistics"]["evaluated_rules"],
                       entry["report"]["html"])
         failed = not entry["success"]
+        batch = _as_batch(self.data)
+        remember(self, context, {"files": [str(batch)] if isinstance(batch, Path) else [], "entry": entry})
         return _finish(self, context, entry, failed, entry["mode"] == "warn", batch_message(entry) if failed else "")
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+        """The validated file (input; a DataFrame from upstream is no dataset of its own). Validation writes
+        no data (its report is a file for people), so there is no output; the verdict is a run facet."""
+        return _validation_lineage(recall(self, task_instance))
 
 
 class GXValidateRawBatchesOperator(BaseOperator):
@@ -223,15 +232,36 @@ class GXValidateRawBatchesOperator(BaseOperator):
         for item in summary["unconsumed"]:
             self.log.warning("NOT CONSUMED: landing/%s — %s", item["file"], item["reason"])
         failed = not summary["success"]
+        landing = paths().landing_dir
+        remember(self, context, {"files": [str(landing / e["dataset"] / e["source"]) for e in summary["entries"]],
+                                 "entry": summary})
         return _finish(self, context, summary, failed, False, landing_message(summary) if failed else "")
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+        """The landing files validated (inputs, the same names LandRawBatchesOperator reads); no output: the
+        gate writes no data (reports and quarantine moves are not the pipeline's datasets)."""
+        return _validation_lineage(recall(self, task_instance))
+
+
+def _validation_lineage(recorded: Mapping[str, Any] | None) -> OperatorLineage | None:
+    from airflow_mlops.core.lineage_names import file_name
+    from airflow_mlops.openlineage.datasets import datasets, lineage
+
+    if not recorded:
+        return None
+    entry = recorded["entry"]
+    keep = ("success", "suite", "files", "passed", "failed", "warned", "failure_count")
+    return lineage(datasets(file_name(f) for f in recorded["files"]), [], {k: entry[k] for k in keep if k in entry})
 
 
 def validate_training_set(operator: BaseOperator, context: Context, lineage: Mapping[str, Any], *, suite: str,
                           mode: str = "fail", label_columns: Sequence[str] = ()) -> dict[str, Any]:
     """The training-set gate of FeastBuildTrainingSetOperator: validate the snapshot, quarantine it on failure.
 
-    Returns the lineage plus `validation` {suite, success, mode, failure_count, report}; the full
-    summary goes to XCom `validation` (and the task's "Validation report" link).
+    Returns the lineage plus `validation` {suite, success, mode, failure_count, result_id,
+    failed_expectations, report}; the full summary goes to XCom `validation` (and the task's "Validation
+    report" link). `result_id` is `<dataset>/<batch id>`, the folder of `result.json` under
+    `MLOPS_HOME/reports/validation`; the training job turns these into `airflow_mlops.validation.*` tags.
     """
     from airflow_mlops.core.gate import Gate, batch_message, check_batch
     from airflow_mlops.hooks.gx import GXHook
@@ -246,4 +276,8 @@ def validate_training_set(operator: BaseOperator, context: Context, lineage: Map
     failed = not entry["success"]
     _finish(operator, context, entry, failed, entry["mode"] == "warn", batch_message(entry) if failed else "")
     compact = {k: entry[k] for k in ("suite", "success", "mode", "failure_count")}
-    return {**lineage, "validation": {**compact, "report": entry["report"]["url"]}}
+    # result_id: where the full result is kept (reports/validation/<result_id>/result.json); GX gives an
+    # ad-hoc validation no id of its own (ExpectationSuiteValidationResult.id is None outside checkpoints)
+    found = {"result_id": f"{entry['dataset']}/{entry['batch_id']}",
+             "failed_expectations": entry["statistics"]["unsuccessful_rules"]}
+    return {**lineage, "validation": {**compact, **found, "report": entry["report"]["url"]}}
