@@ -29,7 +29,7 @@ class Claim:
 
     key: str
     owner: str = field(compare=False)
-    at: datetime | None = field(compare=False)  # None: unreadable, so it never expires by itself
+    at: datetime | None = field(compare=False)  # None: unreadable value and key, so it never expires
 
     def expired(self, now: datetime, ttl: timedelta = TTL) -> bool:
         return self.at is not None and now - self.at > ttl
@@ -63,8 +63,16 @@ def claims(tags: Mapping[str, str]) -> list[Claim]:
             value = json.loads(raw)
             found.append(Claim(key, str(value["owner"]), datetime.fromisoformat(value["at"])))
         except (ValueError, KeyError, TypeError):
-            found.append(Claim(key, "(unreadable claim)", None))
+            found.append(Claim(key, "(unreadable claim)", _time_of(key)))
     return sorted(found)
+
+
+def _time_of(key: str) -> datetime | None:
+    """The claim time a key carries: an unreadable value (edited by hand) still expires."""
+    try:
+        return datetime.fromtimestamp(int(key[len(TAG_PREFIX):].split(".", 1)[0]) / 1_000_000, UTC)
+    except ValueError:
+        return None
 
 
 def same_task(owner_a: str, owner_b: str) -> bool:
