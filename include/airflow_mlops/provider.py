@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-VERSION = "0.1.0"
+VERSION = "0.1.0"  # the only version: pyproject.toml reads it (hatch `[tool.hatch.version]`)
 
 CONNECTION_FORMS: dict[str, dict[str, Any]] = {
     "mlflow": {

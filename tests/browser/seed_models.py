@@ -121,8 +121,8 @@ def _promote(version: str, champion: str | None, airflow_run: str) -> None:
 
     evaluation = {"promote": True, "champion_version": champion, "reasons": [],
                   "summary": f"v{version} beats {('v' + champion) if champion else 'no champion'}"}
-    MLflowPromoteModelOperator(task_id="promote", model_name=MODEL, version=version, evaluation=evaluation,
-                               lease_settle_seconds=0.05).execute(_context(airflow_run, "promote"))
+    op = MLflowPromoteModelOperator(task_id="promote", model_name=MODEL, version=version, evaluation=evaluation)
+    op.execute(_context(airflow_run, "promote"))
 
 
 def _history(champion: str) -> None:

@@ -439,8 +439,7 @@ def promote(reg: Registered, version: str, champion: str | None, run_id: str) ->
 
     MLflowHook().get_conn().set_registered_model_alias(reg.name, "challenger", version)
     evaluation = {"promote": True, "champion_version": champion, "summary": f"v{version} beats v{champion}"}
-    op = MLflowPromoteModelOperator(task_id="promote", model_name=reg.name, version=version, evaluation=evaluation,
-                                    lease_settle_seconds=0.05)
+    op = MLflowPromoteModelOperator(task_id="promote", model_name=reg.name, version=version, evaluation=evaluation)
     return op.execute(context(run_id=run_id, task_id="promote"))  # type: ignore[arg-type]
 
 
@@ -604,7 +603,7 @@ def local_deploy(serving: Serving, version: str | None, **kwargs: Any) -> Any:
 
     kwargs.setdefault("smoke_request", entity(1001))
     return DeployModelOperator(task_id="deploy", model_name=serving.name, version=version, url=serving.url,
-                               poll_interval=0.05, ready_timeout=30, lease_settle_seconds=0.05, **kwargs)
+                               poll_interval=0.05, ready_timeout=30, **kwargs)
 
 
 def registry_state(name: str) -> tuple[str | None, list[Any], Any]:

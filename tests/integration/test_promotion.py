@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from airflow.sdk.exceptions import AirflowSkipException
 
-from airflow_mlops.core import audit
+from airflow_mlops.core import audit, lease
 from airflow_mlops.dags.assets import champion_asset
 from airflow_mlops.exceptions import PromotionConflict, RegistryError, StoreUnavailable
 from airflow_mlops.hooks.mlflow import MLflowHook
@@ -29,7 +29,6 @@ from airflow_mlops.operators.registry import MLflowRegisterModelOperator
 pytestmark = pytest.mark.integration
 
 MODEL = "ride_completion"
-SETTLE = 0.3
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +81,7 @@ def promote(version: str, champion: str | None, ctx: dict[str, Any] | None = Non
     evaluation = {"promote": True, "champion_version": champion, "summary": f"v{version} beats v{champion}",
                   "reasons": []}
     op = MLflowPromoteModelOperator(task_id="promote", model_name=MODEL, version=version, evaluation=evaluation,
-                                    lease_settle_seconds=SETTLE, outlets=[champion_asset(MODEL)], **kw)
+                                    outlets=[champion_asset(MODEL)], **kw)
     return op.execute(ctx or context())
 
 
@@ -112,7 +111,7 @@ def test_first_promotion_moves_champion_audits_and_annotates_the_asset_event(ver
     assert tags[audit.TAG_PREVIOUS_CHAMPION] == "none" and "beats" in tags[audit.TAG_PROMOTION_REASON]
     extra = ctx["outlet_events"][champion_asset(MODEL)].extra
     assert extra["version"] == "3" and extra["metrics"]["roc_auc"] == pytest.approx(0.82)
-    assert audit.LEASE_TAG not in client().get_registered_model(MODEL).tags, "lease released"
+    assert not lease.claims(client().get_registered_model(MODEL).tags), "lease released"
 
 
 def test_clearing_and_rerunning_the_promotion_repeats_nothing(versions: list[str]) -> None:
@@ -152,7 +151,7 @@ def test_a_challenger_replaced_since_evaluation_is_not_promoted(versions: list[s
 
 
 def test_a_not_better_challenger_is_skipped_with_the_reason_tagged(versions: list[str]) -> None:
-    op = MLflowPromoteModelOperator(task_id="promote", model_name=MODEL, version="3", lease_settle_seconds=SETTLE,
+    op = MLflowPromoteModelOperator(task_id="promote", model_name=MODEL, version="3",
                                     evaluation={"promote": False, "reasons": ["roc_auc gain +0.0000 is not above 0"]})
     with pytest.raises(AirflowSkipException, match="stays challenger: roc_auc gain"):
         op.execute(context())
@@ -161,43 +160,63 @@ def test_a_not_better_challenger_is_skipped_with_the_reason_tagged(versions: lis
     assert champion() is None
 
 
-def test_concurrent_promotions_of_the_same_model_let_exactly_one_through(versions: list[str]) -> None:
+# (request, reply) seconds of each racer's registered-model tag writes; the old lease settled 1 s
+RACES = {"no latency": ((0, 0), (0, 0)), "both claims take 2 s": ((2, 0), (2, 0)),
+         "one claim arrives 2 s late": ((0, 0), (2, 0)), "one reply comes 2 s late": ((0, 2), (0, 0))}
+
+
+@pytest.mark.parametrize("latency", RACES.values(), ids=list(RACES))
+def test_concurrent_promotions_of_the_same_model_let_exactly_one_through(
+        versions: list[str], latency: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from support.slow_client import SlowClient
+
+    real = MLflowHook.get_conn
+    slow = {f"racer{i}": delays for i, delays in enumerate(latency)}  # other threads: no latency
+    monkeypatch.setattr(MLflowHook, "get_conn", lambda self: SlowClient(
+        real(self), *slow.get(threading.current_thread().name, (0, 0))))
     outcomes: dict[str, Any] = {}
+    start = threading.Barrier(2, timeout=30)
 
     def attempt(name: str) -> None:
+        start.wait()
         try:
             outcomes[name] = promote("3", None, context(run_id=name))
         except Exception as exc:  # noqa: BLE001 - the outcome is what the test inspects
             outcomes[name] = exc
 
-    threads = [threading.Thread(target=attempt, args=(f"manual__racer{i}",)) for i in range(2)]
+    threads = [threading.Thread(target=attempt, args=(f"manual__racer{i}",), name=f"racer{i}") for i in range(2)]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(60)
+        thread.join(120)
     errors = [o for o in outcomes.values() if isinstance(o, Exception)]
     wins = [o for o in outcomes.values() if isinstance(o, dict)]
     assert len(wins) == 1 and len(errors) == 1, outcomes
     assert isinstance(errors[0], PromotionConflict), repr(errors[0])
     assert champion() == "3" and len(history()) == 1
+    assert not lease.claims(client().get_registered_model(MODEL).tags), "no claim left behind"
 
 
 def test_an_abandoned_lease_is_taken_over(versions: list[str]) -> None:
-    stale = datetime.now(UTC) - audit.LEASE_TTL - timedelta(minutes=1)
-    client().set_registered_model_tag(MODEL, audit.LEASE_TAG, audit.lease_value("other/run/task/x", stale))
+    dead = datetime.now(UTC) - lease.TTL - timedelta(seconds=1)
+    key = lease.claim_key(dead, "deadbeef0000")
+    client().set_registered_model_tag(MODEL, key, lease.claim_value("other/run/task/x", dead))
     assert promote("3", None)["version"] == "3"
+    assert not lease.claims(client().get_registered_model(MODEL).tags), "the abandoned claim was removed"
 
 
 def test_a_live_lease_of_another_run_blocks_the_promotion(versions: list[str]) -> None:
-    client().set_registered_model_tag(MODEL, audit.LEASE_TAG, audit.lease_value("other_dag/run/task/x"))
-    with pytest.raises(PromotionConflict, match="other_dag/run/task/x"):
+    key = lease.claim_key(datetime.now(UTC), "cafe00000000")
+    client().set_registered_model_tag(MODEL, key, lease.claim_value("other_dag/run/task/x"))
+    with pytest.raises(PromotionConflict, match=rf"other_dag/run/task/x.*re-run this task.*{key}"):
         promote("3", None)
     assert champion() is None
+    assert [c.key for c in lease.claims(client().get_registered_model(MODEL).tags)] == [key], "ours withdrawn"
 
 
 def rollback(target: str, reason: str = "v2 misroutes airport rides", run_id: str = "manual__rb") -> dict[str, Any]:
     op = MLflowRollbackModelOperator(task_id="rollback", model_name=MODEL, target=target, reason=reason,
-                                     lease_settle_seconds=SETTLE, outlets=[champion_asset(MODEL)])
+                                     outlets=[champion_asset(MODEL)])
     return op.execute(context(run_id=run_id, task_id="rollback", user="bob"))
 
 

@@ -34,7 +34,7 @@ from typing import Any
 
 import pytest
 
-from airflow_mlops.core import audit, lineage
+from airflow_mlops.core import audit, lease, lineage
 from airflow_mlops.hooks.mlflow import MLflowHook
 from airflow_mlops.operators.promotion import MLflowPromoteModelOperator
 from airflow_mlops.operators.registry import MLflowRegisterModelOperator
@@ -49,7 +49,6 @@ DAG_ID = f"{MODEL}__train"
 RUN_1 = "scheduled__2026-10-01T00:00:00+00:00"  # trained and promoted v1 before the outage
 RUN_2 = "manual__2026-10-04T00:00:00+00:00"  # the run hit by the outage: v2, evaluated against v1
 RUN_3 = "manual__2026-10-05T00:00:00+00:00"  # a new DAG run on the same data as RUN_2 (same fingerprint)
-SETTLE = 0.05
 VERDICT = "airflow_mlops.evaluation.verdict"
 LINEAGE = (lineage.TAG_TRAINING_SET_SHA256, lineage.TAG_FINGERPRINT, lineage.TAG_SOURCE_RUN_ID,
            lineage.TAG_GIT_COMMIT, lineage.TAG_DAG_ID, lineage.TAG_RUN_ID)
@@ -85,8 +84,7 @@ def register(run: dict[str, Any], airflow_run: str, champion: str | None, try_nu
 def promote(registered: dict[str, Any], airflow_run: str, champion: str | None, try_number: int = 1
             ) -> dict[str, Any]:
     op = MLflowPromoteModelOperator(task_id="promote", model_name=MODEL, version=registered["version"],
-                                    evaluation=evaluation(champion, 0.8), registered=registered,
-                                    lease_settle_seconds=SETTLE)
+                                    evaluation=evaluation(champion, 0.8), registered=registered)
     return op.execute(context(airflow_run, "promote", try_number))
 
 
@@ -197,8 +195,8 @@ FAULTS = [
     Fault("challenger moved, reply lost", "register", "set_registered_model_alias", "after", alias_is("challenger")),
     Fault("pending mark dropped, before the result", "register", "delete_model_version_tag", "after",
           key_is(lineage.TAG_REGISTRATION)),
-    Fault("before the lease claim", "promote", "set_registered_model_tag", "before", key_is(audit.LEASE_TAG)),
-    Fault("lease claimed, reply lost", "promote", "set_registered_model_tag", "after", key_is(audit.LEASE_TAG)),
+    Fault("before the lease claim", "promote", "set_registered_model_tag", "before", key_is(lease.TAG_PREFIX)),
+    Fault("lease claimed, reply lost", "promote", "set_registered_model_tag", "after", key_is(lease.TAG_PREFIX)),
     Fault("before the champion move", "promote", "set_registered_model_alias", "before", alias_is("champion")),
     Fault("champion moved, before the audit entry", "promote", "set_registered_model_alias", "after",
           alias_is("champion")),
@@ -206,9 +204,9 @@ FAULTS = [
           key_is(audit.AUDIT_TAG_PREFIX)),
     *[Fault(f"v{version} tag {key.removeprefix('airflow_mlops.')}* written, reply lost", "promote",
             "set_model_version_tag", "after", version_tag(version, key)) for version, key in MOVE_TAGS],
-    Fault("before the lease release", "promote", "delete_registered_model_tag", "before", key_is(audit.LEASE_TAG)),
+    Fault("before the lease release", "promote", "delete_registered_model_tag", "before", key_is(lease.TAG_PREFIX)),
     Fault("lease released, before the result", "promote", "delete_registered_model_tag", "after",
-          key_is(audit.LEASE_TAG)),
+          key_is(lease.TAG_PREFIX)),
 ]
 
 
@@ -308,7 +306,7 @@ def assert_converged(world: dict[str, Any], dump: dict[str, Any]) -> None:
     assert_safe(dump)
     moves = [e.version for e in audit.history(dump["tags"]) if e.action in audit.ALIAS_MOVES]
     assert moves[-1] == dump["aliases"]["champion"], "the champion move has no audit entry"
-    assert audit.LEASE_TAG not in dump["tags"], f"a lease was left behind: {dump['tags'][audit.LEASE_TAG]}"
+    assert not lease.claims(dump["tags"]), f"a lease was left behind: {lease.claims(dump['tags'])}"
     reference = world["reference"]["dump"]
     got = normalized(dump)
     assert got == reference, json.dumps(diff(reference, got), indent=1, sort_keys=True)

@@ -45,8 +45,7 @@ from airflow_mlops.operators.retraining import MLflowRetrainGateOperator
 with DAG("gate_test", schedule=features_asset("gate_view") | drift_asset("gate_model")
          | performance_asset("gate_model"), tags=["test"], default_args={"retries": 0}):
     gate = MLflowRetrainGateOperator(task_id="retrain_gate", model_name="gate_model", cooldown="6h",
-                                     gated_assets=["mlops.drift.gate_model", "mlops.performance.gate_model"],
-                                     lease_settle_seconds=0.2)
+                                     gated_assets=["mlops.drift.gate_model", "mlops.performance.gate_model"])
     register = MLflowRegisterModelOperator(task_id="register", model_name="gate_model",
                                            run_id="{{ dag_run.conf['run_id'] }}",
                                            model_uri="{{ dag_run.conf['model_uri'] }}", retrain=gate.output)
@@ -232,7 +231,7 @@ def test_two_concurrent_drift_gates_let_exactly_one_retrain_start(mlops_home: Pa
 
     def gate(run_id: str) -> None:
         op = MLflowRetrainGateOperator(task_id="retrain_gate", model_name="race", cooldown="6h",
-                                       gated_assets=["mlops.drift.race"], lease_settle_seconds=0.5)
+                                       gated_assets=["mlops.drift.race"])
         try:
             outcomes[run_id] = op.execute(gate_context(run_id, [event]))["trigger"]
         except (AirflowSkipException, PromotionConflict) as exc:

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from airflow.sdk.exceptions import AirflowSkipException
 
-from airflow_mlops.core import audit
+from airflow_mlops.core import audit, lease
 from airflow_mlops.dags.assets import champion_asset
 from airflow_mlops.exceptions import PromotionConflict, RegistryError, StoreUnavailable
 from airflow_mlops.hooks.mlflow import MLflowHook
@@ -199,7 +199,7 @@ def test_train_evaluate_register_card_promote_retrain_clear_and_rollback(
     assert aliases()[0] == "1"
     assert actions() == [("promote", "1"), ("promote", "2"), ("rollback", "1")]
     assert registry().history()[-1].actor == "bob"
-    assert audit.LEASE_TAG not in registry().tags(), "every lease was released"
+    assert not lease.claims(registry().tags()), "every lease was released"
 
 
 def test_concurrent_promotions_of_one_version_let_exactly_one_through(

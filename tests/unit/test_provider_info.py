@@ -37,3 +37,19 @@ def test_every_operator_sensor_trigger_and_hook_module_is_declared() -> None:
              if info.name.split(".")[1] in SECTIONS and not info.ispkg}
     assert {"airflow_mlops.operators.evidently", "airflow_mlops.triggers.labels"} <= found  # the walk sees modules
     assert found - declared == set(), "add these modules to provider.get_provider_info()"
+
+
+def test_the_version_has_one_source() -> None:
+    """provider.VERSION is the only version: the installed distribution (pyproject reads it through hatch),
+    `airflow_mlops.__version__` and the provider info all say the same, and pyproject states none itself."""
+    import importlib.metadata
+    import tomllib
+    from pathlib import Path
+
+    from airflow_mlops.provider import VERSION
+
+    project = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    assert "version" not in project["project"] and "version" in project["project"]["dynamic"]
+    assert project["tool"]["hatch"]["version"]["path"] == "include/airflow_mlops/provider.py"
+    assert importlib.metadata.version("airflow-mlops") == airflow_mlops.__version__ == VERSION
+    assert get_provider_info()["versions"] == [VERSION]

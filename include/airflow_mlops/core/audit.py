@@ -1,15 +1,11 @@
-"""The champion audit trail and the promotion lease, as plain data (no MLflow import).
+"""The champion audit trail, as plain data (no MLflow import).
 
 The registry is the source of truth, so the trail lives in it: every alias move of `champion`
 (promotion, rollback) and every human decision (approve, reject) is one registered-model tag
 `airflow_mlops.audit.<seq>` holding a JSON event. Tags survive any MLflow backend (SQLite,
 PostgreSQL, a server), need no extra table and are shown by the MLflow UI as they are.
 
-Alias moves are guarded by a lease: a registered-model tag naming its owner and time. MLflow has
-no compare-and-set on aliases; a writer claims the lease, waits a settle time, and reads it back.
-Two writers that claim within the settle time both read the last claim, so exactly one goes on;
-a writer that claims later finds the champion already moved and stops (see
-`hooks/mlflow_registry.py`). A lease older than its TTL is considered abandoned.
+Alias moves happen under the registry lease (`core/lease.py`, `hooks/mlflow_registry.ModelRegistry.lease`).
 """
 
 from __future__ import annotations
@@ -17,14 +13,11 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime
 
 from airflow_mlops.core.lineage import TAG_PREFIX
 
 AUDIT_TAG_PREFIX = f"{TAG_PREFIX}audit."
-LEASE_TAG = f"{TAG_PREFIX}promotion_lease"
-LEASE_TTL = timedelta(minutes=10)
 ACTIONS = ("promote", "rollback", "approve", "reject", "not_promoted")
 ALIAS_MOVES = ("promote", "rollback")
 
@@ -155,28 +148,3 @@ def move_by_run(events: Iterable[AuditEvent], action: str, version: str, dag_id:
         if (event.action, event.version, event.dag_id, event.run_id) == (action, version, dag_id, run_id):
             return event
     return None
-
-
-def lease_value(owner: str, at: datetime | None = None) -> str:
-    return json.dumps({"owner": owner, "at": (at or datetime.now(UTC)).isoformat()})
-
-
-def lease_of(tags: Mapping[str, str], now: datetime | None = None,
-             ttl: timedelta = LEASE_TTL) -> dict[str, Any] | None:
-    """The live lease ({owner, at}) or None when free, expired or unreadable."""
-    raw = tags.get(LEASE_TAG)
-    if not raw:
-        return None
-    try:
-        lease = json.loads(raw)
-        taken = datetime.fromisoformat(lease["at"])
-    except (ValueError, KeyError, TypeError):
-        return None
-    if (now or datetime.now(UTC)) - taken > ttl:
-        return None
-    return dict(lease)
-
-
-def same_task(owner_a: str, owner_b: str) -> bool:
-    """Owners are '<dag_id>/<run_id>/<task_id>/<token>': earlier tries of one task may take over."""
-    return owner_a.rsplit("/", 1)[0] == owner_b.rsplit("/", 1)[0]

@@ -12,10 +12,11 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow_mlops.core import audit
+from airflow_mlops.core import lease as leases
 from airflow_mlops.core.lineage import TAG_PREFIX
 from airflow_mlops.exceptions import PromotionConflict, RollbackRefused
 
@@ -27,9 +28,6 @@ log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
-# Long enough that a competing claim made at the same moment is visible when we read back,
-# short against a training run. See core/audit.py for why this makes the second writer fail.
-LEASE_SETTLE_SECONDS = 1.0
 
 
 def ensure_registered_model(client: MlflowClient, name: str, description: str | None = None) -> bool:
@@ -58,10 +56,10 @@ def ensure_registered_model(client: MlflowClient, name: str, description: str | 
 class ModelRegistry:
     """Aliases, versions and the audit trail of one registered model."""
 
-    def __init__(self, client: MlflowClient, name: str, settle_seconds: float = LEASE_SETTLE_SECONDS) -> None:
+    def __init__(self, client: MlflowClient, name: str) -> None:
         self.client = client
         self.name = name
-        self.settle_seconds = settle_seconds
+        self._held: str | None = None  # our lease claim's tag key while we hold the lease
 
     # ------------------------------------------------------------------ reads
     def tags(self) -> dict[str, str]:
@@ -112,47 +110,107 @@ class ModelRegistry:
     # ------------------------------------------------------------------ lease
     @contextmanager
     def lease(self, owner_prefix: str) -> Iterator[str]:
-        """Hold the model's promotion lease for the block; PromotionConflict when someone else does."""
+        """Hold the model's registry lease for the block; PromotionConflict when another task holds it.
+
+        `owner_prefix` is '<dag_id>/<run_id>/<task_id>'. Protocol: write our own claim (a tag no one else
+        writes), then read every claim; go on only when a read made after our claim landed shows no other
+        live claim. An older live claim makes us withdraw; younger ones we wait out (`leases.WAIT`).
+
+        Why two holders can never both go on, whatever the latency of any write: say A and B both went on,
+        and A's claim landed first. B's deciding read came after B's claim landed, so after A's claim landed,
+        and A was still holding (a claim goes only when its holder releases or withdraws), so B saw A's claim
+        and did not go on. This needs only that a read which starts after a write returned sees that write:
+        true of the SQL stores (every MLflow call commits before it returns; SQLite and PostgreSQL reads see
+        committed rows), of `mlflow server` in front of them (it answers after the store call returned) and
+        of the local-filesystem store. It needs no compare-and-set, which registry tags and aliases lack.
+        Waiting is for liveness only: two simultaneous claimants see each other, the younger withdraws and
+        the older goes on, instead of both giving up.
+
+        The one timing assumption left is the TTL every lease has (a dead holder and a slow one look alike):
+        a claim older than `leases.TTL` (10 min, against seconds of work) is treated as abandoned, which also
+        needs the workers' clocks to agree within minutes. `move_champion` re-reads our claim right before
+        the alias moves and refuses if it expired or someone removed it; the callers re-check the aliases
+        (challenger still the evaluated version, champion still the compared one) inside the lease.
+
+        Why not Airflow pools or `max_active_runs`: the train DAG's promote and canary teardown and the
+        `<model>__rollback` DAG are different DAGs (max_active_runs=1 each), a pool must exist before any
+        task uses it (one per model, outside our tasks' reach: tasks may not touch the metadata DB), a
+        canary deploy would hold it for its whole window, and none of them covers a second Airflow or a
+        person using MLflow directly. Why not a lock model (`create_registered_model(f"{name}.lock")`,
+        atomic on SQL stores): it shows up as a model in every listing, and reclaiming an abandoned one is
+        check-then-delete again; an expired claim here is its own tag, so deleting it touches no one else.
+        """
         owner = f"{owner_prefix}/{uuid.uuid4().hex[:12]}"
-        self._claim(owner)
+        key = self._claim(owner)
+        self._held = key
         try:
             yield owner
         finally:
-            self._release(owner)
+            self._held = None
+            self.client.delete_registered_model_tag(self.name, key)
 
-    def _claim(self, owner: str) -> None:
-        from mlflow.exceptions import MlflowException
-
-        self._refuse_if_held(owner, "holds")
+    def _claim(self, owner: str) -> str:
+        """Write our claim and wait for our turn; our claim is withdrawn when we do not get it."""
+        key = leases.claim_key(datetime.now(UTC), owner.rsplit("/", 1)[-1])
+        self.client.set_registered_model_tag(self.name, key, leases.claim_value(owner))
         try:
-            self.client.set_registered_model_tag(self.name, audit.LEASE_TAG, audit.lease_value(owner))
-        except MlflowException:
-            # SQL stores insert a new tag row: two claims at the same instant collide on its unique
-            # key. The loser sees the winner's lease below; anything else is a real registry error.
-            self._refuse_if_held(owner, "claimed")
+            self._await_turn(key, owner)
+        except PromotionConflict:
+            self.client.delete_registered_model_tag(self.name, key)
             raise
-        time.sleep(self.settle_seconds)
-        self._refuse_if_held(owner, "claimed")
+        return key
 
-    def _refuse_if_held(self, owner: str, verb: str) -> None:
-        holder = audit.lease_of(self.tags())
-        if holder and holder["owner"] != owner and not (verb == "holds" and audit.same_task(holder["owner"], owner)):
-            raise PromotionConflict(
-                f"{self.name}: another promotion or rollback ({holder['owner']}) {verb} the registry lease since "
-                f"{holder['at']}; aliases were left untouched. Wait for it to finish, then re-run this task "
-                f"(a lease older than {int(audit.LEASE_TTL.total_seconds() // 60)} min is treated as abandoned)"
-            )
+    def _await_turn(self, key: str, owner: str) -> None:
+        deadline = time.monotonic() + leases.WAIT.total_seconds()
+        pause = 0.05
+        while True:
+            tags = self.tags()
+            if key not in tags:
+                raise self._lost(key, "removed")
+            standing = leases.standing(tags, key, owner)
+            for claim in standing.stale:  # only its own (dead) holder ever used this key
+                log.info("%s: removing the abandoned registry lease claim of %s (%s)", self.name, claim.owner,
+                         claim.at)
+                self.client.delete_registered_model_tag(self.name, claim.key)
+            if standing.older:
+                raise self._conflict(standing.older[0], "holds")
+            if not standing.younger:
+                return
+            if time.monotonic() >= deadline:
+                raise self._conflict(standing.younger[0], f"kept for over {leases.WAIT.total_seconds():.0f} s")
+            time.sleep(pause)  # polling: a younger claimant withdraws or finishes in seconds
+            pause = min(pause * 2, 1.0)
 
-    def _release(self, owner: str) -> None:
-        holder = audit.lease_of(self.tags())
-        if holder and holder["owner"] == owner:
-            self.client.delete_registered_model_tag(self.name, audit.LEASE_TAG)
+    def _conflict(self, holder: leases.Claim, verb: str) -> PromotionConflict:
+        since = holder.at.isoformat() if holder.at else "an unknown time"
+        return PromotionConflict(
+            f"{self.name}: another task ({holder.owner}) {verb} the registry lease since {since}; aliases were "
+            f"left untouched. Wait for it to finish, then re-run this task (a claim older than "
+            f"{int(leases.TTL.total_seconds() // 60)} min is treated as abandoned; if its owner is gone, delete "
+            f"the registered-model tag {holder.key})"
+        )
+
+    def _check_held(self) -> None:
+        """Refuse to move an alias when our claim expired or was removed (we were too slow, and someone
+        judged it abandoned): the move is ours only while the claim is live."""
+        if self._held is None:
+            return
+        mine = next((c for c in leases.claims(self.tags()) if c.key == self._held), None)
+        if mine is None or mine.expired(datetime.now(UTC)):
+            raise self._lost(self._held, "removed" if mine is None else "expired")
+
+    def _lost(self, key: str, how: str) -> PromotionConflict:
+        return PromotionConflict(
+            f"{self.name}: this task lost its registry lease (claim {key} {how}: another task took it for "
+            f"abandoned, older than {int(leases.TTL.total_seconds() // 60)} min or from a clock that far off) "
+            "before moving an alias; aliases were left untouched. Check the workers' clocks, then re-run this task"
+        )
 
     def release_task_lease(self, owner_prefix: str) -> None:
-        """Release the lease an earlier try of this task (`owner_prefix` = dag/run/task) died holding."""
-        holder = audit.lease_of(self.tags(), ttl=timedelta.max)
-        if holder and audit.same_task(holder["owner"], f"{owner_prefix}/-"):
-            self.client.delete_registered_model_tag(self.name, audit.LEASE_TAG)
+        """Remove the claims earlier tries of this task (`owner_prefix` = dag/run/task) died holding."""
+        for claim in leases.claims(self.tags()):
+            if leases.same_task(claim.owner, f"{owner_prefix}/-"):
+                self.client.delete_registered_model_tag(self.name, claim.key)
 
     # ------------------------------------------------------------------ writes
     def record(self, event: audit.AuditEvent) -> audit.AuditEvent:
@@ -167,6 +225,7 @@ class ModelRegistry:
         Version tags are appended, never replaced: the first promotion's promoted_* tags stay (a rollback
         or re-promotion adds a `champion_history.<seq>` entry instead); see `audit.version_move_tags`.
         """
+        self._check_held()
         self.client.set_registered_model_alias(self.name, CHAMPION, event.version)
         stored = self.record(event)
         self.tag_move(stored)

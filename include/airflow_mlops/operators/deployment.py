@@ -96,7 +96,7 @@ class DeployModelOperator(BaseOperator):
                  admin_secret: str | None = None, pod_env: dict[str, str] | None = None,
                  env_secrets: Sequence[str] = (), ready_timeout: float = 180.0, poll_interval: float = 2.0,
                  canary_poll_interval: float = 15.0, on_inconclusive: str = "rollback", deferrable: bool = True,
-                 lease_settle_seconds: float | None = None, registered: Any = None, **kwargs: Any) -> None:
+                 registered: Any = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         for name, value, allowed in (("target", target, TARGETS), ("on_inconclusive", on_inconclusive,
                                                                    ON_INCONCLUSIVE)):
@@ -126,7 +126,6 @@ class DeployModelOperator(BaseOperator):
         self.canary_poll_interval = canary_poll_interval
         self.on_inconclusive = on_inconclusive
         self.deferrable = deferrable
-        self.lease_settle_seconds = lease_settle_seconds
         self.registered = registered
 
     # ------------------------------------------------------------------------------ execute
@@ -339,11 +338,10 @@ class DeployModelOperator(BaseOperator):
 
     def _registry_call(self, call: Any) -> Any:
         from airflow_mlops.hooks.mlflow import MLflowHook
-        from airflow_mlops.hooks.mlflow_registry import LEASE_SETTLE_SECONDS, ModelRegistry
+        from airflow_mlops.hooks.mlflow_registry import ModelRegistry
 
-        settle = LEASE_SETTLE_SECONDS if self.lease_settle_seconds is None else self.lease_settle_seconds
         with MLflowHook(self.mlflow_conn_id).activated() as client:
-            return call(ModelRegistry(client, self.model_name, settle_seconds=settle))
+            return call(ModelRegistry(client, self.model_name))
 
     def _resolve_version(self) -> str:
         wanted = "" if self.version is None else str(self.version).strip().removeprefix("v")

@@ -69,19 +69,16 @@ class _ChampionMoveOperator(BaseOperator):
     ui_color = "#d9f2d9"
     action = "promote"
 
-    def __init__(self, *, model_name: str, mlflow_conn_id: str = "mlflow_default",
-                 lease_settle_seconds: float | None = None, **kwargs: Any) -> None:
+    def __init__(self, *, model_name: str, mlflow_conn_id: str = "mlflow_default", **kwargs: Any) -> None:
         kwargs.setdefault("multiple_outputs", True)
         super().__init__(**kwargs)
         self.model_name = model_name
         self.mlflow_conn_id = mlflow_conn_id
-        self.lease_settle_seconds = lease_settle_seconds
 
     def _registry(self, client: Any) -> ModelRegistry:
-        from airflow_mlops.hooks.mlflow_registry import LEASE_SETTLE_SECONDS, ModelRegistry
+        from airflow_mlops.hooks.mlflow_registry import ModelRegistry
 
-        settle = LEASE_SETTLE_SECONDS if self.lease_settle_seconds is None else self.lease_settle_seconds
-        return ModelRegistry(client, self.model_name, settle_seconds=settle)
+        return ModelRegistry(client, self.model_name)
 
     def _move(self, context: Context, target: str, reason: str, check: Any) -> dict[str, Any]:
         """Under the lease: `check(registry, current)` refuses, or returns the previous champion to
@@ -208,6 +205,12 @@ class MLflowPromoteModelOperator(_ChampionMoveOperator):
                     f"{self.model_name}: alias challenger now points at v{challenger}, not the evaluated v{target}; "
                     "a newer training run registered another challenger; this run's evidence is stale; "
                     "champion untouched"
+                )
+            last = next((e for e in reversed(registry.history()) if e.action in ("promote", "rollback")), None)
+            if current == target and last is not None and last.version == target:
+                raise PromotionConflict(
+                    f"{self.model_name}: v{target} is champion already, moved there by {last.dag_id}/{last.run_id} "
+                    f"(audit #{last.seq}) while this run waited for the registry lease; nothing to do here"
                 )
             if current == target:
                 # An earlier try moved the alias and died before writing the trail: finish its job.

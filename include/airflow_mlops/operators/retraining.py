@@ -119,7 +119,6 @@ class MLflowRetrainGateOperator(BaseOperator):
         (`mlops.drift.<model>`, `mlops.performance.<model>`); a run with any other event passes.
     :param description: description of the registered model if the gate has to create it (first run).
     :param mlflow_conn_id: Airflow connection of type "mlflow".
-    :param lease_settle_seconds: see `ModelRegistry`; tests shorten it.
     :return: {reason, trigger, events: [{asset, extra, timestamp}], started_at, previous_start}
     """
 
@@ -127,24 +126,18 @@ class MLflowRetrainGateOperator(BaseOperator):
     ui_color = "#fff3cd"
 
     def __init__(self, *, model_name: str, cooldown: str, gated_assets: Iterable[str], description: str | None = None,
-                 mlflow_conn_id: str = "mlflow_default", lease_settle_seconds: float | None = None,
-                 **kwargs: Any) -> None:
+                 mlflow_conn_id: str = "mlflow_default", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.model_name = model_name
         self.cooldown = cooldown
         self.gated_assets = sorted(gated_assets)
         self.description = description
         self.mlflow_conn_id = mlflow_conn_id
-        self.lease_settle_seconds = lease_settle_seconds
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlops.core.lineage import TAG_DAG_ID, TAG_RUN_ID, TAG_TASK_ID, airflow_context_tags
         from airflow_mlops.hooks.mlflow import MLflowHook
-        from airflow_mlops.hooks.mlflow_registry import (
-            LEASE_SETTLE_SECONDS,
-            ModelRegistry,
-            ensure_registered_model,
-        )
+        from airflow_mlops.hooks.mlflow_registry import ModelRegistry, ensure_registered_model
 
         trigger = trigger_of(context)
         events = collect_events(context.get("triggering_asset_events"))
@@ -154,8 +147,7 @@ class MLflowRetrainGateOperator(BaseOperator):
         owner = "/".join(tags.get(key, "?") for key in (TAG_DAG_ID, TAG_RUN_ID, TAG_TASK_ID))
         client = MLflowHook(self.mlflow_conn_id).get_conn()
         ensure_registered_model(client, self.model_name, self.description)  # the start is a model tag
-        settle = LEASE_SETTLE_SECONDS if self.lease_settle_seconds is None else self.lease_settle_seconds
-        registry = ModelRegistry(client, self.model_name, settle_seconds=settle)
+        registry = ModelRegistry(client, self.model_name)
         with registry.lease(owner):
             previous = last_start(registry.tags())
             if gated:
