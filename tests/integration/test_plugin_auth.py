@@ -434,7 +434,10 @@ def test_plugin_loads_once_even_with_provider_plugins_and_without_building_the_a
     assert done.returncode == 0 and lines, done.stderr[-3000:]
     result = json.loads(lines[-1][len("RESULT ") :])
     assert result["names"].count("airflow_mlops") == 1, result
-    assert result["errors"] == {}, result["errors"]
+    # Airflow itself reports another provider's plugin (OpenLineage's, declared both as an entry point and in its
+    # provider info) as "already registered" when lazy discovery is off; ours must not be among any error
+    assert not any("airflow_mlops" in f"{name} {error}" for name, error in result["errors"].items()), result["errors"]
+    assert all("already registered" in error for error in result["errors"].values()), result["errors"]
     assert "airflow_mlops.plugin.app" not in result["heavy"], "plugin loading must not build the app"
 
 
