@@ -43,7 +43,6 @@ from airflow_mlops.core.templating import render
 
 if TYPE_CHECKING:
     import pandas as pd
-    from markupsafe import Markup
 
 log = logging.getLogger(__name__)
 
@@ -336,23 +335,20 @@ def _jsonable(value: Any) -> Any:
     return item() if callable(item) else str(value)
 
 
-def _banner(result: DriftResult, payload: Mapping[str, Any]) -> Markup:
-    """Our verdict, the context and the sampling, above Evidently's own widgets."""
-    from markupsafe import Markup
-
+def _banner_context(result: DriftResult, payload: Mapping[str, Any]) -> dict[str, Any]:
+    """What the banner shows: our verdict, the context and the sampling (above Evidently's widgets)."""
     facts = [(str(k), json.dumps(v, default=str)) for k, v in payload.items()
              if k in ("model", "model_version", "window", "reference", "dag_id", "run_id")]
     summary = result.summary()
-    # Rendered by our autoescaped template: marking the result safe lets the page embed it as it is.
-    return Markup(render("drift_banner.html.j2", heading=summary.split(":", 1)[0], summary=summary,
-                         sampling=result.sampling.statement(), facts=facts, columns=result.columns))
+    return {"heading": summary.split(":", 1)[0], "summary": summary, "sampling": result.sampling.statement(),
+            "facts": facts, "columns": result.columns}
 
 
 def _html(result: DriftResult, payload: Mapping[str, Any]) -> str:
-    banner = _banner(result, payload)
+    context = _banner_context(result, payload)
     if result.snapshot is None:  # nothing Evidently could compare: our verdict alone
-        return render("drift_report.html.j2", banner=banner)
-    # Evidently's page is spliced as plain text: Markup + str would escape Evidently's markup.
-    page, ours = str(result.snapshot.get_html_str(as_iframe=False)), str(banner)
+        return render("drift_report.html.j2", **context)
+    # Evidently's page is not ours to template: the rendered banner goes in right after its <body>.
+    page, banner = str(result.snapshot.get_html_str(as_iframe=False)), render("drift_banner.html.j2", **context)
     head, marker, tail = page.partition("<body>")
-    return f"{head}{marker}{ours}{tail}" if marker else ours + page
+    return f"{head}{marker}{banner}{tail}" if marker else banner + page

@@ -34,16 +34,13 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, default=str)
 
 
-def _markdown(value: Any, table: bool = True) -> Any:
+def _markdown(value: Any, table: bool = True) -> str:
     """A Markdown inline: None as an em dash, whitespace flattened, pipes escaped inside table rows.
 
-    The value is HTML-escaped first (autoescape), since MLflow renders the Markdown as HTML.
+    Autoescape then HTML-escapes it, since MLflow renders the Markdown as HTML.
     """
-    from markupsafe import Markup, escape
-
-    text = escape("—" if value is None else str(value))
-    flat = " ".join((text.replace("|", "\\|") if table else text).split())
-    return Markup(flat)  # already escaped above: marking it safe keeps autoescape from doing it twice
+    text = "—" if value is None else str(value)
+    return " ".join((text.replace("|", "\\|") if table else text).split())
 
 
 def _blank_none(value: Any) -> Any:
