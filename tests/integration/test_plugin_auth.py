@@ -20,6 +20,7 @@ task's "Validation report" extra link opens.
 from __future__ import annotations
 
 import contextlib
+import html
 import json
 import os
 import secrets
@@ -518,7 +519,8 @@ def test_every_route_answers_hostile_path_parameters_without_a_server_error(api:
 
 def test_unknown_model_page_is_a_404_page_and_unknown_kind_a_400(api: Api) -> None:
     page = api.get("/mlops/ui/models/no_such_model", "viewer")
-    assert page.status_code == 404 and "unknown model &#x27;no_such_model&#x27;" in page.text
+    assert page.status_code == 404 and "unknown model 'no_such_model'" in html.unescape(page.text)
+    assert "'no_such_model'" not in page.text, "the quotes of the message reach the page escaped"
     assert "script-src 'self'" in page.headers["content-security-policy"]
     bad = api.get("/mlops/api/models/ride_completion/monitoring?kind=vibes", "viewer")
     assert bad.status_code == 400 and "use one of ['drift', 'performance', 'skew', 'freshness']" in bad.text

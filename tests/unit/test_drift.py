@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 
@@ -125,7 +126,7 @@ def test_both_sides_are_sampled_with_a_fixed_seed_and_the_sampling_is_stated(tmp
     assert saved["relpath"] == "rides/rides__monitor/scheduled__2026-11-25T10_00_00_00_00/report.html"
     assert saved["url"] == "/mlops/reports/drift/" + saved["relpath"]
     page = Path(saved["html"]).read_text()
-    assert sampling.statement() in page.replace("&#x27;", "'") and 'id="airflow-mlops-drift"' in page
+    assert sampling.statement() in html.unescape(page) and 'id="airflow-mlops-drift"' in page
     stored = json.loads(Path(saved["json"]).read_text())
     assert stored["sampling"]["statement"] == sampling.statement() and stored["model_version"] == "3"
     assert stored["detected"] == first.detected and stored["drifted_columns"] == first.drifted_columns

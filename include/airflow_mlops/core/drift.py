@@ -27,7 +27,6 @@ Layout (`root` = MLOPS_HOME/reports/drift, served by the UI under /mlops/reports
 
 from __future__ import annotations
 
-import html
 import json
 import logging
 import re
@@ -40,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_mlops.core.offline import atomic_write_bytes
 from airflow_mlops.core.spec import Drift
+from airflow_mlops.core.templating import render
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -335,32 +335,20 @@ def _jsonable(value: Any) -> Any:
     return item() if callable(item) else str(value)
 
 
-_BANNER_CSS = ("font:14px/1.45 system-ui,sans-serif;margin:1rem;padding:.8rem 1rem;border:1px solid #d0d7de;"
-               "border-radius:6px;background:#f6f8fa;color:#1f2328")
-
-
-def _banner(result: DriftResult, payload: Mapping[str, Any]) -> str:
-    """Our verdict, the context and the sampling, above Evidently's own widgets."""
-    e = html.escape
-    facts = "".join(f"<li><b>{e(str(k))}</b>: {e(json.dumps(v, default=str))}</li>" for k, v in payload.items()
-                    if k in ("model", "model_version", "window", "reference", "dag_id", "run_id"))
-    rows = "".join(
-        f"<tr><td>{e(c.column)}</td><td>{e(c.method)}</td><td>{e(c.score_kind)}</td>"
-        f"<td>{'' if c.score is None else f'{c.score:.4g}'}</td><td>{c.threshold:g}</td>"
-        f"<td>{'DRIFTED' if c.drifted else 'ok'}</td><td>{e(c.reason)}</td></tr>" for c in result.columns)
-    return (f'<div id="airflow-mlops-drift" style="{_BANNER_CSS}"><h2 style="margin:0 0 .4rem">airflow-mlops '
-            f"drift check: {e(result.summary().split(':', 1)[0])}</h2><p>{e(result.summary())}</p>"
-            f"<p><b>Sampling</b>: {e(result.sampling.statement())}</p><ul>{facts}</ul>"
-            "<table border=1 cellpadding=3 style=\"border-collapse:collapse\"><tr><th>column</th><th>method</th>"
-            f"<th>score kind</th><th>score</th><th>threshold</th><th>verdict</th><th>reason</th></tr>{rows}</table>"
-            "</div>")
+def _banner_context(result: DriftResult, payload: Mapping[str, Any]) -> dict[str, Any]:
+    """What the banner shows: our verdict, the context and the sampling (above Evidently's widgets)."""
+    facts = [(str(k), json.dumps(v, default=str)) for k, v in payload.items()
+             if k in ("model", "model_version", "window", "reference", "dag_id", "run_id")]
+    summary = result.summary()
+    return {"heading": summary.split(":", 1)[0], "summary": summary, "sampling": result.sampling.statement(),
+            "facts": facts, "columns": result.columns}
 
 
 def _html(result: DriftResult, payload: Mapping[str, Any]) -> str:
-    banner = _banner(result, payload)
+    context = _banner_context(result, payload)
     if result.snapshot is None:  # nothing Evidently could compare: our verdict alone
-        return f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>Drift</title></head>' \
-               f"<body>{banner}</body></html>\n"
-    page = str(result.snapshot.get_html_str(as_iframe=False))
+        return render("drift_report.html.j2", **context)
+    # Evidently's page is not ours to template: the rendered banner goes in right after its <body>.
+    page, banner = str(result.snapshot.get_html_str(as_iframe=False)), render("drift_banner.html.j2", **context)
     head, marker, tail = page.partition("<body>")
     return f"{head}{marker}{banner}{tail}" if marker else banner + page

@@ -2,7 +2,8 @@
 
 Airflow's UI shows them as external views (`airflow_plugin.EXTERNAL_VIEWS`) in an iframe on the
 same origin, so the browser's `_token` session cookie authenticates every request. No build step,
-no CDN: the assets are package data in `plugin/static/`, charts are SVG drawn by `mlops.js`.
+no CDN: the assets are package data in `plugin/static/`, charts are SVG drawn by `mlops.js`. The HTML
+shells are autoescaped templates (`templates/ui_*.html.j2`): model names and run ids come from URLs.
 
 Pages (all under `/mlops/ui`):
 
@@ -21,7 +22,6 @@ documents get `files.HTML_CSP` (no script at all, sandboxed).
 
 from __future__ import annotations
 
-import html
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
+from airflow_mlops.core.templating import render
 from airflow_mlops.plugin import URL_PREFIX
 from airflow_mlops.plugin import models_data as data
 from airflow_mlops.plugin.auth import UIUser, authorize_dag_read
@@ -55,14 +56,8 @@ def page(request: Request, kind: str, title: str, code: int = 200, **attrs: str)
     """The shell every page shares; `mlops.js` reads the data attributes and renders into <main>."""
     urls = roots(request)
     fields = {"page": kind, "base": urls["base"], "airflow": urls["airflow"], **attrs}
-    data_attrs = " ".join(f'data-{key.replace("_", "-")}="{html.escape(value)}"' for key, value in fields.items())
-    static = f"{urls['base']}/ui/static"
-    body = (
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<title>{html.escape(title)}</title><link rel=\"stylesheet\" href=\"{static}/mlops.css\"></head>"
-        f"<body {data_attrs}><main id=\"app\" aria-live=\"polite\"><p class=\"muted\">Loading…</p></main>"
-        f"<script src=\"{static}/mlops.js\"></script></body></html>"
-    )
+    body = render("ui_page.html.j2", title=title, static=f"{urls['base']}/ui/static",
+                  attrs=[(key.replace("_", "-"), value) for key, value in fields.items()])
     return HTMLResponse(body, status_code=code, headers={**HEADERS, "Content-Security-Policy": UI_CSP})
 
 
@@ -128,12 +123,8 @@ def _document(name: str, document: str, user: UIUser, which: str,
 
 
 def _empty_document(name: str, which: str, document: str, run_id: str | None) -> HTMLResponse:
-    label = document.replace("_", " ")
-    body = (f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>No {label}</title></head><body>"
-            f"<h1>No {label} for {html.escape(name)} {html.escape(which)}</h1><p>MLflow run "
-            f"{html.escape(str(run_id))} has no artifact <code>{data.DOCUMENTS[document]}</code>: the task that "
-            "writes it did not run (or failed). Re-run it from the training DAG run that produced the model."
-            "</p></body></html>")
+    body = render("ui_empty_document.html.j2", label=document.replace("_", " "), name=name, which=which,
+                  run_id=str(run_id), artifact=data.DOCUMENTS[document])
     return HTMLResponse(body, status_code=status.HTTP_404_NOT_FOUND,
                         headers={**HEADERS, "Content-Security-Policy": HTML_CSP})
 
