@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -49,3 +51,26 @@ def small_demo():
 
     cfg = DemoConfig(start=datetime(2026, 10, 1, tzinfo=UTC), days=3, drivers=20, rides_per_day=400, seed=11)
     return cfg, generate(cfg)
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_uris_restored() -> Iterator[None]:
+    """MLflow's process-global tracking/registry URIs (and the env vars it exports) as they were before the test.
+
+    `MLflowHook.activated()` sets and restores them; two threads inside it at once (the promotion race tests)
+    restore each other's values, which would point every later client without an explicit registry URI at a
+    finished test's store."""
+    globals_of = {"mlflow.tracking._tracking_service.utils": "_tracking_uri",
+                  "mlflow.tracking._model_registry.utils": "_registry_uri"}
+    saved = {name: getattr(sys.modules[name], attr, None) if name in sys.modules else None
+             for name, attr in globals_of.items()}
+    saved_env = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    yield
+    for name, attr in globals_of.items():
+        if name in sys.modules:
+            setattr(sys.modules[name], attr, saved[name])
+    for key, value in saved_env.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
