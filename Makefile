@@ -66,6 +66,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy include/airflow_mlops
 	$(PY) tests/support/no_fixed_sleep.py tests
+	$(VENV)/bin/lint-imports --no-logo --no-cache  # layer contracts: pyproject.toml [tool.importlinter]
 
 bench: install
 	$(PY) benchmarks/dag_parse_time.py

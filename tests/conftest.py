@@ -20,6 +20,11 @@ os.environ["AIRFLOW_HOME"] = str(_SESSION_HOME / "home" / "airflow")
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(PROJECT_DIR / "dags"))
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "False")
+# The test session runs our code the way the CLI does: telemetry off before any library is imported
+# (importing the package no longer sets it; tests/integration/test_demo_serving.py proves the CLI does).
+from airflow_mlops import privacy  # noqa: E402 - after the state dirs above
+
+privacy.disable_telemetry()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

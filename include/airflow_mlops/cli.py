@@ -283,6 +283,9 @@ def _add_suite_parser(sub: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from airflow_mlops import privacy
+
+    privacy.disable_telemetry()  # first: some libraries read their switch at import (ARCHITECTURE.md §9)
     args = _parser().parse_args(argv)
     args.user_mlops_home = bool(os.environ.get("MLOPS_HOME"))
     args.user_airflow_home = bool(os.environ.get("AIRFLOW_HOME"))

@@ -1,12 +1,24 @@
-"""Domain errors. Every message says the value, the rule it broke, the fix and where the report is."""
+"""Domain errors. Every message says the value, the rule it broke, the fix and where the report is.
+
+Plain Python exceptions: this module imports no Airflow, so core, serving and the CLI can raise them
+without loading it (ARCHITECTURE.md §3). Whether a retry can help is data, `retry`; the adapter layer
+(`airflow_mlops.boundary`, applied to our operators and sensors) turns `retry = False` into Airflow's
+AirflowFailException (the task fails at once, without its retries) and the rest into AirflowException.
+"""
 
 from __future__ import annotations
 
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from typing import ClassVar
 
 
-class MLOpsError(AirflowException):
-    """Base class of every airflow-mlops error."""
+class MLOpsError(Exception):
+    """Base class of every airflow-mlops error.
+
+    `retry`: False when the same inputs fail the same way on every try (bad data, bad configuration,
+    a threshold missed), so a task retry only delays the failure.
+    """
+
+    retry: ClassVar[bool] = True
 
 
 class SpecError(MLOpsError):
@@ -49,14 +61,15 @@ class StoreUnavailable(MLOpsError):
         return (StoreConfigError if config_error else StoreUnavailable)(what, url, reason, fix)
 
 
-class StoreConfigError(StoreUnavailable, AirflowFailException):
+class StoreConfigError(StoreUnavailable):
     """A store URL is wrong or its server is not running: refused, unknown host, bad URL, bad credentials.
 
-    Also an AirflowFailException: the task fails at once, without its retries. The same URL fails
+    Not retried (`retry = False`): the task fails at once, without its retries. The same URL fails
     the same way on every try, and MLflow's HTTP client alone would retry it for ~4 minutes per
     attempt. Which errors count as configuration is documented in `airflow_mlops.profile`.
     """
 
+    retry = False
     config_error = True
 
     def _retry_note(self) -> str:
@@ -71,73 +84,91 @@ class ProfileError(MLOpsError):
         super().__init__("production profile is not reachable:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
-class DataValidationFailed(MLOpsError, AirflowFailException):
+class DataValidationFailed(MLOpsError):
     """A batch or training set broke its data contract.
 
-    Also an AirflowFailException: the task fails without retrying. Bad data does not fix itself,
+    Not retried (`retry = False`): the task fails without retrying. Bad data does not fix itself,
     and a retry after the bad files were quarantined would succeed and run downstream tasks in the
     very run that found them.
     """
 
+    retry = False
 
-class TrainingSetError(MLOpsError, AirflowFailException):
+
+class TrainingSetError(MLOpsError):
     """A point-in-time training set could not be built as asked.
 
     No retry: a missing dataset, lost rows or an unknown feature service does not fix itself.
     """
 
+    retry = False
 
-class TrainingFailed(MLOpsError, AirflowFailException):
+
+class TrainingFailed(MLOpsError):
     """The estimator could not be built or fitted (bad estimator/params, one class, an empty feature).
 
     No retry: the same spec on the same snapshot fails the same way.
     """
+
+    retry = False
 
 
 class RegistryError(MLOpsError):
     """The MLflow model registry refused or contradicts an operation."""
 
 
-class ModelBelowThreshold(MLOpsError, AirflowFailException):
+class ModelBelowThreshold(MLOpsError):
     """The challenger missed an absolute threshold of `evaluation.thresholds`.
 
     No retry: the same model scored on the same rows gives the same numbers.
     """
+
+    retry = False
 
 
 class ChallengerNotBetter(MLOpsError):
     """The challenger did not beat the champion by the spec's rule (it stays unpromoted)."""
 
 
-class RollbackRefused(RegistryError, AirflowFailException):
+class RollbackRefused(RegistryError):
     """The rollback target does not exist, was never champion, or is champion already (no retry)."""
 
+    retry = False
 
-class PromotionConflict(RegistryError, AirflowFailException):
+
+class PromotionConflict(RegistryError):
     """Another promotion or rollback of the same model is in progress or moved the aliases first.
 
     No retry: the evidence this task holds is about a registry state that no longer exists.
     """
 
+    retry = False
 
-class ComputeConfigError(MLOpsError, AirflowFailException):
+
+class ComputeConfigError(MLOpsError):
     """The task cannot run as a pod as configured (no retry: configuration does not fix itself)."""
 
+    retry = False
 
-class MonitoringInputError(MLOpsError, AirflowFailException):
+
+class MonitoringInputError(MLOpsError):
     """A label file or the prediction log cannot be used by a monitoring check as given.
 
     No retry: a label file without its label column, or labels that are not 0/1, stay that way until
     someone fixes or replaces the file.
     """
 
+    retry = False
 
-class DriftReferenceMissing(MLOpsError, AirflowFailException):
+
+class DriftReferenceMissing(MLOpsError):
     """The champion's training-set snapshot (the drift reference) is not recorded or not on disk.
 
     No retry: a lost snapshot does not come back; retrain (a new champion records a new snapshot)
     or restore the file at the recorded path.
     """
+
+    retry = False
 
 
 class DeploymentFailed(MLOpsError):
@@ -160,8 +191,10 @@ class DeploymentFailed(MLOpsError):
         return cls(f"{model} v{version} is loaded but {reason}; {undone}")
 
 
-class RolloutFailed(DeploymentFailed, AirflowFailException):
+class RolloutFailed(DeploymentFailed):
     """A Kubernetes rollout did not complete in time and was rolled back (no retry: it would hang again)."""
+
+    retry = False
 
     @classmethod
     def stuck(cls, namespace: str, name: str, version: str | None, timeout: float, why: str, pods: list[str],
@@ -174,11 +207,13 @@ class RolloutFailed(DeploymentFailed, AirflowFailException):
         )
 
 
-class CanaryFailed(MLOpsError, AirflowFailException):
+class CanaryFailed(MLOpsError):
     """The canary breached a limit or gave no verdict; the champion was restored (no retry).
 
     `restored` is the version the champion alias was moved back to (None when it was left alone).
     """
+
+    retry = False
 
     def __init__(self, message: str, restored: str | None = None) -> None:
         super().__init__(message)

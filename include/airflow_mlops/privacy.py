@@ -1,5 +1,9 @@
-"""Switch off telemetry of every library we use; called on package import.
+"""Switch off telemetry of every library we use, in the processes where our own code runs.
 
+Called by the CLI's `main` (before anything imports a library), at the start of our operators',
+sensors' and triggers' Airflow entry points (`boundary.py`; heavy libraries are imported inside
+them, after), by the serving app and by the UI plugin's app. Never at import: Airflow loads the
+plugin in every process, and a variable set there would change other teams' tasks.
 Each variable is set only when the user has not set it, so an operator can still opt in.
 """
 

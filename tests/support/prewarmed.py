@@ -33,8 +33,8 @@ PRELOAD = ("numpy", "pandas", "pyarrow", "pyarrow.parquet", "duckdb", "sklearn.e
 
 
 def preload() -> list[str]:
-    # Telemetry switches first, as the project's package import sets them in a fresh process: some
-    # libraries (Feast's usage module) read theirs at import, which now happens here.
+    # Telemetry switches first, as the CLI and our operators set them before any library import: some
+    # libraries read theirs at import, which now happens here.
     from airflow_mlops import privacy
 
     privacy.disable_telemetry()
@@ -63,7 +63,7 @@ def run_child(job: dict) -> None:
         os.environ.update(job["env"])
         from airflow_mlops import privacy
 
-        privacy.disable_telemetry()  # what importing the package does in a fresh process (imported here already)
+        privacy.disable_telemetry()  # what our CLI and operators do in a fresh process, under the job's environment
         for fd, path in ((1, job["stdout"]), (2, job["stderr"])):
             handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             os.dup2(handle, fd)

@@ -44,7 +44,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def test_data_validation_failed_does_not_retry() -> None:
     # a retry after quarantining the bad files would succeed and run downstream in the same run
-    assert issubclass(DataValidationFailed, AirflowFailException)
+    assert DataValidationFailed.retry is False
 
 
 @pytest.mark.parametrize("corruption", CORRUPTIONS, ids=lambda c: c.case)
@@ -58,6 +58,7 @@ def test_each_corrupt_batch_stops_at_the_gate_and_lands_in_quarantine(
     ti, outcome = _run(GXValidateRawBatchesOperator(task_id="validate_raw_batches", label_columns=["completed"]))
 
     assert isinstance(outcome, DataValidationFailed)
+    assert isinstance(outcome, AirflowFailException), "execute() must raise it as Airflow's no-retry type"
     message = str(outcome)
     assert corruption.expected in message, message
     quarantined = config.paths().quarantine_dir / corruption.dataset / corruption.file_name

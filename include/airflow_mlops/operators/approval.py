@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Param
 
+from airflow_mlops.boundary import TaskBoundary
+
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
@@ -48,7 +50,7 @@ def responder_name(user: Any) -> str:
     return str(getattr(user, "name", None) or user or "unknown")
 
 
-class MLflowApproveModelOperator(ApprovalOperator):
+class MLflowApproveModelOperator(TaskBoundary, ApprovalOperator):
     """Ask a human to approve the registered challenger; record who decided and why in MLflow.
 
     OpenLineage: no datasets and no OpenLineage method of ours: a decision reads and writes no data (it

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_mlops.boundary import TaskBoundary
 from airflow_mlops.openlineage.record import recall, remember
 
 if TYPE_CHECKING:
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 PREDICTIONS_ASSET_PREFIX = "mlops.predictions."
 
 
-class BatchPredictOperator(BaseOperator):
+class BatchPredictOperator(TaskBoundary, BaseOperator):
     """Score the last `lookback_days` of an entity dataset with a registered model version.
 
     Resolves `version` (an alias such as `champion`, or a version number) in the MLflow registry,

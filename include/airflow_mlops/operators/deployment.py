@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from airflow_mlops import exceptions as errors
+from airflow_mlops.boundary import TaskBoundary
 from airflow_mlops.core.lineage import TAG_PREFIX
 from airflow_mlops.core.xcom import as_dict
 from airflow_mlops.exceptions import CanaryFailed, RolloutFailed
@@ -53,7 +54,7 @@ TARGETS, MODES, ON_INCONCLUSIVE = ("local", "kubernetes"), ("full", "canary"), (
 ROLLBACK_XCOM = "champion_rollback"  # {model, version (restored), rolled_back_from, reason, audit_seq}
 
 
-class DeployModelOperator(BaseOperator):
+class DeployModelOperator(TaskBoundary, BaseOperator):
     """Deploy `version` of `model_name` to the serving app (local) or a Kubernetes Deployment.
 
     :param model_name: registered model name. (templated)
@@ -376,7 +377,7 @@ def _record_rollback(context: Context, model: str, restored: str, rolled_back_fr
             rolled_back_from), "reason": reason[:4000], "audit_seq": audit_seq})
 
 
-class ChampionRollbackEventOperator(BaseOperator):
+class ChampionRollbackEventOperator(TaskBoundary, BaseOperator):
     """After a deploy task rolled the champion back: an asset event for `mlops.model.<name>.champion`.
 
     A canary that is rolled back fails its deploy task (CanaryFailed), and Airflow 3.3 sends outlet events

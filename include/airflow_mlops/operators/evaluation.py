@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_mlops.boundary import TaskBoundary
 from airflow_mlops.openlineage.record import recall, remember
 from airflow_mlops.plugin.links import EvaluationReportLink
 
@@ -26,7 +27,7 @@ TAG_VERDICT = "airflow_mlops.evaluation.verdict"
 TAG_CHAMPION_COMPARED = "airflow_mlops.evaluation.champion_version"
 
 
-class EvaluateModelOperator(BaseOperator):
+class EvaluateModelOperator(TaskBoundary, BaseOperator):
     """Judge a freshly trained challenger: absolute thresholds, then against the champion.
 
     Both models are scored on the held-out rows of the challenger's own training-set snapshot (the

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, BaseOperatorLink
 
+from airflow_mlops.boundary import TaskBoundary
 from airflow_mlops.exceptions import DriftReferenceMissing
 from airflow_mlops.openlineage.record import recall, remember
 from airflow_mlops.operators.validation import under_base_url
@@ -64,7 +65,7 @@ class DriftReportLink(BaseOperatorLink):
         return under_base_url(str(report.get("url") or "")) if isinstance(report, Mapping) else ""
 
 
-class EvidentlyDriftCheckOperator(BaseOperator):
+class EvidentlyDriftCheckOperator(TaskBoundary, BaseOperator):
     """Data drift of the champion's input columns over the last `monitoring.window` of predictions.
 
     Reference: the champion version's training snapshot (tag `airflow_mlops.training_set.path`),

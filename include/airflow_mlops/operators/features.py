@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import AssetAlias, BaseOperator
 from airflow.sdk.exceptions import AirflowSkipException
 
+from airflow_mlops.boundary import TaskBoundary
 from airflow_mlops.exceptions import MLOpsError
 from airflow_mlops.openlineage.record import recall, remember
 from airflow_mlops.operators.validation import ValidationReportLink
@@ -33,7 +34,7 @@ def _as_datetime(value: str | datetime | None) -> datetime | None:
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
 
 
-class LandRawBatchesOperator(BaseOperator):
+class LandRawBatchesOperator(TaskBoundary, BaseOperator):
     """Land every raw parquet batch in `MLOPS_HOME/landing/<dataset>/` into the offline store.
 
     Landing is idempotent (a batch's id is the hash of its bytes) and atomic; landed raw files move
@@ -102,7 +103,7 @@ def row_policies(landable: list[dict[str, Any]]) -> dict[str, Any]:
             if isinstance(b.get("rows"), dict) and b["rows"].get("policy")}
 
 
-class FeastApplyOperator(BaseOperator):
+class FeastApplyOperator(TaskBoundary, BaseOperator):
     """Register the feature repo's definitions in the Feast registry, only when they changed.
 
     Returns {applied, hash, feature_views, feature_services}.
@@ -136,7 +137,7 @@ class FeastApplyOperator(BaseOperator):
         return lineage(result={k: recorded[k] for k in ("applied", "hash")}) if recorded else None
 
 
-class FeastMaterializeOperator(BaseOperator):
+class FeastMaterializeOperator(TaskBoundary, BaseOperator):
     """Load offline features into the online store; emit `mlops.features.<view>` only for views with new rows.
 
     Without `start`/`end`, a view's first run materializes from its data's earliest event time to
@@ -258,7 +259,7 @@ def _has_new_rows(info: dict[str, Any]) -> bool:
     return info["mode"] != "up_to_date" and info["rows"] > 0
 
 
-class FeastBuildTrainingSetOperator(BaseOperator):
+class FeastBuildTrainingSetOperator(TaskBoundary, BaseOperator):
     """Build a point-in-time training set from a label dataset and a feature service.
 
     Reads the newest `lookback_days` of `entity_dataset` from the offline store, joins the feature

@@ -301,7 +301,9 @@ def operator_class() -> type[KubernetesPodOperator]:
     """The KubernetesPodOperator subclass, created on first use (the provider import is slow)."""
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 
-    class KubernetesTrainModelOperator(KubernetesPodOperator):
+    from airflow_mlops.boundary import TaskBoundary
+
+    class KubernetesTrainModelOperator(TaskBoundary, KubernetesPodOperator):
         __doc__ = _CLASS_DOC
         template_fields = (*KubernetesPodOperator.template_fields, "training_set")
         template_fields_renderers = {**KubernetesPodOperator.template_fields_renderers, "training_set": "json"}

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_mlops.boundary import TaskBoundary
 from airflow_mlops.openlineage.record import recall, remember
 
 if TYPE_CHECKING:
@@ -24,7 +25,7 @@ CARD_DIR = "model_card"
 TAG_MODEL_CARD = "airflow_mlops.model_card"
 
 
-class MLflowModelCardOperator(BaseOperator):
+class MLflowModelCardOperator(TaskBoundary, BaseOperator):
     """Write model_card/model_card.{md,html,json} to the version's run and link it from the version.
 
     The version's description becomes the card's one-line summary, so the MLflow UI shows it too.

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import AssetAlias, BaseOperator
 
+from airflow_mlops.boundary import TaskBoundary
 from airflow_mlops.exceptions import MonitoringInputError, SpecError
 from airflow_mlops.sensors.feast import FeastCheckFreshnessOperator
 
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from airflow_mlops.core.spec import Monitoring
 
 
-class _MonitoringCheck(BaseOperator):
+class _MonitoringCheck(TaskBoundary, BaseOperator):
     """Shared by the checks: the window, the spec section and the history record.
 
     OpenLineage: the checks declare no datasets (no OpenLineage method): what they read is a window of
@@ -361,7 +362,7 @@ def describe_record(kind: str, record: Mapping[str, Any] | None) -> str:
     return f"{kind}: {record['status']} — value {shown}{limit}{rows}{version}"
 
 
-class MonitoringSummaryOperator(BaseOperator):
+class MonitoringSummaryOperator(TaskBoundary, BaseOperator):
     """Read back this run's monitoring-history records; log one line per check; return the summary.
 
     :param model_name: the model. (templated)

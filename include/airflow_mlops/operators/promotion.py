@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.sdk import BaseOperator
 
+from airflow_mlops.boundary import TaskBoundary
+
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
@@ -63,7 +65,7 @@ def _run_ids(context: Context) -> tuple[str | None, str | None, str | None]:
     return dag_id, context.get("run_id") or getattr(dag_run, "run_id", None), getattr(ti, "task_id", None)
 
 
-class _ChampionMoveOperator(BaseOperator):
+class _ChampionMoveOperator(TaskBoundary, BaseOperator):
     """Shared machinery: lease, idempotency, audit, asset event."""
 
     ui_color = "#d9f2d9"

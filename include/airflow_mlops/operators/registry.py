@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_mlops.boundary import TaskBoundary
 from airflow_mlops.openlineage.record import recall, remember
 from airflow_mlops.plugin.links import ModelVersionLink
 
@@ -60,7 +61,7 @@ def evaluation_tags(evaluation: Any) -> dict[str, str]:
     return {key: value for key, value in tags.items() if value}
 
 
-class MLflowRegisterModelOperator(BaseOperator):
+class MLflowRegisterModelOperator(TaskBoundary, BaseOperator):
     """Register the model of an MLflow run (once) and point an alias at that version.
 
     Creates the registered model when absent, finds or creates the version for `run_id`, tags it

@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowSkipException
 
+from airflow_mlops.boundary import TaskBoundary
+
 if TYPE_CHECKING:
     from airflow.sdk import Context
     from mlflow import MlflowClient
@@ -107,7 +109,7 @@ def last_start(tags: Mapping[str, str]) -> dict[str, Any] | None:
     return dict(value)
 
 
-class MLflowRetrainGateOperator(BaseOperator):
+class MLflowRetrainGateOperator(TaskBoundary, BaseOperator):
     """Say why this training run starts; skip it when monitoring events arrive within the cooldown.
 
     OpenLineage: no datasets and no OpenLineage method: it reads asset events and writes a registry tag

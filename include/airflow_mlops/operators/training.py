@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_mlops.boundary import TaskBoundary
 from airflow_mlops.openlineage.record import recall, remember
 from airflow_mlops.plugin.links import ModelPageLink
 
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     from airflow_mlops.jobs.training import TrainingRequest
 
 
-class SklearnTrainModelOperator(BaseOperator):
+class SklearnTrainModelOperator(TaskBoundary, BaseOperator):
     """Train a scikit-learn classifier on a point-in-time training set and log it to MLflow.
 
     The run lands in the MLflow experiment named `model_name`, with params, validation metrics,

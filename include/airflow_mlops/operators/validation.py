@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, BaseOperatorLink
 
+from airflow_mlops.boundary import TaskBoundary
 from airflow_mlops.exceptions import DataValidationFailed
 from airflow_mlops.openlineage.record import recall, remember
 
@@ -112,7 +113,7 @@ def _check_mode(mode: str | None) -> str | None:
     return mode or None
 
 
-class GXValidateDataOperator(BaseOperator):
+class GXValidateDataOperator(TaskBoundary, BaseOperator):
     """Validate one batch — a parquet/CSV file or a DataFrame from upstream — against a GX suite.
 
     Runs the suite `<expectations dir>/<suite>.json` plus the contract rules (tz-aware UTC and
@@ -173,7 +174,7 @@ class GXValidateDataOperator(BaseOperator):
         return _validation_lineage(recall(self, task_instance))
 
 
-class GXValidateRawBatchesOperator(BaseOperator):
+class GXValidateRawBatchesOperator(TaskBoundary, BaseOperator):
     """Validate every raw file in `MLOPS_HOME/landing/<dataset>/` against the suite named like the dataset.
 
     Good files stay for landing; each bad file is moved to `quarantine/<dataset>/` with its report

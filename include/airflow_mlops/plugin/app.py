@@ -26,7 +26,14 @@ ROUTERS: tuple[APIRouter, ...] = (api.router, models_api.router, reports.router,
 
 
 def create_app() -> FastAPI:
-    """A new app with every router; each route depends on `require_ui_access`."""
+    """A new app with every router; each route depends on `require_ui_access`.
+
+    Applies the privacy defaults: the routes read the MLflow registry in the api-server process, which
+    runs no task, so this changes no one's DAG (the plugin's import changes nothing).
+    """
+    from airflow_mlops import privacy
+
+    privacy.disable_telemetry()
     app = FastAPI(
         title="airflow-mlops",
         summary="MLOps views and reports for Airflow; every route requires Airflow authentication",

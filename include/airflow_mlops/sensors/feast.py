@@ -17,8 +17,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, BaseSensorOperator, PokeReturnValue, conf
-from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout, AirflowSkipException
+from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException
 
+from airflow_mlops.boundary import TaskBoundary
 from airflow_mlops.exceptions import MLOpsError
 from airflow_mlops.sensors import completed_event, defer_until_deadline
 from airflow_mlops.triggers.feast import FeastFreshnessTrigger, freshness_report
@@ -31,8 +32,10 @@ if TYPE_CHECKING:
 ON_STALE = ("fail", "skip", "warn")
 
 
-class FeaturesStale(MLOpsError, AirflowFailException):
+class FeaturesStale(MLOpsError):
     """The online store serves features older than allowed; retrying at once cannot fix it (no retry)."""
+
+    retry = False
 
 
 def _log_report(log: Any, report: FreshnessReport) -> None:
@@ -40,7 +43,7 @@ def _log_report(log: Any, report: FreshnessReport) -> None:
         (log.info if view.fresh else log.warning)("%s", view.describe())
 
 
-class FeastFeatureFreshnessSensor(BaseSensorOperator):
+class FeastFeatureFreshnessSensor(TaskBoundary, BaseSensorOperator):
     """Wait until every feature view's online data is fresh enough.
 
     XCom: the report `{fresh, checked_at, stale_views, views: [{view, fresh, staleness_s, allowed_s,
@@ -118,7 +121,7 @@ class FeastFeatureFreshnessSensor(BaseSensorOperator):
         return f"{self._timeout_prefix()}{self._last_report.failure_message()}"
 
 
-class FeastCheckFreshnessOperator(BaseOperator):
+class FeastCheckFreshnessOperator(TaskBoundary, BaseOperator):
     """Check once (no waiting) that every feature view's online data is fresh enough.
 
     Meant as the last task of the feature DAG (trigger_rule `none_failed`, so it also runs when

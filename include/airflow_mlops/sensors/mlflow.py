@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
 from airflow.sdk.exceptions import AirflowSensorTimeout
 
+from airflow_mlops.boundary import TaskBoundary
 from airflow_mlops.sensors import completed_event, defer_until_deadline
 from airflow_mlops.triggers.mlflow import AliasState, MLflowModelAliasTrigger, check_alias, wanted_text
 
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
-class MLflowModelAliasSensor(BaseSensorOperator):
+class MLflowModelAliasSensor(TaskBoundary, BaseSensorOperator):
     """Wait until `alias` of registered model `model_name` moves.
 
     XCom: `{model, alias, version}` — the version the alias points at when the wait ended.

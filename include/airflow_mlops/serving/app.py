@@ -317,8 +317,10 @@ def create_app(spec: ModelSpec | str, *, manager: ModelManager | None = None, st
     :param shadow: score the `challenger` alias' version in shadow, off the request path (logged as
         shadow_version/shadow_prediction); default: the spec's `promotion.shadow`.
     """
+    from airflow_mlops import privacy
     from airflow_mlops.serving.metrics import ServingMetrics
 
+    privacy.disable_telemetry()  # the serving process runs our code only (also started without our CLI)
     spec = spec if isinstance(spec, ModelSpec) else load_spec(spec)
     shadow = spec.promotion.shadow if shadow is None else shadow
     manager = manager or ModelManager(spec.name, poll_seconds=spec.serving.poll_seconds,

@@ -23,10 +23,11 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_mlops.boundary import TriggerBoundary
 from airflow_mlops.core.canary import PENDING, CanaryLimits, CanaryMetricsError, RouteCounts, Verdict, assess
 
 
-class CanaryTrigger(BaseTrigger):
+class CanaryTrigger(TriggerBoundary, BaseTrigger):
     """Poll `{url}/metrics` every `poll_interval` seconds until the canary of `version` has a verdict.
 
     :param url: base URL of the serving app.

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_mlops.boundary import TriggerBoundary
 from airflow_mlops.core.freshness import FreshnessConfigError, FreshnessReport, ViewState, assess
 from airflow_mlops.exceptions import FeatureRepoError, MLOpsError
 
@@ -63,7 +64,7 @@ def freshness_report(feature_views: list[str] | None = None, max_staleness: str 
     return assess(states, now=now, max_staleness=max_staleness)
 
 
-class FeastFreshnessTrigger(BaseTrigger):
+class FeastFreshnessTrigger(TriggerBoundary, BaseTrigger):
     """Poll `freshness_report()` until every view is fresh or `deadline` passes; one event, then done.
 
     Event payloads: `{"status": "fresh", "report", "message"}`, `{"status": "stale", "report",

@@ -38,6 +38,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
+from airflow_mlops.boundary import TriggerBoundary
 from airflow_mlops.core.offline import raw_batches_in
 
 POLL_INTERVAL_ENV = "MLOPS_LANDING_POLL_INTERVAL"
@@ -144,7 +145,7 @@ class LandingScan:
         }
 
 
-class LandingFileTrigger(BaseEventTrigger):
+class LandingFileTrigger(TriggerBoundary, BaseEventTrigger):
     """Fire one event per complete new raw batch in `<landing_dir>/<dataset>/` (for an AssetWatcher).
 
     :param landing_dir: the landing directory (`paths().landing_dir`), absolute.

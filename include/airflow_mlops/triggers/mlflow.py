@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_mlops.boundary import TriggerBoundary
 from airflow_mlops.exceptions import MLOpsError
 
 if TYPE_CHECKING:
@@ -83,7 +84,7 @@ def seconds_left(deadline: str | None) -> float | None:
     return (end - datetime.now(UTC)) / timedelta(seconds=1)
 
 
-class MLflowModelAliasTrigger(BaseTrigger):
+class MLflowModelAliasTrigger(TriggerBoundary, BaseTrigger):
     """Poll the registry until `alias` of `model_name` satisfies the wait, or `deadline` passes; one event.
 
     Event payloads: `{"status": "success", "model", "alias", "version", "message"}`,
