@@ -49,9 +49,14 @@ browser-deps:
 	fi
 
 ## Every test except the production-profile `stack` tests; needs no server.
+## test_serving_app.py runs in a second pytest process: in the full run (only there) its in-process MLflow reads
+## miss versions a subprocess registers on the re-checked-out demo state; the cause is not found yet (see
+## docs/testing.md), and the module passes alone and after each other module tried.
+SEPARATE := tests/integration/test_serving_app.py
 test: install browser-deps
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/pytest -m "not stack" $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -m "not stack" --ignore=$(SEPARATE) $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -m "not stack" $(SEPARATE) $(PYTEST_ARGS)
 
 ## The edit-test loop: unit and DAG-integrity tests only (no browser, no Airflow stack); `make test` is the full run.
 test-fast: install
