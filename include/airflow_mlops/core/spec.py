@@ -83,9 +83,73 @@ class Compute(_Strict):
     kubernetes: KubernetesCompute = KubernetesCompute()
 
 
+class Distribution(_Strict):
+    """A random-search distribution (scipy.stats, which scikit-learn depends on): `uniform` and `loguniform`
+    draw floats in [low, high]; `randint` draws integers in [low, high)."""
+
+    distribution: Literal["uniform", "loguniform", "randint"]
+    low: float
+    high: float
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Distribution:
+        if self.high <= self.low:
+            raise ValueError(f"high must be above low, got low={self.low} high={self.high}")
+        if self.distribution == "loguniform" and self.low <= 0:
+            raise ValueError(f"loguniform needs low > 0, got low={self.low}")
+        if self.distribution == "randint" and not (self.low.is_integer() and self.high.is_integer()):
+            raise ValueError(f"randint needs integer bounds, got low={self.low} high={self.high}")
+        return self
+
+
+SEARCH_PARAM_RE = r"^[A-Za-z_]\w*$"
+
+
+class Search(_Strict):
+    """Hyperparameter search with scikit-learn's own search classes, on the training part of the split only.
+
+    `space` maps estimator constructor arguments to a list of values, or (random, halving) a distribution.
+    `cv` defaults to the split method: time-ordered folds for a time split, stratified k-fold for a random one.
+    `metric` defaults to `evaluation.primary_metric`. `max_seconds` stops a grid or random search between
+    candidates (the best of those evaluated wins, and the run says how many were); a halving search is one
+    unit whose budget is its resources, so it does not take `max_seconds`.
+    """
+
+    method: Literal["grid", "random", "halving"] = "random"
+    space: dict[str, list[Any] | Distribution] = Field(min_length=1)
+    cv: Literal["time", "kfold"] | None = None
+    folds: int = Field(default=3, ge=2, le=20)
+    n_iter: int = Field(default=10, ge=1, le=10_000, description="candidates (random; halving with distributions)")
+    metric: Literal[METRICS] | None = None  # type: ignore[valid-type]
+    max_seconds: int | None = Field(default=None, ge=1)
+
+    @field_validator("space")
+    @classmethod
+    def _space(cls, value: dict[str, list[Any] | Distribution]) -> dict[str, list[Any] | Distribution]:
+        for name, values in value.items():
+            if not re.match(SEARCH_PARAM_RE, name):
+                raise ValueError(f"{name!r} is not an estimator argument name")
+            if isinstance(values, list) and not values:
+                raise ValueError(f"{name}: empty list of values; give at least one value")
+        return value
+
+    @model_validator(mode="after")
+    def _method_fits_space(self) -> Search:
+        drawn = sorted(name for name, values in self.space.items() if isinstance(values, Distribution))
+        if self.method == "grid" and drawn:
+            raise ValueError(f"space: {drawn} are distributions, which a grid cannot enumerate; "
+                             "give lists of values or set training.search.method: random")
+        if self.method == "halving" and self.max_seconds is not None:
+            raise ValueError("max_seconds: a halving search is bounded by its rounds, not by time "
+                             "(scikit-learn's halving classes cannot stop between candidates); remove max_seconds "
+                             "or use method: random")
+        return self
+
+
 class Training(_Strict):
     estimator: str = Field(description="import path of a scikit-learn compatible classifier")
     params: dict[str, Any] = Field(default_factory=dict)
+    search: Search | None = Field(default=None, description="hyperparameter search before the final fit")
     preprocessing: Preprocessing = Preprocessing()
     split: Split = Split()
     seed: int = 7
@@ -104,6 +168,14 @@ class Training(_Strict):
                 f"must be a dotted import path like sklearn.ensemble.HistGradientBoostingClassifier, got {value!r}"
             )
         return value
+
+    @model_validator(mode="after")
+    def _searched_or_fixed(self) -> Training:
+        both = sorted(set(self.params) & set(self.search.space)) if self.search else []
+        if both:
+            raise ValueError(f"{both} are both fixed in training.params and searched in "
+                             "training.search.space; remove them from one of the two")
+        return self
 
 
 class Threshold(_Strict):
@@ -312,6 +384,16 @@ class ModelSpec(_Strict):
                              "or set serving.target: local")
         return self
 
+    def search_config(self) -> dict[str, Any] | None:
+        """training.search with its defaults resolved (cv from the split, metric from the evaluation), as JSON."""
+        search = self.training.search
+        if search is None:
+            return None
+        config = search.model_dump(mode="json")
+        config["cv"] = search.cv or self.training.split.method.replace("random", "kfold")
+        config["metric"] = search.metric or self.evaluation.primary_metric
+        return config
+
     @property
     def training_columns(self) -> tuple[str, ...]:
         return self.features.entity_df.request_features
@@ -351,8 +433,9 @@ def _describe(error: dict[str, Any]) -> str:
         return f"{where}: unknown field (value {got!r}); remove it or check its spelling"
     if error["type"] == "missing":
         return f"{where}: required field is missing"
-    if error["type"] == "value_error" and not error["loc"]:  # a rule across fields names its fields itself
-        return str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "value_error" and (not error["loc"] or isinstance(got, dict)):
+        # a rule across fields (a model validator) names its fields itself, relative to where it sits
+        return (f"{where}: " if error["loc"] else "") + str(error["msg"]).removeprefix("Value error, ")
     allowed = error.get("ctx", {}).get("expected")
     hint = f"; allowed: {allowed}" if allowed and str(allowed) not in error["msg"] else ""
     shown = got if not isinstance(got, dict) else "{...}"

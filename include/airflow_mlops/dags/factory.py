@@ -264,6 +264,7 @@ def _train_task(spec: ModelSpec, training_set: Any) -> Any:
         timestamp_column=feats.entity_df.timestamp_column,
         exclude_columns=list(feats.entity_keys),
         spec_sha256=spec_sha256(spec),
+        search=spec.search_config(),
     )
 
 
