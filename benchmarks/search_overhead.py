@@ -94,10 +94,9 @@ def run_job(frame_path: Path, config: dict[str, Any], round_no: int) -> dict[str
               "rows": None, "feature_service": "bench", "feature_views": {}}
     request = TrainingRequest(model_name=f"search_bench_{round_no}", training_set=record, estimator=ESTIMATOR,
                               label="label", params=dict(PARAMS), search=config, git_commit="0" * 40)
-    result = run_training_job(request, MLflowHook())
-    from mlflow import MlflowClient
-
-    params = MlflowClient().get_run(result["run_id"]).data.params
+    hook = MLflowHook()
+    result = run_training_job(request, hook)
+    params = hook.get_conn().get_run(result["run_id"]).data.params
     return {k: json.loads(params[f"params.{k}"]) for k in config["space"]}
 
 

@@ -40,6 +40,8 @@ SERIALIZATION_FORMAT = "cloudpickle"
 # ...so MLflow's warning against it on every save (mlflow.sklearn, WARNING) is dropped while we log.
 _CLOUDPICKLE_WARNING = "Saving scikit-learn models in the pickle or cloudpickle format"
 MODEL_ARTIFACT = "model"
+REQUEST_ARTIFACT = "training/request.json"
+SUMMARY_ARTIFACT = "training/summary.json"
 
 # Request key -> MLflow run tag of the Airflow identity (see core.lineage.airflow_context_tags).
 IDENTITY_TAGS = {
@@ -340,7 +342,9 @@ def _log_run(
         }
         mlflow.log_metrics({**result.metrics, **timings}, model_id=info.model_id)
         mlflow.log_dict(json.loads(json.dumps(dict(request.training_set), default=str)), "training_set/lineage.json")
-        mlflow.log_dict(result.summary(), "training/summary.json")
+        mlflow.log_dict(result.summary(), SUMMARY_ARTIFACT)
+        # the request as the job got it: `airflow-mlops reproduce` retrains a version from it (jobs/reproduce.py)
+        mlflow.log_dict(json.loads(request.to_json()), REQUEST_ARTIFACT)
         if result.search:
             _log_candidates(request, experiment_id, run.info.run_id, result)
         if result.feature_profile:  # serving.validate_ranges refuses inputs far outside it
