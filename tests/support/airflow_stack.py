@@ -23,6 +23,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -184,10 +185,14 @@ class AirflowStack:
         """Start `airflow <args>` as process `name` (log <log_dir>/<name>.log), with `env` on top of the stack's."""
         out = (self.log_dir / f"{name}.log").open("ab")
         self._log_handles.append(out)
-        # preexec_fn is safe here: the test process starts the stack before any thread exists.
+        # preexec_fn is only safe while no other thread exists (the stack's start). A process spawned
+        # later (a spare worker mid-test) gets its own session without the parent-death signal; stop()
+        # still ends it.
+        alone = threading.active_count() == 1
         self.procs[name] = subprocess.Popen(
             [airflow_exe(), *args], env={**self.env, **(env or {})}, stdout=out, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, cwd=self.home, preexec_fn=_die_with_parent,  # noqa: PLW1509
+            stdin=subprocess.DEVNULL, cwd=self.home, start_new_session=not alone,
+            preexec_fn=_die_with_parent if alone else None,  # noqa: PLW1509
         )
 
     def start_celery_worker(self, name: str, queues: str, concurrency: int = 1) -> None:
