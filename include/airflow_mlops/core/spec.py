@@ -21,6 +21,8 @@ NAME_RE = r"^[a-z][a-z0-9_]{1,62}$"
 IMPORT_PATH_RE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+$")
 K8S_NAME = r"^[a-z0-9]([-.a-z0-9]*[a-z0-9])?$"  # a Kubernetes object name
 DURATION = r"^\d+[smhd]$"  # 90s, 15m, 6h, 7d (see duration_seconds)
+# A Celery queue name as `airflow celery worker --queues a,b` takes it: no comma, no space.
+QUEUE_RE = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$"
 METRICS = ("roc_auc", "accuracy", "f1", "precision", "recall", "log_loss", "average_precision", "brier")
 
 
@@ -159,6 +161,10 @@ class Training(_Strict):
         default=30, ge=1, description="label rows used for training, counted back from the newest"
     )
     compute: Compute = Compute()
+    queue: str = Field(
+        default="default", pattern=QUEUE_RE,
+        description="Celery queue of the heavy tasks (build_training_set, train); light tasks stay on default",
+    )
 
     @field_validator("estimator")
     @classmethod
@@ -404,13 +410,18 @@ def spec_sha256(spec: ModelSpec) -> str:
 
     Hashing the parsed spec rather than the YAML bytes: comments, key order, quoting, indentation and flow vs
     block style do not change what the spec means, so they do not change the hash; a changed default does
-    (that comes with a new code commit anyway). `source_file` (where the spec lives) is not content.
+    (that comes with a new code commit anyway). `source_file` (where the spec lives) is not content, and
+    neither is `training.queue` (which workers run the tasks): moving training to another queue is not a new model.
+    An absent `training.search` is left out, so specs written before it existed keep their hash.
     """
     import hashlib
 
     from airflow_mlops.core.lineage import canonical_json
 
-    return hashlib.sha256(canonical_json(spec.model_dump(mode="json")).encode("utf-8")).hexdigest()
+    content = spec.model_dump(mode="json", exclude={"training": {"queue"}})
+    if content["training"].get("search") is None:  # a spec without a search hashes as before the field existed
+        content["training"].pop("search", None)
+    return hashlib.sha256(canonical_json(content).encode("utf-8")).hexdigest()
 
 
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
