@@ -148,7 +148,7 @@ class _MetricsServer:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:  # http.server's naming
                 owner.hits += 1
                 payload = (owner.body or "").encode()
                 self.send_response(200 if owner.body is not None else 503)
