@@ -82,7 +82,8 @@ class LoadedModel:
             if missing := [column for column in columns if column not in frame.columns]:
                 raise MissingFeatures(self.name, self.version, missing)
             frame = frame[columns].astype("float64", copy=False)
-        return self.model.predict_proba(frame)[:, 1]
+        positive: np.ndarray = self.model.predict_proba(frame)[:, 1]
+        return positive
 
     def predict_matrix(self, matrix: np.ndarray) -> np.ndarray:
         """Positive-class probability per row of a float64 matrix in `feature_columns` order (NaN = missing)."""
