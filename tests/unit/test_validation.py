@@ -17,9 +17,8 @@ from airflow_mlops.core.demo_data import DemoConfig, generate
 from airflow_mlops.core.gate import Gate, check_batch
 from airflow_mlops.core.offline import load_raw_batch, read_raw_batch
 from airflow_mlops.core.suites import Contract, load_suite, suite_from_reference
-from airflow_mlops.core.validation_report import render_html, report_url
+from airflow_mlops.core.validation_report import render_html
 from airflow_mlops.exceptions import DataValidationFailed
-from airflow_mlops.operators.validation import report_link
 
 pytestmark = pytest.mark.unit
 
@@ -252,12 +251,6 @@ def test_a_failing_dataframe_is_written_to_quarantine(tmp_path: Path) -> None:
     assert entry["source"] == "upstream" and not entry["success"]
     assert pd.read_parquet(entry["quarantined_to"]).shape == frame.shape
     assert Path(entry["quarantined_to"]).name == f"{entry['batch_id']}.parquet"
-
-
-def test_report_link_format() -> None:
-    assert report_url("rides/abc/report.html") == "/mlops/reports/validation/rides/abc/report.html"
-    assert report_link({"report": {"url": "/mlops/reports/validation/x"}}) == "/mlops/reports/validation/x"
-    assert report_link(None) == "" and report_link({"report": None}) == ""
 
 
 def test_expectations_dir_is_configurable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
