@@ -58,10 +58,13 @@ test: install browser-deps
 	$(VENV)/bin/pytest -m "not stack" --ignore=$(SEPARATE) $(PYTEST_ARGS)
 	$(VENV)/bin/pytest -m "not stack" $(SEPARATE) $(PYTEST_ARGS)
 
-## The edit-test loop: unit and DAG-integrity tests only (no browser, no Airflow stack); `make test` is the full run.
+## The edit-test loop (no browser, no Airflow stack); `make test` is the full run. First the unit layer alone:
+## tests/unit imports no Airflow (tests/support/unit_guard.py fails the run if it does) and has a < 60 s budget;
+## then the in-process Airflow tests of our operators/sensors/triggers/plugin (`adapter`) and DAG integrity.
 test-fast: install
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/pytest -m "unit or dags" $(PYTEST_ARGS)
+	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -m "adapter or dags" tests/adapter tests/dags $(PYTEST_ARGS)
 
 ## Production profile against PostgreSQL and Redis on 127.0.0.1 (they must be running).
 test-stack: install

@@ -19,9 +19,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from airflow_mlops.core.batch_inference import (
     MANIFEST_FILE,
@@ -91,6 +88,10 @@ def entity_rows(n: int, seed: int = 3) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def model() -> ScoringModel:
+    from sklearn.ensemble import HistGradientBoostingClassifier  # here, not at the top: collection stays fast
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     frame = entity_rows(600, seed=1)
     x = pd.DataFrame({**feature_values(frame, SERVED), "trip_distance_km": frame["trip_distance_km"]})
     y = (x["conv_rate"] + x["trip_distance_km"] / 30 > 0.9).astype(int)
