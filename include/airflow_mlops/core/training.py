@@ -12,7 +12,7 @@ import importlib
 import inspect
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -222,7 +222,7 @@ def compute_metrics(
     p = np.clip(np.asarray(proba, dtype=float), 0.0, 1.0)
     pred = (p >= DECISION_THRESHOLD).astype(int)
     both = len(np.unique(y)) == 2
-    compute = {
+    compute: dict[str, Callable[[], float]] = {
         "roc_auc": lambda: m.roc_auc_score(y, p) if both else float("nan"),
         "average_precision": lambda: m.average_precision_score(y, p) if both else float("nan"),
         "accuracy": lambda: m.accuracy_score(y, pred),

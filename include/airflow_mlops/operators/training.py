@@ -17,10 +17,10 @@ from airflow_mlops.openlineage.record import recall, remember
 from airflow_mlops.plugin.links import ModelPageLink
 
 if TYPE_CHECKING:
-    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
     from airflow_mlops.jobs.training import TrainingRequest
+    from airflow_mlops.openlineage.datasets import Lineage
 
 
 class SklearnTrainModelOperator(TaskBoundary, BaseOperator):
@@ -122,12 +122,12 @@ class SklearnTrainModelOperator(TaskBoundary, BaseOperator):
         hook = MLflowHook(self.mlflow_conn_id)
         request = self.training_request(context)
         # metrics can be NaN (a metric undefined on the held-out rows): XCom stays strict JSON
-        result = json_safe(run_training_job(request, hook))
+        result: dict[str, Any] = json_safe(run_training_job(request, hook))
         remember(self, context, {"result": result, "training_set": request.training_set,
                                  "registry_uri": hook.settings.registry_uri})
         return result
 
-    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Lineage | None:
         """The training-set snapshot (input) -> the model the run logged (output, `logged_models/<m-id>`)."""
         from airflow_mlops.openlineage.datasets import training_lineage
 
