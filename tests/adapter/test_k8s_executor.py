@@ -20,7 +20,7 @@ import yaml
 
 from airflow_mlops.core.spec import ModelSpec, parse_spec
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.adapter
 
 PROJECT = Path(__file__).resolve().parents[2]
 TEMPLATE = PROJECT / "docker" / "k8s" / "pod-template.yaml"

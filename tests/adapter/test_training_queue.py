@@ -9,7 +9,7 @@ import yaml
 
 from airflow_mlops.core.spec import parse_spec
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.adapter
 
 PROJECT = Path(__file__).resolve().parents[2]
 HEAVY = {"build_training_set", "train"}
