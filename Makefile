@@ -48,15 +48,10 @@ browser-deps:
 	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium fonts-dejavu-core; \
 	fi
 
-## Every test except the production-profile `stack` tests; needs no server.
-## test_serving_app.py runs in a second pytest process: in the full run (only there) its in-process MLflow reads
-## miss versions a subprocess registers on the re-checked-out demo state; the cause is not found yet (see
-## docs/testing.md), and the module passes alone and after each other module tried.
-SEPARATE := tests/integration/test_serving_app.py
+## Every test except the production-profile `stack` tests, in one pytest process; needs no server.
 test: install browser-deps
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/pytest -m "not stack" --ignore=$(SEPARATE) $(PYTEST_ARGS)
-	$(VENV)/bin/pytest -m "not stack" $(SEPARATE) $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -m "not stack" $(PYTEST_ARGS)
 
 ## The edit-test loop (no browser, no Airflow stack); `make test` is the full run. First the unit layer alone:
 ## tests/unit imports no Airflow (tests/support/unit_guard.py fails the run if it does) and has a < 60 s budget;
