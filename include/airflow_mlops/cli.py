@@ -160,12 +160,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(f"note: {args.workers} workers each load the model and follow its alias on their own; /admin/deploy "
               "and /metrics reach one worker per request. For canaries use --workers 1 and more replicas.",
               file=sys.stderr)
-    # Airflow's logging config (loaded when Airflow is first imported) sets uvicorn.error to propagate=False and
-    # gives it a stdout handler, whose buffer a SIGTERM exit never flushes: startup, shutdown and error lines
-    # would vanish. The serving app still builds its stores through our hooks, which import Airflow during
-    # startup (issue 18: store settings without hooks), so load Airflow's config now, before uvicorn's below.
-    # One access-log line per request would cost more than a prediction: off.
-    import airflow  # noqa: F401
+    # The serving process imports no Airflow (core.store_settings resolves the stores; tests/integration/
+    # test_serving_without_airflow.py checks it): uvicorn's logging config below is the only one. One access-log
+    # line per request would cost more than a prediction: off.
     log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
     log_config["loggers"]["uvicorn.error"]["propagate"] = True
     # On SIGTERM uvicorn shuts down gracefully (lifespan: prediction log flushed), then re-raises the signal;
