@@ -291,22 +291,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.user_mlops_home = bool(os.environ.get("MLOPS_HOME"))
     args.user_airflow_home = bool(os.environ.get("AIRFLOW_HOME"))
     # Airflow reads its configuration once, at import: set AIRFLOW_HOME & co. before anything imports it.
+    from airflow_mlops.exceptions import MLOpsError
     from airflow_mlops.runtime_env import apply_airflow_env
 
-    if args.command in ("demo", "run") and not args.verbose:
-        # dag.test() echoes every task log line; these commands print their own progress, so keep warnings only.
-        os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
-        from airflow_mlops.headless import quiet_library_warnings
-
-        quiet_library_warnings()  # libraries' deprecations are not the user's to fix
-    apply_airflow_env()
-    from airflow_mlops.exceptions import MLOpsError
-
     try:
+        if args.command in ("demo", "run") and not args.verbose:
+            # dag.test() echoes every task log line; these commands print their own progress, so keep warnings only.
+            os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
+            from airflow_mlops.headless import quiet_library_warnings
+
+            quiet_library_warnings()  # libraries' deprecations are not the user's to fix
+        apply_airflow_env()
         return int(args.func(args))
     except MLOpsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as exc:
+        if not _serving_install():
+            raise
+        print(f"error: `airflow-mlops {args.command}` needs the full install (pip install airflow-mlops): this is "
+              f"the serving install (airflow-mlops-serving), which runs `airflow-mlops serve` only ({exc})",
+              file=sys.stderr)
+        return 2
+
+
+def _serving_install() -> bool:
+    """True in the serving distribution (serving/pyproject.toml): it ships no hooks and no Airflow."""
+    from importlib.util import find_spec
+
+    return find_spec("airflow") is None and find_spec("airflow_mlops.hooks") is None
 
 
 if __name__ == "__main__":

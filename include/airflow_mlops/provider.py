@@ -126,9 +126,9 @@ def get_provider_info() -> dict[str, Any]:
         "extra-links": [
             "airflow_mlops.operators.validation.ValidationReportLink",
             "airflow_mlops.operators.evidently.DriftReportLink",
-            "airflow_mlops.plugin.links.ModelPageLink",
-            "airflow_mlops.plugin.links.EvaluationReportLink",
-            "airflow_mlops.plugin.links.ModelVersionLink",
-            "airflow_mlops.plugin.links.DriftHistoryLink",
+            "airflow_mlops.operators.links.ModelPageLink",
+            "airflow_mlops.operators.links.EvaluationReportLink",
+            "airflow_mlops.operators.links.ModelVersionLink",
+            "airflow_mlops.operators.links.DriftHistoryLink",
         ],
     }

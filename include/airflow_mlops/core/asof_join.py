@@ -59,7 +59,10 @@ def asof_plan(store: Any, service: Any) -> list[AsofView] | None:
     """The service's views for `AsofJoiner`, or None when one is not a local parquet FileSource (then Feast joins)."""
     from feast import FileSource
     from feast.errors import FeatureViewNotFoundException
-    from feast.infra.offline_stores.file_source import ParquetFormat
+
+    from airflow_mlops.core.feast_internals import parquet_format
+
+    ParquetFormat = parquet_format()  # Feast's class, under its own name
 
     views = []
     for projection in service.feature_view_projections:

@@ -47,7 +47,9 @@ def feast_output_to_log(logger: InfoLogger | None = None) -> Iterator[None]:
     import functools
     import warnings
 
-    import feast.feature_store as feature_store_module
+    from airflow_mlops.core.feast_internals import feature_store_module as feast_store_module
+
+    feature_store_module = feast_store_module()
     from tqdm import tqdm
 
     target = logger or log
@@ -77,7 +79,9 @@ def importable_repo(repo: Path) -> Iterator[None]:
     at import time (a second parse under another MLOPS_HOME would see the first one's source
     paths), so: chdir into the repo, put it on sys.path, and drop those modules before and after.
     """
-    from feast.repo_operations import get_repo_files, py_path_to_module
+    from airflow_mlops.core.feast_internals import repo_operations
+
+    get_repo_files, py_path_to_module = repo_operations().get_repo_files, repo_operations().py_path_to_module
 
     old_cwd, old_bytecode = os.getcwd(), sys.dont_write_bytecode
     os.chdir(repo)
@@ -106,7 +110,10 @@ def parse_feature_repo(repo: Path, *, project: str | None = None) -> RepoContent
     repo, `project` is added, the same default `feast apply` uses.
     """
     from feast.project import Project
-    from feast.repo_operations import parse_repo
+
+    from airflow_mlops.core.feast_internals import repo_operations
+
+    parse_repo = repo_operations().parse_repo
 
     repo = repo.resolve()
     if not repo.is_dir():
@@ -124,7 +131,9 @@ def parse_feature_repo(repo: Path, *, project: str | None = None) -> RepoContent
 
 def definitions_hash(repo: Path, *, project: str, online_store: str, state_dir: str = "") -> str:
     """sha256 of every definition file Feast reads (honouring .feastignore), the project, online store and state dir."""
-    from feast.repo_operations import get_repo_files
+    from airflow_mlops.core.feast_internals import repo_operations
+
+    get_repo_files = repo_operations().get_repo_files
 
     repo = repo.resolve()
     digest = hashlib.sha256(f"{project}\0{online_store}\0{state_dir}\0".encode())
@@ -169,7 +178,9 @@ def rebase_registry(registry: Path, online_db: Path) -> list[str]:
     the original's online store. Edited as a protobuf before any FeatureStore exists: loading the
     registry through Feast would already open a connection to the recorded (foreign) file.
     """
-    from feast.protos.feast.core.Registry_pb2 import Registry as RegistryProto
+    from airflow_mlops.core.feast_internals import registry_proto
+
+    RegistryProto = registry_proto()  # a protobuf message class
 
     if not registry.is_file():
         return []
@@ -192,7 +203,9 @@ def rebase_registry(registry: Path, online_db: Path) -> list[str]:
 
 def foreign_source_paths(registry: Path, offline_dir: Path) -> list[str]:
     """File sources in the registry that read outside `offline_dir` (the registry came from another state dir)."""
-    from feast.protos.feast.core.Registry_pb2 import Registry as RegistryProto
+    from airflow_mlops.core.feast_internals import registry_proto
+
+    RegistryProto = registry_proto()  # a protobuf message class
 
     if not registry.is_file():
         return []

@@ -205,7 +205,9 @@ class FeastHook(BaseHook):
         Unchanged definitions are not re-applied, so materialization state is never touched
         (feast#2905). Returns {applied, hash, feature_views, feature_services}.
         """
-        from feast.repo_operations import apply_total_with_repo_instance
+        from airflow_mlops.core.feast_internals import repo_operations
+
+        apply_total_with_repo_instance = repo_operations().apply_total_with_repo_instance
 
         s = self.settings
         # The state dir is part of the hash: definitions parsed under another MLOPS_HOME read its offline files.
