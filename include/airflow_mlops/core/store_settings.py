@@ -102,11 +102,12 @@ def parse_connection_uri(conn_id: str, uri: str) -> ConnectionFields:
     if parts.query:
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
         extra = query["__extra__"] if "__extra__" in query else json.dumps(query)
+    # empty values stay as Airflow leaves them ('' host/schema, None login/password when absent)
     return ConnectionFields(
-        conn_id=conn_id, conn_type=_normalize_conn_type(conn_type), host=host or None, port=parts.port,
-        login=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password else None,
-        schema=unquote(parts.path[1:]) if parts.path[1:] else None, extra=_extra_dict(extra, conn_id))
+        conn_id=conn_id, conn_type=_normalize_conn_type(conn_type), host=host, port=parts.port,
+        login=unquote(parts.username) if parts.username else parts.username,
+        password=unquote(parts.password) if parts.password else parts.password,
+        schema=unquote(parts.path[1:]) if parts.path[1:] else parts.path[1:], extra=_extra_dict(extra, conn_id))
 
 
 def parse_connection_json(conn_id: str, value: str) -> ConnectionFields:
