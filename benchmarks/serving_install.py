@@ -6,7 +6,8 @@ Builds two fresh venvs with uv in a temp dir, the way the images install them:
 - serving: requirements/serving.txt, then serving/ with --no-deps (docker/serving.Dockerfile now).
 Reports site-packages size (`du -sm`, one venv per du call: uv hard-links from its cache), distributions,
 and the median wall time of `python -c "import airflow_mlops.serving.app"` in fresh processes (alternating
-the two venvs), plus what a server loads to answer: the serving app, mlflow.sklearn, feast and uvicorn.
+the two venvs), plus what a server loads to answer: the serving app, mlflow.sklearn, feast and uvicorn; and,
+in the full venv, that plus the two hooks the server built its stores with before core.store_settings.
 
     .venv/bin/python benchmarks/serving_install.py [--repeat 7]
 """
@@ -26,6 +27,8 @@ PROJECT = Path(__file__).resolve().parents[1]
 UV = Path(sys.executable).with_name("uv")
 IMPORTS = {"app": "import airflow_mlops.serving.app",
            "server": "import airflow_mlops.serving.app, airflow_mlops.serving.features, mlflow.sklearn, feast, uvicorn"}
+# What a server loaded before core.store_settings: its stores came through the hooks, i.e. Airflow (full venv only).
+BEFORE = IMPORTS["server"] + ", airflow_mlops.hooks.mlflow, airflow_mlops.hooks.feast"
 
 
 def _run(*command: str) -> None:
@@ -80,11 +83,14 @@ def main() -> None:
                     times[name].append(_import_seconds(venv, statement))
             for name in venvs:
                 result[name][f"import_{key}_s"] = round(statistics.median(times[name]), 3)
+        before = [_import_seconds(venvs["full"], BEFORE) for _ in range(args.repeat)]
+        result["full"]["import_server_via_hooks_s"] = round(statistics.median(before), 3)
     full, serving = result["full"], result["serving"]
     print(json.dumps(result, indent=2))
     print(f"site-packages: {full['site_packages_mb']} MB -> {serving['site_packages_mb']} MB "
           f"({serving['site_packages_mb'] / full['site_packages_mb']:.2f}x); distributions "
           f"{full['distributions']:.0f} -> {serving['distributions']:.0f}")
+    print(f"server imports, before (stores through the hooks, full install): {full['import_server_via_hooks_s']:.2f} s")
     for key in IMPORTS:
         print(f"import {key}: {full[f'import_{key}_s']:.2f} s -> {serving[f'import_{key}_s']:.2f} s "
               f"({serving[f'import_{key}_s'] / full[f'import_{key}_s']:.2f}x)")

@@ -111,6 +111,9 @@ def get_provider_info() -> dict[str, Any]:
             {"integration-name": "Great Expectations", "python-modules": ["airflow_mlops.operators.validation"]},
             {"integration-name": "Evidently", "python-modules": ["airflow_mlops.operators.evidently"]},
             {"integration-name": "Monitoring", "python-modules": ["airflow_mlops.operators.monitoring"]},
+            # the Asset objects our operators emit and their extra links to the Models pages
+            {"integration-name": "MLOps UI", "python-modules": ["airflow_mlops.operators.assets",
+                                                                "airflow_mlops.operators.links"]},
         ],
         "sensors": [
             {"integration-name": "Feast", "python-modules": ["airflow_mlops.sensors.feast"]},
