@@ -58,11 +58,8 @@ class AsofView:
 def asof_plan(store: Any, service: Any) -> list[AsofView] | None:
     """The service's views for `AsofJoiner`, or None when one is not a local parquet FileSource (then Feast joins)."""
     from feast import FileSource
+    from feast.data_format import ParquetFormat
     from feast.errors import FeatureViewNotFoundException
-
-    from airflow_mlops.core.feast_internals import parquet_format
-
-    ParquetFormat = parquet_format()  # Feast's class, under its own name
 
     views = []
     for projection in service.feature_view_projections:
@@ -214,4 +211,5 @@ def utc_micros(times: pd.Series) -> np.ndarray:
     """Microseconds since the epoch, UTC (naive times count as UTC)."""
     if getattr(times.dt, "tz", None) is not None:
         times = times.dt.tz_convert("UTC").dt.tz_localize(None)
-    return times.astype("datetime64[us]").to_numpy().view("int64")
+    micros: np.ndarray = times.astype("datetime64[us]").to_numpy().view("int64")
+    return micros

@@ -3,7 +3,7 @@
 Feast's public API is the top-level `feast` package (FeatureStore, RepoConfig, FeatureView, ...) and
 `feast.errors`/`feast.types`/`feast.value_type`. What we need beyond it — the repo parser and `apply` of the
 `feast` CLI, the registry and entity-key protos, the value converters and the request-context cache of the
-online read, the parquet format class — lives in modules Feast may change in any release. They are reached
+online read — lives in modules Feast may change in any release. They are reached
 through this module only, so a Feast upgrade has one file to check (with the tests that cover each use).
 Each function imports lazily: nothing here loads Feast at import.
 """
@@ -61,9 +61,3 @@ def dummy_entity_name() -> str:
 
     return str(DUMMY_ENTITY_NAME)
 
-
-def parquet_format() -> type:
-    """The ParquetFormat class of file sources."""
-    from feast.infra.offline_stores.file_source import ParquetFormat
-
-    return ParquetFormat

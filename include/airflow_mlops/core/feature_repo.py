@@ -46,6 +46,7 @@ def feast_output_to_log(logger: InfoLogger | None = None) -> Iterator[None]:
     """
     import functools
     import warnings
+    from unittest import mock
 
     from airflow_mlops.core.feast_internals import feature_store_module as feast_store_module
 
@@ -53,15 +54,15 @@ def feast_output_to_log(logger: InfoLogger | None = None) -> Iterator[None]:
     from tqdm import tqdm
 
     target = logger or log
-    buffer, original, stdout = io.StringIO(), feature_store_module.tqdm, sys.stdout
-    feature_store_module.tqdm = functools.partial(tqdm, disable=True)
+    buffer, stdout = io.StringIO(), sys.stdout
+    # feast.feature_store's own `tqdm` global (materialize's progress bar), replaced for this block only
+    quiet_bars = mock.patch.object(feature_store_module, "tqdm", functools.partial(tqdm, disable=True))
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(buffer):
+        with quiet_bars, warnings.catch_warnings(), contextlib.redirect_stdout(buffer):
             # Feast 0.67's duckdb path calls ibis' deprecated fetch_arrow_table() on every query.
             warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ibis\.")
             yield
     finally:
-        feature_store_module.tqdm = original
         for line in buffer.getvalue().splitlines():
             plain = _ANSI.sub("", line).strip()
             if _LOG_RECORD.match(plain):
@@ -120,7 +121,7 @@ def parse_feature_repo(repo: Path, *, project: str | None = None) -> RepoContent
         raise FeatureRepoError(f"feature repo {repo} does not exist; set MLOPS_FEATURE_REPO to the Feast repo folder")
     try:
         with importable_repo(repo):
-            contents = parse_repo(repo)
+            contents: RepoContents = parse_repo(repo)
     except Exception as err:  # user code: any import-time error is a repo error
         raise FeatureRepoError(f"cannot load Feast definitions from {repo}: {type(err).__name__}: {err}") from err
     if project and not contents.projects:  # as repo_operations._get_repo_contents does
