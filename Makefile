@@ -88,15 +88,19 @@ bench: install
 	$(PY) benchmarks/serving.py
 	$(PY) benchmarks/drift.py
 
-## Re-resolve the locks after changing dependencies in pyproject.toml: lock.txt (Python 3.11, dev group, the venv)
-## and lock-py3.12.txt (runtime deps only, the Astro Runtime image's Python). The 3.12 lock is seeded with the
-## 3.11 pins (uv prefers the versions already in its output file), so both keep the same version of every
-## package they share; tests/unit/test_astro_project.py fails on any drift.
+## Re-resolve the locks after changing dependencies in pyproject.toml: lock.txt (Python 3.11, dev group, the venv),
+## lock-py3.12.txt (runtime deps only, the Astro Runtime image's Python) and serving.txt (the serving distribution,
+## serving/pyproject.toml, constrained to lock.txt's pins: the serving image runs the tested versions). The 3.12
+## lock is seeded with the 3.11 pins (uv prefers the versions already in its output file), so both keep the same
+## version of every package they share; tests/unit/test_astro_project.py and test_serving_distribution.py fail on
+## any drift.
 lock: install
 	$(VENV)/bin/uv pip compile pyproject.toml --group dev --python-version 3.11 -o requirements/lock.txt
 	cp requirements/lock.txt requirements/lock-py3.12.txt
 	$(VENV)/bin/uv pip compile pyproject.toml --python-version 3.12 -o requirements/lock-py3.12.txt
 	$(VENV)/bin/uv pip compile requirements/kserve-client.in --python-version 3.11 -o requirements/kserve-client.txt
+	$(VENV)/bin/uv pip compile serving/pyproject.toml --python-version 3.11 --constraint requirements/lock.txt \
+	  -o requirements/serving.txt
 
 clean:
 	rm -rf $(VENV) $(KSERVE_VENV) .local .pytest_cache .ruff_cache .mypy_cache

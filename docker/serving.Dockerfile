@@ -11,7 +11,9 @@
 # MLOPS_PREDICTION_LOG_URL=postgresql://... (prediction log table), MLOPS_SERVING_ADMIN_TOKEN (from a secret),
 # and MLOPS_HOME on a volume holding the Feast registry (MLOPS_HOME/feast/registry.db, written by the feature DAG).
 #
-# Python 3.11 and requirements/lock.txt as a constraints file: exactly the versions the project is tested with.
+# The serving distribution (serving/pyproject.toml: airflow-mlops-serving) without Airflow, GX or Evidently, from
+# requirements/serving.txt: its pins are requirements/lock.txt's (`make lock`), so the server runs exactly the
+# versions the project is tested with. Python 3.11: the interpreter the locks are compiled for.
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -29,13 +31,16 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     SCARF_ANALYTICS=false
 
 WORKDIR /opt/airflow-mlops
-# Dependencies first (cached while only include/ changes), then the project: specs and feature repo come with
-# it, found through MLOPS_PROJECT_DIR (include/models, include/feature_repo).
-COPY requirements/lock.txt requirements/lock.txt
-COPY pyproject.toml README.md ./
+# Dependencies first (cached while only include/ changes), then the serving distribution without deps; the specs
+# and feature repo come with include/, found through MLOPS_PROJECT_DIR (include/models, include/feature_repo).
+# tests/integration/test_serving_without_airflow.py runs these same two installs in a fresh venv.
+COPY requirements/serving.txt requirements/serving.txt
+RUN pip install --no-deps -r requirements/serving.txt
+COPY serving ./serving
 COPY include ./include
-RUN pip install --constraint requirements/lock.txt . \
+RUN pip install --no-deps ./serving \
     && python -c "import airflow_mlops.serving.app, feast, mlflow.sklearn, uvicorn" \
+    && ! python -c "import airflow" 2>/dev/null \
     && useradd --create-home --uid 10001 --shell /usr/sbin/nologin mlops \
     && mkdir -p "${MLOPS_HOME}" \
     && chown mlops:mlops "${MLOPS_HOME}"

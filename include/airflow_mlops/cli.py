@@ -182,12 +182,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(f"note: {args.workers} workers each load the model and follow its alias on their own; /admin/deploy "
               "and /metrics reach one worker per request. For canaries use --workers 1 and more replicas.",
               file=sys.stderr)
-    # Airflow's logging config (loaded when Airflow is first imported) sets uvicorn.error to propagate=False and
-    # gives it a stdout handler, whose buffer a SIGTERM exit never flushes: startup, shutdown and error lines
-    # would vanish. The serving app still builds its stores through our hooks, which import Airflow during
-    # startup (issue 18: store settings without hooks), so load Airflow's config now, before uvicorn's below.
-    # One access-log line per request would cost more than a prediction: off.
-    import airflow  # noqa: F401
+    # The serving process imports no Airflow (core.store_settings resolves the stores; tests/integration/
+    # test_serving_without_airflow.py checks it): uvicorn's logging config below is the only one. One access-log
+    # line per request would cost more than a prediction: off.
     log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
     log_config["loggers"]["uvicorn.error"]["propagate"] = True
     # On SIGTERM uvicorn shuts down gracefully (lifespan: prediction log flushed), then re-raises the signal;
@@ -330,22 +327,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.user_mlops_home = bool(os.environ.get("MLOPS_HOME"))
     args.user_airflow_home = bool(os.environ.get("AIRFLOW_HOME"))
     # Airflow reads its configuration once, at import: set AIRFLOW_HOME & co. before anything imports it.
+    from airflow_mlops.exceptions import MLOpsError
     from airflow_mlops.runtime_env import apply_airflow_env
 
-    if args.command in ("demo", "run") and not args.verbose:
-        # dag.test() echoes every task log line; these commands print their own progress, so keep warnings only.
-        os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
-        from airflow_mlops.headless import quiet_library_warnings
-
-        quiet_library_warnings()  # libraries' deprecations are not the user's to fix
-    apply_airflow_env()
-    from airflow_mlops.exceptions import MLOpsError
-
     try:
+        if args.command in ("demo", "run") and not args.verbose:
+            # dag.test() echoes every task log line; these commands print their own progress, so keep warnings only.
+            os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
+            from airflow_mlops.headless import quiet_library_warnings
+
+            quiet_library_warnings()  # libraries' deprecations are not the user's to fix
+        apply_airflow_env()
         return int(args.func(args))
     except MLOpsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as exc:
+        if not _serving_install():
+            raise
+        print(f"error: `airflow-mlops {args.command}` needs the full install (pip install airflow-mlops): this is "
+              f"the serving install (airflow-mlops-serving), which runs `airflow-mlops serve` only ({exc})",
+              file=sys.stderr)
+        return 2
+
+
+def _serving_install() -> bool:
+    """True in the serving distribution (serving/pyproject.toml): it ships no hooks and no Airflow."""
+    from importlib.util import find_spec
+
+    return find_spec("airflow") is None and find_spec("airflow_mlops.hooks") is None
 
 
 if __name__ == "__main__":

@@ -111,6 +111,9 @@ def get_provider_info() -> dict[str, Any]:
             {"integration-name": "Great Expectations", "python-modules": ["airflow_mlops.operators.validation"]},
             {"integration-name": "Evidently", "python-modules": ["airflow_mlops.operators.evidently"]},
             {"integration-name": "Monitoring", "python-modules": ["airflow_mlops.operators.monitoring"]},
+            # the Asset objects our operators emit and their extra links to the Models pages
+            {"integration-name": "MLOps UI", "python-modules": ["airflow_mlops.operators.assets",
+                                                                "airflow_mlops.operators.links"]},
         ],
         "sensors": [
             {"integration-name": "Feast", "python-modules": ["airflow_mlops.sensors.feast"]},
@@ -126,9 +129,9 @@ def get_provider_info() -> dict[str, Any]:
         "extra-links": [
             "airflow_mlops.operators.validation.ValidationReportLink",
             "airflow_mlops.operators.evidently.DriftReportLink",
-            "airflow_mlops.plugin.links.ModelPageLink",
-            "airflow_mlops.plugin.links.EvaluationReportLink",
-            "airflow_mlops.plugin.links.ModelVersionLink",
-            "airflow_mlops.plugin.links.DriftHistoryLink",
+            "airflow_mlops.operators.links.ModelPageLink",
+            "airflow_mlops.operators.links.EvaluationReportLink",
+            "airflow_mlops.operators.links.ModelVersionLink",
+            "airflow_mlops.operators.links.DriftHistoryLink",
         ],
     }

@@ -13,7 +13,7 @@ def test_links_of_a_task_that_did_not_succeed_ask_for_no_xcom(monkeypatch: pytes
 
     from airflow.sdk.execution_time.xcom import XCom
 
-    from airflow_mlops.plugin.links import ModelPageLink, ModelVersionLink
+    from airflow_mlops.operators.links import ModelPageLink, ModelVersionLink
 
     asked: list[str] = []
     monkeypatch.setattr(XCom, "get_value", classmethod(lambda cls, *, ti_key, key: asked.append(key) or {

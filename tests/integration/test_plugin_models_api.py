@@ -178,7 +178,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_mlops.operators.evaluation import EvaluateModelOperator
 from airflow_mlops.operators.training import SklearnTrainModelOperator
-from airflow_mlops.plugin.links import DriftHistoryLink, ModelVersionLink
+from airflow_mlops.operators.links import DriftHistoryLink, ModelVersionLink
 
 
 class Train(SklearnTrainModelOperator):  # the real class and its links; only the work is skipped

@@ -66,9 +66,12 @@ class ServingProcess:
 
 
 @contextlib.contextmanager
-def serving_process(model: str, env: Mapping[str, str], log_path: Path) -> Iterator[ServingProcess]:
-    """`airflow-mlops serve --model <model>` on a free port with `env`; waits for /ready (a loaded champion)."""
-    cli = Path(sys.executable).with_name("airflow-mlops")
+def serving_process(model: str, env: Mapping[str, str], log_path: Path,
+                    cli: Path | None = None) -> Iterator[ServingProcess]:
+    """`airflow-mlops serve --model <model>` on a free port with `env`; waits for /ready (a loaded champion).
+
+    `cli`: the `airflow-mlops` of another environment (default: this interpreter's)."""
+    cli = cli or Path(sys.executable).with_name("airflow-mlops")
     port = free_port()
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as sink:

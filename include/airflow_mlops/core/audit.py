@@ -5,7 +5,7 @@ The registry is the source of truth, so the trail lives in it: every alias move 
 `airflow_mlops.audit.<seq>` holding a JSON event. Tags survive any MLflow backend (SQLite,
 PostgreSQL, a server), need no extra table and are shown by the MLflow UI as they are.
 
-Alias moves happen under the registry lease (`core/lease.py`, `hooks/mlflow_registry.ModelRegistry.lease`).
+Alias moves happen under the registry lease (`core/lease.py`, `core/model_registry.ModelRegistry.lease`).
 """
 
 from __future__ import annotations

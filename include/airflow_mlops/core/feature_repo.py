@@ -48,7 +48,9 @@ def feast_output_to_log(logger: InfoLogger | None = None) -> Iterator[None]:
     import warnings
     from unittest import mock
 
-    import feast.feature_store as feature_store_module
+    from airflow_mlops.core.feast_internals import feature_store_module as feast_store_module
+
+    feature_store_module = feast_store_module()
     from tqdm import tqdm
 
     target = logger or log
@@ -78,7 +80,9 @@ def importable_repo(repo: Path) -> Iterator[None]:
     at import time (a second parse under another MLOPS_HOME would see the first one's source
     paths), so: chdir into the repo, put it on sys.path, and drop those modules before and after.
     """
-    from feast.repo_operations import get_repo_files, py_path_to_module
+    from airflow_mlops.core.feast_internals import repo_operations
+
+    get_repo_files, py_path_to_module = repo_operations().get_repo_files, repo_operations().py_path_to_module
 
     old_cwd, old_bytecode = os.getcwd(), sys.dont_write_bytecode
     os.chdir(repo)
@@ -107,14 +111,17 @@ def parse_feature_repo(repo: Path, *, project: str | None = None) -> RepoContent
     repo, `project` is added, the same default `feast apply` uses.
     """
     from feast.project import Project
-    from feast.repo_operations import parse_repo
+
+    from airflow_mlops.core.feast_internals import repo_operations
+
+    parse_repo = repo_operations().parse_repo
 
     repo = repo.resolve()
     if not repo.is_dir():
         raise FeatureRepoError(f"feature repo {repo} does not exist; set MLOPS_FEATURE_REPO to the Feast repo folder")
     try:
         with importable_repo(repo):
-            contents = parse_repo(repo)
+            contents: RepoContents = parse_repo(repo)
     except Exception as err:  # user code: any import-time error is a repo error
         raise FeatureRepoError(f"cannot load Feast definitions from {repo}: {type(err).__name__}: {err}") from err
     if project and not contents.projects:  # as repo_operations._get_repo_contents does
@@ -125,7 +132,9 @@ def parse_feature_repo(repo: Path, *, project: str | None = None) -> RepoContent
 
 def definitions_hash(repo: Path, *, project: str, online_store: str, state_dir: str = "") -> str:
     """sha256 of every definition file Feast reads (honouring .feastignore), the project, online store and state dir."""
-    from feast.repo_operations import get_repo_files
+    from airflow_mlops.core.feast_internals import repo_operations
+
+    get_repo_files = repo_operations().get_repo_files
 
     repo = repo.resolve()
     digest = hashlib.sha256(f"{project}\0{online_store}\0{state_dir}\0".encode())
@@ -170,7 +179,9 @@ def rebase_registry(registry: Path, online_db: Path) -> list[str]:
     the original's online store. Edited as a protobuf before any FeatureStore exists: loading the
     registry through Feast would already open a connection to the recorded (foreign) file.
     """
-    from feast.protos.feast.core.Registry_pb2 import Registry as RegistryProto
+    from airflow_mlops.core.feast_internals import registry_proto
+
+    RegistryProto = registry_proto()  # a protobuf message class
 
     if not registry.is_file():
         return []
@@ -193,7 +204,9 @@ def rebase_registry(registry: Path, online_db: Path) -> list[str]:
 
 def foreign_source_paths(registry: Path, offline_dir: Path) -> list[str]:
     """File sources in the registry that read outside `offline_dir` (the registry came from another state dir)."""
-    from feast.protos.feast.core.Registry_pb2 import Registry as RegistryProto
+    from airflow_mlops.core.feast_internals import registry_proto
+
+    RegistryProto = registry_proto()  # a protobuf message class
 
     if not registry.is_file():
         return []

@@ -1,7 +1,7 @@
 """The registry lease as plain data: claims, their order and what a claimant does next (no MLflow import).
 
 One registered-model tag per claimant, `airflow_mlops.lease.<microseconds>.<token>` = {owner, at}. The
-protocol (`hooks/mlflow_registry.ModelRegistry.lease`) is "write your own claim, then read all claims":
+protocol (`core/model_registry.ModelRegistry.lease`) is "write your own claim, then read all claims":
 a claimant goes on only when a read made after its own claim landed shows no other live claim. That is
 mutual exclusion without compare-and-set and without any bound on write latency — see the hook's docstring
 for the argument. `standing()` turns such a read into the next step: go, withdraw, or wait.

@@ -1,10 +1,10 @@
 """FeastHook: the `feast_default` connection (or MLOPS_* settings) → a configured `FeatureStore`.
 
-Settings resolve as: explicit argument > connection extras (`repo_path`, `online_store`,
-`project`; the password is the Redis password) > environment/embedded default. No
-`feature_store.yaml` is read: the `RepoConfig` is built here, so switching the online store to
-Redis is configuration only. Feast, pandas, pyarrow and duckdb are imported inside functions: DAG
-files import operators, operators import this module, so its top must stay light. The repo as
+Settings resolve in `core.store_settings.resolve_feast`: explicit argument > connection extras (`repo_path`,
+`online_store`, `project`; the password is the Redis password) > environment/embedded default; the hook
+reads the connection through Airflow and passes it in. The `RepoConfig` is built by `core.feast_store`
+(shared with the serving app, which needs no Airflow). Feast, pandas, pyarrow and duckdb are imported
+inside functions: DAG files import operators, operators import this module, so its top must stay light. The repo as
 files (parsing it in-process, hashing it, Feast's prints in the log) is `core.feature_repo`.
 """
 
@@ -13,11 +13,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
 
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import (
@@ -27,6 +25,16 @@ from airflow.sdk.exceptions import (
 )
 
 from airflow_mlops import config
+from airflow_mlops.core.feast_store import (  # re-exported: tests and benchmarks import them from here
+    DEFAULT_PROJECT,
+    REDIS_WHAT,
+    FeastSettings,
+    online_store_config,
+    redis_connection_string,
+    redis_params,
+    repo_config,
+    sqlite_online_path,
+)
 from airflow_mlops.core.feature_repo import (
     definitions_hash,
     feast_output_to_log,
@@ -35,80 +43,21 @@ from airflow_mlops.core.feature_repo import (
     rebase_registry,
 )
 from airflow_mlops.core.offline import atomic_write_bytes, batch_id_from_file
-from airflow_mlops.exceptions import FeatureRepoError, StoreConfigError, StoreUnavailable
-from airflow_mlops.profile import classify_redis_error, tcp_probe, url_problem
+from airflow_mlops.core.store_settings import ConnectionFields, resolve_feast
+from airflow_mlops.exceptions import FeatureRepoError, StoreUnavailable
+from airflow_mlops.profile import classify_redis_error, tcp_probe
 
 if TYPE_CHECKING:
     from feast import FeatureStore, RepoConfig
     from feast.repo_contents import RepoContents
 
+__all__ = ["APPLIED_STATE_FILE", "DEFAULT_PROJECT", "FeastHook", "FeastSettings", "redis_connection_string",
+           "redis_params", "sqlite_online_path"]
+
 log = logging.getLogger(__name__)
 
-DEFAULT_PROJECT = "mlops"
 APPLIED_STATE_FILE = "applied_definitions.json"
 REDIS_CHECK_TIMEOUT_S = 2.0
-REDIS_WHAT = "Feast online store (Redis)"
-
-
-@dataclass(frozen=True)
-class FeastSettings:
-    """Resolved settings of one hook: where the definitions are and which online store to use."""
-
-    repo_path: Path
-    online_store: str | None
-    project: str
-    redis_password: str | None = None
-
-    @property
-    def is_redis(self) -> bool:
-        return self.online_store is not None and self.online_store.startswith(("redis://", "rediss://"))
-
-    @property
-    def redis_url(self) -> str:
-        """The Redis URL; empty when the online store is SQLite."""
-        return self.online_store if self.online_store is not None and self.is_redis else ""
-
-    @property
-    def online_store_label(self) -> str:
-        """The online store without credentials, for logs, errors and change detection."""
-        if self.is_redis:
-            p = redis_params(self.redis_url)
-            return f"{urlsplit(self.redis_url).scheme}://{p['host']}:{p['port']}/{p['db']}"
-        return f"sqlite:///{sqlite_online_path(self.online_store)}"
-
-
-def sqlite_online_path(online_store: str | None) -> Path:
-    """`sqlite:////abs/path.db` names a file; unset or `sqlite` means MLOPS_HOME/feast/online.db."""
-    if online_store and online_store.startswith("sqlite:///") and len(online_store) > len("sqlite:///"):
-        return Path(online_store[len("sqlite:///"):])
-    return config.paths().feast_dir / "online.db"
-
-
-def redis_params(url: str, password: str | None = None) -> dict[str, Any]:
-    """`redis[s]://[user:pw@]host:port/db` → host, port, db, username, password, ssl."""
-    invalid = url_problem(url, default_port=6379)
-    if invalid is not None:
-        raise StoreConfigError(REDIS_WHAT, url, invalid.reason,
-                               "Use redis://host:port/db, e.g. redis://127.0.0.1:6379/0.")
-    parts = urlsplit(url)
-    db = parts.path.lstrip("/") or "0"
-    if not db.isdigit():
-        raise StoreConfigError(REDIS_WHAT, url, f"database {db!r} is not a number",
-                               "Use a database number, e.g. redis://127.0.0.1:6379/0.")
-    return {"host": parts.hostname or "localhost", "port": parts.port or 6379, "db": int(db),
-            "username": unquote(parts.username) if parts.username else None,
-            "password": unquote(parts.password) if parts.password else password, "ssl": parts.scheme == "rediss"}
-
-
-def redis_connection_string(url: str, password: str | None = None) -> str:
-    """Feast's Redis format `host:port,db=N[,username=..][,password=..][,ssl=true]` for a redis:// URL."""
-    p = redis_params(url, password)
-    if p["password"] and "," in p["password"]:  # Feast splits the connection string on commas
-        raise StoreConfigError(REDIS_WHAT, url, "the password contains ','",
-                               "Feast's Redis connection string is split on commas: use a password without ','.")
-    items = [f"{p['host']}:{p['port']}", f"db={p['db']}"]
-    items += [f"{key}={p[key]}" for key in ("username", "password") if p[key]]
-    return ",".join(items + (["ssl=true"] if p["ssl"] else []))
 
 
 def _utc(value: datetime) -> datetime:
@@ -150,51 +99,30 @@ class FeastHook(BaseHook):
         self._store: FeatureStore | None = None
 
     # -- configuration ------------------------------------------------------------------------
-    def _connection_extras(self) -> dict[str, Any]:
+    def _connection(self) -> ConnectionFields | None:
         try:
             conn = self.get_connection(self.feast_conn_id)
         except AirflowNotFoundException:
             log.info("connection %s is not defined; using the embedded Feast defaults", self.feast_conn_id)
-            return {}
+            return None
         except AirflowRuntimeError as err:  # a raw "not found" from the task runtime's API comms
             if err.error.error != ErrorType.CONNECTION_NOT_FOUND:
                 raise
-            return {}
-        extras = dict(conn.extra_dejson or {})
-        return {**extras, "redis_password": conn.password} if conn.password else extras
+            return None
+        return ConnectionFields.of(conn)
 
     @property
     def settings(self) -> FeastSettings:
         if self._settings is None:
-            extras = self._connection_extras()
-            repo = self._repo_path or extras.get("repo_path") or config.feature_repo_dir()
-            online = self._online_store or extras.get("online_store") or config.default_online_store()
-            self._settings = FeastSettings(
-                repo_path=Path(repo).resolve(), online_store=None if online in ("sqlite", "sqlite://") else online,
-                project=extras.get("project") or DEFAULT_PROJECT, redis_password=extras.get("redis_password"),
-            )
+            self._settings = resolve_feast(self._repo_path, self._online_store, self._connection())
         return self._settings
 
     def _online_store_config(self) -> dict[str, Any]:
-        s = self.settings
-        if s.is_redis:
-            return {"type": "redis", "connection_string": redis_connection_string(s.redis_url, s.redis_password)}
-        if s.online_store and not s.online_store.startswith("sqlite:"):
-            raise StoreConfigError("Feast online store", s.online_store, "only redis://, rediss:// and sqlite are "
-                                   "supported", "Use redis://host:port/db or rediss://..., or unset "
-                                   f"MLOPS_FEAST_ONLINE_STORE / the `online_store` extra of connection "
-                                   f"'{self.feast_conn_id}' for the embedded SQLite store.")
-        return {"type": "sqlite", "path": str(sqlite_online_path(s.online_store))}
+        return online_store_config(self.settings, self.feast_conn_id)
 
     def repo_config(self) -> RepoConfig:
         """The Feast config, built in code (the repo's feature_store.yaml is for the `feast` CLI only)."""
-        from feast import RepoConfig
-
-        feast_dir = config.paths().feast_dir
-        feast_dir.mkdir(parents=True, exist_ok=True)
-        return RepoConfig(project=self.settings.project, provider="local", registry=str(feast_dir / "registry.db"),
-                          offline_store={"type": "duckdb"}, online_store=self._online_store_config(),
-                          entity_key_serialization_version=3, repo_path=self.settings.repo_path)
+        return repo_config(self.settings, self.feast_conn_id)
 
     def get_store(self) -> FeatureStore:
         """The configured FeatureStore (created once per hook).
@@ -277,7 +205,9 @@ class FeastHook(BaseHook):
         Unchanged definitions are not re-applied, so materialization state is never touched
         (feast#2905). Returns {applied, hash, feature_views, feature_services}.
         """
-        from feast.repo_operations import apply_total_with_repo_instance
+        from airflow_mlops.core.feast_internals import repo_operations
+
+        apply_total_with_repo_instance = repo_operations().apply_total_with_repo_instance
 
         s = self.settings
         # The state dir is part of the hash: definitions parsed under another MLOPS_HOME read its offline files.

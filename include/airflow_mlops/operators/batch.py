@@ -35,7 +35,7 @@ class BatchPredictOperator(TaskBoundary, BaseOperator):
 
     Skips (AirflowSkipException) when the alias is not set yet: there is no model to score with
     until the training DAG promotes one. Outlet `mlops.predictions.<model_name>` (see
-    `dags.assets.predictions_asset`) gets the extra {version, rows, path, window, sha256}.
+    `operators.assets.predictions_asset`) gets the extra {version, rows, path, window, sha256}.
 
     :param model_name: registered model name. (templated)
     :param feature_service: Feast feature service the model was trained on. (templated)

@@ -412,7 +412,7 @@ class ChampionRollbackEventOperator(TaskBoundary, BaseOperator):
     def execute(self, context: Context) -> dict[str, Any] | None:
         from airflow.sdk import AssetAlias
 
-        from airflow_mlops.dags.assets import champion_asset
+        from airflow_mlops.operators.assets import champion_asset
 
         rollback = context["ti"].xcom_pull(task_ids=self.deploy_task_id, key=ROLLBACK_XCOM)
         if not rollback:

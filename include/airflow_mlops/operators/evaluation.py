@@ -13,7 +13,7 @@ from airflow.sdk import BaseOperator
 
 from airflow_mlops.boundary import TaskBoundary
 from airflow_mlops.openlineage.record import recall, remember
-from airflow_mlops.plugin.links import EvaluationReportLink
+from airflow_mlops.operators.links import EvaluationReportLink
 
 if TYPE_CHECKING:
     import numpy as np

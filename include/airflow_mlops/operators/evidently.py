@@ -29,8 +29,8 @@ from airflow.sdk import BaseOperator, BaseOperatorLink
 from airflow_mlops.boundary import TaskBoundary
 from airflow_mlops.exceptions import DriftReferenceMissing
 from airflow_mlops.openlineage.record import recall, remember
+from airflow_mlops.operators.links import DriftHistoryLink
 from airflow_mlops.operators.validation import under_base_url
-from airflow_mlops.plugin.links import DriftHistoryLink
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -56,7 +56,7 @@ class DriftReportLink(BaseOperatorLink):
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
         from airflow.sdk.execution_time.xcom import XCom
 
-        from airflow_mlops.plugin.links import finished_without_result
+        from airflow_mlops.operators.links import finished_without_result
 
         if finished_without_result(ti_key):  # skipped or failed: no result to look up (avoids an error-level 404 line)
             return ""
@@ -257,7 +257,7 @@ class EvidentlyDriftCheckOperator(TaskBoundary, BaseOperator):
     def _emit(self, context: Context, extra: dict[str, Any]) -> None:
         from airflow.sdk import AssetAlias
 
-        from airflow_mlops.dags.assets import drift_alias, drift_asset
+        from airflow_mlops.operators.assets import drift_alias, drift_asset
 
         alias = drift_alias(self.model_name)
         if not any(isinstance(o, AssetAlias) and o.name == alias.name for o in self.outlets or []):

@@ -232,7 +232,7 @@ class FeastMaterializeOperator(TaskBoundary, BaseOperator):
 
     def _emit_events(self, context: Context, updated: dict[str, dict[str, Any]],
                      materialized: dict[str, dict[str, Any]]) -> None:
-        from airflow_mlops.dags.assets import feature_view_of, features_asset
+        from airflow_mlops.operators.assets import feature_view_of, features_asset
 
         for outlet in self.outlets or []:
             view = feature_view_of(outlet)

@@ -225,7 +225,7 @@ class DelayedLabelPerformanceOperator(_MonitoringCheck):
         return version, None, f"MLflow run {run_id} has no eval.{metric} or {metric} (has {sorted(metrics)})"
 
     def _emit(self, context: Context, out: Mapping[str, Any]) -> None:
-        from airflow_mlops.dags.assets import performance_alias, performance_asset
+        from airflow_mlops.operators.assets import performance_alias, performance_asset
 
         alias = performance_alias(self.model_name)
         extra = {key: out[key] for key in ("metric", "value", "threshold", "champion_version", "champion_value",

@@ -21,7 +21,7 @@ from airflow.sdk import BaseOperator
 
 from airflow_mlops.boundary import TaskBoundary
 from airflow_mlops.openlineage.record import recall, remember
-from airflow_mlops.plugin.links import ModelVersionLink
+from airflow_mlops.operators.links import ModelVersionLink
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

@@ -14,7 +14,7 @@ from airflow.sdk import BaseOperator
 
 from airflow_mlops.boundary import TaskBoundary
 from airflow_mlops.openlineage.record import recall, remember
-from airflow_mlops.plugin.links import ModelPageLink
+from airflow_mlops.operators.links import ModelPageLink
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

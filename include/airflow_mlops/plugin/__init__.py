@@ -16,7 +16,6 @@ Layout (one module per concern, so new areas plug in without touching the others
     models_data.py      reads specs, the MLflow registry (versions, aliases, audit, artifacts), history
     run_reports.py      what one DAG run produced (validation pages, checks, versions)
     ui.py               `/ui/...`: the Models pages (HTML shells + static/mlops.js + mlops.css)
-    links.py            operator extra links to those pages and reports
     static/             package data: the pages' script, style and icon (no build step, no CDN)
 
 Airflow gives plugin sub-apps no authentication (3.3): every route must depend on
@@ -27,8 +26,9 @@ This module stays import-light (Airflow imports every plugin in every task proce
 
 from __future__ import annotations
 
+from airflow_mlops.core.ui_urls import URL_PREFIX  # shared with the operators' extra links (operators/links.py)
+
 PLUGIN_NAME = "airflow_mlops"
 APP_NAME = "airflow-mlops"
-URL_PREFIX = "/mlops"
 
 __all__ = ["APP_NAME", "PLUGIN_NAME", "URL_PREFIX"]

@@ -4,7 +4,7 @@ Airflow imports every plugin in every process that loads plugins — each task p
 macros and listeners — so this module imports nothing heavy: the FastAPI app (fastapi, Airflow's
 API modules, our routers: ~1 s) is built only when Airflow reads `fastapi_apps`, which only the
 api-server and `airflow plugins` do. The views below are plain data. Extra links are declared by
-the operators themselves (plugin/links.py): Airflow 3 computes them in the task process, where
+the operators themselves (operators/links.py): Airflow 3 computes them in the task process, where
 plugin-registered links are not used.
 """
 

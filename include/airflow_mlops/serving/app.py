@@ -314,7 +314,7 @@ def create_app(spec: ModelSpec | str, *, manager: ModelManager | None = None, st
 
     :param spec: the model spec, or its name (read from the models dir).
     :param manager: model slots (default: follow the `champion` alias, or serve `version` only).
-    :param store: a Feast FeatureStore (default: FeastHook().get_store()).
+    :param store: a Feast FeatureStore (default: `features.serving_store()`, settings from core.store_settings).
     :param prediction_log: default: parquet under MLOPS_HOME/predictions, or PostgreSQL when the
         MLOPS_PREDICTION_LOG_URL environment variable is set.
     :param version: serve this registered version and do not follow the alias (pinned deployments).

@@ -50,16 +50,15 @@ class DirectRead:
     """Online features of one FeatureStore by Feast's online-store read; `read()` returns None when Feast must do it."""
 
     def __init__(self, store: Any) -> None:
-        from feast import utils as feast_utils
-        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-        from feast.type_map import feast_value_type_to_python_type, python_values_to_proto_values
+        from airflow_mlops.core import feast_internals
 
+        type_map = feast_internals.type_map()
         self.store = store
         self.online_store = store._get_provider().online_store
-        self._context = feast_utils._get_cached_request_context
-        self._entity_key = EntityKey
-        self._to_python = feast_value_type_to_python_type
-        self._to_protos = python_values_to_proto_values
+        self._context = feast_internals.feast_utils()._get_cached_request_context
+        self._entity_key = feast_internals.entity_key_proto()
+        self._to_python = type_map.feast_value_type_to_python_type
+        self._to_protos = type_map.python_values_to_proto_values
         self._plans: tuple[Any, list[_View] | None] = (None, None)
         self._keys: dict[tuple[Any, ...], Any] = {}
 
@@ -67,11 +66,13 @@ class DirectRead:
     def available(store: Any) -> bool:
         """Whether this Feast has the pieces (and the store an online store) the direct read is built from."""
         try:
-            from feast import utils as feast_utils
-            from feast.type_map import feast_value_type_to_python_type, python_values_to_proto_values  # noqa: F401
+            from airflow_mlops.core import feast_internals
 
-            return callable(getattr(feast_utils, "_get_cached_request_context", None)) and callable(
-                getattr(store._get_provider().online_store, "online_read", None))
+            type_map = feast_internals.type_map()
+            return all(callable(getattr(m, name, None)) for m, name in (
+                (feast_internals.feast_utils(), "_get_cached_request_context"),
+                (type_map, "feast_value_type_to_python_type"), (type_map, "python_values_to_proto_values"),
+                (store._get_provider().online_store, "online_read")))
         except (ImportError, AttributeError) as exc:
             log.warning("Feast lacks what the direct online read uses (%s); serving uses get_online_features", exc)
             return False
@@ -144,8 +145,11 @@ class DirectRead:
 
 def _views(context: tuple[Any, ...], service: Any) -> list[_View] | None:
     """Feast's request context -> the views to read, or None for what only Feast's full call handles."""
-    from feast.feature_view import DUMMY_ENTITY_NAME
     from feast.value_type import ValueType
+
+    from airflow_mlops.core.feast_internals import dummy_entity_name
+
+    DUMMY_ENTITY_NAME = dummy_entity_name()  # Feast's constant, under its own name
 
     _, on_demand, entity_join_keys, entity_types, _, grouped_refs, _, _, entityless = context
     if on_demand or entityless or getattr(service, "precompute_online", False):

@@ -93,18 +93,24 @@ def store_errors() -> tuple[type[BaseException], ...]:
 
 
 def serving_store() -> FeatureStore:
-    """FeastHook's store (feast_default connection or MLOPS_* settings) with a fail-fast Redis client."""
+    """The Feast store of the serving process, with a fail-fast Redis client.
+
+    Settings: `store_settings.resolve_feast` with the feast_default connection of the environment
+    (AIRFLOW_CONN_FEAST_DEFAULT), else MLOPS_FEATURE_REPO / MLOPS_FEAST_ONLINE_STORE, else the embedded
+    defaults: what FeastHook resolves outside a task, without importing Airflow.
+    """
     from feast import FeatureStore
 
-    from airflow_mlops.hooks.feast import FeastHook
+    from airflow_mlops.core.feast_store import repo_config
+    from airflow_mlops.core.store_settings import FEAST_CONN_ID, env_connection, resolve_feast
 
-    hook = FeastHook()
-    config = hook.repo_config()
+    settings = resolve_feast(connection=env_connection(FEAST_CONN_ID))
+    config = repo_config(settings, FEAST_CONN_ID)
     online = config.online_config
     if isinstance(online, dict) and online.get("type") == "redis" and "retry=" not in online["connection_string"]:
         config.online_config = {**online, "connection_string": online["connection_string"] + REDIS_FAIL_FAST}
     logging.getLogger("feast.infra.registry.registry").setLevel(logging.WARNING)  # INFO on every cache refresh
-    return FeatureStore(repo_path=str(hook.settings.repo_path), config=config)
+    return FeatureStore(repo_path=str(settings.repo_path), config=config)
 
 
 def _direct_read(store: Any) -> DirectRead | None:

@@ -44,16 +44,18 @@ _NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND")
 
 
 def _default_client() -> MlflowClient:
-    from airflow_mlops.hooks.mlflow import MLflowHook
+    """The registry of the serving process: mlflow_default from the environment (AIRFLOW_CONN_MLFLOW_DEFAULT),
+    else MLFLOW_TRACKING_URI, else SQLite in MLOPS_HOME (core.store_settings); no Airflow import."""
+    from airflow_mlops.core.mlflow_store import MLflowStore
 
-    return MLflowHook().get_conn()
+    return MLflowStore().get_conn()
 
 
 class ModelManager:
     """The primary (and optional canary/shadow) model of one registered model, following an alias.
 
     :param name: registered model name.
-    :param client_factory: makes the MlflowClient (default: MLflowHook().get_conn()).
+    :param client_factory: makes the MlflowClient (default: core.mlflow_store.MLflowStore().get_conn()).
     :param poll_seconds: how often the poller re-reads `follow_alias`.
     :param follow_alias: alias to serve and follow (None: serve explicit versions only, no poller).
     :param shadow_alias: alias whose version is scored in shadow beside the primary, off the request
@@ -276,7 +278,7 @@ class ModelManager:
         return self._client
 
     def _alias_version(self, alias: str | None = None) -> str | None:
-        from airflow_mlops.hooks.mlflow_registry import ModelRegistry
+        from airflow_mlops.core.model_registry import ModelRegistry
 
         alias = alias or self.follow_alias
         assert alias is not None

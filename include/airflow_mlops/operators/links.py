@@ -1,4 +1,4 @@
-"""Operator extra links to the Models pages and reports (plugin/ui.py serves the targets).
+"""Operator extra links to the Models pages and reports (the UI plugin's plugin/ui.py serves the targets).
 
 Airflow 3 computes a task's links when the task finishes (the task runner calls `get_link` for each
 link the operator class declares and stores the URL as XCom `_link_<ClassName>`), so each operator
@@ -18,15 +18,11 @@ from urllib.parse import quote
 
 from airflow.sdk import BaseOperatorLink
 
-from airflow_mlops.plugin import URL_PREFIX
+from airflow_mlops.core.ui_urls import model_url
 
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator
     from airflow.sdk.types import TaskInstanceKey
-
-
-def model_url(model: str, suffix: str = "") -> str:
-    return f"{URL_PREFIX}/ui/models/{quote(model, safe='')}{suffix}"
 
 
 def finished_without_result(ti_key: Any) -> bool:
@@ -116,5 +112,8 @@ class DriftHistoryLink(BaseOperatorLink):
         model = getattr(operator, "model_name", None)
         return _link(model_url(model, "#drift") if model and _result(ti_key) else "")
 
+
+__all__ = ["OPERATOR_LINKS", "DriftHistoryLink", "EvaluationReportLink", "ModelPageLink", "ModelVersionLink",
+           "finished_without_result", "model_url"]
 
 OPERATOR_LINKS = (ModelPageLink, EvaluationReportLink, ModelVersionLink, DriftHistoryLink)
