@@ -17,16 +17,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow_mlops.core.offline import atomic_write_bytes, normalize_timestamps
+from airflow_mlops.core.point_in_time import FEAST_TIMESTAMP, PointInTimeJoin, RowsLost
 from airflow_mlops.exceptions import TrainingSetError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+
     import pandas as pd
+    import pyarrow as pa
     from feast import FeatureStore
 
 log = logging.getLogger(__name__)
 
-FEAST_TIMESTAMP = "event_timestamp"  # the entity-df column Feast looks for first
 SNAPSHOT_ID_LENGTH = 16
+__all__ = ["FEAST_TIMESTAMP", "build_training_set", "feature_view_versions", "load_entity_df"]
 
 
 def load_entity_df(
@@ -63,21 +67,12 @@ def load_entity_df(
     return frame
 
 
-# Feast's duckdb join keeps every in-TTL feature row per entity row before picking the newest:
-# ~8 GB peak for 1M entity rows in one call, ~2 GB in 200k chunks, identical output and CPU
-# (benchmarks/training_set_build.py, docs/benchmarks.md).
+# Entity rows per join chunk (`core.point_in_time`); the snapshot is written a row group at a time, so peak
+# memory is the entity frame, the views' rows and one row group, not the whole training set.
 ENTITY_CHUNK_ROWS = 200_000
-
-
-def _historical_features(store: Any, entity: pd.DataFrame, service: Any) -> pd.DataFrame:
-    """Point-in-time join in bounded-memory chunks of entity rows."""
-    import pandas as pd
-
-    parts = [
-        store.get_historical_features(entity_df=entity.iloc[i : i + ENTITY_CHUNK_ROWS], features=service).to_df()
-        for i in range(0, max(len(entity), 1), ENTITY_CHUNK_ROWS)
-    ]
-    return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+# Rows per parquet row group: pyarrow's default for a whole-table write, so writing group by group gives
+# the same bytes, hence the same sha256, as the single write_table() of the whole frame did.
+ROW_GROUP_ROWS = 1024 * 1024
 
 
 def build_training_set(
@@ -91,45 +86,51 @@ def build_training_set(
     request_features: list[str],
     out_dir: Path,
 ) -> dict[str, Any]:
-    """Join features as of each entity row's time (duckdb), check it, snapshot it, return lineage.
+    """Join features as of each entity row's time (`core.point_in_time`), snapshot it, return lineage.
 
-    Returns {path, sha256, rows, start, end, feature_service, feature_views, columns, missing}
+    Returns {path, sha256, rows, start, end, feature_service, feature_views, columns, missing, join}
     (strings and ints only), where `missing` counts NaNs per feature column (rows with no feature
-    value within the view's TTL).
+    value within the view's TTL) and `join` names the point-in-time path that ran (asof | feast).
+    The entity rows are put in the snapshot's canonical order first, then joined and written chunk by chunk.
     """
     keep = list(dict.fromkeys([*entity_keys, timestamp_column, label, *request_features]))
     absent = sorted(set(keep) - set(entity_df.columns))
     if absent:
         raise TrainingSetError(f"entity dataframe lacks column(s) {absent} (has {sorted(entity_df.columns)})")
-    entity = normalize_timestamps(entity_df[keep]).rename(columns={timestamp_column: FEAST_TIMESTAMP})
+    entity = _canonical(normalize_timestamps(entity_df[keep]), keep, timestamp_column, entity_keys)
     service = _feature_service(store, feature_service)
-    frame = _historical_features(store, entity, service)
-    if len(frame) != len(entity):
-        raise TrainingSetError(
-            f"feature service '{feature_service}' returned {len(frame)} rows for {len(entity)} entity rows; a "
-            f"point-in-time join must return every entity row once (check the offline store type is duckdb)"
-        )
-    frame = _canonical(frame.rename(columns={FEAST_TIMESTAMP: timestamp_column}), keep, timestamp_column, entity_keys)
-    path, sha = _write_snapshot(frame, Path(out_dir))
-    lineage = _lineage(frame, path, sha, timestamp_column, [c for c in frame.columns if c not in keep])
-    lineage = {**lineage, "feature_service": feature_service, "feature_views": feature_view_versions(store, service)}
+    join = PointInTimeJoin(store, service, entity.rename(columns={timestamp_column: FEAST_TIMESTAMP}),
+                           purpose=f"training set of {feature_service}")
+    summary: dict[str, Any] = {}
+    frames = (_snapshot_chunk(chunk.rename(columns={FEAST_TIMESTAMP: timestamp_column}), keep)
+              for chunk in join.chunks(ENTITY_CHUNK_ROWS, same_dtypes=True))
+    try:
+        path, sha = _write_snapshot(_counted(frames, keep, summary), Path(out_dir))
+    except RowsLost as lost:
+        raise TrainingSetError(f"feature service '{feature_service}': {lost}") from None
+    stamps = entity[timestamp_column]
+    lineage = {
+        "path": str(path),
+        "sha256": sha,
+        "rows": len(entity),
+        "start": stamps.min().isoformat() if len(entity) else "",
+        "end": stamps.max().isoformat() if len(entity) else "",
+        "columns": summary["columns"],
+        "missing": summary["missing"],
+        "feature_service": feature_service,
+        "feature_views": feature_view_versions(store, service),
+        "join": join.path,
+    }
     atomic_write_bytes(path.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(lineage, indent=2)))
     gaps = {c: n for c, n in lineage["missing"].items() if n}
     log.info("training set %s: %s rows, missing values %s", path.name, lineage["rows"], gaps or "none")
     return lineage
 
 
-def _lineage(frame: pd.DataFrame, path: Path, sha: str, timestamp_column: str, features: list[str]) -> dict[str, Any]:
-    stamps = frame[timestamp_column]
-    return {
-        "path": str(path),
-        "sha256": sha,
-        "rows": len(frame),
-        "start": stamps.min().isoformat() if len(frame) else "",
-        "end": stamps.max().isoformat() if len(frame) else "",
-        "columns": list(frame.columns),
-        "missing": {c: int(n) for c, n in frame[features].isna().sum().items()},
-    }
+def _snapshot_chunk(frame: pd.DataFrame, keep: list[str]) -> pd.DataFrame:
+    """Entity columns first, then the features in service order; every time tz-aware UTC in microseconds."""
+    features = [c for c in frame.columns if c not in keep]
+    return normalize_timestamps(frame[[*keep, *features]])
 
 
 def _feature_service(store: FeatureStore, name: str) -> Any:
@@ -145,17 +146,19 @@ def _feature_service(store: FeatureStore, name: str) -> Any:
         ) from None
 
 
-def _canonical(frame: pd.DataFrame, keep: list[str], timestamp_column: str, keys: list[str]) -> pd.DataFrame:
-    """Stable column and row order so equal inputs give byte-equal snapshots (Feast's order is not stable)."""
-    features = [c for c in frame.columns if c not in keep]
-    frame = normalize_timestamps(frame[[*keep, *features]])
+def _canonical(entity: pd.DataFrame, keep: list[str], timestamp_column: str, keys: list[str]) -> pd.DataFrame:
+    """Stable row order so equal inputs give byte-equal snapshots: by time, keys, then the other entity columns.
+
+    Sorting the entity rows before the join gives the order sorting the joined frame did: rows equal in
+    every entity column are equal in every feature too.
+    """
     order = [timestamp_column, *keys, *[c for c in keep if c not in (timestamp_column, *keys)]]
-    return frame.sort_values(order, kind="mergesort").reset_index(drop=True)
+    return entity.sort_values(order, kind="mergesort").reset_index(drop=True)
 
 
-def _write_snapshot(frame: pd.DataFrame, out_dir: Path) -> tuple[Path, str]:
-    """Write parquet to a temp file, hash it, rename to `<sha16>.parquet` (kept if it already exists)."""
-    import pyarrow as pa
+def _write_snapshot(frames: Iterable[pd.DataFrame], out_dir: Path) -> tuple[Path, str]:
+    """Write the frames as one parquet file, a row group of ROW_GROUP_ROWS at a time, into a temp file,
+    hash it, rename it to `<sha16>.parquet` (kept if it already exists)."""
     import pyarrow.parquet as pq
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -163,7 +166,14 @@ def _write_snapshot(frame: pd.DataFrame, out_dir: Path) -> tuple[Path, str]:
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
+        writer: pq.ParquetWriter | None = None
+        try:
+            for group in _row_groups(frames):
+                writer = writer or pq.ParquetWriter(tmp, group.schema)
+                writer.write_table(group, row_group_size=ROW_GROUP_ROWS)
+        finally:
+            if writer is not None:
+                writer.close()
         sha = hashlib.sha256(tmp.read_bytes()).hexdigest()
         target = out_dir / f"{sha[:SNAPSHOT_ID_LENGTH]}.parquet"
         if not target.exists():
@@ -171,6 +181,36 @@ def _write_snapshot(frame: pd.DataFrame, out_dir: Path) -> tuple[Path, str]:
     finally:
         tmp.unlink(missing_ok=True)
     return target, sha
+
+
+def _row_groups(frames: Iterable[pd.DataFrame]) -> Iterator[pa.Table]:
+    """Tables of ROW_GROUP_ROWS rows each (the last one shorter or empty), each one contiguous in memory:
+    the bytes pyarrow writes for the whole frame in one write_table() call."""
+    import pyarrow as pa
+
+    pending: list[pa.Table] = []
+    held, schema, yielded = 0, None, False
+    for frame in frames:
+        table = pa.Table.from_pandas(frame, preserve_index=False, schema=schema)
+        schema = schema or table.schema
+        pending.append(table)
+        held += len(table)
+        while held >= ROW_GROUP_ROWS:
+            whole = pa.concat_tables(pending)
+            pending, held, yielded = [whole.slice(ROW_GROUP_ROWS)], held - ROW_GROUP_ROWS, True
+            yield whole.slice(0, ROW_GROUP_ROWS).combine_chunks()
+    if pending and (held or not yielded):  # no rows at all: one empty table, so the file has the schema
+        yield pa.concat_tables(pending).combine_chunks()
+
+
+def _counted(frames: Iterable[pd.DataFrame], keep: list[str], summary: dict[str, Any]) -> Iterator[pd.DataFrame]:
+    """The frames as they pass, counting NaNs per feature column into summary["missing"]."""
+    missing: dict[str, int] = summary.setdefault("missing", {})
+    for frame in frames:
+        summary.setdefault("columns", list(frame.columns))
+        for column, count in frame[[c for c in frame.columns if c not in keep]].isna().sum().items():
+            missing[str(column)] = missing.get(str(column), 0) + int(count)
+        yield frame
 
 
 def feature_view_versions(store: FeatureStore, service: Any) -> dict[str, dict[str, Any]]:
