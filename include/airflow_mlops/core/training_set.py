@@ -193,30 +193,49 @@ def _sort_keys(entity: pd.DataFrame, order: list[str]) -> list[Any] | None:
 
 
 def _write_snapshot(frames: Iterable[pd.DataFrame], out_dir: Path) -> tuple[Path, str]:
-    """Write the frames as one parquet file, a row group of ROW_GROUP_ROWS at a time, into a temp file,
-    hash it, rename it to `<sha16>.parquet` (kept if it already exists)."""
+    """Write the frames as one parquet file, a row group of ROW_GROUP_ROWS at a time, into a temp file
+    hashed as it is written (no read-back of the file), renamed to `<sha16>.parquet` (kept if it exists)."""
     import pyarrow.parquet as pq
 
     out_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=".snapshot.", suffix=".tmp", dir=out_dir)
-    os.close(fd)
     tmp = Path(tmp_name)
     try:
-        writer: pq.ParquetWriter | None = None
-        try:
-            for group in _row_groups(frames):
-                writer = writer or pq.ParquetWriter(tmp, group.schema)
-                writer.write_table(group, row_group_size=ROW_GROUP_ROWS)
-        finally:
-            if writer is not None:
-                writer.close()
-        sha = hashlib.sha256(tmp.read_bytes()).hexdigest()
+        with os.fdopen(fd, "wb") as handle:
+            sink = _HashingFile(handle)
+            writer: pq.ParquetWriter | None = None
+            try:
+                for group in _row_groups(frames):
+                    writer = writer or pq.ParquetWriter(sink, group.schema)
+                    writer.write_table(group, row_group_size=ROW_GROUP_ROWS)
+            finally:
+                if writer is not None:
+                    writer.close()
+        sha = sink.digest.hexdigest()
         target = out_dir / f"{sha[:SNAPSHOT_ID_LENGTH]}.parquet"
         if not target.exists():
             os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
     return target, sha
+
+
+class _HashingFile:
+    """A write-only file that feeds every byte written to sha256 (pyarrow writes through it)."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle, self.digest, self.closed = handle, hashlib.sha256(), False
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        return int(self.handle.write(data))
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+    def close(self) -> None:  # the caller's `with` closes the real file
+        self.handle.flush()
+        self.closed = True
 
 
 def _row_groups(frames: Iterable[pd.DataFrame]) -> Iterator[pa.Table]:
