@@ -62,7 +62,12 @@ class PointInTimeJoin:
     """The point-in-time join of one entity frame (FEAST_TIMESTAMP column: tz-aware UTC), chunk by chunk."""
 
     def __init__(self, store: Any, service: Any, entity: pd.DataFrame, *, purpose: str) -> None:
-        self.store, self.service, self.entity = store, service, entity.reset_index(drop=True)
+        import pandas as pd
+
+        index = entity.index
+        plain = isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1
+        # reset_index copies every column: only when the index is not 0..n-1 already
+        self.store, self.service, self.entity = store, service, entity if plain else entity.reset_index(drop=True)
         self.plan = plan(store, service, list(entity.columns))
         log.info("%s: point-in-time join of %s entity rows with feature service %s via %s (%s)", purpose,
                  len(entity), service.name, self.plan.path, self.plan.reason)
