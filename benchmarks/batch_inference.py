@@ -54,7 +54,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _feature_data import (  # noqa: E402
+from _feature_data import (
     ENTITY_KEY,
     SERVICE,
     TS,
@@ -65,7 +65,7 @@ from _feature_data import (  # noqa: E402
     machine_note,
     setup_state,
 )
-from training_set_build import _status_kb, quiet, reset_peak_rss  # noqa: E402
+from training_set_build import _status_kb, quiet, reset_peak_rss
 
 WARMUP_ROWS = 1000
 FIT_ROWS = 100_000

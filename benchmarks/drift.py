@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _feature_data import load_note, machine_note  # noqa: E402
+from _feature_data import load_note, machine_note
 
 METHODS = ("scipy", "ours", "ours_full", "report")
 LABELS = {"scipy": "bare scipy ks_2samp loop, all rows", "ours": "check_drift, default sample_rows",

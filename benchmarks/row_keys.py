@@ -29,12 +29,12 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _feature_data import machine_note  # noqa: E402
-from airflow_mlops.core.demo_data import DemoConfig, generate  # noqa: E402
-from airflow_mlops.core.offline import land_batch  # noqa: E402
-from airflow_mlops.core.row_keys import RowPolicy, landed_rows, match_rows  # noqa: E402
-from airflow_mlops.core.suites import Contract, load_suite  # noqa: E402
-from airflow_mlops.core.validation import gx_context, validate_frame  # noqa: E402
+from _feature_data import machine_note
+from airflow_mlops.core.demo_data import DemoConfig, generate
+from airflow_mlops.core.offline import land_batch
+from airflow_mlops.core.row_keys import RowPolicy, landed_rows, match_rows
+from airflow_mlops.core.suites import Contract, load_suite
+from airflow_mlops.core.validation import gx_context, validate_frame
 
 START = datetime(2026, 10, 1, tzinfo=UTC)
 

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _feature_data import load_note, machine_note  # noqa: E402
+from _feature_data import load_note, machine_note
 
 MODEL = "ride_completion"
 PROJECT = Path(__file__).resolve().parents[1]

@@ -54,7 +54,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _feature_data import (  # noqa: E402
+from _feature_data import (
     ENTITY_KEY,
     SERVICE,
     TS,

@@ -35,7 +35,7 @@ import pandas as pd
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _feature_data import load_note, machine_note  # noqa: E402
+from _feature_data import load_note, machine_note
 
 WARMUP_ROWS = 10_000
 SUITE_NAME = "rides"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-LAYER_MARKERS = {"unit", "integration", "stack", "e2e", "browser", "dags"}
+LAYER_MARKERS = {"unit", "adapter", "integration", "stack", "e2e", "browser", "dags"}
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 
 # Tests must never touch the developer's .local state: point everything at a session temp dir
@@ -25,6 +25,12 @@ os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "False")
 from airflow_mlops import privacy  # noqa: E402 - after the state dirs above
 
 privacy.disable_telemetry()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from support.unit_guard import UnitGuard
+
+    config.pluginmanager.register(UnitGuard(), "unit-guard")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

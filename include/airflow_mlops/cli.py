@@ -140,6 +140,28 @@ def _cmd_train_job(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    """Rebuild a registered version from its lineage and compare predictions (jobs/reproduce.py)."""
+    import json
+    from dataclasses import asdict
+
+    from airflow_mlops.hooks.feast import FeastHook
+    from airflow_mlops.hooks.mlflow import MLflowHook
+    from airflow_mlops.jobs.reproduce import reproduce
+
+    outcome = reproduce(args.model, args.version, mlflow_hook=MLflowHook(), feast_hook=FeastHook(),
+                        allow_code_drift=args.allow_code_drift, tolerance=args.tolerance)
+    if args.json:
+        print(json.dumps(asdict(outcome), sort_keys=True, default=str))
+    else:
+        diff = "" if outcome.max_abs_diff is None else f", max |diff| {outcome.max_abs_diff:.3g}"
+        drift = " (with code drift)" if outcome.code_drift else ""
+        print(f"{outcome.model} v{outcome.version}: {outcome.status}{drift} on {outcome.rows} held-out rows{diff}")
+        if outcome.reason:
+            print(f"  {outcome.reason}", file=sys.stderr)
+    return 0 if outcome.ok else (2 if outcome.status == "refused" else 1)
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     """Run the online prediction server of one model: FastAPI on uvicorn (docs/serving.md)."""
     import copy
@@ -258,6 +280,7 @@ def _parser() -> argparse.ArgumentParser:
         help="also write the result JSON here (KubernetesPodOperator: /airflow/xcom/return.json)",
     )
     job.set_defaults(func=_cmd_train_job)
+    _add_reproduce_parser(sub)
     serve = sub.add_parser("serve", help="run the online prediction server of one model (FastAPI on uvicorn)")
     serve.add_argument("--model", required=True, help="model name: a spec in the models dir")
     serve.add_argument("--version", default=os.environ.get("MLOPS_SERVING_MODEL_VERSION") or None,
@@ -270,6 +293,19 @@ def _parser() -> argparse.ArgumentParser:
                             "promotion.shadow)")
     serve.set_defaults(func=_cmd_serve)
     return parser
+
+
+def _add_reproduce_parser(sub: Any) -> None:
+    rep = sub.add_parser("reproduce", help="rebuild a registered version from its lineage and prove it is the same "
+                         "model (exit 0 same, 1 differs, 2 refused)")
+    rep.add_argument("model", help="registered model name")
+    rep.add_argument("version", help="registered version number")
+    rep.add_argument("--allow-code-drift", action="store_true",
+                     help="retrain with the current code and spec even if the recorded commit or spec hash differs")
+    rep.add_argument("--tolerance", type=float, default=None,
+                     help="accept a max absolute probability difference up to this (default: bitwise identical)")
+    rep.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    rep.set_defaults(func=_cmd_reproduce)
 
 
 def _add_suite_parser(sub: Any) -> None:

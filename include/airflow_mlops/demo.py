@@ -119,6 +119,8 @@ def _run_dag(dag_id: str) -> Any:
 
 
 def _summary() -> None:
+    from mlflow.exceptions import MlflowException
+
     from airflow_mlops.core.spec import load_specs
     from airflow_mlops.hooks.mlflow import MLflowHook
 
@@ -131,7 +133,7 @@ def _summary() -> None:
         for alias in ("champion", "challenger"):
             try:
                 version = client.get_model_version_by_alias(spec.name, alias)
-            except Exception:  # noqa: BLE001 - no such alias yet (e.g. the first model was refused)
+            except MlflowException:  # no such alias yet (e.g. the first model was refused)
                 print(f"    model {spec.name}: no {alias}")
                 continue
             run = client.get_run(str(version.run_id))

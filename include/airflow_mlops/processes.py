@@ -84,7 +84,7 @@ def _status(proc: Any) -> str:
     try:
         return str(proc.status())
     except psutil.Error:
-        return psutil.STATUS_DEAD
+        return str(psutil.STATUS_DEAD)
 
 
 def stop_tree(graceful: Mapping[int, int] | None = None, deadline_s: float = STOP_DEADLINE_S) -> list[int]:

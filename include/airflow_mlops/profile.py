@@ -100,7 +100,42 @@ def check_profile(env: Mapping[str, str] = os.environ, timeout: float = DEFAULT_
     problems.extend(_mlflow_problems(env, timeout))
     problems.extend(_online_store_problems(env, timeout))
     problems.extend(_mlops_db_problems(env, timeout))
+    problems.extend(_celery_problems(env, timeout))
     return problems
+
+
+def _celery_problems(env: Mapping[str, str], timeout: float) -> list[str]:
+    """With the CeleryExecutor: a broker is set, reachable, and not the Feast online store's Redis database."""
+    if "CeleryExecutor" not in env.get("AIRFLOW__CORE__EXECUTOR", ""):
+        return []
+    broker = env.get("AIRFLOW__CELERY__BROKER_URL", "")
+    if not broker:
+        return ["AIRFLOW__CORE__EXECUTOR is the CeleryExecutor but AIRFLOW__CELERY__BROKER_URL is unset: set it to "
+                "a Redis database of its own, e.g. redis://127.0.0.1:6379/1 (the Feast online store keeps /0)."]
+    problems: list[str] = []
+    fix = f"Start Redis ({COMPOSE} redis) or point AIRFLOW__CELERY__BROKER_URL at a reachable broker."
+    if _scheme(broker) in ("redis", "rediss"):
+        problems.extend(_unreachable("Celery broker (Redis)", broker, timeout, fix))
+        online = _online_store_url(env)
+        if online and _redis_database(online) == _redis_database(broker):
+            problems.append(
+                f"Celery broker {mask_url(broker)} is the Feast online store's Redis database ({mask_url(online)}): "
+                "give the broker a database of its own (e.g. /1), so queue keys and feature rows never mix.")
+    backend = env.get("AIRFLOW__CELERY__RESULT_BACKEND", "")
+    if _scheme(backend.removeprefix("db+")) in ("postgresql", "postgres"):
+        fix = f"Start PostgreSQL ({COMPOSE} postgres) or fix AIRFLOW__CELERY__RESULT_BACKEND."
+        problems.extend(_unreachable("Celery result backend (PostgreSQL)", backend.removeprefix("db+"), timeout, fix))
+    return problems
+
+
+def _redis_database(url: str) -> tuple[str, int, str]:
+    """(host, port, db) of a redis:// URL; db "0" when the URL names none."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or DEFAULT_PORTS["redis"]
+    except ValueError:
+        return (url, 0, "")
+    return ((parts.hostname or "").lower(), port, parts.path.strip("/") or "0")
 
 
 # The serving app's prediction log and the monitoring history: their own PostgreSQL tables when set.
@@ -171,13 +206,23 @@ def _conn_tracking_uri(conn: dict[str, object]) -> str:
     return f"{scheme}://{host}:{conn['port']}" if conn.get("port") else f"{scheme}://{host}"
 
 
-def _online_store_problems(env: Mapping[str, str], timeout: float) -> list[str]:
+def _online_store_source(env: Mapping[str, str]) -> tuple[str, str]:
+    """The Feast online store URL as FeastHook resolves it, and where it came from."""
     conn = _json_connection(env, "feast_default")
     extra = conn.get("extra") if conn else None
     url = str(extra.get("online_store") or "") if isinstance(extra, dict) else ""
-    source = "the online_store extra of connection feast_default (AIRFLOW_CONN_FEAST_DEFAULT)"
-    if not url:
-        url, source = env.get("MLOPS_FEAST_ONLINE_STORE", ""), "MLOPS_FEAST_ONLINE_STORE"
+    if url:
+        return url, "the online_store extra of connection feast_default (AIRFLOW_CONN_FEAST_DEFAULT)"
+    return env.get("MLOPS_FEAST_ONLINE_STORE", ""), "MLOPS_FEAST_ONLINE_STORE"
+
+
+def _online_store_url(env: Mapping[str, str]) -> str:
+    url = _online_store_source(env)[0]
+    return url if _scheme(url) in ("redis", "rediss") else ""
+
+
+def _online_store_problems(env: Mapping[str, str], timeout: float) -> list[str]:
+    url, source = _online_store_source(env)
     if _scheme(url) not in ("redis", "rediss"):
         return []
     fix = f"Start Redis ({COMPOSE} redis) or unset {source} to use the embedded SQLite online store."

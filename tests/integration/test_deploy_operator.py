@@ -165,7 +165,7 @@ def kube(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeKube]:
             self.end_headers()
             self.wfile.write(data)
 
-        do_GET = do_PATCH = do_POST = _serve  # noqa: N815 - http.server's naming
+        do_GET = do_PATCH = do_POST = _serve  # http.server's naming
 
         def log_message(self, *args: Any) -> None:
             pass

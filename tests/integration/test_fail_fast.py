@@ -112,7 +112,7 @@ def test_wrong_store_urls_fail_their_first_task_at_once_without_retry(tmp_path: 
 class _Answer(BaseHTTPRequestHandler):
     status = 200
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:  # http.server's name
         self.send_response(self.status)
         self.send_header("Content-Length", "0")
         self.end_headers()

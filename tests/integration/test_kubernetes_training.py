@@ -208,20 +208,20 @@ class _ApiHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:  # http.server's naming
         self.server.requests.append(("GET", self.path, None))
         if self.path.split("?")[0].endswith("/pods"):  # the operator looks for a pod of an earlier try
             self._reply(200, {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": []})
         else:
             self._reply(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404})
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.server.requests.append(("POST", self.path, body))
         status = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 403, "reason": "Forbidden"}
         self._reply(403, {**status, "message": REFUSAL})
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - keep pytest output clean
+    def log_message(self, format: str, *args: Any) -> None:  # keep pytest output clean
         pass
 
 

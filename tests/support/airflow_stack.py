@@ -23,6 +23,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ from support.airflow_db import migrated_airflow_home, uses_default_sqlite
 
 PROJECT = Path(__file__).resolve().parents[2]
 NETAUDIT = PROJECT / "tests" / "support" / "netaudit"
+WORKER_HOSTNAME = PROJECT / "tests" / "support" / "worker_hostname"
 ALL_COMPONENTS = ("scheduler", "dag-processor", "triggerer", "api-server")
 # /api/v2/monitor/health names components with underscores.
 HEALTH_KEYS = {"scheduler": "scheduler", "dag-processor": "dag_processor", "triggerer": "triggerer"}
@@ -177,13 +179,57 @@ class AirflowStack:
 
     def start(self, components: Iterable[str]) -> None:
         for name in components:
-            out = (self.log_dir / f"{name}.log").open("ab")
-            self._log_handles.append(out)
-            # preexec_fn is safe here: the test process starts the stack before any thread exists.
-            self.procs[name] = subprocess.Popen(
-                [airflow_exe(), name], env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, cwd=self.home, preexec_fn=_die_with_parent,  # noqa: PLW1509
-            )
+            self.spawn(name, [name])
+
+    def spawn(self, name: str, args: list[str], env: Mapping[str, str] | None = None) -> None:
+        """Start `airflow <args>` as process `name` (log <log_dir>/<name>.log), with `env` on top of the stack's."""
+        out = (self.log_dir / f"{name}.log").open("ab")
+        self._log_handles.append(out)
+        # preexec_fn is only safe while no other thread exists (the stack's start). A process spawned
+        # later (a spare worker mid-test) gets its own session without the parent-death signal; stop()
+        # still ends it.
+        alone = threading.active_count() == 1
+        self.procs[name] = subprocess.Popen(
+            [airflow_exe(), *args], env={**self.env, **(env or {})}, stdout=out, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, cwd=self.home, start_new_session=not alone,
+            preexec_fn=_die_with_parent if alone else None,  # noqa: PLW1509
+        )
+
+    def start_celery_worker(self, name: str, queues: str, concurrency: int = 1) -> None:
+        """`airflow celery worker` for `queues` as process `name`; it reports itself as host `name` on its tasks.
+
+        Each worker gets its own log-server port (two on one machine would collide on 8793) and its own
+        `hostname_callable` result, so a task instance's `hostname` names the worker that ran it.
+        """
+        pythonpath = os.pathsep.join(filter(None, [str(WORKER_HOSTNAME), self.env.get("PYTHONPATH")]))
+        env = {
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "mlops_test_worker_hostname.hostname",
+            "MLOPS_TEST_WORKER_NAME": name,
+            "PYTHONPATH": pythonpath,
+        }
+        self.spawn(name, ["celery", "worker", "--queues", queues, "--concurrency", str(concurrency),
+                          "--celery-hostname", f"{name}@%h", "--without-gossip", "--without-mingle"], env)
+
+    def wait_worker_ready(self, name: str, timeout: float = 120) -> float:
+        """Wait until worker `name` has connected to the broker and logged `ready.`; returns the seconds."""
+        started = time.monotonic()
+        log = self.log_dir / f"{name}.log"
+        wait_for(lambda: log.exists() and f"{name}@" in log.read_text(errors="replace")
+                 and " ready." in log.read_text(errors="replace"),
+                 timeout, f"Celery worker {name} to be ready (log {log})", on_poll=self.check_alive)
+        return time.monotonic() - started
+
+    def kill_tree(self, name: str) -> list[int]:
+        """SIGKILL process `name` and every process below it at once (a worker machine that dies); the pids."""
+        proc = self.procs.pop(name)
+        family = [psutil.Process(proc.pid), *_descendants(proc.pid)]
+        for member in family:
+            with contextlib.suppress(psutil.Error):
+                member.kill()
+        psutil.wait_procs(family, timeout=10)
+        proc.wait(timeout=10)
+        return [member.pid for member in family]
 
     def check_alive(self) -> None:
         dead = {name: proc.returncode for name, proc in self.procs.items() if proc.poll() is not None}
@@ -282,9 +328,12 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
 
 @contextlib.contextmanager
 def airflow_stack(home: Path, components: Iterable[str] = ALL_COMPONENTS, dag_ids: Iterable[str] = (),
-                  ready_timeout: float = 180, **options: Any) -> Iterator[AirflowStack]:
+                  ready_timeout: float = 180, celery_workers: Mapping[str, str] | None = None,
+                  **options: Any) -> Iterator[AirflowStack]:
     """Migrate, start `components`, wait until they are healthy and `dag_ids` are parsed, yield; always stop.
 
+    `celery_workers` maps a worker name to its queues (`{"training": "training"}`): each is started as
+    `airflow celery worker` after the components and waited for (the stack's env must select Celery).
     Any exception inside the block (a failed assertion too) prints the component and task logs.
     """
     stack = AirflowStack(home=home, **options)
@@ -294,6 +343,10 @@ def airflow_stack(home: Path, components: Iterable[str] = ALL_COMPONENTS, dag_id
         else:
             stack.run(["db", "migrate"], name="db-migrate")
         stack.start(components)
+        for name, queues in (celery_workers or {}).items():
+            stack.start_celery_worker(name, queues)
+        for name in celery_workers or {}:
+            stack.wait_worker_ready(name, timeout=ready_timeout)
         took = stack.wait_ready(dag_ids, timeout=ready_timeout)
         print(f"[stack] {', '.join(components)} ready on {stack.base_url} in {took:.1f}s", flush=True)
         yield stack

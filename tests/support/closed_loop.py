@@ -50,9 +50,9 @@ class Clock:
         self.last = now
 
 
-def write_spec(models_dir: Path) -> Path:
+def write_spec(models_dir: Path, **training: Any) -> Path:
     spec = yaml.safe_load((PROJECT / "include" / "models" / f"{MODEL}.yaml").read_text())
-    spec["training"].update({"retrain_on_features": False, "schedule": None})
+    spec["training"].update({"retrain_on_features": False, "schedule": None, **training})
     spec["serving"] = {**spec.get("serving", {}), "poll_seconds": 1.0}
     spec["batch"] = {**spec.get("batch", {}), "schedule": None}  # batch scoring runs on a new champion only
     spec["monitoring"] = {**spec.get("monitoring", {}), "schedule": None, "window": "6h", "cooldown": "20s",
@@ -138,60 +138,73 @@ def predict_versions(server: Any, rows: list[dict[str, Any]], batch: int = 100) 
     return versions
 
 
+DAG_IDS = (FEATURES, TRAINING, MONITOR, BATCH)
+
+
+def loop_env(home: Path, extra_env: Mapping[str, str] | None = None, **spec_training: Any) -> dict[str, str]:
+    """The loop's spec under `home`/models (`spec_training` updates its training block) and the stack env for it."""
+    models_dir = write_spec(home / "models", **spec_training).parent
+    return {"MLOPS_MODELS_DIR": str(models_dir), **(extra_env or {})}
+
+
 def run_closed_loop(home: Path, extra_env: Mapping[str, str] | None = None) -> float:
-    """The whole loop; returns the seconds from drift injection to v2 served."""
+    """The whole loop on a stack of its own; returns the seconds from drift injection to v2 served."""
     clock = Clock()
-    models_dir = write_spec(home / "models").parent
-    env = {"MLOPS_MODELS_DIR": str(models_dir), **(extra_env or {})}
-    with airflow_stack(home, dag_ids=[FEATURES, TRAINING, MONITOR, BATCH], extra_env=env) as stack:
+    with airflow_stack(home, dag_ids=DAG_IDS, extra_env=loop_env(home, extra_env)) as stack:
         clock.lap("stack up")
-        client = stack.client()
-        stack.run(["generate-data", "--days", "4", "--start", "2026-10-01"], name="generate-v1", exe="airflow-mlops")
-        run_features(stack, client, first=True)
-        client.unpause_without_catchup(TRAINING)
-        first = client.trigger(TRAINING)
-        first = client.wait_for_run(TRAINING, first["dag_run_id"], RUN_TIMEOUT_S, on_poll=stack.check_alive)
-        assert_succeeded(client, TRAINING, first, {"train", "register", "promote"})
-        assert str(champion(stack.env).version) == "1"
-        clock.lap("v1 trained and champion")
-        client.unpause_without_catchup(BATCH)  # unpaused after v1: only the next champion's event starts it
+        return run_closed_loop_on(stack, home, clock)
 
-        with serving_process(MODEL, stack.env, home / "serving.log") as server:
-            assert predict_versions(server, ride_requests("2026-10-02", 50, seed=11)) == {"1"}
-            clock.lap("serving answers with v1")
-            drift_started = time.monotonic()
-            stack.run(["generate-data", "--days", "2", "--start", "2026-10-05", "--seed", "8",
-                       "--covariate-shift", str(SHIFT["covariate_shift"]),
-                       "--concept-shift", str(SHIFT["concept_shift"])], name="generate-drift", exe="airflow-mlops")
-            run_features(stack, client, first=False)
-            assert predict_versions(server, ride_requests("2026-10-06", 600, seed=12, **SHIFT)) == {"1"}
-            # the monitor reads the stored log: wait until every served row is in it
-            wait_for(lambda: server.logged_records() >= 650, 60, "the prediction log to store all 650 requests")
-            clock.lap("drift injected: shifted batch materialized, 600 shifted requests served by v1 and logged")
 
-            client.unpause_without_catchup(MONITOR)
-            monitor = client.trigger(MONITOR)
-            monitor = client.wait_for_run(MONITOR, monitor["dag_run_id"], RUN_TIMEOUT_S, on_poll=stack.check_alive)
-            assert_drift_event(client, monitor)
-            clock.lap("monitoring run emitted the drift event")
+def run_closed_loop_on(stack: AirflowStack, home: Path, clock: Clock | None = None) -> float:
+    """The loop on a running `stack` made with `loop_env(home)` and DAG_IDS parsed; seconds drift -> v2 served."""
+    clock = clock or Clock()
+    client = stack.client()
+    stack.run(["generate-data", "--days", "4", "--start", "2026-10-01"], name="generate-v1", exe="airflow-mlops")
+    run_features(stack, client, first=True)
+    client.unpause_without_catchup(TRAINING)
+    first = client.trigger(TRAINING)
+    first = client.wait_for_run(TRAINING, first["dag_run_id"], RUN_TIMEOUT_S, on_poll=stack.check_alive)
+    assert_succeeded(client, TRAINING, first, {"train", "register", "promote"})
+    assert str(champion(stack.env).version) == "1"
+    clock.lap("v1 trained and champion")
+    client.unpause_without_catchup(BATCH)  # unpaused after v1: only the next champion's event starts it
 
-            retrain = client.wait_for_run_of_type(TRAINING, "asset_triggered", RUN_TIMEOUT_S,
-                                                  on_poll=stack.check_alive)
-            assert_succeeded(client, TRAINING, retrain, {"retrain_gate", "train", "register", "promote"})
-            version = champion(stack.env)
-            assert str(version.version) == "2", f"champion is v{version.version} after the drift retrain"
-            reason = version.tags.get("airflow_mlops.retrain.reason", "")
-            assert "drift" in reason, f"v2 lineage does not say why it was retrained: {version.tags}"
-            clock.lap(f"scheduler retrained from the drift event; v2 champion ({reason})")
+    with serving_process(MODEL, stack.env, home / "serving.log") as server:
+        assert predict_versions(server, ride_requests("2026-10-02", 50, seed=11)) == {"1"}
+        clock.lap("serving answers with v1")
+        drift_started = time.monotonic()
+        stack.run(["generate-data", "--days", "2", "--start", "2026-10-05", "--seed", "8",
+                   "--covariate-shift", str(SHIFT["covariate_shift"]),
+                   "--concept-shift", str(SHIFT["concept_shift"])], name="generate-drift", exe="airflow-mlops")
+        run_features(stack, client, first=False)
+        assert predict_versions(server, ride_requests("2026-10-06", 600, seed=12, **SHIFT)) == {"1"}
+        # the monitor reads the stored log: wait until every served row is in it
+        wait_for(lambda: server.logged_records() >= 650, 60, "the prediction log to store all 650 requests")
+        clock.lap("drift injected: shifted batch materialized, 600 shifted requests served by v1 and logged")
 
-            wait_for(lambda: server.served_version() == "2", 60, "serving to pick up v2")
-            assert predict_versions(server, ride_requests("2026-10-06", 20, seed=13, **SHIFT)) == {"2"}
-            loop_s = time.monotonic() - drift_started
-            clock.lap(f"serving answers with v2 — drift injected -> v2 served in {loop_s:.1f}s")
-            assert_batch_scored_with(client, "2", stack)
-            clock.lap("the v2 champion event started batch inference, which scored with v2")
-        assert stack.network_attempts() == "", f"outbound network attempts:\n{stack.network_attempts()}"
-        client.close()
+        client.unpause_without_catchup(MONITOR)
+        monitor = client.trigger(MONITOR)
+        monitor = client.wait_for_run(MONITOR, monitor["dag_run_id"], RUN_TIMEOUT_S, on_poll=stack.check_alive)
+        assert_drift_event(client, monitor)
+        clock.lap("monitoring run emitted the drift event")
+
+        retrain = client.wait_for_run_of_type(TRAINING, "asset_triggered", RUN_TIMEOUT_S,
+                                              on_poll=stack.check_alive)
+        assert_succeeded(client, TRAINING, retrain, {"retrain_gate", "train", "register", "promote"})
+        version = champion(stack.env)
+        assert str(version.version) == "2", f"champion is v{version.version} after the drift retrain"
+        reason = version.tags.get("airflow_mlops.retrain.reason", "")
+        assert "drift" in reason, f"v2 lineage does not say why it was retrained: {version.tags}"
+        clock.lap(f"scheduler retrained from the drift event; v2 champion ({reason})")
+
+        wait_for(lambda: server.served_version() == "2", 60, "serving to pick up v2")
+        assert predict_versions(server, ride_requests("2026-10-06", 20, seed=13, **SHIFT)) == {"2"}
+        loop_s = time.monotonic() - drift_started
+        clock.lap(f"serving answers with v2 — drift injected -> v2 served in {loop_s:.1f}s")
+        assert_batch_scored_with(client, "2", stack)
+        clock.lap("the v2 champion event started batch inference, which scored with v2")
+    assert stack.network_attempts() == "", f"outbound network attempts:\n{stack.network_attempts()}"
+    client.close()
     return loop_s
 
 

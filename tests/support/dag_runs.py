@@ -48,7 +48,7 @@ class _PrewarmedPython:
     """The client of one `prewarmed.py` server (one script at a time, as pytest runs tests)."""
 
     def __init__(self) -> None:
-        self._log = tempfile.NamedTemporaryFile(prefix="prewarmed-", suffix=".log", delete=False)  # noqa: SIM115
+        self._log = tempfile.NamedTemporaryFile(prefix="prewarmed-", suffix=".log", delete=False)
         self.proc = subprocess.Popen([sys.executable, str(PREWARMED)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=self._log, text=True, bufsize=1)
         self._replies: queue.Queue[str] = queue.Queue()

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from support.dag_runs import fresh_airflow_env, result_of, run_script
+from support.open_files import dispose_engines_under, open_on_deleted_files
 
 PROJECT = Path(__file__).resolve().parents[2]
 MODEL = "ride_completion"
@@ -122,29 +123,17 @@ def _pristine() -> tuple[Path, dict[str, Any]]:
     return pristine, built
 
 
-def _forget_mlflow_engines(root: Path) -> None:
-    """Close this process's cached MLflow engines on the state about to be replaced.
-
-    MLflow keeps one SQLAlchemy engine per database URI for the life of the process; its pooled SQLite
-    connections stay open on the file they opened. After the checkout below replaces that file, they
-    would keep reading the previous module's copy (versions a later subprocess registers unseen)."""
-    import sys
-
-    for name in ("mlflow.store.tracking.sqlalchemy_store", "mlflow.store.model_registry.sqlalchemy_store"):
-        module = sys.modules.get(name)
-        if module is None:
-            continue
-        engines = module.SqlAlchemyStore._engine_map
-        with module.SqlAlchemyStore._engine_map_lock:
-            for uri in [u for u in engines if str(root) in u]:
-                engines.pop(uri).dispose()
-
-
 def checkout_trained_demo() -> TrainedDemo:
     """The trained demo state, exactly as built, at its one fixed path (built on first use)."""
     pristine, built = _pristine()
     root = _root()
-    _forget_mlflow_engines(root)
+    dispose_engines_under(root)
     shutil.rmtree(root, ignore_errors=True)
     shutil.copytree(pristine, root, symlinks=True)
+    stale = open_on_deleted_files(root)
+    assert not stale, (
+        f"after putting the trained demo state back at {root}, this process still reads the replaced files "
+        f"({'; '.join(stale)}): a connection opened by an earlier module outlives its module and would read "
+        "that module's state instead of this one. Close it when the module ends (stop the app/thread holding "
+        "it), or dispose of it in support/open_files.dispose_engines_under")
     return TrainedDemo(root=root, env=_env(root, migrate=False), built=json.loads(json.dumps(built)))

@@ -71,7 +71,7 @@ def run_child(job: dict) -> None:
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)  # the child (and what it starts) must not read the server's request pipe
         os.close(null)
-        sys.stdin = open(0, closefd=False)  # noqa: SIM115
+        sys.stdin = open(0, closefd=False)
         sys.argv = ["-c", *job["args"]]
         sys.path[0] = ""  # as `python -c`: the working directory first
         exec(compile(job["script"], "<string>", "exec"), {"__name__": "__main__", "__builtins__": __builtins__})

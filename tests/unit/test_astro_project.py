@@ -4,7 +4,6 @@ from astronomer/astro-cli with the commit of each file)."""
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -116,44 +115,10 @@ def test_settings_check_rejects_unread_sections_and_skipped_pools() -> None:
     assert any("pools[0]: pool_slot must be a positive integer" in e for e in errors), errors
 
 
-def test_every_connection_type_we_ship_has_its_default_connection_declared() -> None:
-    import importlib
-
-    from airflow_mlops.provider import CONNECTION_FORMS, HOOKS
-
-    declared = {c["conn_id"]: c for c in _settings()["airflow"]["connections"]}
-    for conn_type, (class_path, _) in HOOKS.items():
-        module, _, name = class_path.rpartition(".")
-        hook = getattr(importlib.import_module(module), name)
-        conn = declared.get(hook.default_conn_name)
-        assert conn and conn["conn_type"] == conn_type, f"{hook.default_conn_name} (type {conn_type}) not declared"
-        documented = json.loads(CONNECTION_FORMS[conn_type]["placeholders"].get("extra", "{}"))
-        unknown = set(conn.get("conn_extra") or {}) - set(documented)
-        assert not unknown, f"{hook.default_conn_name}: extras {sorted(unknown)} are not ones {name} reads"
-
-
 def test_feast_repo_path_is_the_projects_feature_repo_inside_the_image() -> None:
     [feast] = [c for c in _settings()["airflow"]["connections"] if c["conn_id"] == "feast_default"]
     inside = Path(feast["conn_extra"]["repo_path"]).relative_to(astro_cli.AIRFLOW_HOME_IN_IMAGE)
     assert (PROJECT / inside / "feature_store.yaml").is_file(), inside
-
-
-def test_embedded_profile_connections_leave_the_stores_to_the_environment(
-    mlops_home: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Created as the CLI creates them, mlflow_default and feast_default pick the embedded stores."""
-    from airflow_mlops.hooks.feast import FeastHook
-    from airflow_mlops.hooks.mlflow import MLflowHook
-
-    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLOPS_FEAST_ONLINE_STORE"):
-        monkeypatch.delenv(var, raising=False)
-    for conn in _settings()["airflow"]["connections"]:
-        monkeypatch.setenv(f"AIRFLOW_CONN_{conn['conn_id'].upper()}",
-                           json.dumps(astro_cli.airflow_connection(conn)))
-    assert MLflowHook().tracking_uri == f"sqlite:///{mlops_home / 'mlflow' / 'mlflow.db'}"
-    settings = FeastHook().settings
-    assert settings.online_store is None
-    assert settings.repo_path == Path("/usr/local/airflow/include/feature_repo")
 
 
 def test_compose_override_shares_mlops_home_between_the_airflow_containers() -> None:

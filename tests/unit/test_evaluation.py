@@ -9,7 +9,6 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.metrics import roc_auc_score
 
 from airflow_mlops.core import evaluation_report
 from airflow_mlops.core.evaluation import evaluate, paired_bootstrap
@@ -142,6 +141,8 @@ def test_bootstrap_is_deterministic_for_a_seed(data) -> None:
 
 def test_fast_bootstrap_auc_equals_sklearn_on_the_same_resamples(data) -> None:
     """The rank-based AUC must match roc_auc_score exactly, ties included (probabilities rounded)."""
+    from sklearn.metrics import roc_auc_score  # here, not at the top: collection stays fast
+
     y, a, b = data["y"], np.round(data["good"], 2), np.round(data["worse"], 2)
     got = paired_bootstrap(y, a, b, "roc_auc", samples=40, seed=5, confidence=0.9)
     rng = np.random.default_rng(5)

@@ -18,7 +18,7 @@ from airflow_mlops.core.spec import KubernetesServing
 pytestmark = pytest.mark.unit
 
 PROJECT = Path(__file__).resolve().parents[2]
-K8S_VERSIONS = ("1.31", "1.37")  # as tests/unit/test_kubernetes_pod.py: oldest targeted, newest the validator ships
+K8S_VERSIONS = ("1.31", "1.37")  # as tests/adapter/test_kubernetes_pod.py: oldest targeted, newest the validator ships
 SERVING = KubernetesServing(image="registry.example.com/airflow-mlops-serving:1.4.2", namespace="ml-serving",
                             replicas=3, cpu="750m", memory="2Gi", rollout_timeout_seconds=300)
 URI = "http://mlflow.mlops.svc.cluster.local:5000"

@@ -2,55 +2,30 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.metrics import log_loss, roc_auc_score
 
 from airflow_mlops.core.demo_labels import demo_outcomes, write_demo_labels
 from airflow_mlops.core.performance import LABEL, join_labels, judge, load_labels, threshold_for
 from airflow_mlops.core.prediction_window import read_prediction_window
 from airflow_mlops.exceptions import MonitoringInputError
 from airflow_mlops.serving.prediction_log import PredictionLog
+from support.performance_data import END, T0
+from support.performance_data import labels as _labels
+from support.performance_data import log as _log
+from support.performance_data import truth as _truth
 
 pytestmark = pytest.mark.unit
 
-T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
-END = T0 + timedelta(hours=24)
 HOUR = timedelta(hours=1)
-
-
-def _truth(n: int, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
-    """Labels and informative probabilities (roc_auc ~0.85)."""
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 2, n)
-    p = np.clip(0.5 + (y - 0.5) * 0.35 + rng.normal(0, 0.25, n), 0.01, 0.99)
-    return y, p
-
-
-def _log(root: Path, proba: np.ndarray, version: str = "3") -> None:
-    with PredictionLog(root, flush_rows=500) as log:
-        for i, p in enumerate(proba):
-            log.append({"request_id": f"r{i}", "time": T0 + timedelta(minutes=i), "model": "m",
-                        "model_version": version, "route": "champion", "entity_key": {"driver_id": 1000 + i % 9},
-                        "features": {"conv_rate": 0.5}, "prediction": float(p), "protocol": "predict"})
 
 
 def _window(root: Path) -> pd.DataFrame:
     return read_prediction_window("m", T0, END, directory=root / "log").frame
-
-
-def _labels(root: Path, name: str, frame: pd.DataFrame) -> Path:
-    path = root / "labels" / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if name.endswith(".csv"):
-        frame.to_csv(path, index=False)
-    else:
-        frame.to_parquet(path, index=False)
-    return path
 
 
 def _load(root: Path, join: str = "request_id") -> object:
@@ -77,6 +52,8 @@ def test_request_id_join_counts_unknown_ids_and_scores_like_sklearn(tmp_path: Pa
     assert set(joined.unknown_sample) == {"ghost-1", "ghost-2", "ghost-3"}
 
     result = judge(joined, metric="roc_auc", champion_version="3", champion_value=0.80, tolerance=0.05, min_labels=100)
+    from sklearn.metrics import roc_auc_score  # here, not at the top: collection stays fast
+
     assert result.value == pytest.approx(roc_auc_score(y[:250], p[:250])) and result.value > 0.8
     assert result.status == "ok" and "not below 0.7500" in result.reason
     assert result.threshold == pytest.approx(0.75) and result.rows == 250
@@ -102,6 +79,8 @@ def test_loss_metrics_flip_the_direction(tmp_path: Path) -> None:
     _log(tmp_path / "log", p)
     _labels(tmp_path, "l.parquet", pd.DataFrame({"request_id": [f"r{i}" for i in range(300)], "completed": y}))
     joined = _join(tmp_path)
+    from sklearn.metrics import log_loss  # here, not at the top: collection stays fast
+
     value = log_loss(y, p)
     assert threshold_for("log_loss", 0.4, 0.05) == pytest.approx(0.45)
     assert threshold_for("roc_auc", 0.8, 0.05) == pytest.approx(0.75)
@@ -221,31 +200,6 @@ def test_a_request_id_logged_twice_is_counted_and_joined_once(tmp_path: Path) ->
     joined = _join(tmp_path)
     assert joined.counts["repeated_request_ids"] == 1 and joined.counts["matched"] == 50
     assert joined.frame.loc[joined.frame["request_id"] == "r7", "prediction"].item() == 0.9
-
-
-def test_the_operator_records_bad_label_input_then_fails_naming_the_file(mlops_home: Path) -> None:
-    from airflow_mlops import config
-    from airflow_mlops.core import monitoring_history
-    from airflow_mlops.operators.monitoring import DelayedLabelPerformanceOperator
-
-    _, p = _truth(20)
-    _log(config.paths().predictions_dir, p)
-    bad = _labels(config.paths().home, "m/late.csv", pd.DataFrame({"request_id": ["r1"], "done": [1]}))
-
-    def operator(min_rows: int) -> DelayedLabelPerformanceOperator:
-        return DelayedLabelPerformanceOperator(
-            task_id="performance", model_name="m", monitoring={"window": "24h", "min_rows": min_rows},
-            label="completed", entity_keys=["driver_id"], window_end=END.isoformat())
-
-    small = operator(100).execute({"run_id": "manual__small"})  # type: ignore[arg-type]
-    assert small["status"] == "skipped" and "only 20 prediction(s)" in small["reason"]
-    assert "monitoring.min_rows is 100: nothing to check, no event" in small["reason"]
-    with pytest.raises(MonitoringInputError, match=rf"{bad}: no column\(s\) \['completed'\]"):
-        operator(1).execute({"run_id": "manual__bad"})  # type: ignore[arg-type]
-    skipped, record = monitoring_history.history("m", "performance")
-    assert skipped["status"] == "skipped" and skipped["rows"] == 20
-    assert record["status"] == "error" and "late.csv" in record["details"]["error"]
-    assert record["run_id"] == "manual__bad" and record["window_end"] == END.isoformat()
 
 
 @pytest.mark.parametrize("join", ["request_id", "entity_time"])

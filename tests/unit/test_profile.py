@@ -281,23 +281,38 @@ def test_redis_error_classification(message: str, config_error: bool) -> None:
     assert profile.classify_redis_error(message) is config_error
 
 
-def test_store_errors_mask_the_url_and_say_whether_they_retry() -> None:
-    from airflow.sdk.exceptions import AirflowFailException
+def test_celery_needs_a_broker() -> None:
+    [problem] = check_profile({"AIRFLOW__CORE__EXECUTOR": "CeleryExecutor"})
+    assert problem.startswith("AIRFLOW__CORE__EXECUTOR is the CeleryExecutor but AIRFLOW__CELERY__BROKER_URL is unset")
+    assert "redis://127.0.0.1:6379/1" in problem
 
-    from airflow_mlops.boundary import airflow_error
-    from airflow_mlops.exceptions import StoreConfigError, StoreUnavailable
 
-    url = "postgresql://mlflow:hunter2@db:5432/mlflow"
-    config = StoreUnavailable.of("MLflow backend store", url, "connection refused", "Start it", config_error=True)
-    passing = StoreUnavailable.of("MLflow backend store", url, "no answer within 3 s", "Start it.", config_error=False)
-    assert isinstance(config, StoreConfigError) and config.retry is False
-    assert not isinstance(passing, StoreConfigError) and passing.retry is True
-    # at an operator's boundary: the config error fails the task at once, the other one is retried
-    assert isinstance(airflow_error(config), AirflowFailException)
-    assert not isinstance(airflow_error(passing), AirflowFailException)
-    assert str(config) == ("MLflow backend store at postgresql://mlflow:***@db:5432/mlflow is unreachable (connection "
-                           "refused). Start it. Not retried: this is a configuration error; fix it, then clear the "
-                           "task.")
-    assert str(passing) == ("MLflow backend store at postgresql://mlflow:***@db:5432/mlflow is unreachable (no answer "
-                            "within 3 s). Start it.")
-    assert "hunter2" not in str(config) + str(passing) + config.url + passing.url
+def test_unreachable_celery_broker_and_result_backend(closed_port: int) -> None:
+    problems = check_profile({
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+        "AIRFLOW__CELERY__BROKER_URL": f"redis://:pw@127.0.0.1:{closed_port}/1",
+        "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql://airflow:pw@127.0.0.1:{closed_port}/airflow",
+    })
+    assert [p.split(" is unreachable")[0] for p in problems] == [
+        f"Celery broker (Redis) at redis://:***@127.0.0.1:{closed_port}/1",
+        f"Celery result backend (PostgreSQL) at postgresql://airflow:***@127.0.0.1:{closed_port}/airflow",
+    ]
+
+
+@pytest.mark.parametrize(("broker", "online", "shared"), [
+    ("redis://127.0.0.1:{port}/0", "redis://127.0.0.1:{port}", True),  # no db in the URL is db 0
+    ("redis://127.0.0.1:{port}/1", "redis://127.0.0.1:{port}/0", False),
+    ("redis://127.0.0.1:{port}/3", "redis://localhost:{port}/3", False),  # another host name: not judged equal
+])
+def test_the_broker_must_not_share_the_online_store_database(open_port: int, broker: str, online: str,
+                                                             shared: bool) -> None:
+    problems = check_profile({"AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+                              "AIRFLOW__CELERY__BROKER_URL": broker.format(port=open_port),
+                              "MLOPS_FEAST_ONLINE_STORE": online.format(port=open_port)})
+    assert bool(problems) is shared, problems
+    if shared:
+        assert "is the Feast online store's Redis database" in problems[0] and "(e.g. /1)" in problems[0]
+
+
+def test_other_executors_need_no_broker() -> None:
+    assert check_profile({"AIRFLOW__CORE__EXECUTOR": "LocalExecutor"}) == []

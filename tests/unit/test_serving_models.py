@@ -12,15 +12,12 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import pytest
-from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST
 from prometheus_client.parser import text_string_to_metric_families
-from sklearn.linear_model import LogisticRegression
 
 import airflow_mlops.serving as serving
 from airflow_mlops.serving import models as serving_models
@@ -35,15 +32,24 @@ from airflow_mlops.serving.models import (
     warm_up,
 )
 
+if TYPE_CHECKING:
+    from sklearn.linear_model import LogisticRegression
+
 pytestmark = pytest.mark.unit
 
 COLUMNS = ["trip_distance_km", "hour"]
 
 
+def _logistic() -> LogisticRegression:
+    from sklearn.linear_model import LogisticRegression  # here, not at the top: collection stays fast
+
+    return LogisticRegression()
+
+
 def fitted(flip: bool = False) -> LogisticRegression:
     x = pd.DataFrame(np.random.default_rng(3).normal(size=(80, 2)), columns=COLUMNS)
     y = (x["trip_distance_km"] > 0).astype(int)
-    return LogisticRegression().fit(x, 1 - y if flip else y)
+    return _logistic().fit(x, 1 - y if flip else y)
 
 
 class FakeRegistry:
@@ -55,11 +61,17 @@ class FakeRegistry:
 
     def get_model_version(self, name: str, version: str) -> Any:
         if version not in self.versions:
+            from mlflow.exceptions import MlflowException  # here, not at the top: collection stays fast
+            from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
+
             raise MlflowException("not found", error_code=RESOURCE_DOES_NOT_EXIST)
         return SimpleNamespace(version=version, run_id=f"run{version}")
 
     def get_model_version_by_alias(self, name: str, alias: str) -> Any:
         if alias not in self.aliases:
+            from mlflow.exceptions import MlflowException
+            from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
             raise MlflowException("no alias", error_code=INVALID_PARAMETER_VALUE)
         return SimpleNamespace(version=self.aliases[alias])
 
@@ -139,7 +151,7 @@ def test_warm_up_refuses_models_that_cannot_answer() -> None:
 
 
 def test_models_without_column_names_are_refused(registry: FakeRegistry) -> None:
-    registry.versions["3"] = LogisticRegression().fit(np.eye(2), [0, 1])  # fitted on numpy: no names
+    registry.versions["3"] = _logistic().fit(np.eye(2), [0, 1])  # fitted on numpy: no names
     mgr = ModelManager("rides", client_factory=lambda: registry, follow_alias=None)
     with pytest.raises(ModelLoadError, match="rides v3 cannot serve: the model has no feature_names_in_"):
         mgr.start("3")
@@ -243,7 +255,7 @@ def test_shadow_alias_scores_the_challenger_and_clears_once_promoted(registry: F
 
 def test_a_shadow_that_cannot_load_never_stops_the_primary(registry: FakeRegistry) -> None:
     registry.aliases["challenger"] = "9"
-    registry.versions["9"] = LogisticRegression().fit(np.eye(2), [0, 1])  # no column names: cannot serve
+    registry.versions["9"] = _logistic().fit(np.eye(2), [0, 1])  # no column names: cannot serve
     mgr = ModelManager("rides", client_factory=lambda: registry, poll_seconds=60, shadow_alias="challenger")
     mgr.start()
     try:
@@ -263,7 +275,7 @@ def test_compiled_linear_pipeline_equals_sklearn_and_refuses_what_sklearn_refuse
     rng = np.random.default_rng(5)
     x = pd.DataFrame(rng.normal(size=(200, 2)) * [3.0, 10.0] + [1.0, 12.0], columns=COLUMNS)
     y = (x["trip_distance_km"] + 0.1 * x["hour"] > 2).astype(int)
-    pipeline = make_pipeline(SimpleImputer(strategy="median"), StandardScaler(), LogisticRegression()).fit(x, y)
+    pipeline = make_pipeline(SimpleImputer(strategy="median"), StandardScaler(), _logistic()).fit(x, y)
     fast = compile_checked(pipeline, COLUMNS)
     assert fast is not None
     rows = np.array([[1.0, np.nan], [np.nan, 3.0], [-1e6, 1e6], [0.5, 12.0]])

@@ -20,10 +20,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline
 
 from airflow_mlops.core.spec import Serving
 from airflow_mlops.core.training import feature_profile
@@ -264,6 +260,11 @@ def training_frame() -> pd.DataFrame:
 
 def loaded(kind: str, profile: bool = True) -> LoadedModel:
     """A served version: "linear" is compiled to numpy (fastpath), "trees" goes through sklearn."""
+    from sklearn.ensemble import HistGradientBoostingClassifier  # here, not at the top: collection stays fast
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
     frame = training_frame()
     y = (frame["trip_distance_km"] > 20).astype(int)
     estimator = LogisticRegression() if kind == "linear" else HistGradientBoostingClassifier(max_iter=5)

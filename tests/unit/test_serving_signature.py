@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.linear_model import LogisticRegression
 
 from airflow_mlops.serving.loaded import ModelLoadError, check_signature
 
@@ -19,10 +18,12 @@ COLUMNS = ["trip_distance_km", "pickup_hour", "is_airport"]
 
 
 @pytest.fixture(scope="module")
-def fitted() -> tuple[LogisticRegression, pd.DataFrame]:
+def fitted() -> tuple[Any, pd.DataFrame]:
     rng = np.random.default_rng(0)
     x = pd.DataFrame({"trip_distance_km": rng.uniform(1, 30, 60), "pickup_hour": rng.integers(0, 24, 60),
                       "is_airport": rng.integers(0, 2, 60).astype(bool)})
+    from sklearn.linear_model import LogisticRegression  # here, not at the top: collection stays fast
+
     return LogisticRegression().fit(x, x["trip_distance_km"] > 10), x
 
 

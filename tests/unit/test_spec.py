@@ -116,3 +116,19 @@ def test_a_canary_without_the_local_serving_target_is_refused(target: str) -> No
     assert f"promotion.canary needs serving.target 'local' (got '{target}')" in problem
     assert "remove promotion.canary or set serving.target: local" in problem
     assert _problems(_demo(promotion__canary={"traffic": 0.1}, serving={"target": "local"})) == []
+
+
+def test_training_queue_defaults_to_default_and_is_validated() -> None:
+    assert parse_spec(DEMO_SPEC.read_text(), str(DEMO_SPEC)).training.queue == "default"
+    assert _problems(_demo(training__queue="gpu-heavy.1")) == []
+    [problem] = _problems(_demo(training__queue="training,default"))
+    assert problem.startswith("/specs/ride_completion.yaml: training.queue:") and "pattern" in problem
+
+
+def test_the_training_queue_is_not_model_content() -> None:
+    """Moving training to other workers is no new model: the spec hash (part of the fingerprint) stays."""
+    from airflow_mlops.core.spec import spec_sha256
+
+    base = parse_spec(yaml.safe_dump(_demo()), "ride_completion.yaml")
+    moved = parse_spec(yaml.safe_dump(_demo(training__queue="training")), "ride_completion.yaml")
+    assert spec_sha256(moved) == spec_sha256(base)

@@ -200,16 +200,6 @@ def test_an_all_nan_feature_is_refused_naming_the_column(frame: pd.DataFrame) ->
         fit(frame.assign(**{column: float("nan")}))
 
 
-def test_training_errors_do_not_retry() -> None:
-    from airflow.sdk.exceptions import AirflowFailException
-
-    from airflow_mlops.boundary import airflow_error
-
-    # the domain error is plain Python (core imports no Airflow); the operator boundary makes it Airflow's no-retry type
-    assert TrainingFailed.retry is False and not issubclass(TrainingFailed, AirflowFailException)
-    assert isinstance(airflow_error(TrainingFailed("bad estimator")), AirflowFailException)
-
-
 def test_impute_none_with_missing_values_explains_the_fix(frame: pd.DataFrame) -> None:
     with pytest.raises(TrainingFailed, match="impute: none cannot handle missing values"):
         fit(frame, preprocessing={"impute": "none"})

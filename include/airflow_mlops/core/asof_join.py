@@ -57,8 +57,8 @@ class AsofView:
 def asof_plan(store: Any, service: Any) -> tuple[list[AsofView] | None, str]:
     """The service's views for `AsofJoiner`, or None and why not when one is not a local parquet FileSource."""
     from feast import FileSource
+    from feast.data_format import ParquetFormat
     from feast.errors import FeatureViewNotFoundException
-    from feast.infra.offline_stores.file_source import ParquetFormat
 
     views = []
     for projection in service.feature_view_projections:
@@ -243,4 +243,5 @@ def utc_micros(times: pd.Series) -> np.ndarray:
     """Microseconds since the epoch, UTC (naive times count as UTC)."""
     if getattr(times.dt, "tz", None) is not None:
         times = times.dt.tz_convert("UTC").dt.tz_localize(None)
-    return times.astype("datetime64[us]").to_numpy().view("int64")
+    micros: np.ndarray = times.astype("datetime64[us]").to_numpy().view("int64")
+    return micros

@@ -157,7 +157,8 @@ def _micros(column: Any) -> np.ndarray:
         raise _NotForArrow(f"column type {column.type} is not a timestamp")
     # Arrow stores every timestamp as epoch time in its unit: a zone is only a label, so dropping it keeps UTC.
     micros = pc.cast(column, pa.timestamp("us"), safe=False).cast(pa.int64())
-    return pc.fill_null(micros, _NULL_TIME).to_numpy()
+    filled: np.ndarray = pc.fill_null(micros, _NULL_TIME).to_numpy()
+    return filled
 
 
 def _duckdb_rows(view: AsofView, start_us: int, end_us: int) -> pd.DataFrame:

@@ -88,6 +88,14 @@ def estimator_problems(spec: ModelSpec) -> list[str]:
         cls(**spec.training.params)
     except TypeError as exc:
         return [f"{spec.source_file}: training.params: rejected by {cls_name}: {exc}"]
+    if spec.training.search is not None:
+        from airflow_mlops.core.search import check_space
+        from airflow_mlops.exceptions import TrainingFailed
+
+        try:
+            check_space(cls, spec.training.search.space, path)
+        except TrainingFailed as exc:
+            return [f"{spec.source_file}: {exc}"]
     return []
 
 

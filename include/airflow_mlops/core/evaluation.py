@@ -52,7 +52,8 @@ class EvaluationResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able: plain Python numbers, NaN and infinities as None."""
-        return _jsonable(asdict(self))
+        plain: dict[str, Any] = _jsonable(asdict(self))
+        return plain
 
     def summary(self) -> str:
         """One paragraph for task logs and approval (HITL) bodies."""
@@ -125,7 +126,8 @@ def evaluate(
     )
 
 
-def _comparison(metric: str, ours: Mapping[str, float], theirs: Mapping[str, float], extra: dict) -> dict[str, Any]:
+def _comparison(metric: str, ours: Mapping[str, float], theirs: Mapping[str, float],
+                extra: dict[str, Any]) -> dict[str, Any]:
     a, b = ours[metric], theirs[metric]
     head = {"metric": metric, "challenger": a, "champion": b, "gain": _gain(metric, a, b)}
     return {**head, **extra, "higher_is_better": metric not in LOWER_IS_BETTER}

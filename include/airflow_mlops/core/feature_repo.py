@@ -46,20 +46,21 @@ def feast_output_to_log(logger: InfoLogger | None = None) -> Iterator[None]:
     """
     import functools
     import warnings
+    from unittest import mock
 
     import feast.feature_store as feature_store_module
     from tqdm import tqdm
 
     target = logger or log
-    buffer, original, stdout = io.StringIO(), feature_store_module.tqdm, sys.stdout
-    feature_store_module.tqdm = functools.partial(tqdm, disable=True)
+    buffer, stdout = io.StringIO(), sys.stdout
+    # feast.feature_store's own `tqdm` global (materialize's progress bar), replaced for this block only
+    quiet_bars = mock.patch.object(feature_store_module, "tqdm", functools.partial(tqdm, disable=True))
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(buffer):
+        with quiet_bars, warnings.catch_warnings(), contextlib.redirect_stdout(buffer):
             # Feast 0.67's duckdb path calls ibis' deprecated fetch_arrow_table() on every query.
             warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ibis\.")
             yield
     finally:
-        feature_store_module.tqdm = original
         for line in buffer.getvalue().splitlines():
             plain = _ANSI.sub("", line).strip()
             if _LOG_RECORD.match(plain):

@@ -57,7 +57,8 @@ def build_model_card(
         "curves": evaluation.get("curves") or {},
     }
     card["caveats"] = _caveats(card, evaluation)
-    return json.loads(json.dumps(card, default=str))
+    plain: dict[str, Any] = json.loads(json.dumps(card, default=str))
+    return plain
 
 
 def _data(lineage: Mapping[str, Any]) -> dict[str, Any]:

@@ -21,6 +21,8 @@ NAME_RE = r"^[a-z][a-z0-9_]{1,62}$"
 IMPORT_PATH_RE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+$")
 K8S_NAME = r"^[a-z0-9]([-.a-z0-9]*[a-z0-9])?$"  # a Kubernetes object name
 DURATION = r"^\d+[smhd]$"  # 90s, 15m, 6h, 7d (see duration_seconds)
+# A Celery queue name as `airflow celery worker --queues a,b` takes it: no comma, no space.
+QUEUE_RE = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$"
 METRICS = ("roc_auc", "accuracy", "f1", "precision", "recall", "log_loss", "average_precision", "brier")
 
 
@@ -83,9 +85,73 @@ class Compute(_Strict):
     kubernetes: KubernetesCompute = KubernetesCompute()
 
 
+class Distribution(_Strict):
+    """A random-search distribution (scipy.stats, which scikit-learn depends on): `uniform` and `loguniform`
+    draw floats in [low, high]; `randint` draws integers in [low, high)."""
+
+    distribution: Literal["uniform", "loguniform", "randint"]
+    low: float
+    high: float
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Distribution:
+        if self.high <= self.low:
+            raise ValueError(f"high must be above low, got low={self.low} high={self.high}")
+        if self.distribution == "loguniform" and self.low <= 0:
+            raise ValueError(f"loguniform needs low > 0, got low={self.low}")
+        if self.distribution == "randint" and not (self.low.is_integer() and self.high.is_integer()):
+            raise ValueError(f"randint needs integer bounds, got low={self.low} high={self.high}")
+        return self
+
+
+SEARCH_PARAM_RE = r"^[A-Za-z_]\w*$"
+
+
+class Search(_Strict):
+    """Hyperparameter search with scikit-learn's own search classes, on the training part of the split only.
+
+    `space` maps estimator constructor arguments to a list of values, or (random, halving) a distribution.
+    `cv` defaults to the split method: time-ordered folds for a time split, stratified k-fold for a random one.
+    `metric` defaults to `evaluation.primary_metric`. `max_seconds` stops a grid or random search between
+    candidates (the best of those evaluated wins, and the run says how many were); a halving search is one
+    unit whose budget is its resources, so it does not take `max_seconds`.
+    """
+
+    method: Literal["grid", "random", "halving"] = "random"
+    space: dict[str, list[Any] | Distribution] = Field(min_length=1)
+    cv: Literal["time", "kfold"] | None = None
+    folds: int = Field(default=3, ge=2, le=20)
+    n_iter: int = Field(default=10, ge=1, le=10_000, description="candidates (random; halving with distributions)")
+    metric: Literal[METRICS] | None = None  # type: ignore[valid-type]
+    max_seconds: int | None = Field(default=None, ge=1)
+
+    @field_validator("space")
+    @classmethod
+    def _space(cls, value: dict[str, list[Any] | Distribution]) -> dict[str, list[Any] | Distribution]:
+        for name, values in value.items():
+            if not re.match(SEARCH_PARAM_RE, name):
+                raise ValueError(f"{name!r} is not an estimator argument name")
+            if isinstance(values, list) and not values:
+                raise ValueError(f"{name}: empty list of values; give at least one value")
+        return value
+
+    @model_validator(mode="after")
+    def _method_fits_space(self) -> Search:
+        drawn = sorted(name for name, values in self.space.items() if isinstance(values, Distribution))
+        if self.method == "grid" and drawn:
+            raise ValueError(f"space: {drawn} are distributions, which a grid cannot enumerate; "
+                             "give lists of values or set training.search.method: random")
+        if self.method == "halving" and self.max_seconds is not None:
+            raise ValueError("max_seconds: a halving search is bounded by its rounds, not by time "
+                             "(scikit-learn's halving classes cannot stop between candidates); remove max_seconds "
+                             "or use method: random")
+        return self
+
+
 class Training(_Strict):
     estimator: str = Field(description="import path of a scikit-learn compatible classifier")
     params: dict[str, Any] = Field(default_factory=dict)
+    search: Search | None = Field(default=None, description="hyperparameter search before the final fit")
     preprocessing: Preprocessing = Preprocessing()
     split: Split = Split()
     seed: int = 7
@@ -95,6 +161,10 @@ class Training(_Strict):
         default=30, ge=1, description="label rows used for training, counted back from the newest"
     )
     compute: Compute = Compute()
+    queue: str = Field(
+        default="default", pattern=QUEUE_RE,
+        description="Celery queue of the heavy tasks (build_training_set, train); light tasks stay on default",
+    )
 
     @field_validator("estimator")
     @classmethod
@@ -104,6 +174,14 @@ class Training(_Strict):
                 f"must be a dotted import path like sklearn.ensemble.HistGradientBoostingClassifier, got {value!r}"
             )
         return value
+
+    @model_validator(mode="after")
+    def _searched_or_fixed(self) -> Training:
+        both = sorted(set(self.params) & set(self.search.space)) if self.search else []
+        if both:
+            raise ValueError(f"{both} are both fixed in training.params and searched in "
+                             "training.search.space; remove them from one of the two")
+        return self
 
 
 class Threshold(_Strict):
@@ -312,6 +390,16 @@ class ModelSpec(_Strict):
                              "or set serving.target: local")
         return self
 
+    def search_config(self) -> dict[str, Any] | None:
+        """training.search with its defaults resolved (cv from the split, metric from the evaluation), as JSON."""
+        search = self.training.search
+        if search is None:
+            return None
+        config = search.model_dump(mode="json")
+        config["cv"] = search.cv or self.training.split.method.replace("random", "kfold")
+        config["metric"] = search.metric or self.evaluation.primary_metric
+        return config
+
     @property
     def training_columns(self) -> tuple[str, ...]:
         return self.features.entity_df.request_features
@@ -322,13 +410,18 @@ def spec_sha256(spec: ModelSpec) -> str:
 
     Hashing the parsed spec rather than the YAML bytes: comments, key order, quoting, indentation and flow vs
     block style do not change what the spec means, so they do not change the hash; a changed default does
-    (that comes with a new code commit anyway). `source_file` (where the spec lives) is not content.
+    (that comes with a new code commit anyway). `source_file` (where the spec lives) is not content, and
+    neither is `training.queue` (which workers run the tasks): moving training to another queue is not a new model.
+    An absent `training.search` is left out, so specs written before it existed keep their hash.
     """
     import hashlib
 
     from airflow_mlops.core.lineage import canonical_json
 
-    return hashlib.sha256(canonical_json(spec.model_dump(mode="json")).encode("utf-8")).hexdigest()
+    content = spec.model_dump(mode="json", exclude={"training": {"queue"}})
+    if content["training"].get("search") is None:  # a spec without a search hashes as before the field existed
+        content["training"].pop("search", None)
+    return hashlib.sha256(canonical_json(content).encode("utf-8")).hexdigest()
 
 
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -351,8 +444,9 @@ def _describe(error: dict[str, Any]) -> str:
         return f"{where}: unknown field (value {got!r}); remove it or check its spelling"
     if error["type"] == "missing":
         return f"{where}: required field is missing"
-    if error["type"] == "value_error" and not error["loc"]:  # a rule across fields names its fields itself
-        return str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "value_error" and (not error["loc"] or isinstance(got, dict)):
+        # a rule across fields (a model validator) names its fields itself, relative to where it sits
+        return (f"{where}: " if error["loc"] else "") + str(error["msg"]).removeprefix("Value error, ")
     allowed = error.get("ctx", {}).get("expected")
     hint = f"; allowed: {allowed}" if allowed and str(allowed) not in error["msg"] else ""
     shown = got if not isinstance(got, dict) else "{...}"

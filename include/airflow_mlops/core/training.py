@@ -12,7 +12,7 @@ import importlib
 import inspect
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
     from sklearn.pipeline import Pipeline
+
+    from airflow_mlops.core.search import SearchOutcome
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,8 @@ class TrainResult:
     split: dict[str, Any] = field(default_factory=dict)
     sample: pd.DataFrame | None = None  # a few feature rows, own dtypes: MLflow signature and input example
     feature_profile: dict[str, Any] = field(default_factory=dict)  # see feature_profile()
+    params: dict[str, Any] = field(default_factory=dict)  # the estimator arguments fitted: training.params + searched
+    search: SearchOutcome | None = None  # training.search's candidates, when the spec asks for a search
 
     def summary(self) -> dict[str, Any]:
         """JSON-able description (no pipeline, no data) for logs and artifacts."""
@@ -64,6 +68,8 @@ class TrainResult:
             "fit_seconds": round(self.fit_seconds, 4),
             "total_seconds": round(self.total_seconds, 4),
             "split": self.split,
+            "params": self.params,
+            **({"search": self.search.summary()} if self.search else {}),
         }
 
 
@@ -216,7 +222,7 @@ def compute_metrics(
     p = np.clip(np.asarray(proba, dtype=float), 0.0, 1.0)
     pred = (p >= DECISION_THRESHOLD).astype(int)
     both = len(np.unique(y)) == 2
-    compute = {
+    compute: dict[str, Callable[[], float]] = {
         "roc_auc": lambda: m.roc_auc_score(y, p) if both else float("nan"),
         "average_precision": lambda: m.average_precision_score(y, p) if both else float("nan"),
         "accuracy": lambda: m.accuracy_score(y, pred),
@@ -291,8 +297,13 @@ def train(
     seed: int = 7,
     timestamp_column: str = "event_timestamp",
     exclude: Iterable[str] = (),
+    search: Mapping[str, Any] | None = None,
 ) -> TrainResult:
-    """Split, fit, score on the validation part. Same frame + seed -> same metrics."""
+    """Split, (search,) fit, score on the validation part. Same frame + seed -> same metrics.
+
+    `search` is a resolved `ModelSpec.search_config()`: its candidates are cross-validated on the training part
+    only, and the best one's arguments join `params` for the final fit (see core/search.py).
+    """
     started = time.perf_counter()
     pipeline = build_pipeline(estimator, params, preprocessing, seed)
     labelled = _labelled_rows(frame, label)
@@ -306,6 +317,12 @@ def train(
     _check_classes(y_train, "training")
     _check_classes(y_valid, "validation")
     _check_features_present(x_train)
+    fitted_params = dict(params or {})
+    outcome = None
+    if search:
+        outcome = _search(pipeline, train_part, x_train, y_train, search, seed, estimator, timestamp_column)
+        fitted_params.update(outcome.best_params)
+        pipeline = build_pipeline(estimator, fitted_params, preprocessing, seed)
     fit_seconds = _fit(pipeline, x_train, y_train, estimator)
     proba = pipeline.predict_proba(x_valid)[:, 1]
     return TrainResult(
@@ -321,7 +338,30 @@ def train(
         # user has, as `mlflow.pyfunc` and `mlflow models serve` enforce it
         sample=train_part[columns].head(5).reset_index(drop=True),
         feature_profile=feature_profile(labelled, columns),  # the whole training set: both parts of the split
+        params=fitted_params,
+        search=outcome,
     )
+
+
+def _search(pipeline: Pipeline, train_part: pd.DataFrame, x_train: pd.DataFrame, y_train: pd.Series,
+            config: Mapping[str, Any], seed: int, estimator: str, timestamp_column: str) -> SearchOutcome:
+    """Cross-validate the space on the training part (time-ordered for time folds); log the best."""
+    from airflow_mlops.core.search import metric_value, run_search
+
+    timestamps = None
+    if config["cv"] == "time":
+        if timestamp_column not in train_part.columns:
+            raise TrainingFailed(f"training.search.cv: time folds need the column {timestamp_column!r}, which the "
+                                 f"training set lacks; use training.search.cv: kfold")
+        order = train_part[timestamp_column].reset_index(drop=True).sort_values(kind="mergesort").index
+        x_train, y_train = x_train.iloc[order], y_train.iloc[order]
+        timestamps = train_part[timestamp_column].to_numpy()[order]
+    outcome = run_search(pipeline, x_train, y_train, timestamps, config, seed=seed, estimator_path=estimator)
+    log.info("Search (%s, %s folds %s): best %s=%.4f with %s after %s of %s candidates in %.1fs",
+             outcome.method, outcome.folds, outcome.cv, outcome.metric,
+             metric_value(outcome.best_score, outcome.metric), outcome.best_params, len(outcome.candidates),
+             outcome.planned if outcome.planned is not None else "?", outcome.seconds)
+    return outcome
 
 
 def feature_profile(frame: pd.DataFrame, columns: Sequence[str]) -> dict[str, Any]:

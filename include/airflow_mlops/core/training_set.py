@@ -35,12 +35,14 @@ __all__ = ["FEAST_TIMESTAMP", "build_training_set", "feature_view_versions", "lo
 
 
 def load_entity_df(
-    dataset_dir: Path, timestamp_column: str, lookback_days: int, columns: list[str] | None = None
+    dataset_dir: Path, timestamp_column: str, lookback_days: int, columns: list[str] | None = None,
+    window: tuple[str, str] | None = None,
 ) -> pd.DataFrame:
     """The newest `lookback_days` of a label dataset in the offline store, oldest row first.
 
     The window ends at the newest event time in the data (not at wall-clock now), so replaying or
-    back-filling old data trains on the same rows.
+    back-filling old data trains on the same rows. `window` = (start, end), ISO times, both included: the
+    rows of a recorded training set (its lineage's start and end) instead, for `airflow-mlops reproduce`.
     """
     import pyarrow.compute as pc
     import pyarrow.dataset as ds
@@ -59,13 +61,32 @@ def load_entity_df(
         raise TrainingSetError(
             f"dataset {dataset_dir.name} has no column(s) {missing}; it has {sorted(dataset.schema.names)}"
         )
-    newest = pc.max(dataset.to_table(columns=[timestamp_column])[timestamp_column]).as_py()
-    cutoff = newest - timedelta(days=int(lookback_days))
-    table = dataset.to_table(columns=list(dict.fromkeys(wanted)), filter=ds.field(timestamp_column) > cutoff)
+    if window is not None:
+        field_type = dataset.schema.field(timestamp_column).type
+        cutoff, newest = (_bound(value, field_type) for value in window)
+        rows = (ds.field(timestamp_column) >= cutoff) & (ds.field(timestamp_column) <= newest)
+    else:
+        newest = pc.max(dataset.to_table(columns=[timestamp_column])[timestamp_column]).as_py()
+        cutoff = newest - timedelta(days=int(lookback_days))
+        rows = ds.field(timestamp_column) > cutoff
+    table = dataset.to_table(columns=list(dict.fromkeys(wanted)), filter=rows)
     frame = normalize_timestamps(table.to_pandas())
     frame = frame.sort_values(timestamp_column, kind="mergesort").reset_index(drop=True)
     log.info("entity rows from %s: %s rows in (%s, %s]", dataset_dir.name, len(frame), cutoff, newest)
     return frame
+
+
+def _bound(value: str, field_type: Any) -> Any:
+    """An ISO time as a pyarrow scalar of the dataset's own timestamp type (tz-aware or naive UTC)."""
+    import pandas as pd
+    import pyarrow as pa
+
+    stamp = pd.Timestamp(value)
+    if getattr(field_type, "tz", None) is None:
+        stamp = stamp.tz_convert("UTC").tz_localize(None) if stamp.tzinfo else stamp
+    elif stamp.tzinfo is None:
+        stamp = stamp.tz_localize("UTC")
+    return pa.scalar(stamp, type=field_type)
 
 
 # Entity rows per join chunk (`core.point_in_time`); the snapshot is written a row group at a time, so peak

@@ -172,6 +172,7 @@ def training_dag(spec: ModelSpec) -> DAG:
             lookback_days=train.lookback_days,
             validation_suite=spec.validation.suite,
             validation_mode=spec.validation.mode,
+            **_heavy(spec),
         )
         fit = _train_task(spec, build.output)
         evaluate = EvaluateModelOperator(
@@ -250,7 +251,7 @@ def _train_task(spec: ModelSpec, training_set: Any) -> Any:
     if train.compute.backend == "kubernetes":
         from airflow_mlops.operators.kubernetes import kubernetes_train_operator
 
-        return kubernetes_train_operator(task_id="train", spec=spec, training_set=training_set)
+        return kubernetes_train_operator(task_id="train", spec=spec, training_set=training_set, **_heavy(spec))
     return SklearnTrainModelOperator(
         task_id="train",
         model_name=spec.name,
@@ -264,7 +265,29 @@ def _train_task(spec: ModelSpec, training_set: Any) -> Any:
         timestamp_column=feats.entity_df.timestamp_column,
         exclude_columns=list(feats.entity_keys),
         spec_sha256=spec_sha256(spec),
+        search=spec.search_config(),
+        **_heavy(spec),
+        **_executor_config(spec),
     )
+
+
+def _heavy(spec: ModelSpec) -> dict[str, Any]:
+    """Placement of the heavy tasks: the spec's Celery queue (`training.queue`), when it is not the default.
+
+    "default" leaves the operator's own default (`[operators] default_queue`), so a spec without a queue
+    builds the same DAG as before the field existed.
+    """
+    return {} if spec.training.queue == "default" else {"queue": spec.training.queue}
+
+
+def _executor_config(spec: ModelSpec) -> dict[str, Any]:
+    """The KubernetesExecutor's pod override for an in-worker fit; nothing under any other executor."""
+    from airflow_mlops.operators.executor_config import kubernetes_executor_configured, train_executor_config
+
+    if not kubernetes_executor_configured():
+        return {}
+    config = train_executor_config(spec)
+    return {"executor_config": config} if config else {}
 
 
 def _approval(spec: ModelSpec) -> list[Any]:

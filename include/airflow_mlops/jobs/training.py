@@ -40,6 +40,8 @@ SERIALIZATION_FORMAT = "cloudpickle"
 # ...so MLflow's warning against it on every save (mlflow.sklearn, WARNING) is dropped while we log.
 _CLOUDPICKLE_WARNING = "Saving scikit-learn models in the pickle or cloudpickle format"
 MODEL_ARTIFACT = "model"
+REQUEST_ARTIFACT = "training/request.json"
+SUMMARY_ARTIFACT = "training/summary.json"
 
 # Request key -> MLflow run tag of the Airflow identity (see core.lineage.airflow_context_tags).
 IDENTITY_TAGS = {
@@ -89,6 +91,7 @@ class TrainingRequest:
         volume elsewhere than the worker); None = the lineage's own path.
     :param spec_sha256: content hash of the model spec the task was built from (`core.spec.spec_sha256`);
         part of the training fingerprint. None when the task was built without a spec.
+    :param search: the resolved `training.search` (`ModelSpec.search_config()`); None = fit `params` as given.
     """
 
     model_name: str
@@ -105,6 +108,7 @@ class TrainingRequest:
     git_commit: str | None = None
     snapshot: str | None = None
     spec_sha256: str | None = None
+    search: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         # default=str: lineage start/end may be datetimes when the lineage was passed in-process
@@ -134,8 +138,8 @@ class TrainingRequest:
                 f"training request: unknown keys {unknown}, missing keys {missing}; "
                 f"allowed keys are {sorted(known)} ({sorted(required)} required)"
             )
-        for key in ("params", "preprocessing", "split", "airflow"):
-            if key in data and not isinstance(data[key], Mapping):
+        for key in ("params", "preprocessing", "split", "airflow", "search"):
+            if data.get(key) is not None and not isinstance(data[key], Mapping):
                 raise MLOpsError(f"training request: {key} must be an object, got {data[key]!r}")
         values = dict(data)
         values["training_set"] = lineage.normalize_lineage(data["training_set"])
@@ -201,6 +205,7 @@ def run_training_job(request: TrainingRequest, hook: MLflowHook) -> dict[str, An
         seed=request.seed,
         timestamp_column=request.timestamp_column,
         exclude=request.exclude_columns,
+        search=request.search,
     )
     log.info("Validation metrics (%s rows): %s", result.validation_rows, result.metrics)
     experiment_id = hook.experiment_id(request.model_name)
@@ -252,8 +257,10 @@ def run_tags(request: TrainingRequest) -> dict[str, str]:
 
 
 def estimator_config(request: TrainingRequest) -> dict[str, Any]:
-    """The estimator, its params and every other argument that changes the fitted model (fingerprint input)."""
-    return {
+    """The estimator, its params and every other argument that changes the fitted model (fingerprint input).
+
+    `search` joins only when set, so a run without a search keeps the fingerprint it always had."""
+    config = {
         "estimator": request.estimator,
         "params": request.params,
         "preprocessing": request.preprocessing,
@@ -263,6 +270,9 @@ def estimator_config(request: TrainingRequest) -> dict[str, Any]:
         "timestamp_column": request.timestamp_column,
         "exclude_columns": sorted(request.exclude_columns),
     }
+    if request.search:
+        config["search"] = request.search
+    return config
 
 
 def end_orphaned_runs(client: MlflowClient, experiment_id: str, tags: Mapping[str, str]) -> None:
@@ -284,7 +294,13 @@ def flat_params(request: TrainingRequest, result: TrainResult) -> dict[str, Any]
         "label": request.label,
         "n_features": len(result.feature_columns),
     }
-    flat.update({f"params.{key}": value for key, value in request.params.items()})
+    # the arguments fitted: training.params plus, with a search, the best candidate's
+    flat.update({f"params.{key}": value for key, value in result.params.items()})
+    if request.search and result.search:
+        flat.update({"search.method": result.search.method, "search.metric": result.search.metric,
+                     "search.cv": result.search.cv, "search.folds": result.search.folds,
+                     "search.evaluated": len(result.search.candidates), "search.planned": result.search.planned,
+                     "search.stopped_by_budget": result.search.stopped_by_budget})
     flat.update({f"preprocessing.{key}": value for key, value in request.preprocessing.items()})
     flat.update({f"split.{key}": value for key, value in result.split.items()})
     return flat
@@ -326,8 +342,43 @@ def _log_run(
         }
         mlflow.log_metrics({**result.metrics, **timings}, model_id=info.model_id)
         mlflow.log_dict(json.loads(json.dumps(dict(request.training_set), default=str)), "training_set/lineage.json")
-        mlflow.log_dict(result.summary(), "training/summary.json")
+        mlflow.log_dict(result.summary(), SUMMARY_ARTIFACT)
+        # the request as the job got it: `airflow-mlops reproduce` retrains a version from it (jobs/reproduce.py)
+        mlflow.log_dict(json.loads(request.to_json()), REQUEST_ARTIFACT)
+        if result.search:
+            _log_candidates(request, experiment_id, run.info.run_id, result)
         if result.feature_profile:  # serving.validate_ranges refuses inputs far outside it
             mlflow.log_dict(result.feature_profile, FEATURE_PROFILE_ARTIFACT)
             mlflow.set_tag(TAG_FEATURE_PROFILE, FEATURE_PROFILE_ARTIFACT)
     return run.info.run_id, info.model_uri
+
+
+def _log_candidates(request: TrainingRequest, experiment_id: str, parent_run_id: str, result: TrainResult) -> None:
+    """Every search candidate as a FINISHED child run of the training run: its params and CV score.
+
+    Child runs carry the model-name tag and MLflow's parent tag but no Airflow identity, so nothing that looks
+    up a task's run (orphan clean-up, register) can take a candidate for the training run.
+    """
+    import mlflow
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    from airflow_mlops.core.search import metric_value
+
+    outcome = result.search
+    assert outcome is not None
+    metric = outcome.metric
+    for index, candidate in enumerate(outcome.candidates, start=1):
+        tags = {MLFLOW_PARENT_RUN_ID: parent_run_id, lineage.TAG_MODEL_NAME: request.model_name,
+                "airflow_mlops.search.candidate": str(index)}
+        with mlflow.start_run(experiment_id=experiment_id, run_name=f"{request.run_name}-candidate-{index}",
+                              nested=True, tags=tags):
+            mlflow.log_params({**{f"params.{k}": v for k, v in candidate.params.items()},
+                               "estimator": request.estimator, "search.method": outcome.method})
+            fold_values = [metric_value(score, metric) for score in candidate.fold_scores]
+            mlflow.log_metrics({
+                f"cv_{metric}_mean": metric_value(candidate.mean_score, metric),
+                f"cv_{metric}_std": candidate.std_score,
+                "cv_rank": candidate.rank,
+                "cv_fit_seconds": candidate.fit_seconds,
+                **{f"cv_{metric}_fold{i}": value for i, value in enumerate(fold_values)},
+            })

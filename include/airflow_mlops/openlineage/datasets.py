@@ -20,9 +20,14 @@ from openlineage.client.event_v2 import Dataset
 from openlineage.client.facet_v2 import DatasetFacet, RunFacet, dataset_version_dataset
 
 if TYPE_CHECKING:
+    from typing import TypeAlias
+
     from airflow.providers.openlineage.extractors import OperatorLineage
 
     from airflow_mlops.core.lineage_names import Name
+
+    # What every `get_openlineage_facets_on_complete` of ours returns: OpenLineage v2 datasets and run facets.
+    Lineage: TypeAlias = OperatorLineage[Dataset, RunFacet]
 
 SCHEMA = "urn:airflow-mlops:openlineage:facet:{}:1"
 
@@ -105,14 +110,14 @@ def model_version_dataset(registry_uri: str, model: str, version: str | int, *, 
 
 
 def lineage(inputs: Iterable[Dataset] = (), outputs: Iterable[Dataset] = (),
-            result: Mapping[str, Any] | None = None) -> OperatorLineage:
+            result: Mapping[str, Any] | None = None) -> Lineage:
     from airflow.providers.openlineage.extractors import OperatorLineage
 
-    run_facets = {"airflowMlopsResult": ResultRunFacet(summary=dict(result))} if result else {}
+    run_facets: dict[str, RunFacet] = {"airflowMlopsResult": ResultRunFacet(summary=dict(result))} if result else {}
     return OperatorLineage(inputs=list(inputs), outputs=list(outputs), run_facets=run_facets)
 
 
-def deployment_lineage(result: Mapping[str, Any], registry_uri: str) -> OperatorLineage:
+def deployment_lineage(result: Mapping[str, Any], registry_uri: str) -> Lineage:
     """DeployModelOperator: the version deployed (input) -> where it now serves (output, versioned by it)."""
     from airflow_mlops.core.lineage_names import kubernetes_name, serving_name
 
@@ -125,7 +130,7 @@ def deployment_lineage(result: Mapping[str, Any], registry_uri: str) -> Operator
                    {k: result[k] for k in keep if result.get(k) is not None})
 
 
-def training_lineage(recorded: Mapping[str, Any]) -> OperatorLineage:
+def training_lineage(recorded: Mapping[str, Any]) -> Lineage:
     """A training task (in-process or pod): the snapshot (input) -> the logged model (`logged_models/<m-id>`)."""
     from airflow_mlops.core.lineage_names import logged_model_name
 

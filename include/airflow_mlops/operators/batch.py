@@ -15,10 +15,10 @@ from airflow_mlops.boundary import TaskBoundary
 from airflow_mlops.openlineage.record import recall, remember
 
 if TYPE_CHECKING:
-    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
     from airflow_mlops.core.batch_inference import ScoringModel
+    from airflow_mlops.openlineage.datasets import Lineage
 
 PREDICTIONS_ASSET_PREFIX = "mlops.predictions."
 
@@ -119,13 +119,14 @@ class BatchPredictOperator(TaskBoundary, BaseOperator):
                                  "registry_uri": MLflowHook(self.mlflow_conn_id).settings.registry_uri,
                                  "entity_partitions": read})
 
-    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Lineage | None:
         """The scoring version, the feature views and the entity partitions (inputs) -> the predictions
         folder (output, versioned by its manifest's sha256)."""
+        from openlineage.client.facet_v2 import dataset_version_dataset
+
         from airflow_mlops.core.lineage_names import feature_view_name, file_name
         from airflow_mlops.openlineage.datasets import (
             dataset,
-            dataset_version_dataset,
             datasets,
             lineage,
             model_version_dataset,
@@ -161,8 +162,7 @@ class BatchPredictOperator(TaskBoundary, BaseOperator):
     def _resolve(self, client: Any) -> tuple[str, str | None]:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from airflow_mlops.core.batch_inference import BatchInferenceError
-        from airflow_mlops.exceptions import RegistryError
+        from airflow_mlops.exceptions import BatchInferenceError, RegistryError
         from airflow_mlops.hooks.mlflow_registry import ModelRegistry
 
         registry = ModelRegistry(client, self.model_name)

@@ -22,9 +22,9 @@ rollout that does not complete patch the previous pod template back (RolloutFail
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow.sdk import BaseOperator
 
@@ -32,23 +32,22 @@ from airflow_mlops import exceptions as errors
 from airflow_mlops.boundary import TaskBoundary
 from airflow_mlops.core.lineage import TAG_PREFIX
 from airflow_mlops.core.xcom import as_dict
-from airflow_mlops.exceptions import CanaryFailed, RolloutFailed
 
-# The class the serving client raises; the same object as airflow_mlops.exceptions.DeploymentFailed once
-# hooks/serving.py imports it from there (until then RolloutFailed subclasses the exceptions one).
-from airflow_mlops.hooks.serving import DeploymentFailed
+# DeploymentFailed is what the serving client (hooks/serving.py) raises: that module re-exports this class.
+from airflow_mlops.exceptions import CanaryFailed, DeploymentFailed, RolloutFailed
 
 if TYPE_CHECKING:
-    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
     from airflow_mlops.hooks.mlflow_registry import ModelRegistry
     from airflow_mlops.hooks.serving import ServingAdminClient
+    from airflow_mlops.openlineage.datasets import Lineage
 
 __all__ = ["CanaryFailed", "ChampionRollbackEventOperator", "DeployModelOperator", "DeploymentFailed",
            "RolloutFailed"]
 TAG_CANARY = f"{TAG_PREFIX}canary"
 TAG_CANARY_REASON = f"{TAG_PREFIX}canary_reason"
+T = TypeVar("T")  # what a registry call returns
 DEFER_GRACE = timedelta(minutes=10)  # the trigger ends itself at window end; this only catches a lost triggerer
 TARGETS, MODES, ON_INCONCLUSIVE = ("local", "kubernetes"), ("full", "canary"), ("rollback", "promote")
 ROLLBACK_XCOM = "champion_rollback"  # {model, version (restored), rolled_back_from, reason, audit_seq}
@@ -145,7 +144,7 @@ class DeployModelOperator(TaskBoundary, BaseOperator):
         remember(self, context, {"result": result, "registry_uri": registry_uri})
         return result
 
-    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Lineage | None:
         """The deployed model version (input) -> the serving app or Kubernetes Deployment (output)."""
         from airflow_mlops.openlineage.datasets import deployment_lineage
         from airflow_mlops.openlineage.record import recall
@@ -337,7 +336,7 @@ class DeployModelOperator(TaskBoundary, BaseOperator):
         registry.client.set_model_version_tag(self.model_name, version, TAG_CANARY, outcome)
         registry.client.set_model_version_tag(self.model_name, version, TAG_CANARY_REASON, reason[:4000])
 
-    def _registry_call(self, call: Any) -> Any:
+    def _registry_call(self, call: Callable[[ModelRegistry], T]) -> T:
         from airflow_mlops.hooks.mlflow import MLflowHook
         from airflow_mlops.hooks.mlflow_registry import ModelRegistry
 

@@ -18,9 +18,10 @@ from airflow_mlops.plugin.links import EvaluationReportLink
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
-    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
     from mlflow import MlflowClient
+
+    from airflow_mlops.openlineage.datasets import Lineage
 
 REPORT_DIR = "evaluation"
 TAG_VERDICT = "airflow_mlops.evaluation.verdict"
@@ -102,12 +103,13 @@ class EvaluateModelOperator(TaskBoundary, BaseOperator):
         from airflow_mlops.core.lineage import normalize_lineage
         from airflow_mlops.core.xcom import json_safe
 
-        summary = json_safe(_xcom_result(result, challenger, champion_version, report_uri))  # NaN metrics: strict JSON
+        # NaN metrics: strict JSON
+        summary: dict[str, Any] = json_safe(_xcom_result(result, challenger, champion_version, report_uri))
         remember(self, context, {"result": summary, "training_set": normalize_lineage(self.training_set),
                                  "registry_uri": hook.settings.registry_uri})
         return summary
 
-    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Lineage | None:
         """Reads the snapshot, the challenger's logged model and the champion version it was compared with;
         writes no dataset (the verdict is a run facet, the report an artifact of the challenger's run)."""
         from airflow_mlops.core.lineage_names import logged_model_name

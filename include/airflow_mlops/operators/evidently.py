@@ -33,7 +33,6 @@ from airflow_mlops.operators.validation import under_base_url
 from airflow_mlops.plugin.links import DriftHistoryLink
 
 if TYPE_CHECKING:
-    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
     from airflow.sdk.types import TaskInstanceKey
     from mlflow import MlflowClient
@@ -42,6 +41,7 @@ if TYPE_CHECKING:
     from airflow_mlops.core.monitoring_history import Status
     from airflow_mlops.core.prediction_window import WindowFrame
     from airflow_mlops.core.spec import Monitoring
+    from airflow_mlops.openlineage.datasets import Lineage
 
 CHAMPION = "champion"
 SAMPLE_SEED = 0  # fixed: the same window gives the same sample, so a re-run gives the same verdict
@@ -115,7 +115,7 @@ class EvidentlyDriftCheckOperator(TaskBoundary, BaseOperator):
                                  "registry_uri": MLflowHook(mlflow_conn_id=self.mlflow_conn_id).settings.registry_uri})
         return result
 
-    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Lineage | None:
         """The champion version and its training snapshot (the reference) -> the drift report (JSON). The
         prediction log window is not a dataset here: it may be a parquet folder or a PostgreSQL table, and
         its rows are named by the run facet's window. A skipped check (no champion, too few rows) wrote

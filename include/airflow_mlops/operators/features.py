@@ -20,8 +20,9 @@ from airflow_mlops.openlineage.record import recall, remember
 from airflow_mlops.operators.validation import ValidationReportLink
 
 if TYPE_CHECKING:
-    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
+
+    from airflow_mlops.openlineage.datasets import Lineage
 
 FEATURE_ASSET_PREFIX = "mlops.features."
 
@@ -79,7 +80,7 @@ class LandRawBatchesOperator(TaskBoundary, BaseOperator):
                                  "offline_dir": str(home.offline_dir)})
         return summary
 
-    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Lineage | None:
         """Each landed raw file (input) and the offline partitions it was written to (output)."""
         from airflow_mlops.core.lineage_names import file_name, partition_names
         from airflow_mlops.openlineage.datasets import datasets, lineage
@@ -128,7 +129,7 @@ class FeastApplyOperator(TaskBoundary, BaseOperator):
         remember(self, context, result)
         return result
 
-    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Lineage | None:
         """No datasets: apply writes definitions (metadata) to the Feast registry, no feature data; the
         views appear as datasets where data flows into them (materialize). Run facet: applied + hash."""
         from airflow_mlops.openlineage.datasets import lineage
@@ -215,7 +216,7 @@ class FeastMaterializeOperator(TaskBoundary, BaseOperator):
         remember(self, context, {"result": result, "project": hook.settings.project})
         return result
 
-    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Lineage | None:
         """Offline partitions that held new rows (inputs) -> the feature views they went into (outputs);
         an up-to-date view read nothing new and is left out."""
         from airflow_mlops.core.lineage_names import feature_view_name, file_name
@@ -256,7 +257,7 @@ def _event_extra(view: str, info: dict[str, Any]) -> dict[str, Any]:
 
 
 def _has_new_rows(info: dict[str, Any]) -> bool:
-    return info["mode"] != "up_to_date" and info["rows"] > 0
+    return bool(info["mode"] != "up_to_date" and info["rows"] > 0)
 
 
 class FeastBuildTrainingSetOperator(TaskBoundary, BaseOperator):
@@ -353,7 +354,7 @@ class FeastBuildTrainingSetOperator(TaskBoundary, BaseOperator):
         remember(self, context, {"lineage": lineage, "project": hook.settings.project, "entity_partitions": read})
         return lineage
 
-    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Lineage | None:
         """The feature views and the label dataset's partitions read (inputs) -> the snapshot file (output),
         versioned by its sha256 and carrying its GX validation (`airflowMlopsTrainingSet` facet)."""
         from airflow_mlops.core.lineage_names import feature_view_name, file_name

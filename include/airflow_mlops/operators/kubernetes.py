@@ -92,6 +92,7 @@ def job_request(spec: ModelSpec) -> dict[str, Any]:
         "timestamp_column": feats.entity_df.timestamp_column,
         "exclude_columns": list(feats.entity_keys),
         "spec_sha256": spec_sha256(spec),
+        "search": spec.search_config(),
     }
 
 

@@ -17,9 +17,10 @@ from airflow_mlops.boundary import TaskBoundary
 from airflow_mlops.openlineage.record import recall, remember
 
 if TYPE_CHECKING:
-    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
     from mlflow import MlflowClient
+
+    from airflow_mlops.openlineage.datasets import Lineage
 
 CARD_DIR = "model_card"
 TAG_MODEL_CARD = "airflow_mlops.model_card"
@@ -85,7 +86,7 @@ class MLflowModelCardOperator(TaskBoundary, BaseOperator):
         remember(self, context, {"result": result, "registry_uri": hook.settings.registry_uri})
         return result
 
-    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Lineage | None:
         """Reads the version it documents; no output dataset: the card is metadata of that version (artifacts,
         tag, description), its location a run facet."""
         from airflow_mlops.openlineage.datasets import lineage, model_version_dataset

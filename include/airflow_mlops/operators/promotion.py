@@ -16,11 +16,11 @@ from airflow.sdk import BaseOperator
 from airflow_mlops.boundary import TaskBoundary
 
 if TYPE_CHECKING:
-    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
     from airflow_mlops.core.audit import AuditEvent
     from airflow_mlops.hooks.mlflow_registry import ModelRegistry
+    from airflow_mlops.openlineage.datasets import Lineage
 
 
 def actor_of(context: Context) -> str:
@@ -117,7 +117,7 @@ class _ChampionMoveOperator(TaskBoundary, BaseOperator):
         remember(self, context, {"result": result, "registry_uri": registry_uri})
         return result
 
-    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Lineage | None:
         """The version made champion, read and written: its `airflowMlopsModelVersion` facet gains the alias
         `champion` (input: the version as registered; the previous champion is a run facet)."""
         from airflow_mlops.hooks.mlflow_registry import CHAMPION

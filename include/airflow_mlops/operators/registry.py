@@ -24,10 +24,11 @@ from airflow_mlops.openlineage.record import recall, remember
 from airflow_mlops.plugin.links import ModelVersionLink
 
 if TYPE_CHECKING:
-    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
+
+    from airflow_mlops.openlineage.datasets import Lineage
 
 
 def logged_model_id(model_uri: str) -> str | None:
@@ -148,7 +149,7 @@ class MLflowRegisterModelOperator(TaskBoundary, BaseOperator):
         remember(self, context, {"result": result, "registry_uri": hook.settings.registry_uri})
         return result
 
-    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Lineage | None:
         """The run's logged model (input) -> the registered version (output, with the alias it got). A repeat
         registers nothing: it returns before recording, so it reports no datasets."""
         from airflow_mlops.core.lineage_names import logged_model_name

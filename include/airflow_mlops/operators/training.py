@@ -17,10 +17,10 @@ from airflow_mlops.openlineage.record import recall, remember
 from airflow_mlops.plugin.links import ModelPageLink
 
 if TYPE_CHECKING:
-    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
     from airflow_mlops.jobs.training import TrainingRequest
+    from airflow_mlops.openlineage.datasets import Lineage
 
 
 class SklearnTrainModelOperator(TaskBoundary, BaseOperator):
@@ -48,6 +48,9 @@ class SklearnTrainModelOperator(TaskBoundary, BaseOperator):
     :param spec_sha256: content hash of the model spec this task was built from (`core.spec.spec_sha256`;
         the DAG factory passes it). Recorded as run tag `airflow_mlops.spec_sha256` and part of the run's
         training fingerprint `airflow_mlops.fingerprint`, by which `register` recognises a repeat.
+    :param search: the resolved spec `training.search` (`ModelSpec.search_config()`): candidates cross-validated
+        on the training part, each an MLflow child run; the best one's arguments are fitted. None = no search.
+        (templated)
     :param mlflow_conn_id: Airflow connection of type "mlflow".
     :return: {"run_id", "model_uri", "metrics", "experiment_id"}
 
@@ -64,8 +67,10 @@ class SklearnTrainModelOperator(TaskBoundary, BaseOperator):
         "label_column",
         "timestamp_column",
         "exclude_columns",
+        "search",
     )
     template_fields_renderers = {
+        "search": "json",
         "training_set": "json",
         "estimator_params": "json",
         "preprocessing": "json",
@@ -88,6 +93,7 @@ class SklearnTrainModelOperator(TaskBoundary, BaseOperator):
         timestamp_column: str = "event_timestamp",
         exclude_columns: Sequence[str] = (),
         spec_sha256: str | None = None,
+        search: Mapping[str, Any] | None = None,
         mlflow_conn_id: str = "mlflow_default",
         **kwargs: Any,
     ) -> None:
@@ -105,6 +111,7 @@ class SklearnTrainModelOperator(TaskBoundary, BaseOperator):
         self.timestamp_column = timestamp_column
         self.exclude_columns = list(exclude_columns)
         self.spec_sha256 = spec_sha256
+        self.search = dict(search) if search else None
         self.mlflow_conn_id = mlflow_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -115,12 +122,12 @@ class SklearnTrainModelOperator(TaskBoundary, BaseOperator):
         hook = MLflowHook(self.mlflow_conn_id)
         request = self.training_request(context)
         # metrics can be NaN (a metric undefined on the held-out rows): XCom stays strict JSON
-        result = json_safe(run_training_job(request, hook))
+        result: dict[str, Any] = json_safe(run_training_job(request, hook))
         remember(self, context, {"result": result, "training_set": request.training_set,
                                  "registry_uri": hook.settings.registry_uri})
         return result
 
-    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Lineage | None:
         """The training-set snapshot (input) -> the model the run logged (output, `logged_models/<m-id>`)."""
         from airflow_mlops.openlineage.datasets import training_lineage
 
@@ -147,4 +154,5 @@ class SklearnTrainModelOperator(TaskBoundary, BaseOperator):
             airflow=airflow_identity(context),
             git_commit=lineage.git_commit(config.project_dir()),
             spec_sha256=self.spec_sha256,
+            search=dict(self.search) if self.search else None,
         )

@@ -30,9 +30,10 @@ from airflow_mlops.openlineage.record import recall, remember
 
 if TYPE_CHECKING:
     import pandas as pd
-    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
     from airflow.sdk.types import TaskInstanceKey
+
+    from airflow_mlops.openlineage.datasets import Lineage
 
 XCOM_KEY = "validation"
 
@@ -168,7 +169,7 @@ class GXValidateDataOperator(TaskBoundary, BaseOperator):
         remember(self, context, {"files": [str(batch)] if isinstance(batch, Path) else [], "entry": entry})
         return _finish(self, context, entry, failed, entry["mode"] == "warn", batch_message(entry) if failed else "")
 
-    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Lineage | None:
         """The validated file (input; a DataFrame from upstream is no dataset of its own). Validation writes
         no data (its report is a file for people), so there is no output; the verdict is a run facet."""
         return _validation_lineage(recall(self, task_instance))
@@ -238,13 +239,13 @@ class GXValidateRawBatchesOperator(TaskBoundary, BaseOperator):
                                  "entry": summary})
         return _finish(self, context, summary, failed, False, landing_message(summary) if failed else "")
 
-    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Lineage | None:
         """The landing files validated (inputs, the same names LandRawBatchesOperator reads); no output: the
         gate writes no data (reports and quarantine moves are not the pipeline's datasets)."""
         return _validation_lineage(recall(self, task_instance))
 
 
-def _validation_lineage(recorded: Mapping[str, Any] | None) -> OperatorLineage | None:
+def _validation_lineage(recorded: Mapping[str, Any] | None) -> Lineage | None:
     from airflow_mlops.core.lineage_names import file_name
     from airflow_mlops.openlineage.datasets import datasets, lineage
 

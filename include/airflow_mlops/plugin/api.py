@@ -36,4 +36,5 @@ def health(user: UIUser) -> Health:
 
 @router.get("/openapi.json", summary="The OpenAPI document of the mlops plugin (authenticated)")
 def openapi(request: Request) -> dict[str, Any]:
-    return request.app.openapi()
+    document: dict[str, Any] = request.app.openapi()
+    return document

@@ -78,6 +78,7 @@ class Server:
                                    request_features=tuple(spec.features.entity_df.request_features))
         self.scorer: Scorer | None = None
         self.log_sink: PredictionLog | None = None
+        self._owns_store = False  # the Feast store was made here (not passed in): shutdown closes its connection
 
     def attach(self, features: OnlineFeatures, background: Background) -> None:
         self.features = features
@@ -222,6 +223,7 @@ class Server:
     # ------------------------------------------------------------------ lifecycle
     def startup(self, store: Any, prediction_log: PredictionLog | None, version: str | None) -> None:
         """Resolve the feature service, load the model (ModelLoadError if none), start the background thread."""
+        self._owns_store = store is None
         features = _online_features(self.spec, store)
         if not self.manager.loaded:
             self.manager.start(*([version] if version else []))
@@ -234,12 +236,14 @@ class Server:
         self.sync_versions()
 
     def shutdown(self) -> None:
-        """Stop following the alias, finish background work, flush and close the prediction log."""
+        """Stop following the alias, finish background work, close the prediction log and our store's connection."""
         self.manager.stop()
         if self.scorer is not None:
             self.scorer.background.close()
         if self.log_sink is not None:
             self.log_sink.close()
+        if self.features is not None and self._owns_store:
+            _close_online_connection(self.features.store)
 
     # ------------------------------------------------------------------ helpers
     def _scorer(self) -> Scorer:
@@ -360,6 +364,22 @@ def _online_features(spec: ModelSpec, store: Any) -> OnlineFeatures:
     features = OnlineFeatures(store, spec.features.feature_service, spec.features.entity_keys)
     features.warm_up()
     return features
+
+
+def _close_online_connection(store: Any) -> None:
+    """Close the SQLite connection Feast's online store keeps for the store's life (Feast has no close()).
+
+    Otherwise a stopped app's connection stays open until garbage collection, on a file that may be
+    deleted or replaced meanwhile (the test suite puts its demo state back at the same path). Feast
+    reopens it on next use (`_conn` is None again), so closing is safe even if the store is used later."""
+    try:
+        online = store._get_provider().online_store
+    except AttributeError:  # a store stand-in without Feast's provider
+        return
+    conn = getattr(online, "_conn", None)
+    if conn is not None:
+        online._conn = None
+        conn.close()
 
 
 def _default_prediction_log() -> PredictionLog:

@@ -82,7 +82,8 @@ class LoadedModel:
             if missing := [column for column in columns if column not in frame.columns]:
                 raise MissingFeatures(self.name, self.version, missing)
             frame = frame[columns].astype("float64", copy=False)
-        return self.model.predict_proba(frame)[:, 1]
+        positive: np.ndarray = self.model.predict_proba(frame)[:, 1]
+        return positive
 
     def predict_matrix(self, matrix: np.ndarray) -> np.ndarray:
         """Positive-class probability per row of a float64 matrix in `feature_columns` order (NaN = missing)."""
@@ -178,7 +179,7 @@ def load_sklearn(client: MlflowClient, name: str, version: str) -> Downloaded:
             return Downloaded(model, mlflow.pyfunc.load_model(local))
     except ModelLoadError:
         raise
-    except Exception as exc:  # noqa: BLE001 - any failure here means "this artifact cannot serve"
+    except Exception as exc:  # any failure here means "this artifact cannot serve"
         reason = f"artifact {source} cannot be loaded ({first_line(exc)})"
         raise load_error(name, version, reason, "Register a version whose artifacts exist and load with this "
                          "scikit-learn, or check the artifact store") from exc
@@ -247,7 +248,7 @@ def warm_up(loaded: LoadedModel) -> None:
     zero = np.zeros((1, len(loaded.feature_columns)), dtype=np.float64)
     try:
         out = np.asarray(loaded.predict_matrix(zero), dtype="float64")
-    except Exception as exc:  # noqa: BLE001 - whatever breaks, it must not reach traffic
+    except Exception as exc:  # whatever breaks, it must not reach traffic
         raise load_error(loaded.name, loaded.version, f"warm-up predict_proba on a zero row failed "
                          f"({first_line(exc)})", "Fix the model and register a new version") from exc
     if out.shape != (1,) or not np.isfinite(out).all():

@@ -282,7 +282,7 @@ class ModelManager:
         assert alias is not None
         try:
             return ModelRegistry(self._get_client(), self.name).alias_version(alias)
-        except Exception as exc:  # noqa: BLE001 - unreachable store, auth, ...: the caller gets a ModelLoadError
+        except Exception as exc:  # unreachable store, auth, ...: the caller gets a ModelLoadError
             raise ModelLoadError(f"{self.name}: cannot read alias {alias!r} ({first_line(exc)}); the "
                                  "current models keep serving. Check the MLflow registry (mlflow_default connection "
                                  "or MLFLOW_TRACKING_URI)", model=self.name, reason=first_line(exc)) from exc
@@ -318,7 +318,7 @@ class ModelManager:
         """The version's run id; ModelLoadError naming the existing versions when it does not exist."""
         try:
             return self._get_client().get_model_version(self.name, version).run_id or None
-        except Exception as exc:  # noqa: BLE001 - MlflowException, StoreUnavailable, connection errors
+        except Exception as exc:  # MlflowException, StoreUnavailable, connection errors
             if getattr(exc, "error_code", None) not in _NOT_FOUND:
                 raise load_error(self.name, version, f"the registry cannot be read ({first_line(exc)})",
                                  "Check the MLflow registry (mlflow_default connection or MLFLOW_TRACKING_URI)"

@@ -177,7 +177,7 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
-class _Pairs(list):  # an object's (key, value) pairs, duplicates kept
+class _Pairs(list[tuple[str, Any]]):  # an object's (key, value) pairs, duplicates kept
     pass
 
 

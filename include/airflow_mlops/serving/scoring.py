@@ -139,7 +139,7 @@ class Background:
                 return
             try:
                 job()
-            except Exception:  # noqa: BLE001 - the thread must outlive any one job
+            except Exception:  # the thread must outlive any one job
                 log.exception("%s: background job failed", self.model)
 
 
@@ -225,7 +225,7 @@ class Scorer:
         for group, inputs in prepared:
             try:
                 predictions[group.rows] = group.model.predict_matrix(inputs)
-            except Exception as exc:  # noqa: BLE001 - whatever the model raises is the model's failure
+            except Exception as exc:  # whatever the model raises is the model's failure
                 _log_failure(group.model.version, exc)
                 raise ModelFailed(group.model, group.route, exc) from exc
         versions, routes = [""] * len(keys), [""] * len(keys)

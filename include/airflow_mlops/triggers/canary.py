@@ -42,7 +42,8 @@ class CanaryTrigger(TriggerBoundary, BaseTrigger):
     def __init__(self, *, url: str, model_name: str, version: str, baseline: dict[str, Any], window_end: str,
                  limits: dict[str, Any], poll_interval: float = 15.0, timeout: float = 10.0,
                  **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        # Airflow's BaseTrigger.__init__(**kwargs) is unannotated; mypy's untyped_calls_exclude does not reach super()
+        super().__init__(**kwargs)  # type: ignore[no-untyped-call]
         self.url = url.rstrip("/")
         self.model_name = model_name
         self.version = str(version)

@@ -21,7 +21,7 @@ from airflow_mlops.triggers.landing import (
 )
 from support.triggers import collect_events
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.adapter
 
 FAST = 0.05  # seconds between polls in the asyncio tests
 

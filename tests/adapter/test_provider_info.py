@@ -10,7 +10,7 @@ import pytest
 import airflow_mlops
 from airflow_mlops.provider import get_provider_info
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.adapter
 SECTIONS = ("hooks", "operators", "sensors", "triggers")
 
 

@@ -13,17 +13,19 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_mlops import config
 from airflow_mlops.core.offline import batch_id_of
+from airflow_mlops.core.validation_report import report_url
 from airflow_mlops.exceptions import DataValidationFailed
 from airflow_mlops.operators.validation import (
     XCOM_KEY,
     GXValidateDataOperator,
     GXValidateRawBatchesOperator,
     ValidationReportLink,
+    report_link,
 )
 from data.corrupt.batches import CORRUPTIONS, Corruption, write_corpus
 from support.fake_ti import FakeTI, run_operator
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.adapter
 
 
 def _run(operator: Any, run_id: str | None = None) -> tuple[FakeTI, Any]:
@@ -167,3 +169,9 @@ def test_report_links_follow_the_api_base_url_path(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("AIRFLOW__API__BASE_URL", "http://localhost:8080")
     assert under_base_url("/mlops/reports/validation/x.html") == "/mlops/reports/validation/x.html"
     assert under_base_url("") == ""
+
+
+def test_report_link_format() -> None:
+    assert report_url("rides/abc/report.html") == "/mlops/reports/validation/rides/abc/report.html"
+    assert report_link({"report": {"url": "/mlops/reports/validation/x"}}) == "/mlops/reports/validation/x"
+    assert report_link(None) == "" and report_link({"report": None}) == ""

@@ -15,7 +15,7 @@ from airflow_mlops.core.freshness import (
 )
 from airflow_mlops.triggers.feast import FeastFreshnessTrigger
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.adapter
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 

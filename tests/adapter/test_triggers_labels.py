@@ -16,7 +16,7 @@ from airflow_mlops.triggers.labels import LabelFileTrigger, labels_asset
 from airflow_mlops.triggers.landing import POLL_INTERVAL_ENV
 from support.triggers import collect_events
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.adapter
 
 FAST = 0.05
 

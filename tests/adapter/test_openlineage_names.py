@@ -17,7 +17,7 @@ from airflow_mlops.openlineage.record import recall, remember
 from airflow_mlops.operators.features import LandRawBatchesOperator
 from airflow_mlops.operators.promotion import MLflowPromoteModelOperator
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.adapter
 
 
 def _ti(run_id: str = "manual__1", try_number: int = 1) -> SimpleNamespace:

@@ -18,7 +18,7 @@ from airflow_mlops.boundary import TaskBoundary, TriggerBoundary, airflow_error
 from airflow_mlops.exceptions import DataValidationFailed, MLOpsError, SpecError, StoreUnavailable
 from airflow_mlops.privacy import TELEMETRY_OFF
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.adapter
 
 
 class _Failing(TaskBoundary, BaseOperator):

@@ -57,7 +57,7 @@ def move_later(client: Any, version: str, delay: float) -> threading.Thread:
     return thread
 
 
-@pytest.mark.unit
+@pytest.mark.adapter
 @pytest.mark.parametrize(("current", "from_version", "version", "done"), [
     (None, None, None, False), ("1", None, None, True), ("1", "1", None, False), ("2", "1", None, True),
     ("2", "1", "3", False), ("3", "1", "3", True), ("3", None, 3, True), ("2", "", "", True),
@@ -66,7 +66,7 @@ def test_decide(current: str | None, from_version: Any, version: Any, done: bool
     assert decide(current, from_version, version) is done
 
 
-@pytest.mark.unit
+@pytest.mark.adapter
 def test_trigger_fires_when_another_thread_moves_the_alias(registry: Any) -> None:
     trigger = MLflowModelAliasTrigger(model_name=MODEL, from_version="1", poll_interval=0.2)
     started = time.monotonic()
@@ -79,7 +79,7 @@ def test_trigger_fires_when_another_thread_moves_the_alias(registry: Any) -> Non
     assert "points at version 2" in event["message"]
 
 
-@pytest.mark.unit
+@pytest.mark.adapter
 def test_trigger_waits_for_the_exact_version_and_skips_others(registry: Any) -> None:
     trigger = MLflowModelAliasTrigger(model_name=MODEL, version="3", poll_interval=0.2)
     movers = [move_later(registry, "2", 0.5), move_later(registry, "3", 1.5)]
@@ -89,7 +89,7 @@ def test_trigger_waits_for_the_exact_version_and_skips_others(registry: Any) -> 
     assert (event["status"], event["version"]) == ("success", "3"), event
 
 
-@pytest.mark.unit
+@pytest.mark.adapter
 def test_trigger_times_out_naming_where_the_alias_points(registry: Any) -> None:
     deadline = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
     event = run_trigger(MLflowModelAliasTrigger(model_name=MODEL, from_version="1", poll_interval=0.3,
@@ -98,14 +98,14 @@ def test_trigger_times_out_naming_where_the_alias_points(registry: Any) -> None:
     assert "points at version 1; waiting for any version other than 1" in event["message"]
 
 
-@pytest.mark.unit
+@pytest.mark.adapter
 def test_trigger_treats_a_missing_model_as_not_yet(registry: Any) -> None:
     deadline = (datetime.now(UTC) + timedelta(seconds=0.5)).isoformat()
     event = run_trigger(MLflowModelAliasTrigger(model_name="no_such_model", poll_interval=0.2, deadline=deadline))
     assert event["status"] == "timeout" and event["version"] is None and "alias not set" in event["message"]
 
 
-@pytest.mark.unit
+@pytest.mark.adapter
 def test_trigger_serializes_to_its_own_arguments() -> None:
     trigger = MLflowModelAliasTrigger(model_name=MODEL, alias="challenger", from_version=4, poll_interval=5,
                                       deadline="2026-01-01T00:00:00+00:00")

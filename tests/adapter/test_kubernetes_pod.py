@@ -23,7 +23,7 @@ from airflow_mlops.core.spec import ModelSpec, parse_spec
 from airflow_mlops.exceptions import MLOpsError, SpecError, TrainingSetError
 from airflow_mlops.jobs.training import TrainingRequest, relative_snapshot
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.adapter
 
 PROJECT = Path(__file__).resolve().parents[2]
 K8S_VERSIONS = ("1.31", "1.37")  # oldest supported upstream minor we target, newest the validator ships

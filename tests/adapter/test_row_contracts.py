@@ -23,7 +23,7 @@ from airflow_mlops.operators.features import LandRawBatchesOperator
 from airflow_mlops.operators.validation import XCOM_KEY, GXValidateRawBatchesOperator
 from support.fake_ti import run_operator
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.adapter
 
 PROJECT_SUITES = Path(__file__).resolve().parents[2] / "include" / "expectations"
 STATS, RIDES = "driver_hourly_stats", "rides"

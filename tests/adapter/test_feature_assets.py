@@ -7,7 +7,7 @@ from airflow.sdk import Asset, AssetAlias
 
 from airflow_mlops.dags.assets import champion_asset, feature_view_of, features_alias, features_asset
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.adapter
 
 
 def test_alias_and_asset_names_are_stable() -> None:

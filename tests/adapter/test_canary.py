@@ -36,7 +36,7 @@ from airflow_mlops.exceptions import SpecError
 from airflow_mlops.serving.metrics import ServingMetrics
 from airflow_mlops.triggers.canary import CanaryTrigger, first_event
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.adapter
 
 MODEL = "ride_completion"
 LIMITS = CanaryLimits(traffic=0.1, max_error_rate=0.01, max_p99_ms=250.0, window_seconds=600, min_requests=50)
@@ -148,7 +148,7 @@ class _MetricsServer:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:  # http.server's naming
                 owner.hits += 1
                 payload = (owner.body or "").encode()
                 self.send_response(200 if owner.body is not None else 503)

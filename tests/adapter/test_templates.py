@@ -23,7 +23,7 @@ from airflow_mlops.core.suites import load_suite
 from airflow_mlops.core.templating import environment, render
 from airflow_mlops.plugin import ui
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.adapter
 
 HOSTILE = "<script>alert(1)</script>"
 ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"

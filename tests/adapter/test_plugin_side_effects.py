@@ -14,39 +14,24 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.adapter
 
-SNAPSHOT = """
-import json, os, sys
-before = dict(os.environ)
-{load}
-after = dict(os.environ)
-changed = {{k: [before.get(k), after.get(k)] for k in set(before) | set(after) if before.get(k) != after.get(k)}}
-print(json.dumps(changed))
-"""
-
-LOAD_PLUGIN_ENTRY_POINT = """
-from importlib.metadata import entry_points
-(entry_point,) = [e for e in entry_points(group="airflow.plugins") if e.name == "airflow_mlops"]
-plugin_class = entry_point.load()
-assert plugin_class.__name__ == "MLOpsPlugin", plugin_class
-plugin_class().on_load()  # what Airflow's plugins manager does with it
-"""
+SNAPSHOT = Path(__file__).resolve().parents[1] / "support" / "env_snapshot.py"
 
 
 def _changed_environment(load: str, tmp_path: Path) -> dict[str, list[str | None]]:
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "AIRFLOW_HOME": str(tmp_path / "airflow"),
            "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
-    done = subprocess.run([sys.executable, "-c", SNAPSHOT.format(load=load)], env=env, cwd=tmp_path,
+    done = subprocess.run([sys.executable, "-P", str(SNAPSHOT), load], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr[-4000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def test_loading_the_plugin_entry_point_leaves_os_environ_unchanged(tmp_path: Path) -> None:
-    assert _changed_environment(LOAD_PLUGIN_ENTRY_POINT, tmp_path) == {}
+    assert _changed_environment("plugin", tmp_path) == {}
 
 
 def test_importing_what_a_dag_file_imports_leaves_os_environ_unchanged(tmp_path: Path) -> None:
     # the DAG factory imports every operator, sensor and trigger module of ours
-    assert _changed_environment("import airflow_mlops.dags.factory", tmp_path) == {}
+    assert _changed_environment("dag-factory", tmp_path) == {}
