@@ -13,16 +13,16 @@ in that process, order alternating between repetitions:
 
 - batch: `predict_batch(FeastHook().get_store(), model=ScoringModel.from_estimator(model), ...)`,
          exactly what BatchPredictOperator calls once it has loaded the model: per chunk a
-         point-in-time join (`AsofJoiner`: each view's rows of the entity set's time span read and
-         sorted once, then a sorted-key search per chunk, Feast's semantics; Feast's own join only for
-         views it cannot read), `predict_proba` on the model's columns as float64, one parquet
+         point-in-time join (`core.point_in_time`, as-of path: each view's rows of the entity set's
+         time span read and sorted once, then a sorted-key search per chunk, Feast's semantics; Feast's
+         own join only for views it cannot read), `predict_proba` on the model's columns as float64, one parquet
          part (atomic temp + rename, sha256), then the manifest and the run-folder rename. Its
-         phases are timed by wrapping the module's functions (no package change): join
-         (`_join_chunk`), predict (`_score_chunk`), write (`_write_part`).
+         phases are timed by wrapping functions (no package change): join (each chunk drawn from
+         `PointInTimeJoin.chunks`), predict (`_score_chunk`), write (`_write_part`).
 - raw:   the prepared feature rows (read before timing), then per chunk of the same size
          `model.predict_proba(chunk[columns].astype("float64"))[:, 1]` — no join, no write.
 
-Features check (setup, not timed): the batch path's join (`AsofJoiner`, chunk by chunk) against the
+Features check (setup, not timed): the as-of join (`AsofJoiner`, chunk by chunk) against the
 prepared rows Feast joined: every feature of every row equal (NaN where Feast has none), same dtypes.
 
 Reported: wall and CPU seconds, rows/s, the rows/s ratio batch/raw for the whole path and for the
@@ -141,7 +141,25 @@ def _instrument(module: Any) -> dict[str, list[float]]:
     phases = {"join (as-of join: view rows read once, sorted-key search per chunk)": [0.0, 0.0],
               "predict (columns as float64, predict_proba, output frame)": [0.0, 0.0],
               "write (parquet part, atomic rename, sha256)": [0.0, 0.0]}
-    for name, key in zip(("_join_chunk", "_score_chunk", "_write_part"), phases, strict=True):
+    from airflow_mlops.core import point_in_time
+
+    chunks, join_key = point_in_time.PointInTimeJoin.chunks, next(iter(phases))
+
+    def timed_chunks(self: Any, *args: Any, **kwargs: Any) -> Any:
+        inner = chunks(self, *args, **kwargs)
+        while True:
+            started, cpu = time.perf_counter(), time.process_time()
+            try:
+                item = next(inner)
+            except StopIteration:
+                return
+            finally:
+                phases[join_key][0] += time.perf_counter() - started
+                phases[join_key][1] += time.process_time() - cpu
+            yield item
+
+    point_in_time.PointInTimeJoin.chunks = timed_chunks
+    for name, key in zip(("_score_chunk", "_write_part"), list(phases)[1:], strict=True):
         fn = getattr(module, name)
 
         def timed(*args: Any, _fn: Any = fn, _key: str = key, **kwargs: Any) -> Any:
@@ -208,9 +226,9 @@ def check_features(work: Path, chunk_rows: int) -> dict[str, Any]:
 
     store = FeastHook().get_store()
     quiet()
-    views = aj.asof_plan(store, store.get_feature_service(SERVICE))
+    views, why_not = aj.asof_plan(store, store.get_feature_service(SERVICE))
     if views is None:
-        sys.exit("MISMATCH: the benchmark's views are not read by the as-of join")
+        sys.exit(f"MISMATCH: the benchmark's views are not read by the as-of join ({why_not})")
     entity = normalize_timestamps(pd.read_parquet(work / "entity.parquet")).rename(columns={TS: bi.FEAST_TIMESTAMP})
     entity[bi._ROW] = range(len(entity))
     joiner = aj.AsofJoiner(views, entity)

@@ -1,4 +1,5 @@
-"""Training-set build: the project's real path (FeastHook + build_training_set, duckdb) vs pandas.merge_asof.
+"""Training-set build: the project's real path (build_training_set, one point-in-time engine) vs
+pandas.merge_asof, and vs the same build on Feast's get_historical_features.
 
 Setup (not timed): a temporary MLOPS_HOME and Feast repo with one entity and three feature views
 totalling 20 features (benchmarks/_feature_data.py: hourly / daily / event-driven, TTLs 2 d / 2 d /
@@ -6,26 +7,32 @@ totalling 20 features (benchmarks/_feature_data.py: hourly / daily / event-drive
 `FeastHook.apply()`. Then, per entity-row count, each method runs in its own fresh process (so peak
 RSS is its own), after a 1,000-row warm-up in that process:
 
-- feast:  `build_training_set(FeastHook().get_store(), feature_service=..., ...)`, exactly what the
-          training DAG's FeastBuildTrainingSetOperator calls (point-in-time join on duckdb, canonical
-          sort, parquet snapshot + sha256, lineage JSON);
+- engine: `build_training_set(FeastHook().get_store(), feature_service=..., ...)`, exactly what the
+          training DAG's FeastBuildTrainingSetOperator calls: canonical entity order, the
+          `core.point_in_time` as-of path (the service's views are local parquet), parquet snapshot
+          written a row group at a time + sha256, lineage JSON. Its lineage must say join=asof;
+- feast:  the same build_training_set with the path forced to Feast's get_historical_features (the
+          fallback; what training sets used before the engine), per `ENTITY_CHUNK_ROWS` entity rows;
 - pandas: read the three views' parquet from the offline store (pyarrow) and
           `pd.merge_asof(direction="backward", by=driver_id, tolerance=view.ttl)` per view — Feast's
           rule: the newest feature row with feature_ts <= entity_ts and entity_ts - feature_ts <= ttl.
+          Join only (no snapshot), the baseline of the ratios;
+- duckdb_asof (with --candidates): one duckdb query, an ASOF LEFT JOIN per view, TTL applied to the
+  matched row (join only), the alternative engine that was measured and not taken.
 
-With `--candidates`, two possible fixes are measured and checked the same way: `feast_chunked` (the
-real build_training_set, get_historical_features called per `--chunk-rows` entity rows) and
-`duckdb_asof` (one duckdb query, an ASOF LEFT JOIN per view, TTL applied to the matched row).
-Reported: wall and CPU seconds (all threads; steadier on a shared machine), ratios to the pandas
-run of the same repetition, peak RSS (kernel high-water mark, reset before the timed call).
+Reported: wall and CPU seconds (all threads), ratios to the pandas run of the same repetition, peak
+RSS (kernel high-water mark, reset before the timed call) and its growth over the RSS before the call.
+`--methods engine --rows 10000000` runs the engine alone (the 10 M-row memory check).
 
-Correctness: every feature column of both outputs is compared row by row (aligned on `row_id`),
-exactly: tolerance 0 (bitwise-equal float64, NaN only where the other is NaN; int features compared as
-float64, exact below 2**53). Any mismatch prints examples and exits 1.
+Correctness: every feature column of every output is compared row by row with the pandas baseline's
+(aligned on `row_id`), exactly: tolerance 0 (bitwise-equal float64, NaN only where the other is NaN;
+int features compared as float64, exact below 2**53). Any mismatch prints examples and exits 1. With
+`--methods engine` alone there is no baseline: the engine's output is compared with nothing.
 
     .venv/bin/python benchmarks/training_set_build.py [--rows 1000000] [--entities 2000] [--days 30]
                                                       [--repeat 1] [--check-rows 0 (= all)]
-                                                      [--candidates [--chunk-rows 200000]]
+                                                      [--methods engine,pandas,feast] [--candidates]
+                                                      [--chunk-rows 200000]
 """
 
 from __future__ import annotations
@@ -61,12 +68,12 @@ from _feature_data import (
 )
 
 WARMUP_ROWS = 1000
-METHODS = ("feast", "pandas")
-CANDIDATES = ("feast_chunked", "duckdb_asof")  # possible fixes, measured and checked like the others
+METHODS = ("engine", "pandas", "feast")
+CANDIDATES = ("duckdb_asof",)  # an alternative engine, measured and checked like the others
 LABELS = {
-    "feast": "build_training_set (Feast duckdb)",
-    "pandas": "pandas.merge_asof baseline",
-    "feast_chunked": "candidate: build_training_set, entity df in chunks",
+    "engine": "build_training_set (point-in-time engine, as-of path)",
+    "feast": "build_training_set, Feast get_historical_features path",
+    "pandas": "pandas.merge_asof baseline (join only)",
     "duckdb_asof": "candidate: duckdb ASOF JOIN (join only)",
 }
 
@@ -87,31 +94,35 @@ def reset_peak_rss() -> int:
 
 
 # -- the two methods (run in a child process) ----------------------------------------------------
-def run_feast(edf: pd.DataFrame, work: Path, chunk_rows: int = 0) -> dict[str, Any]:
-    from airflow_mlops.core import training_set
+def run_build(edf: pd.DataFrame, work: Path, path: str, chunk_rows: int) -> dict[str, Any]:
+    """build_training_set as the training DAG calls it; `path` "feast" forces Feast's get_historical_features."""
+    from airflow_mlops.core import point_in_time, training_set
     from airflow_mlops.hooks.feast import FeastHook
 
     store = FeastHook().get_store()
     quiet()  # after feast's import, which resets the DeprecationWarning filter
+    training_set.ENTITY_CHUNK_ROWS = chunk_rows
+    if path == "feast":
+        forced = point_in_time.JoinPlan(point_in_time.FEAST, "forced by the benchmark")
+        point_in_time.plan = lambda *_args, **_kw: forced
     kwargs = dict(feature_service=SERVICE, entity_keys=[ENTITY_KEY], timestamp_column=TS, label="label",
                   request_features=["row_id"])
     training_set.build_training_set(store, entity_df=edf.head(WARMUP_ROWS), out_dir=work / "warmup", **kwargs)
-    if chunk_rows:
-        _chunked(store, chunk_rows)
-    phases = _instrument(store, training_set)
+    phases = _instrument(training_set, point_in_time)
     rss0 = reset_peak_rss()
-    out_dir = work / ("sets_chunked" if chunk_rows else "sets")
     started, cpu = time.perf_counter(), time.process_time()
-    lineage = training_set.build_training_set(store, entity_df=edf, out_dir=out_dir, **kwargs)
+    lineage = training_set.build_training_set(store, entity_df=edf, out_dir=work / f"sets_{path}", **kwargs)
     total, cpu = time.perf_counter() - started, time.process_time() - cpu
+    if lineage["join"] != path.replace("engine", "asof"):
+        sys.exit(f"the {path} run joined via {lineage['join']}")
     return {"seconds": total, "cpu_seconds": cpu, "phases": phases, "rss0_kb": rss0, "peak_kb": _status_kb("VmHWM"),
-            "output": lineage["path"], "missing": lineage["missing"]}
+            "output": lineage["path"], "missing": lineage["missing"], "join": lineage["join"]}
 
 
-def _instrument(store: Any, training_set: Any) -> dict[str, float]:
+def _instrument(training_set: Any, point_in_time: Any) -> dict[str, float]:
     """Time the phases of build_training_set by wrapping what it calls (no package code is changed)."""
-    phases: dict[str, float] = {"plan (get_historical_features)": 0.0, "join (RetrievalJob.to_df, duckdb)": 0.0,
-                                "canonical sort (_canonical)": 0.0, "snapshot write + sha256": 0.0}
+    phases: dict[str, float] = {"canonical entity order (_canonical)": 0.0, "point-in-time join (chunks)": 0.0,
+                                "snapshot write + sha256": 0.0}
 
     def timed(fn: Any, key: str) -> Any:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -122,33 +133,35 @@ def _instrument(store: Any, training_set: Any) -> dict[str, float]:
                 phases[key] += time.perf_counter() - started
         return wrapper
 
-    plan = store.get_historical_features
+    chunks = point_in_time.PointInTimeJoin.chunks
 
-    def get_historical_features(*args: Any, **kwargs: Any) -> Any:
-        job = timed(plan, "plan (get_historical_features)")(*args, **kwargs)
-        job.to_df = timed(job.to_df, "join (RetrievalJob.to_df, duckdb)")
-        return job
+    def timed_chunks(self: Any, *args: Any, **kwargs: Any) -> Any:
+        inner = chunks(self, *args, **kwargs)
+        while True:
+            started = time.perf_counter()
+            try:
+                item = next(inner)
+            except StopIteration:
+                return
+            finally:
+                phases["point-in-time join (chunks)"] += time.perf_counter() - started
+            yield item
 
-    store.get_historical_features = get_historical_features
-    training_set._canonical = timed(training_set._canonical, "canonical sort (_canonical)")
-    training_set._write_snapshot = timed(training_set._write_snapshot, "snapshot write + sha256")
+    point_in_time.PointInTimeJoin.chunks = timed_chunks
+    training_set._canonical = timed(training_set._canonical, "canonical entity order (_canonical)")
+    write = training_set._write_snapshot
+
+    def write_snapshot(*args: Any, **kwargs: Any) -> Any:
+        joined = phases["point-in-time join (chunks)"]
+        started = time.perf_counter()
+        try:
+            return write(*args, **kwargs)
+        finally:  # the join runs lazily inside the write loop: its time is not the writer's
+            phases["snapshot write + sha256"] += time.perf_counter() - started - (
+                phases["point-in-time join (chunks)"] - joined)
+
+    training_set._write_snapshot = write_snapshot
     return phases
-
-
-def _chunked(store: Any, rows: int) -> None:
-    """The suggested fix, applied from outside: one get_historical_features per `rows` entity rows."""
-    whole = store.get_historical_features
-
-    class ChunkedJob:
-        def __init__(self, entity_df: pd.DataFrame, kwargs: dict[str, Any]) -> None:
-            self.entity_df, self.kwargs = entity_df, kwargs
-
-        def to_df(self) -> pd.DataFrame:
-            parts = [whole(entity_df=self.entity_df.iloc[i:i + rows].copy(), **self.kwargs).to_df()
-                     for i in range(0, len(self.entity_df), rows)]
-            return pd.concat(parts, ignore_index=True)
-
-    store.get_historical_features = lambda entity_df, **kwargs: ChunkedJob(entity_df, kwargs)
 
 
 def duckdb_asof(edf: pd.DataFrame, offline_dir: Path) -> pd.DataFrame:
@@ -208,10 +221,8 @@ def run_frame_join(edf: pd.DataFrame, work: Path, join: Any, name: str) -> dict[
 def child(method: str, work: Path, entity_file: Path, result_file: Path, chunk_rows: int) -> None:
     os.environ.update(bench_env(work))
     edf = pd.read_parquet(entity_file)
-    if method == "feast":
-        result = run_feast(edf, work)
-    elif method == "feast_chunked":
-        result = run_feast(edf, work, chunk_rows)
+    if method in ("engine", "feast"):
+        result = run_build(edf, work, method, chunk_rows)
     else:
         join = pandas_point_in_time if method == "pandas" else duckdb_asof
         result = run_frame_join(edf, work, join, method)
@@ -265,12 +276,14 @@ def compare(name: str, file: str, baseline_file: str, check_rows: int, seed: int
 def run_size(work: Path, cfg: DataConfig, rows: int, events: pd.DataFrame, args: argparse.Namespace) -> dict:
     entity_file = work / f"entity_{rows}.parquet"
     entity_df(cfg, rows, events, args.seed).to_parquet(entity_file, index=False)
-    methods = METHODS + (CANDIDATES if args.candidates else ())
+    methods = tuple(args.methods.split(",")) + (CANDIDATES if args.candidates else ())
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
     for rep in range(args.repeat):
         for method in methods if rep % 2 == 0 else methods[::-1]:  # alternate who goes first
             runs[method].append(spawn(method, work, entity_file, f"{rows}_{rep}", args.chunk_rows))
             print(f"  rows={rows} rep={rep} {method}: {runs[method][-1]['seconds']:.2f} s", file=sys.stderr)
+    if "pandas" not in runs:
+        return {"rows": rows, "runs": runs, "checks": {}}
     base = runs["pandas"][-1]["output"]
     checks = {m: compare(m, runs[m][-1]["output"], base, args.check_rows, args.seed) for m in methods if m != "pandas"}
     return {"rows": rows, "runs": runs, "checks": checks}
@@ -287,22 +300,30 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace, setup_s: flo
     print("| entity rows | method | wall s (median) | all runs, wall s | wall ratio vs pandas (paired, range) | "
           "CPU s (all threads) | CPU ratio | peak RSS MB (growth) |\n|---|---|---|---|---|---|---|---|")
     for res in results:
-        base = res["runs"]["pandas"]
+        base = res["runs"].get("pandas")
         for method, runs in res["runs"].items():
             r = median_run(runs)
-            ratios = sorted(run["seconds"] / b["seconds"] for run, b in zip(runs, base, strict=True))
-            cpu = statistics.median([run["cpu_seconds"] / b["cpu_seconds"] for run, b in zip(runs, base, strict=True)])
-            spread = f" ({ratios[0]:.1f}-{ratios[-1]:.1f})" if len(ratios) > 1 else ""
             every = ", ".join(f"{run['seconds']:.1f}" for run in runs)
-            print(f"| {res['rows']:,} | {LABELS[method]} | {r['seconds']:.2f} | {every} | "
-                  f"{statistics.median(ratios):.1f}x{spread} | {r['cpu_seconds']:.1f} | {cpu:.1f}x | "
+            wall_ratio = cpu_ratio = "-"
+            if base:
+                ratios = sorted(run["seconds"] / b["seconds"] for run, b in zip(runs, base, strict=True))
+                spread = f" ({ratios[0]:.2f}-{ratios[-1]:.2f})" if len(ratios) > 1 else ""
+                wall_ratio = f"{statistics.median(ratios):.2f}x{spread}"
+                cpus = [run["cpu_seconds"] / b["cpu_seconds"] for run, b in zip(runs, base, strict=True)]
+                cpu_ratio = f"{statistics.median(cpus):.2f}x"
+            print(f"| {res['rows']:,} | {LABELS[method]} | {r['seconds']:.2f} | {every} | {wall_ratio} | "
+                  f"{r['cpu_seconds']:.1f} | {cpu_ratio} | "
                   f"{r['peak_kb'] / 1024:,.0f} (+{(r['peak_kb'] - r['rss0_kb']) / 1024:,.0f}) |")
-    print("\nPhases of build_training_set (median run):\n\n| entity rows | phase | s | share |\n|---|---|---|---|")
+    print("\nPhases of build_training_set (median run):\n\n"
+          "| entity rows | path | phase | s | share |\n|---|---|---|---|---|")
     for res in results:
-        r = median_run(res["runs"]["feast"])
-        other = r["seconds"] - sum(r["phases"].values())
-        for phase, seconds in [*r["phases"].items(), ("other (normalize, lineage, registry)", other)]:
-            print(f"| {res['rows']:,} | {phase} | {seconds:.2f} | {seconds / r['seconds']:.0%} |")
+        for method in ("engine", "feast"):
+            if method not in res["runs"]:
+                continue
+            r = median_run(res["runs"][method])
+            other = r["seconds"] - sum(r["phases"].values())
+            for phase, seconds in [*r["phases"].items(), ("other (normalize, lineage, registry)", other)]:
+                print(f"| {res['rows']:,} | {method} | {phase} | {seconds:.2f} | {seconds / r['seconds']:.0%} |")
     print("\nCorrectness vs the pandas baseline (tolerance 0: bitwise-equal values, NaN exactly where it is NaN):\n")
     for res in results:
         for method, c in res["checks"].items():
@@ -320,9 +341,10 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--check-rows", type=int, default=0, help="random rows to compare; 0 = every row")
+    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, of {', '.join(METHODS)}")
     parser.add_argument("--candidates", action=argparse.BooleanOptionalAction, default=False,
-                        help="also measure the two candidate fixes (chunked build, duckdb ASOF JOIN)")
-    parser.add_argument("--chunk-rows", type=int, default=200_000, help="entity rows per chunk (candidate)")
+                        help="also measure the candidate engine (duckdb ASOF JOIN)")
+    parser.add_argument("--chunk-rows", type=int, default=200_000, help="entity rows per join chunk (engine, feast)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir")
     parser.add_argument("--child", choices=METHODS + CANDIDATES, help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)

@@ -1,4 +1,4 @@
-"""The batch path's as-of join (core.asof_join) against Feast's own point-in-time join.
+"""The as-of join (core.asof_join, the engine of core.point_in_time) against Feast's own point-in-time join.
 
 A real Feast repo (duckdb offline store, sqlite online) built by the benchmarks' seeded feature data:
 three views (hourly with a created-timestamp column and 2 % gaps, daily, irregular events), TTLs of
@@ -59,17 +59,24 @@ def _add_rewritten_rows(view_dir: Path) -> None:
                    first.parent / "rewritten.parquet")
 
 
+def _feast(store: object, entity: pd.DataFrame, service: object) -> pd.DataFrame:
+    """Feast's get_historical_features, rows in the entity order (Feast's own order is not stable)."""
+    from airflow_mlops.core.batch_inference import _ROW
+
+    frame = store.get_historical_features(entity_df=entity, features=service).to_df()  # type: ignore[attr-defined]
+    return frame.sort_values(_ROW, kind="mergesort").reset_index(drop=True)
+
+
 def test_asof_join_returns_exactly_what_feast_returns(repo: tuple[object, object, pd.DataFrame]) -> None:
     from airflow_mlops.core import asof_join as aj
     from airflow_mlops.core import batch_inference as bi
-    from airflow_mlops.core.training_set import _historical_features
 
     store, service, entity = repo
-    views = aj.asof_plan(store, service)
+    views, _ = aj.asof_plan(store, service)
     assert views is not None and [v.name for v in views] == ["driver_hourly", "driver_daily", "driver_events"]
     assert views[0].created == "created" and views[0].ttl_us == 2 * 86_400 * 10**6
     fast = aj.asof_join(entity, views)
-    feast = _historical_features(store, entity, service).sort_values(bi._ROW, kind="mergesort").reset_index(drop=True)
+    feast = _feast(store, entity, service)
     features = [name for view in views for _, name in view.features]
     assert len(fast) == len(feast) == len(entity) and list(fast[bi._ROW]) == list(feast[bi._ROW])
     for column in features:
@@ -87,7 +94,7 @@ def test_chunks_join_the_same_as_the_whole(repo: tuple[object, object, pd.DataFr
     from airflow_mlops.core import asof_join as aj
 
     store, service, entity = repo
-    views = aj.asof_plan(store, service)
+    views, _ = aj.asof_plan(store, service)
     assert views is not None
     whole = aj.asof_join(entity, views)
     parts = pd.concat([aj.asof_join(entity.iloc[i:i + 700], views) for i in range(0, len(entity), 700)],
@@ -103,7 +110,6 @@ def test_composite_keys_join_like_feast(tmp_path: Path, monkeypatch: pytest.Monk
 
     from airflow_mlops.core import asof_join as aj
     from airflow_mlops.core import batch_inference as bi
-    from airflow_mlops.core.training_set import _historical_features
     from airflow_mlops.hooks.feast import FeastHook
 
     monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
@@ -133,10 +139,10 @@ def test_composite_keys_join_like_feast(tmp_path: Path, monkeypatch: pytest.Monk
     entity = entity.astype({"driver_id": "int64"})
     entity[bi._ROW] = range(n)
     service = store.get_feature_service("surge_v1")
-    views = aj.asof_plan(store, service)
+    views, _ = aj.asof_plan(store, service)
     assert views is not None and views[0].keys == (("driver_id", "driver_id"), ("city", "city"))
     fast = aj.asof_join(entity, views)
-    feast = _historical_features(store, entity, service).sort_values(bi._ROW, kind="mergesort").reset_index(drop=True)
+    feast = _feast(store, entity, service)
     assert list(fast[bi._ROW]) == list(feast[bi._ROW])
     pd.testing.assert_series_equal(fast["surge"], feast["surge"], check_names=False)
     assert fast["zone"].isna().equals(feast["zone"].isna())

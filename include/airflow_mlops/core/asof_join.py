@@ -33,13 +33,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from airflow_mlops.core.asof_rows import ViewRows, view_rows
-from airflow_mlops.core.training_set import FEAST_TIMESTAMP
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-
+FEAST_TIMESTAMP = "event_timestamp"  # the entity-df column Feast looks for first
 
 
 @dataclass(frozen=True)
@@ -55,8 +54,8 @@ class AsofView:
     ttl_us: int  # 0: no TTL
 
 
-def asof_plan(store: Any, service: Any) -> list[AsofView] | None:
-    """The service's views for `AsofJoiner`, or None when one is not a local parquet FileSource (then Feast joins)."""
+def asof_plan(store: Any, service: Any) -> tuple[list[AsofView] | None, str]:
+    """The service's views for `AsofJoiner`, or None and why not when one is not a local parquet FileSource."""
     from feast import FileSource
     from feast.data_format import ParquetFormat
     from feast.errors import FeatureViewNotFoundException
@@ -66,11 +65,13 @@ def asof_plan(store: Any, service: Any) -> list[AsofView] | None:
         try:
             view = store.get_feature_view(projection.name)
         except FeatureViewNotFoundException:  # an on-demand view: Feast computes it
-            return None
+            return None, f"{projection.name} is not a plain feature view (on-demand?)"
         source = view.batch_source
-        if not isinstance(source, FileSource) or "://" in source.path or not (
-                isinstance(source.file_format, ParquetFormat) or source.path.endswith(".parquet")):
-            return None
+        if not isinstance(source, FileSource):
+            return None, f"view {view.name} reads a {type(source).__name__}, not a FileSource"
+        if "://" in source.path or not (isinstance(source.file_format, ParquetFormat)
+                                        or source.path.endswith(".parquet")):
+            return None, f"view {view.name} reads {source.path}, not a local parquet path"
         mapping = {new: old for old, new in (source.field_mapping or {}).items()}
         keys = projection.join_key_map or {e.name: e.name for e in view.entity_columns}
         views.append(AsofView(
@@ -79,7 +80,7 @@ def asof_plan(store: Any, service: Any) -> list[AsofView] | None:
             keys=tuple((mapping.get(k, k), e) for k, e in keys.items()),
             features=tuple((mapping.get(f.name, f.name), f.name) for f in projection.features),
             ttl_us=int(view.ttl.total_seconds() * 1_000_000) if view.ttl else 0))
-    return views
+    return views, ""
 
 
 def asof_join(chunk: pd.DataFrame, views: list[AsofView]) -> pd.DataFrame:
@@ -96,18 +97,37 @@ class AsofJoiner:
         self.start, self.end = (int(times.min()), int(times.max())) if len(times) else (0, 0)
         self._index: list[_ViewIndex] | None = None
 
-    def join(self, chunk: pd.DataFrame) -> pd.DataFrame:
-        """`chunk` (same row order, index reset) with every view's features: NULL where Feast has none."""
-        import pandas as pd
-
+    def _indexes(self) -> list[_ViewIndex]:
         if self._index is None:
             self._index = _per_view(lambda view: _ViewIndex(view, view_rows(view, self.start, self.end)), self.views)
+        return self._index
+
+    def join(self, chunk: pd.DataFrame, widen: frozenset[str] = frozenset()) -> pd.DataFrame:
+        """`chunk` (same row order, index reset) with every view's features: NULL where Feast has none.
+
+        `widen`: views whose features get the dtype of a column with NULLs even where this chunk has none
+        (int -> float64, bool -> object), as pandas gives the whole frame when any chunk has one.
+        """
+        import pandas as pd
+
         out = chunk.reset_index(drop=True)
         when = utc_micros(out[FEAST_TIMESTAMP])
         columns: dict[str, Any] = {name: out[name] for name in out.columns}
-        for picked in _per_view(lambda index: index.lookup(out, when), self._index):
+        for picked in _per_view(lambda index: index.lookup(out, when, index.view.name in widen), self._indexes()):
             columns.update(picked)
         return pd.DataFrame(columns, copy=False)  # one construction: assign() inserted column by column
+
+    def views_with_gaps(self, entity: pd.DataFrame, chunk_rows: int) -> frozenset[str]:
+        """The views that have no value for at least one row of `entity` (looked up chunk by chunk, not kept)."""
+        def gappy(index: _ViewIndex) -> bool:
+            for start in range(0, len(entity), chunk_rows):
+                chunk = entity.iloc[start:start + chunk_rows].reset_index(drop=True)
+                if bool(index.missing(chunk, utc_micros(chunk[FEAST_TIMESTAMP]))[1].any()):
+                    return True
+            return False
+
+        indexes = self._indexes()
+        return frozenset(ix.view.name for ix, gaps in zip(indexes, _per_view(gappy, indexes), strict=True) if gaps)
 
 
 def _per_view(work: Callable[[Any], Any], items: list[Any]) -> list[Any]:
@@ -153,13 +173,22 @@ class _ViewIndex:
                         if isinstance(values.dtype, np.dtype) and values.dtype.kind in "iuf"}
         self.other = {name: values for name, values in features.items() if name not in self.numeric}
 
-    def lookup(self, chunk: pd.DataFrame, when: np.ndarray) -> dict[str, Any]:
+    def lookup(self, chunk: pd.DataFrame, when: np.ndarray, widen: bool = False) -> dict[str, Any]:
         """Feature name -> values for the chunk's rows: the newest row per keys at or before `when`, within the TTL."""
+        import numpy as np
+
+        if not self.rows:
+            return {name: np.full(len(when), np.nan) for _, name in self.view.features}
+        safe, missing = self.missing(chunk, when)
+        return self._pick(safe, missing, widen)
+
+    def missing(self, chunk: pd.DataFrame, when: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each row's candidate position (0 where none) and whether it has no value (no row, other key, past TTL)."""
         import numpy as np
 
         view = self.view
         if not self.rows:
-            return {name: np.full(len(when), np.nan) for _, name in view.features}
+            return np.zeros(len(when), dtype=np.intp), np.ones(len(when), dtype=bool)
         entity = [chunk[column] for _, column in view.keys]
         code = (self.uniques.get_indexer(list(zip(*entity, strict=True))) if len(entity) > 1
                 else self.uniques.get_indexer(entity[0])).astype("int64")
@@ -172,9 +201,9 @@ class _ViewIndex:
         found = (code >= 0) & (offset >= 0) & (pos >= 0) & (self.codes[safe] == code)
         if view.ttl_us:
             found &= self.ts[safe] >= when - view.ttl_us
-        return self._pick(safe, ~found)
+        return safe, ~found
 
-    def _pick(self, safe: np.ndarray, missing: np.ndarray) -> dict[str, Any]:
+    def _pick(self, safe: np.ndarray, missing: np.ndarray, widen: bool) -> dict[str, Any]:
         import numpy as np
 
         gaps = bool(missing.any())
@@ -183,10 +212,13 @@ class _ViewIndex:
             values = self.numeric.get(name)
             if values is None:
                 column = self.other[name].take(safe).reset_index(drop=True)
+                if widen and not gaps and column.dtype == bool:  # what mask() makes of a bool column with NULLs
+                    column = column.astype(object)
                 picked[name] = (column.mask(missing) if gaps else column).to_numpy()
                 continue
             values = values.take(safe)
-            if gaps:  # as pandas' mask: integers become float64 to hold NaN, floats keep their width
+            # As pandas' mask: integers become float64 to hold NaN, floats keep their width.
+            if gaps or (widen and values.dtype.kind != "f"):
                 values = values if values.dtype.kind == "f" else values.astype("float64")
                 values[missing] = np.nan
             picked[name] = values

@@ -2,9 +2,8 @@
 
 `predict_batch` takes a ready `FeatureStore` (built by FeastHook) and an already loaded model, so
 this module stays free of Airflow and MLflow. Per chunk of `chunk_rows` entity rows it joins the
-feature service's features as of each row's time (`core.asof_join` for parquet views, with Feast's
-semantics; else Feast's `get_historical_features`, duckdb offline store, the same helpers as the
-training set), calls `predict_proba` and writes one parquet part.
+feature service's features as of each row's time (`core.point_in_time`, the join training sets and
+the skew check use), calls `predict_proba` and writes one parquet part.
 Peak memory is set by the chunk, not by the number of rows (docs/benchmarks.md, "Batch inference").
 
 Output, one folder per Airflow run::
@@ -36,9 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from airflow_mlops.core.asof_join import AsofJoiner, asof_plan
 from airflow_mlops.core.offline import atomic_write_bytes, normalize_timestamps
-from airflow_mlops.core.training_set import FEAST_TIMESTAMP, _feature_service, _historical_features
+from airflow_mlops.core.point_in_time import FEAST_TIMESTAMP, PointInTimeJoin, RowsLost
+from airflow_mlops.core.training_set import _feature_service
 from airflow_mlops.exceptions import BatchInferenceError
 
 if TYPE_CHECKING:
@@ -52,7 +51,7 @@ PREDICTION_COLUMN = "prediction"
 VERSION_COLUMN = "model_version"
 MANIFEST_FILE = "_manifest.json"
 DEFAULT_CHUNK_ROWS = 100_000
-_ROW = "__mlops_row"  # carried through Feast to restore entity order (Feast's output order is not stable)
+_ROW = "__mlops_row"  # carried through the join: every chunk's rows are checked to come back in order
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.:+=-]")
 
 
@@ -149,32 +148,17 @@ def _check_inputs(model: ScoringModel, service: Any, feature_service: str, reque
 def _scored_chunks(store: Any, service: Any, entity: pd.DataFrame, model: ScoringModel, keep: list[str],
                    timestamp_column: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
     """One frame of predictions per `chunk_rows` entity rows; only one chunk is in memory at a time."""
-    views = asof_plan(store, service)
-    joiner = AsofJoiner(views, entity) if views is not None and len(entity) else None
+    join = PointInTimeJoin(store, service, entity, purpose=f"batch inference of {service.name}")
+    chunks = join.chunks(chunk_rows)
     for start in range(0, len(entity), chunk_rows):
         chunk = entity.iloc[start: start + chunk_rows]
-        features = _join_chunk(store, service, chunk, joiner)
+        try:
+            features = next(chunks)
+        except RowsLost as lost:
+            raise BatchInferenceError.rows_lost(lost.got, lost.given) from None
+        if _ROW not in features.columns or not (features[_ROW].to_numpy() == chunk[_ROW].to_numpy()).all():
+            raise BatchInferenceError("the feature store returned other entity rows than it was given (row ids differ)")
         yield _score_chunk(chunk, features, model, keep, timestamp_column)
-
-
-def _join_chunk(store: Any, service: Any, chunk: pd.DataFrame, joiner: AsofJoiner | None) -> pd.DataFrame:
-    """Point-in-time features for one chunk, back in the chunk's row order (every row exactly once).
-
-    Parquet feature views go through the AsofJoiner (Feast's semantics, far less CPU; rows stay in
-    order); anything else (other sources, on-demand views) through Feast's own get_historical_features,
-    whose output order is not stable.
-    """
-    if joiner is not None:
-        frame = joiner.join(chunk)
-    else:
-        frame = _historical_features(store, chunk, service)
-        if _ROW in frame.columns:
-            frame = frame.sort_values(_ROW, kind="mergesort").reset_index(drop=True)
-    if _ROW not in frame.columns or len(frame) != len(chunk):
-        raise BatchInferenceError.rows_lost(len(frame), len(chunk))
-    if not (frame[_ROW].to_numpy() == chunk[_ROW].to_numpy()).all():
-        raise BatchInferenceError("the feature store returned other entity rows than it was given (row ids differ)")
-    return frame
 
 
 def _score_chunk(chunk: pd.DataFrame, features: pd.DataFrame, model: ScoringModel, keep: list[str],

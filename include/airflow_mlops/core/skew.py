@@ -3,8 +3,8 @@
 The serving app logs every feature it fed the model (the online store's values plus request-time
 features). Training reads the offline store through a point-in-time join. If both paths are right,
 a logged online value equals the offline value as of the request time. This check samples logged
-rows, asks Feast for the offline values of the same entities as of the same times (duckdb
-point-in-time join, the path training uses), and counts per feature the share of rows whose values
+rows, looks up the offline values of the same entities as of the same times (`core.point_in_time`,
+the join training sets and batch inference use), and counts per feature the share of rows whose values
 differ by more than the relative `tolerance` (a value present on one side only is a mismatch; absent
 on both sides is not).
 
@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from airflow_mlops.core.offline import normalize_timestamps
-from airflow_mlops.core.training_set import FEAST_TIMESTAMP, _feature_service, _historical_features
+from airflow_mlops.core.point_in_time import FEAST_TIMESTAMP, PointInTimeJoin, RowsLost
+from airflow_mlops.core.training_set import ENTITY_CHUNK_ROWS, _feature_service
 from airflow_mlops.exceptions import MonitoringInputError
 
 if TYPE_CHECKING:
@@ -87,8 +88,11 @@ def offline_values(store: FeatureStore, feature_service: str, rows: pd.DataFrame
     entity[FEAST_TIMESTAMP] = normalize_timestamps(rows[["time"]])["time"]
     entity[ROW_ID] = range(len(entity))
     service = _feature_service(store, feature_service)
-    result = _historical_features(store, entity, service)
-    return result.sort_values(ROW_ID).set_index(ROW_ID).reindex(range(len(entity)))
+    try:
+        result = PointInTimeJoin(store, service, entity, purpose="skew check").frame(ENTITY_CHUNK_ROWS)
+    except RowsLost as lost:
+        raise MonitoringInputError(f"skew check, feature service '{feature_service}': {lost}") from None
+    return result.set_index(ROW_ID)
 
 
 def _as_key(values: pd.Series) -> pd.Series:

@@ -264,9 +264,10 @@ class FeastBuildTrainingSetOperator(TaskBoundary, BaseOperator):
     """Build a point-in-time training set from a label dataset and a feature service.
 
     Reads the newest `lookback_days` of `entity_dataset` from the offline store, joins the feature
-    service's features as of each row's time (duckdb), writes a content-addressed parquet snapshot
-    under `MLOPS_HOME/training_sets/<model_name>/` and returns its lineage: {path, sha256, rows,
-    start, end, feature_service, feature_views, columns, missing}.
+    service's features as of each row's time (`core.point_in_time`, docs/point_in_time.md), writes a
+    content-addressed parquet snapshot under `MLOPS_HOME/training_sets/<model_name>/` and returns its
+    lineage: {path, sha256, rows, start, end, feature_service, feature_views, columns, missing, join}
+    (`join`: the point-in-time path that ran, asof or feast).
 
     :param feature_service: Feast feature service name (templated).
     :param entity_dataset: offline-store dataset with entity keys, event time and label (templated).
