@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from support.dag_runs import run_in_fresh_airflow
+from support.dag_runs import program, run_in_fresh_airflow
 
 pytestmark = pytest.mark.integration
 
@@ -58,32 +58,7 @@ with DAG("rides__batch_predict", schedule=champion_asset("rides"), start_date=ST
     score()
 '''
 
-RUNNER = r"""
-import json
-import sys
-
-sys.path.insert(0, sys.argv[1])
-from airflow.models.asset import AssetEvent, AssetModel
-from airflow.models.taskinstance import TaskInstance
-from airflow.utils.session import create_session
-from sqlalchemy import select
-
-import rollback_event_dags as module
-
-results = {}
-for name, roll_back in (("rolled_back", True), ("healthy", False)):
-    dag_run = module.train.test(run_conf={"roll_back": roll_back})
-    with create_session() as session:
-        tasks = dict(session.execute(select(TaskInstance.task_id, TaskInstance.state)
-                                     .where(TaskInstance.run_id == dag_run.run_id)).all())
-        events = session.scalars(select(AssetEvent).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
-                                 .where(AssetModel.name == "mlops.model.rides.champion").order_by(AssetEvent.id))
-        events = [{"extra": e.extra, "source_task_id": e.source_task_id, "source_run_id": e.source_run_id}
-                  for e in events]
-    results[name] = {"state": str(dag_run.state), "run_id": dag_run.run_id,
-                     "tasks": {t: str(s) for t, s in tasks.items()}, "events": events}
-print("RESULT " + json.dumps(results, default=str))
-"""
+RUNNER = program("deploy_rollback_event_runner")
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ import pytest
 from airflow_mlops.exceptions import StoreConfigError, StoreUnavailable
 from airflow_mlops.hooks.mlflow import MLflowHook
 from support.connects import connect_attempts
-from support.dag_runs import fresh_airflow_env, result_of, run_script
+from support.dag_runs import fresh_airflow_env, program, result_of, run_script
 
 pytestmark = pytest.mark.integration
 
@@ -45,26 +45,7 @@ with DAG("fail_fast", schedule=None, start_date=datetime(2026, 1, 1), default_ar
     FeastMaterializeOperator(task_id="materialize")
 """
 
-RUNNER = """
-import json
-import sys
-import time
-
-from airflow.dag_processing.dagbag import DagBag
-from airflow.models.taskinstance import TaskInstance
-from airflow.utils.session import create_session
-from sqlalchemy import select
-
-dag = DagBag(dag_folder=sys.argv[1]).dags["fail_fast"]
-started = time.monotonic()
-run = dag.test()
-elapsed = time.monotonic() - started
-with create_session() as session:
-    rows = session.execute(select(TaskInstance.task_id, TaskInstance.state, TaskInstance.try_number,
-                                  TaskInstance.max_tries).where(TaskInstance.run_id == run.run_id)).all()
-tasks = {task: {"state": str(state), "try_number": tries, "max_tries": most} for task, state, tries, most in rows}
-print("RESULT " + json.dumps({"state": str(run.state), "seconds": elapsed, "tasks": tasks}))
-"""
+RUNNER = program("fail_fast_runner")
 
 
 def _closed_port() -> int:

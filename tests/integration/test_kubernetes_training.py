@@ -32,7 +32,7 @@ from airflow_mlops.core import lineage
 from airflow_mlops.hooks.mlflow import MLflowHook
 from airflow_mlops.jobs.training import TrainingRequest
 from support.airflow_db import migrated_airflow_home
-from support.dag_runs import run_script
+from support.dag_runs import program, run_script
 from support.training_sets import demo_training_set
 
 pytestmark = pytest.mark.integration
@@ -256,14 +256,7 @@ with DAG("k8s_train", schedule=None, tags=["test"], default_args={{"retries": 0}
     kubernetes_train_operator(task_id="train", spec=spec, training_set=build_training_set())
 """
 
-RUNNER = """
-import sys
-from airflow.dag_processing.dagbag import DagBag
-bag = DagBag(dag_folder=sys.argv[1])
-assert not bag.import_errors, bag.import_errors
-run = bag.dags["k8s_train"].test()
-print("STATE", run.state)
-"""
+RUNNER = program("kubernetes_training_runner")
 
 
 def test_dag_test_sends_a_valid_pod_to_the_api_server(

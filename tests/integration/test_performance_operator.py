@@ -25,7 +25,7 @@ from airflow_mlops.core import monitoring_history
 from airflow_mlops.core.training import compute_metrics
 from airflow_mlops.serving.prediction_log import PredictionLog
 from support.airflow_db import migrated_airflow_home
-from support.dag_runs import run_script
+from support.dag_runs import program, run_script
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -50,32 +50,7 @@ for name, end in (("healthy", {end!r}), ("degraded", {end!r}), ("empty", "2026-0
         )
 """
 
-RUNNER = """
-import json
-import sys
-
-from airflow.dag_processing.dagbag import DagBag
-from airflow.models.asset import AssetEvent, AssetModel
-from airflow.models.taskinstance import TaskInstance
-from airflow.models.xcom import XComModel
-from airflow.utils.session import create_session
-from sqlalchemy import select
-
-dags = DagBag(dag_folder=sys.argv[1]).dags
-out = {}
-for name in ("healthy", "degraded", "empty"):
-    run = dags[f"perf_{name}"].test()
-    with create_session() as session:
-        state = session.scalars(select(TaskInstance.state).where(TaskInstance.run_id == run.run_id)).first()
-        xcom = session.scalars(select(XComModel.value).where(XComModel.run_id == run.run_id,
-                                                             XComModel.task_id == "performance")).first()
-        events = session.execute(select(AssetModel.name, AssetEvent.extra)
-                                 .join(AssetEvent, AssetEvent.asset_id == AssetModel.id)
-                                 .where(AssetEvent.source_run_id == run.run_id)).all()
-    out[name] = {"state": str(state), "xcom": json.loads(xcom) if isinstance(xcom, str) else xcom,
-                 "events": [{"name": n, "extra": e} for n, e in events]}
-print("RESULT " + json.dumps(out, default=str))
-"""
+RUNNER = program("performance_operator_runner")
 
 
 def _champion(rng: np.random.Generator) -> Any:

@@ -30,7 +30,7 @@ from browser.seed_models import (
     use_fresh_home,
 )
 from support.airflow_db import migrated_airflow_home
-from support.dag_runs import run_script
+from support.dag_runs import program, run_script
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -214,25 +214,7 @@ with DAG("links_probe", schedule=None, start_date=datetime(2026, 1, 1)) as dag:
     Drift(task_id="drift")
 '''
 
-LINKS_RUNNER = '''
-import json
-from airflow.dag_processing.dagbag import DagBag
-from airflow.models.xcom import XComModel
-from airflow.utils.session import create_session
-from sqlalchemy import select
-
-dag = DagBag().get_dag("links_probe")
-run = dag.test()
-with create_session() as session:
-    rows = session.execute(select(XComModel.task_id, XComModel.key, XComModel.value).where(
-        XComModel.run_id == run.run_id, XComModel.key.like("_link_%"))).all()
-def decoded(value):
-    try:
-        return json.loads(value) if isinstance(value, (str, bytes)) else value
-    except ValueError:
-        return value
-print("RESULT " + json.dumps({f"{task}:{key}": decoded(value) for task, key, value in rows}))
-'''
+LINKS_RUNNER = program("plugin_models_api_links_runner")
 
 
 def test_extra_links_are_computed_by_the_task_runner(tmp_path: Path) -> None:

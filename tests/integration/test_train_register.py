@@ -21,7 +21,7 @@ from airflow_mlops.hooks.mlflow import MLflowHook
 from airflow_mlops.operators.registry import MLflowRegisterModelOperator
 from airflow_mlops.operators.training import SklearnTrainModelOperator
 from support.airflow_db import migrated_airflow_home
-from support.dag_runs import run_script
+from support.dag_runs import program, run_script
 from support.registry_dump import registry_dump
 from support.training_sets import demo_training_set, write_training_set
 
@@ -353,13 +353,7 @@ with DAG("tiny_train", schedule=None, tags=["test"]):
     )
 """
 
-RUNNER = """
-import sys
-from airflow.dag_processing.dagbag import DagBag
-dag = DagBag(dag_folder=sys.argv[1]).dags["tiny_train"]
-run = dag.test()
-print("STATE", run.state)
-"""
+RUNNER = program("train_register_runner")
 
 
 def test_dag_test_chains_training_set_train_and_register(

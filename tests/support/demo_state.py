@@ -87,7 +87,7 @@ class TrainedDemo:
         """Outbound network attempts during the build (no file: none)."""
         return self.root / NETAUDIT_LOG
 
-    def run(self, script: str, *args: str, timeout: float) -> tuple[dict[str, Any], str]:
+    def run(self, script: str | Path, *args: str, timeout: float) -> tuple[dict[str, Any], str]:
         """Run a DAG script on this state (as run_in_fresh_airflow does on a fresh one)."""
         done = run_script(script, *args, env=self.env, cwd=self.root, timeout=timeout)
         return result_of(done), done.stdout + done.stderr
