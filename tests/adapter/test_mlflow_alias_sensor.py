@@ -19,7 +19,7 @@ import pytest
 
 from airflow_mlops.triggers.mlflow import MLflowModelAliasTrigger, decide
 from support.airflow_db import migrated_airflow_home
-from support.dag_runs import program, run_script
+from support.dag_runs import dag_file, program, run_script
 
 MODEL = "alias_model"
 
@@ -114,20 +114,7 @@ def test_trigger_serializes_to_its_own_arguments() -> None:
     assert MLflowModelAliasTrigger(**kwargs).serialize() == (path, kwargs) and kwargs["from_version"] == "4"
 
 
-DAG_FILE = """
-from airflow.sdk import DAG
-
-from airflow_mlops.sensors.mlflow import MLflowModelAliasSensor
-
-with DAG("alias_wait", schedule=None, tags=["test"], default_args={"retries": 0}):
-    poke = MLflowModelAliasSensor(task_id="poke_until_moved", model_name="alias_model", from_version="1",
-                                  deferrable=False, poke_interval=0.3, timeout=60)
-    deferred = MLflowModelAliasSensor(task_id="defer_until_v3", model_name="alias_model", version="3",
-                                      deferrable=True, poke_interval=0.3, timeout=60)
-    timeout = MLflowModelAliasSensor(task_id="defer_until_v9", model_name="alias_model", version="9",
-                                     deferrable=True, poke_interval=0.3, timeout=1, trigger_rule="all_done")
-    poke >> deferred >> timeout
-"""
+DAG_FILE = dag_file("alias_wait")
 
 RUNNER = program("mlflow_alias_sensor_runner")
 

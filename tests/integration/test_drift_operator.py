@@ -22,36 +22,13 @@ from typing import Any
 
 import pytest
 
-from support.dag_runs import program, run_in_fresh_airflow
+from support.dag_runs import dag_file, program, run_in_fresh_airflow
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 MODEL = "drift_demo"
 
-DAG_FILE = """
-from datetime import UTC, datetime
-
-from airflow.sdk import DAG
-
-from airflow_mlops.core.spec import Monitoring
-from airflow_mlops.dags.assets import drift_alias
-from airflow_mlops.operators.evidently import EvidentlyDriftCheckOperator
-
-MODEL = "drift_demo"
-ENDS = {"drifted": datetime(2026, 11, 20, 6, tzinfo=UTC), "quiet": datetime(2026, 11, 20, 12, tzinfo=UTC),
-        "empty": datetime(2026, 11, 20, 18, tzinfo=UTC), "few": datetime(2026, 11, 21, 0, tzinfo=UTC)}
-MONITORING = {
-    "window": "6h", "min_rows": 100,
-    "drift": {"method": "psi", "threshold": 0.2, "drift_share": 0.5, "sample_rows": 1000,
-              "columns": {"trip_km": {"method": "ks", "threshold": 0.01}}},
-}
-
-for name, end in ENDS.items():
-    with DAG(f"drift_{name}", schedule=None, start_date=datetime(2026, 11, 1, tzinfo=UTC), tags=["test"]):
-        EvidentlyDriftCheckOperator(task_id="drift", model_name=MODEL,
-                                    monitoring=Monitoring.model_validate(MONITORING).model_dump(mode="json"),
-                                    window_end=end.isoformat(), outlets=[drift_alias(MODEL)])
-"""
+DAG_FILE = dag_file("drift_dags")
 
 RUNNER = program("drift_operator_runner")
 

@@ -20,21 +20,11 @@ from airflow_mlops.core.demo_data import DemoConfig, driver_stats
 from airflow_mlops.core.offline import land_landing_dir
 from airflow_mlops.hooks.feast import FeastHook
 from support.airflow_db import migrated_airflow_home
-from support.dag_runs import program, run_script
+from support.dag_runs import dag_file, program, run_script
 
 pytestmark = pytest.mark.integration
 
-DAG_FILE = """
-from airflow.sdk import DAG
-
-from airflow_mlops.sensors.feast import FeastCheckFreshnessOperator, FeastFeatureFreshnessSensor
-
-with DAG("freshness_gate", schedule=None, tags=["test"]):
-    stale = FeastFeatureFreshnessSensor(task_id="wait_for_10m_fresh", max_staleness="10m", deferrable=True,
-                                        timeout=2, poke_interval=0.5)
-    check = FeastCheckFreshnessOperator(task_id="check_tag_rule", trigger_rule="all_done")
-    stale >> check
-"""
+DAG_FILE = dag_file("freshness_gate")
 
 RUNNER = program("freshness_dag_runner")
 

@@ -28,29 +28,13 @@ from typing import Any
 
 import pytest
 
-from support.dag_runs import program, run_in_fresh_airflow
+from support.dag_runs import dag_file, program, run_in_fresh_airflow
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 PROJECT = Path(__file__).resolve().parents[2]
 
-GATE_DAG = """
-from airflow.providers.standard.operators.empty import EmptyOperator
-from airflow.sdk import DAG
-
-from airflow_mlops.dags.assets import drift_asset, features_asset, performance_asset
-from airflow_mlops.operators.registry import MLflowRegisterModelOperator
-from airflow_mlops.operators.retraining import MLflowRetrainGateOperator
-
-with DAG("gate_test", schedule=features_asset("gate_view") | drift_asset("gate_model")
-         | performance_asset("gate_model"), tags=["test"], default_args={"retries": 0}):
-    gate = MLflowRetrainGateOperator(task_id="retrain_gate", model_name="gate_model", cooldown="6h",
-                                     gated_assets=["mlops.drift.gate_model", "mlops.performance.gate_model"])
-    register = MLflowRegisterModelOperator(task_id="register", model_name="gate_model",
-                                           run_id="{{ dag_run.conf['run_id'] }}",
-                                           model_uri="{{ dag_run.conf['model_uri'] }}", retrain=gate.output)
-    gate >> register >> EmptyOperator(task_id="after")
-"""
+GATE_DAG = dag_file("gate_test")
 
 RUNNER = program("retrain_gate_runner")
 

@@ -37,6 +37,7 @@ ISOLATED_PREFIXES = ("AIRFLOW_", "AIRFLOW__", "MLOPS_", "MLFLOW_TRACKING", "MLFL
 RESULT_PREFIX = "RESULT "
 PREWARMED = Path(__file__).with_name("prewarmed.py")
 PROGRAMS = Path(__file__).with_name("programs")
+DAG_FILES = Path(__file__).with_name("dags")
 READY_TIMEOUT_S = 300
 
 
@@ -46,6 +47,14 @@ def program(name: str) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"no test program {path}; programs run by tests live in {PROGRAMS}/<name>.py")
     return path
+
+
+def dag_file(name: str) -> str:
+    """The text of the DAG file `support/dags/<name>.py`, for a test to write into its own DAGs folder."""
+    path = DAG_FILES / f"{name}.py"
+    if not path.is_file():
+        raise FileNotFoundError(f"no test DAG file {path}; DAG files that tests write live in {DAG_FILES}/<name>.py")
+    return path.read_text(encoding="utf-8")
 
 
 @dataclass
