@@ -25,7 +25,7 @@ import pytest
 from airflow_mlops import config
 from airflow_mlops.core.demo_data import DemoConfig, driver_stats
 from support.airflow_db import migrated_airflow_home
-from support.dag_runs import program, run_script
+from support.dag_runs import dag_file, program, run_script
 
 pytestmark = pytest.mark.integration
 
@@ -43,25 +43,7 @@ ride_stats = FeatureView(
 )
 """
 
-DAG_FILE = f"""
-from airflow.providers.standard.operators.empty import EmptyOperator
-from airflow.sdk import DAG, chain
-
-from airflow_mlops.dags.assets import features_alias, features_asset
-from airflow_mlops.operators.features import FeastApplyOperator, FeastMaterializeOperator, LandRawBatchesOperator
-
-with DAG("tiny_features", schedule=None, tags=["test"]):
-    chain(
-        LandRawBatchesOperator(task_id="land"),
-        FeastApplyOperator(task_id="apply", feast_conn_id="{CONN_ID}"),
-        FeastMaterializeOperator(task_id="materialize", feast_conn_id="{CONN_ID}",
-                                 outlets=[features_alias(v) for v in {VIEWS!r}]),
-    )
-
-for view in {VIEWS!r}:
-    with DAG(f"consumer_of_{{view}}", schedule=features_asset(view), tags=["test"]):
-        EmptyOperator(task_id="noop")
-"""
+DAG_FILE = dag_file("tiny_features")
 
 RUNNER = program("feature_dag_runner")
 
@@ -92,6 +74,7 @@ def three_runs(small_demo: tuple, tmp_path_factory: pytest.TempPathFactory) -> d
         AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="False",
         MLOPS_HOME=str(home),
         AIRFLOW_CONN_FEAST_TWO_VIEWS=json.dumps({"conn_type": "feast", "extra": {"repo_path": str(repo)}}),
+        TEST_DAG_PARAMS=json.dumps({"conn_id": CONN_ID, "views": VIEWS}),
     )
     migrated_airflow_home(Path(env["AIRFLOW_HOME"]))  # one migrate per session, copied
     done = run_script(RUNNER, str(dags), str(tmp / 'next_day.parquet'), VIEW, env=env, cwd=tmp, timeout=600)
