@@ -34,7 +34,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 PROJECT = Path(__file__).resolve().parents[2]
 
-GATE_DAG = dag_file("gate_test")
+GATE_DAG = dag_file("retrain_gate")
 
 RUNNER = program("retrain_gate_runner")
 
