@@ -103,7 +103,9 @@ def get_provider_info() -> dict[str, Any]:
                     "airflow_mlops.operators.retraining",
                 ],
             },
-            {"integration-name": "Kubernetes", "python-modules": ["airflow_mlops.operators.kubernetes"]},
+            # the training pod (KubernetesPodOperator) and the KubernetesExecutor's pod override for `train`
+            {"integration-name": "Kubernetes", "python-modules": ["airflow_mlops.operators.kubernetes",
+                                                                  "airflow_mlops.operators.executor_config"]},
             {"integration-name": "MLOps serving", "python-modules": ["airflow_mlops.operators.deployment",
                                                                      "airflow_mlops.operators.deployment_k8s",
                                                                      "airflow_mlops.operators.batch"]},
