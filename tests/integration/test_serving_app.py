@@ -8,6 +8,7 @@ The app then runs in this process (TestClient) and once as `airflow-mlops serve`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import signal
@@ -98,23 +99,33 @@ def admin(client: Any, body: dict[str, Any], token: str | None = TOKEN) -> Any:
     return client.post("/admin/deploy", json=body, headers=headers)
 
 
-def online_features(driver_ids: list[int]) -> dict[str, list[Any]]:
+@contextlib.contextmanager
+def demo_store() -> Iterator[Any]:
+    """The demo state's Feast store, its SQLite online-store connection closed after use: the next module's
+    checkout replaces that file and refuses while this process still holds it open (support/demo_state.py)."""
     from airflow_mlops.hooks.feast import FeastHook
+    from airflow_mlops.serving.app import close_online_connection
 
     store = FeastHook().get_store()
-    return store.get_online_features(features=store.get_feature_service("ride_completion_v1"),
-                                     entity_rows=[{"driver_id": d} for d in driver_ids],
-                                     full_feature_names=False).to_dict()
+    try:
+        yield store
+    finally:
+        close_online_connection(store)
+
+
+def online_features(driver_ids: list[int]) -> dict[str, list[Any]]:
+    with demo_store() as store:
+        return store.get_online_features(features=store.get_feature_service("ride_completion_v1"),
+                                         entity_rows=[{"driver_id": d} for d in driver_ids],
+                                         full_feature_names=False).to_dict()
 
 
 def online_event_times(driver_ids: list[int]) -> list[float]:
     """Epoch seconds of each driver's online row, as Feast itself reports them."""
-    from airflow_mlops.hooks.feast import FeastHook
-
-    store = FeastHook().get_store()
-    answer = store.get_online_features(features=store.get_feature_service("ride_completion_v1"),
-                                       entity_rows=[{"driver_id": d} for d in driver_ids],
-                                       full_feature_names=False).to_dict(include_event_timestamps=True)
+    with demo_store() as store:
+        answer = store.get_online_features(features=store.get_feature_service("ride_completion_v1"),
+                                           entity_rows=[{"driver_id": d} for d in driver_ids],
+                                           full_feature_names=False).to_dict(include_event_timestamps=True)
     return [float(t) for t in answer["conv_rate__ts"]]
 
 
@@ -506,14 +517,20 @@ def pinned_manager(state_env: dict[str, Any]) -> Any:
     return manager
 
 
-def store_down_app(spec: Any, store: Any, manager: Any, tmp: Path) -> Any:
+@contextlib.contextmanager
+def store_down_app(spec: Any, store: Any, manager: Any, tmp: Path) -> Iterator[Any]:
+    """A test client of an app on `store`; the app leaves a store it was given open, so this closes it after."""
     from fastapi.testclient import TestClient
 
-    from airflow_mlops.serving.app import create_app
+    from airflow_mlops.serving.app import close_online_connection, create_app
     from airflow_mlops.serving.prediction_log import PredictionLog
 
     app = create_app(spec, manager=manager, store=store, prediction_log=PredictionLog(tmp / "predictions_down"))
-    return TestClient(app)
+    try:
+        with TestClient(app) as client:
+            yield client
+    finally:
+        close_online_connection(store)
 
 
 def test_sqlite_store_missing_is_503_naming_the_store(state_env: dict[str, Any], pinned_manager: Any) -> None:

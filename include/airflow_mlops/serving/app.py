@@ -243,7 +243,7 @@ class Server:
         if self.log_sink is not None:
             self.log_sink.close()
         if self.features is not None and self._owns_store:
-            _close_online_connection(self.features.store)
+            close_online_connection(self.features.store)
 
     # ------------------------------------------------------------------ helpers
     def _scorer(self) -> Scorer:
@@ -366,7 +366,7 @@ def _online_features(spec: ModelSpec, store: Any) -> OnlineFeatures:
     return features
 
 
-def _close_online_connection(store: Any) -> None:
+def close_online_connection(store: Any) -> None:
     """Close the SQLite connection Feast's online store keeps for the store's life (Feast has no close()).
 
     Otherwise a stopped app's connection stays open until garbage collection, on a file that may be
