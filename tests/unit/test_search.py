@@ -208,3 +208,10 @@ def test_train_refuses_an_unknown_searched_parameter_before_fitting() -> None:
     frame = x.assign(label=y, event_timestamp=pd.to_datetime(timestamps))
     with pytest.raises(TrainingFailed, match=r"\['depth'\] are not parameters of " + LOGREG):
         training.train(frame, label="label", estimator=LOGREG, search=config(space={"depth": [1, 2]}))
+
+
+def test_a_value_the_estimator_rejects_names_the_search_space() -> None:
+    x, y, _ = data()
+    with pytest.raises(TrainingFailed, match=r"training.search: a candidate failed to fit .*training.search.space"):
+        core_search.run_search(pipeline(), x, y, None, config(space={"C": [1.0, -1.0]}), seed=7,
+                               estimator_path=LOGREG)

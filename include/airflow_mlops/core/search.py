@@ -187,7 +187,7 @@ def run_search(
         candidates, planned, stopped = _budgeted(pipeline, x, y, space, config, seed, common, clock, started)
     else:
         search = _search_object(pipeline, space, method, int(config["n_iter"]), seed, common)
-        search.fit(x, y)
+        _fit(search, x, y)
         candidates = _candidates(search.cv_results_)
         planned, stopped = len(candidates), False
     _rank(candidates)
@@ -230,7 +230,7 @@ def _budgeted(pipeline: Pipeline, x: Any, y: Any, space: dict[str, Any], config:
                         config["max_seconds"], len(found), len(points))
             return found, len(points), True
         one = GridSearchCV(pipeline, {name: [value] for name, value in point.items()}, **common)
-        one.fit(x, y)
+        _fit(one, x, y)
         found.extend(_candidates(one.cv_results_))
     return found, len(points), False
 
@@ -246,7 +246,7 @@ def _halving(pipeline: Pipeline, x: Any, y: Any, space: dict[str, Any], config: 
                                        **common)
     else:
         search = HalvingGridSearchCV(pipeline, space, random_state=seed, **common)
-    search.fit(x, y)
+    _fit(search, x, y)
     results = search.cv_results_
     # Only the last round's scores compare candidates on the same resources: the earlier rounds' candidates
     # are kept (logged) but ranked below every survivor.
@@ -255,6 +255,18 @@ def _halving(pipeline: Pipeline, x: Any, y: Any, space: dict[str, Any], config: 
     for candidate, rung in zip(candidates, results["iter"], strict=True):
         candidate.rank = 0 if int(rung) == last else 1
     return candidates
+
+
+def _fit(search: Any, x: Any, y: Any) -> None:
+    """Fit a search object; a candidate the estimator rejects (e.g. C: -1) names the spec field, not sklearn's
+    internals (error_score="raise": a failing candidate fails the search instead of silently scoring NaN)."""
+    try:
+        search.fit(x, y)
+    except ValueError as exc:  # InvalidParameterError is a ValueError
+        raise TrainingFailed(
+            f"training.search: a candidate failed to fit ({exc}); check the values and bounds in "
+            "training.search.space against the estimator's allowed ranges"
+        ) from exc
 
 
 def _candidates(results: Mapping[str, Any]) -> list[Candidate]:
