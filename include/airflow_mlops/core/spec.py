@@ -15,6 +15,14 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from airflow_mlops.core.tasks import (
+    ALL_METRICS,
+    DEFAULT_METRICS,
+    DEFAULT_PRIMARY,
+    METRICS_BY_TASK,
+    TaskType,
+    decide_task,
+)
 from airflow_mlops.exceptions import SpecError
 
 NAME_RE = r"^[a-z][a-z0-9_]{1,62}$"
@@ -23,7 +31,7 @@ K8S_NAME = r"^[a-z0-9]([-.a-z0-9]*[a-z0-9])?$"  # a Kubernetes object name
 DURATION = r"^\d+[smhd]$"  # 90s, 15m, 6h, 7d (see duration_seconds)
 # A Celery queue name as `airflow celery worker --queues a,b` takes it: no comma, no space.
 QUEUE_RE = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$"
-METRICS = ("roc_auc", "accuracy", "f1", "precision", "recall", "log_loss", "average_precision", "brier")
+METRICS = METRICS_BY_TASK["binary"]  # the binary metrics (the only task before `task`); spec fields take ALL_METRICS
 
 
 class _Strict(BaseModel):
@@ -122,7 +130,7 @@ class Search(_Strict):
     cv: Literal["time", "kfold"] | None = None
     folds: int = Field(default=3, ge=2, le=20)
     n_iter: int = Field(default=10, ge=1, le=10_000, description="candidates (random; halving with distributions)")
-    metric: Literal[METRICS] | None = None  # type: ignore[valid-type]
+    metric: Literal[ALL_METRICS] | None = None  # type: ignore[valid-type]
     max_seconds: int | None = Field(default=None, ge=1)
 
     @field_validator("space")
@@ -149,7 +157,7 @@ class Search(_Strict):
 
 
 class Training(_Strict):
-    estimator: str = Field(description="import path of a scikit-learn compatible classifier")
+    estimator: str = Field(description="import path of a scikit-learn compatible estimator for the spec's task")
     params: dict[str, Any] = Field(default_factory=dict)
     search: Search | None = Field(default=None, description="hyperparameter search before the final fit")
     preprocessing: Preprocessing = Preprocessing()
@@ -206,14 +214,18 @@ class Slice(_Strict):
 class Evaluation(_Strict):
     """How a challenger is judged: absolute thresholds, then against the champion on the same rows.
 
+    Metric defaults depend on the task (core/tasks.py DEFAULT_PRIMARY/DEFAULT_METRICS); the ModelSpec fills them
+    in, so the defaults written here are binary's (an Evaluation built alone, as before tasks existed).
+
     rule "improvement": promote when the primary metric's gain over the champion is at least
     `min_improvement` AND the lower bound of its bootstrap confidence interval is above 0.
     rule "non_regression": promote unless the CI's lower bound shows a loss above `max_regression`.
+    Gains are signed so that positive is better (rmse falling is a gain).
     """
 
-    primary_metric: Literal[METRICS] = "roc_auc"  # type: ignore[valid-type]
-    metrics: tuple[Literal[METRICS], ...] = ("roc_auc", "accuracy", "f1", "log_loss")  # type: ignore[valid-type]
-    thresholds: dict[Literal[METRICS], Threshold] = Field(default_factory=dict)  # type: ignore[valid-type]
+    primary_metric: Literal[ALL_METRICS] = "roc_auc"  # type: ignore[valid-type]
+    metrics: tuple[Literal[ALL_METRICS], ...] = ("roc_auc", "accuracy", "f1", "log_loss")  # type: ignore[valid-type]
+    thresholds: dict[Literal[ALL_METRICS], Threshold] = Field(default_factory=dict)  # type: ignore[valid-type]
     rule: Literal["improvement", "non_regression"] = "improvement"
     min_improvement: float = Field(default=0.0, ge=0.0)
     max_regression: float = Field(default=0.0, ge=0.0)
@@ -378,7 +390,45 @@ class ModelSpec(_Strict):
     serving: Serving = Serving()
     batch: BatchInference = BatchInference()
     monitoring: Monitoring = Monitoring()
+    task: TaskType = Field(default="binary", description="binary | multiclass | regression; default: decided "
+                                                            "from the label contract or the metrics (core/tasks.py)")
     source_file: str = Field(default="", exclude=True, description="set by the loader, not by users")
+    task_source: str = Field(default="spec: task", exclude=True, description="how `task` was decided; set by the "
+                                                                              "spec model, not by users")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _decide_task(cls, data: Any) -> Any:
+        """Fill `task` (and the task's metric defaults) when the spec leaves them out: core/tasks.py decide_task."""
+        if not isinstance(data, dict) or "task_source" in data:
+            return data
+        evaluation = data.get("evaluation") if isinstance(data.get("evaluation"), dict) else {}
+        named = [evaluation.get("primary_metric"), *(evaluation.get("metrics") or []),
+                 *(evaluation.get("thresholds") or {})] if isinstance(evaluation, dict) else []
+        decision = decide_task(data.get("task"), [str(m) for m in named if m], _suite_path(data))
+        if decision.task not in METRICS_BY_TASK:
+            return data  # an unknown task is reported by the field's own validation
+        filled = dict(evaluation or {})
+        filled.setdefault("primary_metric", DEFAULT_PRIMARY[decision.task])
+        filled.setdefault("metrics", list(DEFAULT_METRICS[decision.task]))
+        return {**data, "task": decision.task, "task_source": decision.source,
+                **({"evaluation": filled} if isinstance(data.get("evaluation", {}), dict) else {})}
+
+    @model_validator(mode="after")
+    def _metrics_fit_the_task(self) -> ModelSpec:
+        allowed = METRICS_BY_TASK[self.task]
+        ev = self.evaluation
+        named = {"evaluation.primary_metric": [ev.primary_metric], "evaluation.metrics": list(ev.metrics),
+                 "evaluation.thresholds": list(ev.thresholds),
+                 "monitoring.performance.metric": [m for m in [self.monitoring.performance.metric] if m]}
+        if self.training.search is not None and self.training.search.metric:
+            named["training.search.metric"] = [self.training.search.metric]
+        wrong = {where: [m for m in names if m not in allowed] for where, names in named.items()}
+        problems = [f"{where}: {bad} are not {self.task} metrics" for where, bad in wrong.items() if bad]
+        if problems:
+            raise ValueError("; ".join(problems) + f" (task {self.task}, {self.task_source}); allowed: "
+                             f"{list(allowed)}. Name metrics of the task, or set `task` if it was decided wrongly")
+        return self
 
     @model_validator(mode="after")
     def _canary_needs_the_serving_app(self) -> ModelSpec:
@@ -419,9 +469,22 @@ def spec_sha256(spec: ModelSpec) -> str:
     from airflow_mlops.core.lineage import canonical_json
 
     content = spec.model_dump(mode="json", exclude={"training": {"queue"}})
+    if content.get("task") == "binary":  # the only task before the field existed: older specs keep their hash
+        content.pop("task")
     if content["training"].get("search") is None:  # a spec without a search hashes as before the field existed
         content["training"].pop("search", None)
     return hashlib.sha256(canonical_json(content).encode("utf-8")).hexdigest()
+
+
+def _suite_path(data: dict[str, Any]) -> Path | None:
+    """The validation suite file that may state the label contract (include/expectations/<suite>.json)."""
+    validation = data.get("validation")
+    suite = validation.get("suite") if isinstance(validation, dict) else None
+    if not isinstance(suite, str) or not suite:
+        return None
+    from airflow_mlops.config import expectations_dir
+
+    return expectations_dir() / f"{suite}.json"
 
 
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -470,8 +533,9 @@ def spec_problems(text: str, source: str) -> list[str]:
         return [f"{source}: not valid YAML ({exc})".replace("\n", " ")]
     if not isinstance(data, dict):
         return [f"{source}: expected a mapping of fields at the top level, got {type(data).__name__}"]
-    if "source_file" in data:
-        return [f"{source}: source_file: reserved field, set by the loader; remove it"]
+    for reserved in ("source_file", "task_source"):
+        if reserved in data:
+            return [f"{source}: {reserved}: reserved field, set by the loader; remove it"]
     try:
         ModelSpec.model_validate(data)
     except ValidationError as exc:
