@@ -211,6 +211,18 @@ class Slice(_Strict):
         return value
 
 
+class Fairness(_Strict):
+    """Fairness across groups of the held-out rows (core/fairness.py): a challenger breach blocks promotion."""
+
+    groups: tuple[str, ...] = Field(min_length=1, description="columns of the held-out rows that define groups")
+    metrics: tuple[str, ...] = Field(
+        default=("demographic_parity_difference", "equal_opportunity_difference"), min_length=1,
+        description="fairlearn metric names or <task metric>_difference (core/fairness.py)")
+    max: float = Field(default=0.1, gt=0.0, description="largest allowed *_difference between two groups")
+    min_ratio: float = Field(default=0.8, gt=0.0, le=1.0, description="smallest allowed *_ratio (1 = equal)")
+    min_group_rows: int = Field(default=30, ge=1, description="smaller groups are listed, not compared")
+
+
 class Evaluation(_Strict):
     """How a challenger is judged: absolute thresholds, then against the champion on the same rows.
 
@@ -233,6 +245,7 @@ class Evaluation(_Strict):
     bootstrap_samples: int = Field(default=500, ge=50, le=20000)
     slices: tuple[Slice, ...] = ()
     min_slice_rows: int = Field(default=50, ge=1, description="smaller slices are reported but flagged")
+    fairness: Fairness | None = Field(default=None, description="group fairness metrics that can block promotion")
 
 
 class Canary(_Strict):
@@ -431,6 +444,20 @@ class ModelSpec(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _fairness_metrics_fit_the_task(self) -> ModelSpec:
+        fairness = self.evaluation.fairness
+        if fairness is None:
+            return self
+        from airflow_mlops.core.fairness import fairness_metric_names
+
+        allowed = fairness_metric_names(self.task)
+        unknown = [m for m in fairness.metrics if m not in allowed]
+        if unknown:
+            raise ValueError(f"evaluation.fairness.metrics: {unknown} are not fairness metrics of a {self.task} model "
+                             f"({self.task_source}); allowed: {list(allowed)}")
+        return self
+
+    @model_validator(mode="after")
     def _canary_needs_the_serving_app(self) -> ModelSpec:
         # The canary's traffic split happens inside the serving app (sticky by entity key); a Kubernetes
         # Deployment would need a split across Deployments, which the deploy task does not drive.
@@ -473,6 +500,8 @@ def spec_sha256(spec: ModelSpec) -> str:
         content.pop("task")
     if content["training"].get("search") is None:  # a spec without a search hashes as before the field existed
         content["training"].pop("search", None)
+    if content["evaluation"].get("fairness") is None:  # likewise for fairness
+        content["evaluation"].pop("fairness", None)
     return hashlib.sha256(canonical_json(content).encode("utf-8")).hexdigest()
 
 
