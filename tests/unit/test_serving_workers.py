@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,10 @@ WORKER = """
 import json, os, sys
 from airflow_mlops.serving.metrics import ServingMetrics
 
+from prometheus_client import Counter
+
 requests, versions, written = json.loads(sys.argv[1])
+Counter("other_library_calls", "another library's module-level metric (Feast has some)").inc()
 metrics = ServingMetrics("rides")
 for _ in range(requests):
     metrics.observe(version=versions[-1], route="primary", status=200, seconds=0.002)
@@ -72,6 +76,7 @@ def test_metrics_of_two_workers_merge_and_a_dead_one_leaves_the_live_series(tmp_
     info = {dict(labels)["version"]: value for (name, labels), value in got.items()
             if name == "mlops_serving_model_info"}
     assert info == {"1": 1.0, "2": 1.0}, "v1 still served by one live worker, v2 by the other"
+    assert {name for name, _ in got if not name.startswith("mlops_serving_")} == set(), "ours only, as one process"
     assert workers_in(str(tmp_path), "rides") == {first: {"primary": "2"}, second: {"primary": "1"}}
     assert workers_in(str(tmp_path), "other_model") == {}
 
@@ -105,6 +110,22 @@ def test_metrics_dir_is_fresh_per_server_or_the_given_one_wiped(tmp_path: Path,
         with workers.metrics_dir(count) as used:
             assert used == given and sorted(p.name for p in given.iterdir()) == ["notes.txt"]
     assert given.is_dir(), "a directory the user gave is kept"
+
+
+def test_one_process_swaps_versions_without_a_warning_when_feast_exported_the_variable(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from airflow_mlops.serving.metrics import ServingMetrics
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))  # as importing feast.metrics does
+    metrics = ServingMetrics("rides")
+    assert metrics.multiprocess_dir is None, "this process's prometheus_client keeps its values in memory"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        metrics.set_versions("1", None)
+        metrics.set_versions("2", None)
+    text = metrics.render()[0].decode()
+    assert 'slot="primary",version="2"} 1.0' in text and 'version="1"' not in text
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "two", "1.5"])

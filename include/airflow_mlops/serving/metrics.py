@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -107,7 +108,7 @@ class ServingMetrics:
                         if self.multiprocess_dir:  # no removal in this mode: the series stays, at 0
                             gauge.labels(self.model, slot, version).set(0)
                         else:
-                            gauge.remove(self.model, slot, version)
+                            _remove(gauge, self.model, slot, version)
             self._slots = wanted
 
     def track_dropped(self, source: Callable[[], int]) -> None:
@@ -154,13 +155,31 @@ def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
+def _remove(gauge: Any, *labels: str) -> None:
+    # Importing Feast (feast.metrics, 0.67) exports PROMETHEUS_MULTIPROC_DIR, and prometheus_client's remove()
+    # then warns that multiprocess mode cannot remove series, although this process's values are in memory
+    # (its mode was fixed at import) and the removal works.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Removal of labels has not been implemented", UserWarning)
+        gauge.remove(*labels)
+
+
 def render_dir(path: str) -> bytes:
-    """Every worker's metrics in `path` merged, in the Prometheus text format."""
+    """Every worker's metrics in `path` merged, in the Prometheus text format: ours only.
+
+    Feast's module-level metrics (feast.metrics, for its own feature server, unused here) also land in the
+    directory of a process that imports Feast; /metrics shows the same families as a single process."""
     from prometheus_client import CollectorRegistry, generate_latest
     from prometheus_client.multiprocess import MultiProcessCollector
 
+    merged = MultiProcessCollector(None, path=path)  # type: ignore[no-untyped-call]
+
+    class Ours:
+        def collect(self) -> Iterator[Any]:
+            return (family for family in merged.collect() if family.name.startswith(PREFIX))  # type: ignore[no-untyped-call]
+
     registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]
+    registry.register(Ours())
     return bytes(generate_latest(registry))
 
 
