@@ -170,6 +170,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn.config
 
     from airflow_mlops.serving.app import load_spec
+    from airflow_mlops.serving.workers import WORKERS_ENV, metrics_dir
 
     load_spec(args.model)  # fail here, listing the known models, not inside a uvicorn worker
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # one-row predictions; see serving/scoring.py one_native_thread
@@ -178,10 +179,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         os.environ["MLOPS_SERVING_MODEL_VERSION"] = str(args.version)
     if args.shadow is not None:
         os.environ["MLOPS_SERVING_SHADOW"] = "true" if args.shadow else "false"
-    if args.workers > 1:
-        print(f"note: {args.workers} workers each load the model and follow its alias on their own; /admin/deploy "
-              "and /metrics reach one worker per request. For canaries use --workers 1 and more replicas.",
-              file=sys.stderr)
+    if args.workers < 1:
+        print(f"error: --workers {args.workers}: must be >= 1", file=sys.stderr)
+        return 2
+    os.environ[WORKERS_ENV] = str(args.workers)  # the app refuses deploys that would split the workers
     # The serving process imports no Airflow (core.store_settings resolves the stores; tests/integration/
     # test_serving_without_airflow.py checks it): uvicorn's logging config below is the only one. One access-log
     # line per request would cost more than a prediction: off.
@@ -192,32 +193,24 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     server_config = uvicorn.Config("airflow_mlops.serving.app:app_from_env", factory=True, host=args.host,
                                    port=args.port, workers=args.workers, log_level="info", log_config=log_config,
                                    access_log=False, timeout_graceful_shutdown=20)
-    return _run_uvicorn(server_config)
+    with metrics_dir(args.workers):  # N workers: prometheus_client's multiprocess mode (serving/workers.py)
+        return _run_uvicorn(server_config)
 
 
 def _run_uvicorn(server_config: Any) -> int:
     """uvicorn.run(), with a stop deadline armed by the first SIGTERM/SIGINT (one worker or a supervisor)."""
     import uvicorn
-    from uvicorn.supervisors import Multiprocess
 
     from airflow_mlops.processes import arm_stop_watchdog
+    from airflow_mlops.serving.workers import supervisor_class
 
     class GuardedServer(uvicorn.Server):
         def handle_exit(self, sig: int, frame: Any) -> None:
             arm_stop_watchdog()
             super().handle_exit(sig, frame)
 
-    class GuardedSupervisor(Multiprocess):
-        def handle_int(self) -> None:
-            arm_stop_watchdog()
-            super().handle_int()
-
-        def handle_term(self) -> None:
-            arm_stop_watchdog()
-            super().handle_term()
-
     if server_config.workers > 1:
-        GuardedSupervisor(server_config, sockets=[server_config.bind_socket()]).run()
+        supervisor_class(arm_stop_watchdog)(server_config, sockets=[server_config.bind_socket()]).run()
         return 0
     server_config.load_app()  # fail before binding, as uvicorn.run does
     server = GuardedServer(server_config)
@@ -284,7 +277,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="serve this registered version only (default: follow the champion alias)")
     serve.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 inside a container)")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    serve.add_argument("--workers", type=int, default=1,
+                       help="worker processes behind one port (uvicorn's supervisor); each follows the alias, "
+                            "/metrics and the prediction log cover them all (docs/serving.md)")
     serve.add_argument("--shadow", action=argparse.BooleanOptionalAction, default=None,
                        help="score the 'challenger' alias in shadow, off the request path (default: the spec's "
                             "promotion.shadow)")

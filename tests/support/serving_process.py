@@ -67,15 +67,17 @@ class ServingProcess:
 
 @contextlib.contextmanager
 def serving_process(model: str, env: Mapping[str, str], log_path: Path,
-                    cli: Path | None = None) -> Iterator[ServingProcess]:
-    """`airflow-mlops serve --model <model>` on a free port with `env`; waits for /ready (a loaded champion).
+                    cli: Path | None = None, workers: int = 1) -> Iterator[ServingProcess]:
+    """`airflow-mlops serve --model <model> --workers <workers>` on a free port with `env`; waits for /ready (a
+    loaded champion; with several workers, the one that answered).
 
     `cli`: the `airflow-mlops` of another environment (default: this interpreter's)."""
     cli = cli or Path(sys.executable).with_name("airflow-mlops")
     port = free_port()
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as sink:
-        proc = subprocess.Popen([str(cli), "serve", "--model", model, "--port", str(port)], env=dict(env),
+        proc = subprocess.Popen([str(cli), "serve", "--model", model, "--port", str(port), "--workers", str(workers)],
+                                env=dict(env),
                                 stdout=sink, stderr=subprocess.STDOUT,
                                 preexec_fn=_die_with_parent)  # noqa: PLW1509 - killed with the test process
     server = ServingProcess(proc=proc, port=port, log_path=log_path)

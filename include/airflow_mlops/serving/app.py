@@ -49,6 +49,7 @@ from airflow_mlops.serving.protocols import (
 from airflow_mlops.serving.replies import Reply, check_admin, error_reply
 from airflow_mlops.serving.scoring import Background, ModelFailed, Scored, Scorer
 from airflow_mlops.serving.status_routes import add_status_routes
+from airflow_mlops.serving.workers import split_deploy_refusal, wait_until_all_serve, workers_from_env
 
 if TYPE_CHECKING:
     from airflow_mlops.serving.loaded import LoadedModel
@@ -69,10 +70,11 @@ SWITCH_INTERVAL_S = 0.0005
 class Server:
     """The state behind the endpoints; its handlers are synchronous and run in worker threads."""
 
-    def __init__(self, spec: ModelSpec, manager: ModelManager, metrics: ServingMetrics) -> None:
+    def __init__(self, spec: ModelSpec, manager: ModelManager, metrics: ServingMetrics, workers: int = 1) -> None:
         self.spec = spec
         self.manager = manager
         self.metrics = metrics
+        self.workers = workers  # processes serving this app side by side (serving/workers.py)
         self.features: OnlineFeatures | None = None
         self.schema = EntitySchema(keys=dict.fromkeys(spec.features.entity_keys, "int"),
                                    request_features=tuple(spec.features.entity_df.request_features))
@@ -212,13 +214,29 @@ class Server:
         media_type(content_type, (JSON,))
         version, mode, fraction = parse_deploy(load_json(body, status=422))
         try:
+            refused = split_deploy_refusal(self.manager, self.workers, version, mode) if self.workers > 1 \
+                else None
+            if refused:
+                return Reply(409, {"detail": refused, "status": self.manager.status()})
             status = self.manager.deploy(version, mode, fraction)
         except ModelLoadError as exc:
             return Reply(409, {"detail": str(exc), "status": self.manager.status()})
         except ValueError as exc:
             return Reply(422, {"detail": str(exc), "field": "mode"})
         self.sync_versions()
-        return Reply(200, status)
+        return self._all_workers_serve(status) if self.workers > 1 else Reply(200, status)
+
+    def _all_workers_serve(self, status: dict[str, Any]) -> Reply:
+        """Answer a deploy on a server of several workers once every one serves the version (they follow the alias)."""
+        version = self.manager.primary.version
+        timeout = 2 * self.manager.poll_seconds + 30
+        done, served = wait_until_all_serve(self.metrics, version, self.workers, timeout)
+        if done:
+            return Reply(200, {**status, "workers": served})
+        return Reply(504, {"detail": f"v{version} serves here, but after {timeout:.0f} s not every one of the "
+                                     f"{self.workers} worker processes does (each follows alias "
+                                     f"{self.manager.follow_alias!r} every {self.manager.poll_seconds:g} s); see the "
+                                     "serving log for their load errors", "status": status, "workers": served})
 
     # ------------------------------------------------------------------ lifecycle
     def startup(self, store: Any, prediction_log: PredictionLog | None, version: str | None) -> None:
@@ -230,8 +248,10 @@ class Server:
         self.log_sink = sink = prediction_log or _default_prediction_log()
         self.metrics.track_dropped(lambda: sink.dropped)
         self.metrics.track_written(lambda: sink.written)
-        background = Background(sink, self.spec.name)
+        sink.watch(self.metrics.publish)  # several workers: counts pushed to the shared metrics as they change
+        background = Background(sink, self.spec.name, on_drop=self.metrics.publish)
         self.metrics.track_background_dropped(lambda: background.dropped)
+        self.manager.watch(self.sync_versions)  # what this worker serves, in the metrics at each swap
         self.attach(features, background)
         self.sync_versions()
 
@@ -309,7 +329,7 @@ class Server:
 # ---------------------------------------------------------------------------- the app
 def create_app(spec: ModelSpec | str, *, manager: ModelManager | None = None, store: Any = None,
                prediction_log: PredictionLog | None = None, metrics: ServingMetrics | None = None,
-               version: str | None = None, shadow: bool | None = None) -> FastAPI:
+               version: str | None = None, shadow: bool | None = None, workers: int = 1) -> FastAPI:
     """The serving app of one model.
 
     :param spec: the model spec, or its name (read from the models dir).
@@ -320,6 +340,8 @@ def create_app(spec: ModelSpec | str, *, manager: ModelManager | None = None, st
     :param version: serve this registered version and do not follow the alias (pinned deployments).
     :param shadow: score the `challenger` alias' version in shadow, off the request path (logged as
         shadow_version/shadow_prediction); default: the spec's `promotion.shadow`.
+    :param workers: processes serving this app behind one socket (`serve --workers`); above 1, /admin/deploy
+        only accepts what every worker converges on (serving/workers.py).
     """
     from airflow_mlops import privacy
     from airflow_mlops.serving.metrics import ServingMetrics
@@ -330,7 +352,7 @@ def create_app(spec: ModelSpec | str, *, manager: ModelManager | None = None, st
     manager = manager or ModelManager(spec.name, poll_seconds=spec.serving.poll_seconds,
                                       follow_alias=None if version else "champion",
                                       shadow_alias="challenger" if shadow else None)
-    server = Server(spec, manager, metrics or ServingMetrics(spec.name))
+    server = Server(spec, manager, metrics or ServingMetrics(spec.name), workers)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -400,7 +422,8 @@ def load_spec(name: str) -> ModelSpec:
 
 def app_from_env() -> FastAPI:
     """uvicorn factory (`--workers N`): the model from MLOPS_SERVING_MODEL, pinned to MLOPS_SERVING_MODEL_VERSION,
-    shadow on/off from MLOPS_SERVING_SHADOW ("true"/"false"; unset: the spec's promotion.shadow)."""
+    shadow on/off from MLOPS_SERVING_SHADOW ("true"/"false"; unset: the spec's promotion.shadow), the number of
+    worker processes from MLOPS_SERVING_WORKERS."""
     name = os.environ.get("MLOPS_SERVING_MODEL")
     if not name:
         raise MLOpsError("MLOPS_SERVING_MODEL is not set; run `airflow-mlops serve --model NAME`")
@@ -412,4 +435,4 @@ def app_from_env() -> FastAPI:
     if flag not in ("", "true", "false"):
         raise MLOpsError(f"{SHADOW_ENV}={flag!r}: must be 'true' or 'false' (or unset: the spec's promotion.shadow)")
     return create_app(name, version=os.environ.get("MLOPS_SERVING_MODEL_VERSION") or None,
-                      shadow=None if not flag else flag == "true")
+                      shadow=None if not flag else flag == "true", workers=workers_from_env())

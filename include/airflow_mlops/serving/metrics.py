@@ -15,11 +15,27 @@ Names are part of the serving contract (the deploy operator's canary check reads
 
 Each instance owns a CollectorRegistry (never the process-global one), so two apps or two tests in
 one process do not collide on metric names.
+
+Several worker processes (`airflow-mlops serve --workers N`, serving/workers.py): prometheus_client's
+multiprocess mode, chosen by prometheus_client itself when PROMETHEUS_MULTIPROC_DIR is set at its import.
+Every worker writes its values to its own files in that directory, and /metrics (whichever worker answers)
+merges them all: counters and histograms are summed over every worker that ever ran (a restarted worker's
+counts stay), `model_info` is the max over the live workers (1 while any live worker serves that version in
+that slot; a slot's old version drops to 0, as series cannot be removed in this mode), and one more family
+says which worker serves what:
+
+- mlops_serving_worker_model_info{model,slot,version,pid}       gauge, 1 per live worker and slot
+
+The counters owned by other objects (log written/dropped, background dropped) are pushed into this
+worker's files when they change (`publish`), since a scrape cannot read another process's memory.
+One ServingMetrics per model and process in this mode: two would share the same files' series.
 """
 
 from __future__ import annotations
 
+import os
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -40,8 +56,13 @@ class ServingMetrics:
                                  ["model", "version", "route", "status"], registry=self.registry)
         self._seconds = Histogram(f"{PREFIX}_request_seconds", "Prediction request latency in seconds",
                                   ["model", "version", "route"], buckets=BUCKETS, registry=self.registry)
+        self.multiprocess_dir = multiprocess_dir()
         self._info = Gauge(f"{PREFIX}_model_info", "Model version serving in each slot (value 1)",
-                           ["model", "slot", "version"], registry=self.registry)
+                           ["model", "slot", "version"], registry=self.registry, multiprocess_mode="livemax")
+        # liveall: one series per live worker (the pid label is added by the collector), gone when it dies
+        self._worker_info = Gauge(f"{PREFIX}_worker_model_info", "Model version each worker serves in each slot",
+                                  ["model", "slot", "version"], registry=self.registry, multiprocess_mode="liveall"
+                                  ) if self.multiprocess_dir else None
         self._age = Histogram(f"{PREFIX}_feature_age_seconds", "Age of the online feature rows read, per view",
                               ["model", "view"], buckets=AGE_BUCKETS, registry=self.registry)
         self._stale = Counter(f"{PREFIX}_stale_features", "Online rows older than their view's allowed age",
@@ -49,8 +70,10 @@ class ServingMetrics:
         self._slots: dict[str, str] = {}
         self._series: dict[tuple[str, str, int], tuple[Any, Any]] = {}  # .labels() costs more than .inc()
         self._slots_lock = threading.Lock()
-        self._owned = _OwnedCounters(model)
-        self.registry.register(self._owned)
+        self._owned: _OwnedCounters | _PublishedCounters = (
+            _PublishedCounters(model, self.registry) if self.multiprocess_dir else _OwnedCounters(model))
+        if isinstance(self._owned, _OwnedCounters):
+            self.registry.register(self._owned)
 
     def observe(self, *, version: str, route: str, status: int, seconds: float) -> None:
         """Count one answered request and its latency."""
@@ -75,11 +98,17 @@ class ServingMetrics:
         """The versions in the primary/secondary slots (a None secondary removes that series)."""
         wanted = {"primary": str(primary)} | ({"secondary": str(secondary)} if secondary is not None else {})
         with self._slots_lock:
+            gauges = [self._info, *([self._worker_info] if self._worker_info is not None else [])]
             for slot, version in wanted.items():  # set the new series first: a scrape never sees no model
-                self._info.labels(self.model, slot, version).set(1)
+                for gauge in gauges:
+                    gauge.labels(self.model, slot, version).set(1)
             for slot, version in self._slots.items():
                 if wanted.get(slot) != version:
-                    self._info.remove(self.model, slot, version)
+                    for gauge in gauges:
+                        if self.multiprocess_dir:  # no removal in this mode: the series stays, at 0
+                            gauge.labels(self.model, slot, version).set(0)
+                        else:
+                            _remove(gauge, self.model, slot, version)
             self._slots = wanted
 
     def track_dropped(self, source: Callable[[], int]) -> None:
@@ -95,11 +124,79 @@ class ServingMetrics:
         """Report `source()` (the background thread's `dropped`) as the dropped shadow/log jobs counter."""
         self._owned.sources["background_dropped"] = source
 
+    def publish(self) -> None:
+        """Multiprocess mode: write the owned counters' current values to this worker's files (call after they
+        change; any thread). Single process: nothing to do, they are read at scrape time."""
+        self._owned.publish()
+
     def render(self) -> tuple[bytes, str]:
-        """(body, content type) in the Prometheus text format."""
+        """(body, content type) in the Prometheus text format; every worker's series in multiprocess mode."""
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        self.publish()
+        return render_dir(self.multiprocess_dir), CONTENT_TYPE_LATEST
+
+    def workers(self) -> dict[int, dict[str, str]] | None:
+        """Multiprocess mode: {pid: {slot: version}} of every live worker (from the shared files); else None."""
+        return None if self.multiprocess_dir is None else workers_in(self.multiprocess_dir, self.model)
+
+
+def multiprocess_dir() -> str | None:
+    """PROMETHEUS_MULTIPROC_DIR when prometheus_client runs in multiprocess mode in this process, else None.
+
+    The mode is fixed when prometheus_client is first imported (its value class), so it is asked, not the
+    environment alone: a variable set later would otherwise split the metrics between two stores."""
+    from prometheus_client import values
+
+    if not getattr(values.ValueClass, "_multiprocess", False):
+        return None
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+def _remove(gauge: Any, *labels: str) -> None:
+    # Importing Feast (feast.metrics, 0.67) exports PROMETHEUS_MULTIPROC_DIR, and prometheus_client's remove()
+    # then warns that multiprocess mode cannot remove series, although this process's values are in memory
+    # (its mode was fixed at import) and the removal works.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Removal of labels has not been implemented", UserWarning)
+        gauge.remove(*labels)
+
+
+def render_dir(path: str) -> bytes:
+    """Every worker's metrics in `path` merged, in the Prometheus text format: ours only.
+
+    Feast's module-level metrics (feast.metrics, for its own feature server, unused here) also land in the
+    directory of a process that imports Feast; /metrics shows the same families as a single process."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    merged = MultiProcessCollector(None, path=path)  # type: ignore[no-untyped-call]
+
+    class Ours:
+        def collect(self) -> Iterator[Any]:
+            return (family for family in merged.collect() if family.name.startswith(PREFIX))  # type: ignore[no-untyped-call]
+
+    registry = CollectorRegistry()
+    registry.register(Ours())
+    return bytes(generate_latest(registry))
+
+
+def workers_in(path: str, model: str) -> dict[int, dict[str, str]]:
+    """{pid: {slot: version}} from the live workers' `worker_model_info` files in `path`."""
+    import glob
+
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    files = glob.glob(os.path.join(path, "gauge_liveall_*.db"))
+    served: dict[int, dict[str, str]] = {}
+    for family in MultiProcessCollector.merge(files, accumulate=False):  # type: ignore[no-untyped-call]
+        for sample in family.samples if family.name == f"{PREFIX}_worker_model_info" else ():
+            labels = sample.labels
+            if sample.value == 1 and labels.get("model") == model:
+                served.setdefault(int(labels["pid"]), {})[labels["slot"]] = labels["version"]
+    return served
 
 
 class _OwnedCounters:
@@ -123,3 +220,27 @@ class _OwnedCounters:
 
     def describe(self) -> Iterator[Any]:
         return self.collect()
+
+    def publish(self) -> None:
+        pass  # read at scrape time
+
+
+class _PublishedCounters:
+    """Multiprocess mode: the owned counts as real counters in this worker's files, advanced by `publish`."""
+
+    def __init__(self, model: str, registry: Any) -> None:
+        from prometheus_client import Counter
+
+        self.sources: dict[str, Callable[[], int]] = {name: (lambda: 0) for name in _OwnedCounters.HELP}
+        self._counters = {name: Counter(f"{PREFIX}_{name}", text, ["model"], registry=registry).labels(model)
+                          for name, text in _OwnedCounters.HELP.items()}
+        self._published = dict.fromkeys(self._counters, 0)
+        self._lock = threading.Lock()
+
+    def publish(self) -> None:
+        with self._lock:  # the log writer, a dropping request thread and a scrape may publish at once
+            for name, counter in self._counters.items():
+                now = self.sources[name]()
+                if now > self._published[name]:
+                    counter.inc(now - self._published[name])
+                    self._published[name] = now

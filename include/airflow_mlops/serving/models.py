@@ -81,6 +81,12 @@ class ModelManager:
         self._alias_seen: str | None = None
         self._followed_from: LoadedModel | None = None  # the primary the poller last replaced
         self._last_error: str | None = None
+        self._watchers: list[Callable[[], None]] = []
+
+    def watch(self, callback: Callable[[], None]) -> None:
+        """Call `callback()` after every swap (deploy or poller), under the manager's lock: a worker of several
+        writes what it serves to the shared metrics at once, not at its next scrape."""
+        self._watchers.append(callback)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, version: str | None = None) -> None:
@@ -218,7 +224,7 @@ class ModelManager:
         wanted = self._alias_version(self.shadow_alias)
         if wanted is None or wanted == slots.primary.version:
             if slots.mode == "shadow":
-                self._slots = Slots(slots.primary)  # promoted (or alias removed): nothing left to shadow
+                self._swap(Slots(slots.primary))  # promoted (or alias removed): nothing left to shadow
                 log.info("%s: shadow cleared (alias %r: %s)", self.name, self.shadow_alias, wanted or "unset")
             return
         if slots.secondary is None or slots.secondary.version != wanted:
@@ -240,11 +246,19 @@ class ModelManager:
             raise
         if alias_seen is not None:
             self._alias_seen = alias_seen
-        self._slots = slots  # THE swap: one attribute assignment
+        self._swap(slots)
         self._last_error = None
         log.info("%s: serving v%s (%s%s)%s", self.name, slots.primary.version, slots.mode,
                  f" {slots.fraction:.0%}" if slots.mode == "canary" else "",
                  f", secondary v{slots.secondary.version}" if slots.secondary else "")
+
+    def _swap(self, slots: Slots) -> None:
+        self._slots = slots  # THE swap: one attribute assignment
+        for callback in self._watchers:
+            try:
+                callback()
+            except Exception:  # reporting the swap must not undo or fail it
+                log.exception("%s: a swap watcher failed", self.name)
 
     def _next_slots(self, model: LoadedModel, mode: str, fraction: float) -> Slots:
         if mode == "full":
@@ -272,6 +286,11 @@ class ModelManager:
         self._last_error = message
 
     # ------------------------------------------------------------------ registry
+    def alias_version(self) -> str | None:
+        """The followed alias' version, read from the registry now (None: not set, or no alias followed);
+        ModelLoadError when the registry cannot be read."""
+        return self._alias_version() if self.follow_alias else None
+
     def _get_client(self) -> MlflowClient:
         if self._client is None:
             self._client = self._client_factory()

@@ -25,7 +25,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -98,6 +98,7 @@ class PredictionLog:
         self._written = 0
         self._closed = False
         self.last_error: str | None = None
+        self._watchers: list[Callable[[], None]] = []
         self._thread = threading.Thread(target=self._run, name="mlops-prediction-log", daemon=True)
         self._thread.start()
 
@@ -113,6 +114,18 @@ class PredictionLog:
     @property
     def pending(self) -> int:
         return self._queue.qsize()
+
+    def watch(self, callback: Callable[[], None]) -> None:
+        """Call `callback()` after `written` or `dropped` changed (on the writer thread, or on the appending
+        thread for a drop): how a worker of several pushes its counts into the shared metrics."""
+        self._watchers.append(callback)
+
+    def _notify(self) -> None:
+        for callback in self._watchers:
+            try:
+                callback()
+            except Exception:  # a watcher must not stop the writer or make append() raise
+                log.exception("prediction log: a count watcher failed")
 
     # ------------------------------------------------------------------ producer side
     def append(self, record: Mapping[str, Any]) -> None:
@@ -171,6 +184,7 @@ class PredictionLog:
         if before == 0 or before // 10_000 != self._dropped // 10_000:
             log.warning("prediction log dropped %d record(s) because %s (%d dropped in total); raise max_queue "
                         "or flush_rows, or check the sink", count, why, self._dropped)
+        self._notify()
 
     # ------------------------------------------------------------------ writer thread
     def _run(self) -> None:
@@ -216,6 +230,7 @@ class PredictionLog:
             return
         with self._count_lock:
             self._written += len(rows)
+        self._notify()
 
 
 # ---------------------------------------------------------------------- records

@@ -97,10 +97,13 @@ class Background:
     cost more than the job. Shadow scores and log records lag by at most a poll interval.
     """
 
-    def __init__(self, sink: PredictionLog | None, model: str, max_jobs: int = BACKGROUND_QUEUE) -> None:
+    def __init__(self, sink: PredictionLog | None, model: str, max_jobs: int = BACKGROUND_QUEUE,
+                 on_drop: Callable[[], None] | None = None) -> None:
+        """`on_drop`: called after a job was dropped (a worker of several publishes its metrics then)."""
         self.sink = sink
         self.model = model
         self.max_jobs = max_jobs
+        self.on_drop = on_drop
         self.dropped = 0
         self._jobs: deque[Callable[[], None] | None] = deque()  # append/popleft are atomic
         self._thread = threading.Thread(target=self._run, name=f"mlops-serving-bg-{model}", daemon=True)
@@ -112,6 +115,8 @@ class Background:
             if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
                 log.warning("%s: background queue full (%d jobs); %d shadow/log job(s) dropped so far", self.model,
                             self.max_jobs, self.dropped)
+            if self.on_drop is not None:
+                self.on_drop()
             return
         self._jobs.append(job)
 

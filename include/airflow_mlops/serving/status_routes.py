@@ -3,7 +3,8 @@ health/metadata routes."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import os
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Response
 
@@ -35,7 +36,11 @@ def add_status_routes(app: FastAPI, server: Server) -> None:
     @app.get("/ready")
     def ready() -> Response:
         ok = server.manager.loaded and server.scorer is not None
-        return reply_response(Reply(200 if ok else 503, {"ready": ok, **server.manager.status()}))
+        # pid: which worker answered; with several, what each live one serves (from the shared metrics files)
+        processes: dict[str, Any] = {"pid": os.getpid(), "workers": server.workers}
+        if server.workers > 1:
+            processes["worker_versions"] = server.metrics.workers() or {}
+        return reply_response(Reply(200 if ok else 503, {"ready": ok, **server.manager.status(), **processes}))
 
     @app.get("/metrics")
     def metrics() -> Response:
