@@ -32,3 +32,16 @@ TELEMETRY_OFF: dict[str, str] = {
 def disable_telemetry() -> None:
     for name, value in TELEMETRY_OFF.items():
         os.environ.setdefault(name, value)
+    pin_prometheus_mode()
+
+
+def pin_prometheus_mode() -> None:
+    """Fix prometheus_client's single/multiprocess mode from the environment as the user set it.
+
+    Feast 0.67 exports PROMETHEUS_MULTIPROC_DIR (a temp dir of its own) when `feast.metrics` is imported, which
+    its FeatureStore does lazily on some calls. prometheus_client picks its mode once, at its own first import,
+    from that variable: imported after Feast, our serving metrics would silently go to Feast's files instead of
+    this process's registry (seen: /metrics without our counters in a process that had read features first).
+    Importing it here, before any Feast import of our code, makes its mode the user's choice. (A small module:
+    no heavy import; `serve --workers N` sets the variable itself before its workers start.)"""
+    import prometheus_client.values  # noqa: F401 - imported for the side effect described above
