@@ -196,3 +196,30 @@ def test_bootstrap_of_an_undefined_r2_is_counted_out() -> None:
     truth = np.full(50, 3.0)
     out = paired_bootstrap(truth, truth + 0.1, truth + 0.2, "r2", samples=20, task="regression")
     assert out["samples_used"] == 0 and math.isnan(out["ci_low"])
+
+
+def test_reports_and_model_cards_read_per_task() -> None:
+    from airflow_mlops.core.evaluation_report import render_html
+    from airflow_mlops.core.model_card import build_model_card, render_markdown
+    from airflow_mlops.core.model_card import render_html as card_html
+
+    truth, good, bad = regression_rows()
+    regression = evaluate(truth, good, bad, metrics=["rmse", "r2"], primary_metric="rmse", bootstrap_samples=20,
+                          task="regression").to_dict()
+    labels, sharp, vague = multiclass_rows()
+    multiclass = evaluate(labels, sharp, vague, metrics=["f1_macro"], primary_metric="f1_macro", bootstrap_samples=20,
+                          task="multiclass", classes=CLASSES).to_dict()
+    pages = {"regression": render_html(regression, title="r"), "multiclass": render_html(multiclass, title="m")}
+    assert "Predicted vs actual" in pages["regression"] and "Residuals" in pages["regression"]
+    assert "Confusion matrix" in pages["multiclass"] and "Per-class recall" in pages["multiclass"]
+    assert "3 classes" in pages["multiclass"]
+    for page in pages.values():
+        assert "ROC" not in page and "positives" not in page
+    for task, report in (("regression", regression), ("multiclass", multiclass)):
+        card = build_model_card(model={"name": "m", "task": task}, version="1", run_id="r", lineage={},
+                                evaluation=report)
+        html, markdown = card_html(card), render_markdown(card)
+        assert card["task"] == task and f"task {task}" in markdown and "positives" not in html + markdown
+        assert "ROC" not in html and "<svg" in html and "<svg" not in markdown
+    assert "economy" in card_html(build_model_card(model={"name": "m"}, version="1", run_id="r", lineage={},
+                                                   evaluation=multiclass))
