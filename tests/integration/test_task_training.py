@@ -31,6 +31,9 @@ def outcome() -> dict[str, Any]:
     demo = checkout_trained_demo()
     with tempfile.TemporaryDirectory(prefix="task-training-") as work:
         result, _ = demo.run(PROGRAM.read_text(), str(PROJECT / "tests"), work, timeout=1100)
+    timings = {f"{task} {step}": result[task][step]["seconds"] for task in ("regression", "multiclass")
+               for step in ("first", "second", "reproduced")}
+    print(f"task training runs, seconds: {timings}")  # the CI cost of this module (docs/testing.md)
     return result
 
 

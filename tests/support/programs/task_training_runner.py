@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +44,14 @@ TASK_MODELS = TESTS / "support" / "task_models"
 
 
 def run(model: str) -> dict[str, Any]:
+    started = time.monotonic()
     dag_run = build_dags()[f"{model}__train"].test()
+    seconds = round(time.monotonic() - started, 1)
     with create_session() as session:
         tasks = dict(session.execute(select(TaskInstance.task_id, TaskInstance.state)
                                      .where(TaskInstance.run_id == dag_run.run_id)).all())
     return {"state": str(dag_run.state), "tasks": {t: str(s) for t, s in tasks.items()},
-            "report": report(model, dag_run.run_id)}
+            "report": report(model, dag_run.run_id), "seconds": seconds}
 
 
 def report(model: str, run_id: str) -> dict[str, Any] | None:
@@ -121,9 +124,10 @@ def land_ride_tiers() -> int:
 
 
 def reproduced(model: str, specs_dir: Path) -> dict[str, Any]:
+    started = time.monotonic()
     outcome = reproduce(model, "1", mlflow_hook=MLflowHook(), feast_hook=FeastHook(), specs_dir=specs_dir)
     return {"status": outcome.status, "reason": outcome.reason, "rows": outcome.rows,
-            "max_abs_diff": outcome.max_abs_diff}
+            "max_abs_diff": outcome.max_abs_diff, "seconds": round(time.monotonic() - started, 1)}
 
 
 results: dict[str, Any] = {}
