@@ -323,13 +323,13 @@ def _log_run(
     from airflow_mlops.core.training import FEATURE_PROFILE_ARTIFACT, TAG_FEATURE_PROFILE, model_requirements
 
     sample = result.sample
-    signature, predict_fn = model_signature(result)
     # The context manager ends the run FAILED on any exception (incl. Airflow timeouts).
     with mlflow.start_run(experiment_id=experiment_id, run_name=request.run_name, tags=tags) as run, \
             warnings.catch_warnings():
         # MLflow hints that `long` columns cannot take missing values: the signature follows the training set's
         # types on purpose (int64 frames pass mlflow.pyfunc), and docs/serving.md says what a null there does
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column", category=UserWarning)
+        signature, predict_fn = model_signature(result)  # infers the input schema: inside the filter above
         mlflow.log_params(flat_params(request, result))
         info = mlflow.sklearn.log_model(
             result.pipeline,
