@@ -12,8 +12,10 @@ from typing import Any
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from airflow_mlops.core.checks import check_project
+    from airflow_mlops.core.checks import check_project, describe_tasks
 
+    for line in describe_tasks():
+        print(f"TASK {line}")
     problems = check_project(deep=not args.fast)
     for line in problems:
         print(f"ERROR {line}")

@@ -43,3 +43,9 @@ ride_completion_v1 = FeatureService(
     features=[driver_hourly_stats],
     description="Driver features used by the ride_completion model",
 )
+
+ride_duration_v1 = FeatureService(
+    name="ride_duration_v1",
+    features=[driver_hourly_stats],
+    description="Driver features used by the ride_duration model",
+)

@@ -28,8 +28,10 @@ def test_no_import_errors(dagbag) -> None:
 
 
 def test_expected_dags(dagbag) -> None:
-    assert set(dagbag.dag_ids) == {"mlops_features", "ride_completion__train", "ride_completion__rollback",
-                                   "ride_completion__batch_predict", "ride_completion__monitor"}
+    roles = ("train", "rollback", "batch_predict", "monitor")
+    assert set(dagbag.dag_ids) == {"mlops_features", *(f"{model}__{role}" for model in ("ride_completion",
+                                                                                          "ride_duration")
+                                                       for role in roles)}
 
 
 def test_every_dag_has_tags_owner_doc_and_retries(dagbag) -> None:

@@ -33,7 +33,7 @@ WATCHER = "mlops_landing_watcher"
 POLL_S = 2  # MLOPS_LANDING_POLL_INTERVAL for this stack
 WATCHER_TIMEOUT_S = 90  # next DAG parse after unpausing ([dag_processor] min_file_process_interval) + slack
 RUN_TIMEOUT_S = 150
-DATASETS = ("driver_hourly_stats", "rides")
+DATASETS = ("driver_hourly_stats", "rides", "trips")
 
 
 def _lap(started: float, last: list[float], step: str) -> None:

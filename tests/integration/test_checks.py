@@ -47,8 +47,22 @@ def test_every_cross_check_problem_reported_together(models: Path) -> None:
     text = "\n".join(problems)
     assert len(problems) == 3, text
     assert "features.feature_service: 'ride_completion_v9' is not defined" in text and "ride_completion_v1" in text
-    assert "training.estimator" in text and "not a probabilistic classifier" in text
+    assert "training.estimator" in text and "is a regressor, but the spec's task is binary" in text
     assert "validation.suite: 'no_such_suite' has no file" in text
+
+
+def test_estimator_kind_and_threshold_direction_are_checked_against_the_task(models: Path) -> None:
+    shutil.copy(PROJECT / "include" / "models" / "ride_duration.yaml", models)
+    path = models / "ride_duration.yaml"
+    path.write_text(yaml.safe_dump(read_with_fields(
+        path, training__estimator="sklearn.ensemble.HistGradientBoostingClassifier",
+        evaluation__thresholds={"rmse": {"min": 1.0}, "r2": {"min": 0.5}})))
+    problems = [p for p in check_project(models) if "ride_duration.yaml" in p]
+    text = "\n".join(problems)
+    assert len(problems) == 2, text
+    assert "training.estimator: sklearn.ensemble.HistGradientBoostingClassifier is a classifier, but the spec's " \
+           "task is regression" in text and "label contract ride_duration_training.json" in text
+    assert "evaluation.thresholds.rmse: only `min` is set, but rmse is lower-is-better" in text and "set `max`" in text
 
 
 def test_views_keys_and_params_checked(models: Path) -> None:

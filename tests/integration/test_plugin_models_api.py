@@ -62,7 +62,14 @@ def registry() -> Any:
 
 def test_models_table_row_matches_the_registry_and_history(seeded_api: tuple[Api, Seeded]) -> None:
     seeded = seeded_api[1]
-    [row] = get(seeded_api, "/mlops/api/models")["models"]
+    rows = {row["name"]: row for row in get(seeded_api, "/mlops/api/models")["models"]}
+    assert set(rows) == {MODEL, "ride_duration"}  # every shipped spec, registered or not
+    # a regression model reads as one: its task and that its primary metric falls when it gets better
+    other = rows["ride_duration"]
+    assert (other["task"], other["primary_metric"], other["lower_is_better"], other["registered"]) == (
+        "regression", "rmse", True, False)
+    row = rows[MODEL]
+    assert (row["task"], row["lower_is_better"]) == ("binary", False)
     client = registry()
     assert row["champion"]["version"] == str(client.get_model_version_by_alias(MODEL, "champion").version)
     assert row["champion"]["version"] == seeded.champion == "2"

@@ -165,6 +165,24 @@ def test_lookback_keeping_one_class_only(tmp_path: Path, demo: dict) -> None:
     assert "rows hold only label value(s) [1] of 'completed'" in problem and "roc_auc is undefined" in problem
 
 
+def test_a_float_label_under_task_binary_names_the_column_the_task_and_the_fix(tmp_path: Path, demo: dict) -> None:
+    rides = demo["rides"].assign(completed=demo["rides"]["trip_distance_km"] * 3.0)  # a measured quantity
+    home = tmp_path / "home"
+    _land(home, {"rides": rides})
+    [problem] = lookback_problems(_spec(tmp_path), home)
+    assert "features.label: 'completed' must be binary 0/1 under task binary" in problem
+    assert "set task: regression" in problem and "landed data of dataset 'rides'" in problem
+    assert "the task is binary (label contract ride_completion_training.json" in problem
+
+
+def test_the_shipped_regression_example_fits_its_landed_trips(tmp_path: Path, demo: dict) -> None:
+    home = tmp_path / "home"
+    _land(home, {"trips": demo["trips"]})
+    path = PROJECT / "include" / "models" / "ride_duration.yaml"
+    spec = parse_spec(path.read_text(), str(path))
+    assert spec.task == "regression" and lookback_problems(spec, home) == []
+
+
 def test_unreadable_landed_data_is_reported_not_raised(tmp_path: Path, suites: Path) -> None:
     broken = tmp_path / "home" / "offline" / "rides" / "date=2026-10-01" / "part.parquet"
     broken.parent.mkdir(parents=True)

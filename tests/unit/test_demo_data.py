@@ -39,6 +39,28 @@ def test_label_depends_on_stats_as_of_request_time(small_demo) -> None:
     assert high - low > 0.15
 
 
+def test_trips_are_the_completed_rides_with_a_learnable_duration(small_demo) -> None:
+    import numpy as np
+
+    _, data = small_demo
+    trips, rides = data["trips"], data["rides"]
+    completed = rides[rides["completed"] == 1]
+    assert trips["ride_id"].tolist() == completed["ride_id"].tolist() and "completed" not in trips.columns
+    assert trips["duration_min"].dtype == "float64" and (trips["duration_min"] > 0).all()
+    # the regression label follows distance and hour, yet restates no single column (the leakage rule's 0.95)
+    r = np.corrcoef(trips["trip_distance_km"], trips["duration_min"])[0, 1]
+    assert 0.5 < r < 0.95
+    per_km = trips["duration_min"] / trips["trip_distance_km"]
+    assert per_km[trips["pickup_hour"].isin([7, 8, 9])].median() > 1.5 * per_km[trips["pickup_hour"] < 5].median()
+
+
+def test_label_noise_scrambles_trip_durations() -> None:
+    import numpy as np
+
+    noisy = generate(DemoConfig(**SMALL, label_noise=1.0))["trips"]
+    assert abs(np.corrcoef(noisy["trip_distance_km"], noisy["duration_min"])[0, 1]) < 0.1
+
+
 def test_covariate_shift_moves_inputs() -> None:
     base = generate(DemoConfig(**SMALL))["rides"]
     shifted = generate(DemoConfig(**SMALL, covariate_shift=1.0))["rides"]

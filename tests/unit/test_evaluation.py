@@ -101,9 +101,9 @@ def test_threshold_failures_name_the_spec_field(data) -> None:
     auc, loss, accuracy = result.thresholds
     assert auc["passed"] is False and auc["min"] == 0.99 and auc["max"] is None
     assert auc["reason"] == (
-        f"roc_auc {auc['value']:.4g} is below the minimum 0.99 (evaluation.thresholds.roc_auc.min)"
+        f"roc_auc {auc['value']:.4g} is below the minimum 0.99 (evaluation.thresholds.roc_auc.min; higher is better)"
     )
-    assert loss["passed"] is False and loss["reason"].endswith("(evaluation.thresholds.log_loss.max)")
+    assert loss["passed"] is False and loss["reason"].endswith("(evaluation.thresholds.log_loss.max; lower is better)")
     assert accuracy["passed"] is True
     assert result.verdict["passed_thresholds"] is False and result.promote is False
     assert result.verdict["reasons"][:2] == [auc["reason"], loss["reason"]]

@@ -29,9 +29,13 @@ def _problems(data: dict, name: str = "ride_completion.yaml") -> list[str]:
 
 def test_shipped_specs_load() -> None:
     specs = load_specs(PROJECT / "include" / "models")
-    assert [s.name for s in specs] == ["ride_completion"]
+    assert [s.name for s in specs] == ["ride_completion", "ride_duration"]
     assert specs[0].features.feature_service == "ride_completion_v1"
     assert specs[0].source_file.endswith("ride_completion.yaml")
+    # the shipped regression example states no task: its training suite's label contract decides it
+    assert (specs[0].task, specs[1].task) == ("binary", "regression")
+    assert specs[1].task_source == "label contract ride_duration_training.json: column 'duration_min' has type float64"
+    assert specs[1].evaluation.primary_metric == "rmse"
 
 
 @pytest.mark.parametrize(

@@ -61,7 +61,7 @@ def test_seed_becomes_random_state_unless_given() -> None:
     [
         ("sklearn.nope.Forest", {}, "training.estimator", "cannot import module"),
         ("sklearn.ensemble.NoSuchForest", {}, "training.estimator", "has no class"),
-        ("sklearn.linear_model.LinearRegression", {}, "training.estimator", "not a classifier"),
+        ("sklearn.linear_model.LinearRegression", {}, "training.estimator", "is a regressor, but the spec's task"),
         ("sklearn.svm.SVC", {}, "training.estimator", "probability: true"),
         ("Forest", {}, "training.estimator", "dotted import path"),
         (HGB, {"max_itr": 5}, "training.params", "max_itr"),

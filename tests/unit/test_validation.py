@@ -21,7 +21,7 @@ from airflow_mlops.exceptions import DataValidationFailed
 
 pytestmark = pytest.mark.unit
 
-SHIPPED = ("rides", "driver_hourly_stats", "ride_completion_training")
+SHIPPED = ("rides", "driver_hourly_stats", "ride_completion_training", "trips", "ride_duration_training")
 NOW = datetime(2026, 11, 1, tzinfo=UTC)
 ASSET_URL = re.compile(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//|url\(\s*["']?(?:https?:)?//|@import""", re.I)
 

@@ -58,5 +58,5 @@ def test_a_feature_table_needs_keys_and_forbids_every_spec_label(
     assert main(["suite", "--dataset", "driver_hourly_stats", "--from", source, "--out", str(out),
                  "--keys", "driver_id"]) == 0
     contract = Contract.from_suite(json.loads(out.read_text()))
-    assert contract.label_column is None and contract.forbidden_columns == ("completed",)
+    assert contract.label_column is None and contract.forbidden_columns == ("completed", "duration_min")
     assert contract.timestamp_columns == ("event_timestamp", "created")

@@ -74,20 +74,27 @@ def spec_vs_repo(spec: ModelSpec, index: RepoIndex) -> list[str]:
 
 
 def estimator_problems(spec: ModelSpec) -> list[str]:
+    from airflow_mlops.core.training import EXAMPLES, check_estimator_kind
+    from airflow_mlops.exceptions import TrainingFailed
+
     path = spec.training.estimator
     module_name, _, cls_name = path.rpartition(".")
     where = f"{spec.source_file}: training.estimator"
     try:
         cls = getattr(importlib.import_module(module_name), cls_name)
-    except (ImportError, AttributeError) as exc:
+    except (ImportError, AttributeError, ValueError) as exc:
         return [f"{where}: {path!r} cannot be imported ({exc}); use an installed class such as "
-                "sklearn.ensemble.HistGradientBoostingClassifier"]
-    if not (hasattr(cls, "fit") and hasattr(cls, "predict_proba")):
-        return [f"{where}: {path!r} is not a probabilistic classifier (needs fit and predict_proba)"]
+                f"{EXAMPLES[spec.task]}"]
+    if not hasattr(cls, "fit"):
+        return [f"{where}: {path!r} is not an estimator (it has no fit)"]
     try:
-        cls(**spec.training.params)
+        estimator = cls(**spec.training.params)
     except TypeError as exc:
         return [f"{spec.source_file}: training.params: rejected by {cls_name}: {exc}"]
+    try:
+        check_estimator_kind(estimator, path, spec.task, spec.training.params)
+    except TrainingFailed as exc:
+        return [f"{spec.source_file}: {exc} (task {spec.task}: {spec.task_source})"]
     if spec.training.search is not None:
         from airflow_mlops.core.search import check_space
         from airflow_mlops.exceptions import TrainingFailed
@@ -97,6 +104,38 @@ def estimator_problems(spec: ModelSpec) -> list[str]:
         except TrainingFailed as exc:
             return [f"{spec.source_file}: {exc}"]
     return []
+
+
+def threshold_problems(spec: ModelSpec) -> list[str]:
+    """A threshold that bounds a metric on the side that never refuses a worse model (a `min` alone on rmse)."""
+    from airflow_mlops.core.tasks import LOWER_IS_BETTER
+
+    problems = []
+    for metric, bounds in spec.evaluation.thresholds.items():
+        lower_better = metric in LOWER_IS_BETTER
+        only = "min" if bounds.min is not None and bounds.max is None else (
+            "max" if bounds.max is not None and bounds.min is None else None)
+        if only == ("min" if lower_better else "max"):
+            wanted = "max" if lower_better else "min"
+            problems.append(
+                f"{spec.source_file}: evaluation.thresholds.{metric}: only `{only}` is set, but {metric} is "
+                f"{'lower' if lower_better else 'higher'}-is-better, so a worse model passes; set `{wanted}` "
+                f"(e.g. {metric}: {{{wanted}: ...}})")
+    return problems
+
+
+def describe_tasks(models: Path | None = None) -> list[str]:
+    """One line per valid spec: its task and how it was decided (printed by `airflow-mlops check`)."""
+    folder = models or config.models_dir()
+    files = sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]) if folder.is_dir() else []
+    lines = []
+    for path in files:
+        text = path.read_text(encoding="utf-8")
+        if not spec_problems(text, str(path)):
+            spec = parse_spec(text, str(path))
+            lines.append(f"{path}: {spec.name}: task {spec.task} ({spec.task_source}); primary metric "
+                         f"{spec.evaluation.primary_metric}")
+    return lines
 
 
 def suite_problems(spec: ModelSpec) -> list[str]:
@@ -128,6 +167,7 @@ def check_project(models: Path | None = None, repo: Path | None = None, deep: bo
     problems.extend(index.problems)
     for spec in specs:
         problems.extend(estimator_problems(spec))
+        problems.extend(threshold_problems(spec))
         problems.extend(suite_problems(spec))
         if not index.problems:
             problems.extend(spec_vs_repo(spec, index))

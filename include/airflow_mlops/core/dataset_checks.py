@@ -13,7 +13,11 @@ Three rules, each reported as 'file: field: what is wrong; the rule; the fix' li
 - *lookback*: `training.lookback_days` counts back from the newest landed label row; the rows it
   keeps are split by `training.split`, and the held-out part is what evaluation scores. It must hold
   at least `evaluation.min_slice_rows` rows (the fewest evaluation reports without flagging them
-  as noisy) and both label classes, and so must the training part. Checked only on landed data.
+  as noisy) and both label classes, and so must the training part (classification tasks). Checked only
+  on landed data.
+- *label vs task*: the landed label values must fit the spec's task (`core.training.check_label`: 0/1 for
+  binary, 3+ classes of one kind for multiclass, finite numbers for regression); the error names the
+  column, the task, how the task was decided and the fix.
 
 pyarrow/pandas are imported inside functions (the CLI runs this, never a DAG file).
 """
@@ -229,11 +233,30 @@ def _landed_labels(spec: ModelSpec, home: Path | None) -> pd.DataFrame | None:
     return normalize_timestamps(table.to_pandas())
 
 
+def label_task_problems(spec: ModelSpec, frame: pd.DataFrame, home: Path | None = None) -> list[str]:
+    """The landed label values against the spec's task (what training would refuse), named by column and task."""
+    from airflow_mlops.core.training import check_label
+    from airflow_mlops.exceptions import TrainingFailed
+
+    label = spec.features.label
+    try:
+        check_label(frame[label].dropna(), label, spec.task)
+    except TrainingFailed as exc:
+        where = _dataset_dir(spec.features.entity_df.dataset, home)
+        return [f"{spec.source_file}: {exc} — in the landed data of dataset {spec.features.entity_df.dataset!r} "
+                f"({where}); the task is {spec.task} ({spec.task_source})"]
+    return []
+
+
 def lookback_problems(spec: ModelSpec, home: Path | None = None) -> list[str]:
-    """`training.lookback_days` leaving evaluation too few held-out rows (or one class), on landed data only."""
+    """The landed labels against the task, then `training.lookback_days` leaving evaluation too few held-out rows
+    (or one class), on landed data only."""
     frame = _landed_labels(spec, home)
     if frame is None or frame.empty:
         return []
+    wrong = label_task_problems(spec, frame, home)
+    if wrong:
+        return wrong
     entity, split, days = spec.features.entity_df, spec.training.split, spec.training.lookback_days
     rows = lookback_rows(frame, entity.timestamp_column, spec.features.label, days, split.method, split.test_size,
                          spec.training.seed)
@@ -249,7 +272,7 @@ def lookback_problems(spec: ModelSpec, home: Path | None = None) -> list[str]:
                 f"rows evaluation scores without flagging the result as noisy — {fix}, raise training.split.test_size "
                 f"or lower evaluation.min_slice_rows"]
     for part, classes in (("held-out", rows.held_out_classes), ("training", rows.train_classes)):
-        if len(classes) < 2:
+        if len(classes) < 2 and spec.task != "regression":
             metric = spec.evaluation.primary_metric
             return [f"{where}: {kept}; its {part} rows hold only label value(s) {list(classes)} of "
                     f"{spec.features.label!r}; training and evaluation need both classes ({metric} is undefined "

@@ -1,17 +1,23 @@
-"""Seeded demo domain: will a ride request be completed by the assigned driver?
+"""Seeded demo domain: will a ride request be completed by the assigned driver, and how long will the trip take?
 
-Two tables, like a real ride-hailing warehouse:
+Three tables, like a real ride-hailing warehouse:
 - `driver_hourly_stats` (feature source): hourly per-driver snapshots of conv_rate, acc_rate,
   avg_daily_trips and rating;
-- `rides` (label source): one row per ride request with request-time features
-  (trip_distance_km, surge_multiplier, pickup_hour) and the label `completed`.
+- `rides` (label source of `ride_completion`, binary): one row per ride request with request-time
+  features (trip_distance_km, surge_multiplier, pickup_hour) and the label `completed`;
+- `trips` (label source of `ride_duration`, regression): one row per completed ride, keyed and timed
+  like its request, with the same request-time features and the label `duration_min`.
 
-The label depends on the driver's stats *as of the request time* (so a point-in-time join matters)
-and on request features. Two independent knobs inject drift:
+`completed` depends on the driver's stats *as of the request time* (so a point-in-time join matters)
+and on request features. `duration_min` is the distance at a speed set by the hour (rush hours are slow,
+nights fast), the surge (busy streets) and the driver's acceptance rate as of the request, with
+multiplicative noise: learnable (r2 well above 0) but not a copy of any one column. Two independent
+knobs inject drift:
 - `covariate_shift` in [0, 1]: longer trips, more surge, lower acceptance (inputs move, rule holds);
 - `concept_shift` in [0, 1]: the rule itself changes (distance stops mattering, surge starts to).
 A third knob degrades the data itself: `label_noise` in [0, 1] replaces that share of labels with
-coin flips (a broken labelling job); at 1 nothing is learnable and evaluation thresholds refuse the model.
+coin flips (a broken labelling job), and that share of trip durations with other trips' durations; at 1
+nothing is learnable and evaluation thresholds refuse the model.
 """
 
 from __future__ import annotations
@@ -139,6 +145,26 @@ def _label(frame: pd.DataFrame, known: pd.DataFrame, concept: float, rng: object
     return (draws < _sigmoid(logit)).astype("int64")
 
 
+def trips(cfg: DemoConfig, ride_rows: pd.DataFrame, stats: pd.DataFrame) -> pd.DataFrame:
+    """The completed rides with their duration in minutes (`duration_min`), seeded (module doc)."""
+    import numpy as np
+
+    rng = np.random.default_rng(cfg.seed + 2)
+    done = ride_rows[ride_rows["completed"] == 1].drop(columns=["completed"]).reset_index(drop=True)
+    known = _stats_as_of(done, stats)
+    hour = done["pickup_hour"].to_numpy()
+    speed = np.where(np.isin(hour, [7, 8, 9, 16, 17, 18, 19]), 17.0, np.where(hour < 6, 36.0, 25.0))
+    speed = speed * (1.0 - 0.25 * cfg.concept_shift)  # a changed world: traffic got worse everywhere
+    speed = speed / (1.0 + 0.35 * (done["surge_multiplier"].to_numpy() - 1.0))  # surge: busy streets
+    speed = speed * (0.7 + 0.6 * known["acc_rate"].fillna(0.5).to_numpy())  # keen drivers take the quick route
+    minutes = 2.0 + done["trip_distance_km"].to_numpy() / speed * 60.0
+    minutes = minutes * rng.lognormal(0.0, 0.18, len(done))
+    if cfg.label_noise > 0:
+        noisy = rng.uniform(0, 1, len(done)) < cfg.label_noise
+        minutes[noisy] = rng.permutation(minutes)[noisy]
+    return done.assign(duration_min=np.round(minutes, 2))
+
+
 def _sigmoid(x: Any) -> Any:
     import numpy as np
 
@@ -146,6 +172,7 @@ def _sigmoid(x: Any) -> Any:
 
 
 def generate(cfg: DemoConfig) -> dict[str, pd.DataFrame]:
-    """Both tables, keyed by dataset name as the offline store and Feast repo know them."""
+    """Every table, keyed by dataset name as the offline store and Feast repo know them."""
     stats = driver_stats(cfg)
-    return {"driver_hourly_stats": stats, "rides": rides(cfg, stats)}
+    ride_rows = rides(cfg, stats)
+    return {"driver_hourly_stats": stats, "rides": ride_rows, "trips": trips(cfg, ride_rows, stats)}

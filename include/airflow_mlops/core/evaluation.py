@@ -2,9 +2,15 @@
 
 Pure functions, no Airflow or MLflow: the evaluation operator scores both models on the same rows,
 calls `evaluate()` and logs `EvaluationResult.to_dict()`. Metrics come from
-`core.training.compute_metrics`. The champion comparison is a paired bootstrap of the primary metric:
-both models are scored on the same resampled rows, so the interval reflects their difference rather
-than the noise each has alone. numpy/pandas/sklearn are imported inside functions.
+`core.metrics.compute_metrics`, per task (binary: positive-class probabilities; multiclass: the probability
+matrix in the challenger's class order; regression: predicted values). The champion comparison is a paired
+bootstrap of the primary metric: both models are scored on the same resampled rows, so the interval reflects
+their difference rather than the noise each has alone. Gains are signed so that positive is better (an rmse
+falling is a gain). numpy/pandas/sklearn are imported inside functions.
+
+Report JSON per task: binary keeps the keys it had before tasks existed (`positives`, ROC `curves`);
+multiclass adds `task` and `classes` {labels, counts, recall, confusion} instead of `positives`; regression
+adds `task`, has no `positives`, and its `curves` are predicted-vs-actual points and a residual histogram.
 """
 
 from __future__ import annotations
@@ -15,9 +21,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from airflow_mlops.core.metrics import compute_metrics, confusion, per_class_recall
 from airflow_mlops.core.slices import _as_dict, _num, slice_metrics
-from airflow_mlops.core.spec import METRICS
-from airflow_mlops.core.training import compute_metrics
+from airflow_mlops.core.tasks import LOWER_IS_BETTER, METRICS_BY_TASK
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -26,9 +32,16 @@ __all__ = ["LOWER_IS_BETTER", "RULES", "EvaluationResult", "check_thresholds", "
 
 log = logging.getLogger(__name__)
 
-LOWER_IS_BETTER = ("log_loss", "brier")
 RULES = ("improvement", "non_regression")
 CURVE_POINTS = 200
+RESIDUAL_BINS = 20
+# Why a metric can be undefined on the evaluation rows, and what to do, per task (threshold reasons).
+UNDEFINED = {"binary": "undefined: the evaluation rows hold one class only",
+             "multiclass": "undefined on the evaluation rows",
+             "regression": "undefined: the label does not vary on the evaluation rows"}
+UNDEFINED_FIX = {"binary": "evaluate on rows with both classes",
+                 "multiclass": "evaluate on more rows (widen training.lookback_days)",
+                 "regression": "evaluate on rows whose label varies (widen training.lookback_days)"}
 
 
 @dataclass
@@ -36,7 +49,7 @@ class EvaluationResult:
     """Everything the decision rests on; `to_dict()` is the JSON artifact, `summary()` the log line."""
 
     rows: int
-    positives: int
+    positives: int | None  # binary only: rows of class 1
     primary_metric: str
     challenger: dict[str, Any]
     champion: dict[str, Any] | None
@@ -45,14 +58,23 @@ class EvaluationResult:
     slices: list[dict[str, Any]]
     verdict: dict[str, Any]
     curves: dict[str, Any]
+    task: str = "binary"
+    classes: dict[str, Any] | None = None  # multiclass: {labels, counts, recall, confusion}
 
     @property
     def promote(self) -> bool:
         return bool(self.verdict["promote"])
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able: plain Python numbers, NaN and infinities as None."""
+        """JSON-able: plain Python numbers, NaN and infinities as None (module doc: the keys per task)."""
         plain: dict[str, Any] = _jsonable(asdict(self))
+        if self.task == "binary":  # exactly the keys of reports written before tasks existed
+            plain.pop("task")
+            plain.pop("classes")
+        else:
+            plain.pop("positives")
+            if self.classes is None:
+                plain.pop("classes")
         return plain
 
     def summary(self) -> str:
@@ -60,7 +82,7 @@ class EvaluationResult:
         metric = self.primary_metric
         text = (
             f"Challenger {self.challenger.get('version') or '(new)'}: {metric} "
-            f"{_num(self.challenger['metrics'][metric])} on {self.rows} rows ({self.positives} positives)."
+            f"{_num(self.challenger['metrics'][metric])} on {self.rows} rows{self._rows_note()}."
         )
         if self.champion is not None and self.comparison is not None:
             c = self.comparison
@@ -71,6 +93,13 @@ class EvaluationResult:
             )
         decision = "PROMOTE" if self.promote else "DO NOT PROMOTE"
         return f"{text} Verdict: {decision}. " + " ".join(f"{r.rstrip('.')}." for r in self.verdict["reasons"])
+
+    def _rows_note(self) -> str:
+        if self.task == "binary":
+            return f" ({self.positives} positives)"
+        if self.classes:
+            return f" ({len(self.classes['labels'])} classes)"
+        return ""
 
 
 def evaluate(
@@ -92,38 +121,86 @@ def evaluate(
     min_slice_rows: int = 50,
     champion_version: str | None = None,
     challenger_version: str | None = None,
+    task: str = "binary",
+    classes: Sequence[Any] | None = None,
 ) -> EvaluationResult:
     """Score the challenger (and champion, if any) on the same held-out rows and decide promotion.
 
-    `thresholds` is {metric: {"min": x, "max": y}} (pydantic `Threshold` objects work too);
-    `slices` are {"column": c, "bins": [edges] | None} mappings or `spec.Slice` objects.
+    `challenger_proba`/`champion_proba` are what `core.training.predict` gives for the task (multiclass: columns
+    in `classes` order, the challenger's `classes_`). `thresholds` is {metric: {"min": x, "max": y}} (pydantic
+    `Threshold` objects work too); `slices` are {"column": c, "bins": [edges] | None} mappings or `spec.Slice`
+    objects.
     """
     thresholds = {k: _as_dict(v) for k, v in (thresholds or {}).items()}
     _check_options(rule, confidence, bootstrap_samples)
-    names = _metric_names(metrics, primary_metric, thresholds)
-    y, chal, champ = _arrays(y_true, challenger_proba, champion_proba, slice_frame)
-    chal_metrics = compute_metrics(y, chal, names)
-    champ_metrics = compute_metrics(y, champ, names) if champ is not None else None
-    checks = check_thresholds(chal_metrics, thresholds)
+    names = _metric_names(metrics, primary_metric, thresholds, task)
+    scoring: dict[str, Any] = {"task": task, "classes": list(classes) if classes is not None else None}
+    y, chal, champ = _arrays(y_true, challenger_proba, champion_proba, slice_frame, **scoring)
+    chal_metrics = compute_metrics(y, chal, names, **scoring)
+    champ_metrics = compute_metrics(y, champ, names, **scoring) if champ is not None else None
+    checks = check_thresholds(chal_metrics, thresholds, task)
     comparison = None
     if champ is not None and champ_metrics is not None:
         settings = {"rule": rule, "min_improvement": float(min_improvement), "max_regression": float(max_regression)}
         boot = paired_bootstrap(
-            y, chal, champ, primary_metric, samples=bootstrap_samples, seed=seed, confidence=confidence
+            y, chal, champ, primary_metric, samples=bootstrap_samples, seed=seed, confidence=confidence, **scoring
         )
         comparison = _comparison(primary_metric, chal_metrics, champ_metrics, {**boot, **settings})
     return EvaluationResult(
         rows=len(y),
-        positives=int(y.sum()),
+        positives=int(y.sum()) if task == "binary" else None,
         primary_metric=primary_metric,
         challenger={"version": challenger_version, "metrics": chal_metrics},
         champion=None if champ_metrics is None else {"version": champion_version, "metrics": champ_metrics},
         thresholds=checks,
         comparison=comparison,
-        slices=slice_metrics(slices, slice_frame, y, chal, champ, names, min_slice_rows),
+        slices=slice_metrics(slices, slice_frame, y, chal, champ, names, min_slice_rows, **scoring),
         verdict=_verdict(checks, comparison),
-        curves={"challenger": roc_points(y, chal), "champion": roc_points(y, champ) if champ is not None else None},
+        curves=_curves(task, y, chal, champ),
+        task=task,
+        classes=class_table(y, chal, champ, scoring["classes"]) if task == "multiclass" else None,
     )
+
+
+def _curves(task: str, y: Any, chal: Any, champ: Any) -> dict[str, Any]:
+    """Chart data per model: ROC points (binary), predicted-vs-actual and residuals (regression), none
+    (multiclass: its confusion matrices are in `classes`)."""
+    if task == "binary":
+        return {"challenger": roc_points(y, chal), "champion": roc_points(y, champ) if champ is not None else None}
+    if task == "regression":
+        return {"challenger": residual_points(y, chal),
+                "champion": residual_points(y, champ) if champ is not None else None}
+    return {}
+
+
+def class_table(y: Any, chal: Any, champ: Any, classes: Sequence[Any] | None) -> dict[str, Any]:
+    """Multiclass: the labels (column order), rows per class, per-class recall and the confusion matrices."""
+    import numpy as np
+
+    labels = list(classes or [])
+    truth = np.asarray(y, dtype=object)
+    recall = {"challenger": per_class_recall(y, chal, labels),
+              "champion": per_class_recall(y, champ, labels) if champ is not None else None}
+    matrices = {"challenger": confusion(y, chal, labels),
+                "champion": confusion(y, champ, labels) if champ is not None else None}
+    return {"labels": labels, "counts": {str(c): int((truth == c).sum()) for c in labels}, "recall": recall,
+            "confusion": matrices}
+
+
+def residual_points(y: Any, values: Any, limit: int = CURVE_POINTS) -> dict[str, Any]:
+    """Regression chart data: up to `limit` (actual, predicted) pairs, evenly thinned in actual order, and a
+    histogram of the residuals (predicted - actual) over all rows."""
+    import numpy as np
+
+    actual, predicted = np.asarray(y, dtype=float), np.asarray(values, dtype=float)
+    order = np.argsort(actual, kind="mergesort")
+    keep = order[np.unique(np.linspace(0, len(order) - 1, min(limit, len(order))).round().astype(int))]
+    residuals = predicted - actual
+    counts, edges = np.histogram(residuals, bins=RESIDUAL_BINS)
+    return {"actual": [round(float(v), 5) for v in actual[keep]],
+            "predicted": [round(float(v), 5) for v in predicted[keep]],
+            "residuals": {"edges": [round(float(v), 5) for v in edges], "counts": [int(c) for c in counts],
+                          "mean": float(residuals.mean()), "std": float(residuals.std())}}
 
 
 def _comparison(metric: str, ours: Mapping[str, float], theirs: Mapping[str, float],
@@ -131,6 +208,7 @@ def _comparison(metric: str, ours: Mapping[str, float], theirs: Mapping[str, flo
     a, b = ours[metric], theirs[metric]
     head = {"metric": metric, "challenger": a, "champion": b, "gain": _gain(metric, a, b)}
     return {**head, **extra, "higher_is_better": metric not in LOWER_IS_BETTER}
+
 
 
 def _check_options(rule: str, confidence: float, samples: int) -> None:
@@ -142,12 +220,16 @@ def _check_options(rule: str, confidence: float, samples: int) -> None:
         raise ValueError(f"evaluation.bootstrap_samples: got {samples!r}; must be at least 1, e.g. 500")
 
 
-def _metric_names(metrics: Sequence[str], primary: str, thresholds: Mapping[str, Any]) -> list[str]:
+def _metric_names(metrics: Sequence[str], primary: str, thresholds: Mapping[str, Any], task: str) -> list[str]:
     """The metrics to compute: the listed ones, then the primary and thresholded ones, in that order."""
+    allowed = METRICS_BY_TASK.get(task)
+    if allowed is None:
+        raise ValueError(f"task: got {task!r}; allowed: {list(METRICS_BY_TASK)}")
     for field, wanted in (("metrics", list(metrics)), ("primary_metric", [primary]), ("thresholds", list(thresholds))):
-        unknown = [m for m in wanted if m not in METRICS]
+        unknown = [m for m in wanted if m not in allowed]
         if unknown:
-            raise ValueError(f"evaluation.{field}: unknown metric(s) {unknown}; allowed: {list(METRICS)}")
+            raise ValueError(f"evaluation.{field}: unknown metric(s) {unknown} for task {task}; "
+                             f"allowed: {list(allowed)}")
     for metric, bounds in thresholds.items():
         extra = sorted(set(bounds) - {"min", "max"})
         if extra:
@@ -155,40 +237,57 @@ def _metric_names(metrics: Sequence[str], primary: str, thresholds: Mapping[str,
     return list(dict.fromkeys([*metrics, primary, *thresholds]))
 
 
-def _arrays(y_true: Any, challenger: Any, champion: Any, frame: Any) -> tuple[Any, Any, Any]:
-    """Labels as int 0/1 and probabilities as float vectors, all of one length, or ValueError."""
+def _arrays(y_true: Any, challenger: Any, champion: Any, frame: Any, *, task: str = "binary",
+            classes: Sequence[Any] | None = None) -> tuple[Any, Any, Any]:
+    """Labels and predictions as arrays of one length, checked for the task, or ValueError: binary int 0/1 and
+    positive-class probabilities; multiclass labels and a (rows x classes) probability matrix; regression finite
+    values and predictions."""
     import numpy as np
 
     y = np.asarray(y_true)
     if y.ndim != 1 or len(y) == 0:
-        raise ValueError(f"y_true must be a non-empty 1-D array of 0/1 labels, got shape {y.shape}")
-    values = set(np.unique(y).tolist())
-    if not values <= {0, 1}:
-        raise ValueError(f"y_true must hold binary 0/1 labels, found {sorted(map(str, values))[:5]}")
-    arrays = [_proba(challenger, "challenger_proba", len(y))]
-    arrays.append(None if champion is None else _proba(champion, "champion_proba", len(y)))
+        raise ValueError(f"y_true must be a non-empty 1-D array of labels, got shape {y.shape}")
+    if task == "binary":
+        values = set(np.unique(y).tolist())
+        if not values <= {0, 1}:
+            raise ValueError(f"y_true must hold binary 0/1 labels, found {sorted(map(str, values))[:5]}")
+        y = y.astype(int)
+    elif task == "regression":
+        y = y.astype(float)
+        if not np.isfinite(y).all():
+            raise ValueError(f"y_true holds {int((~np.isfinite(y)).sum())} NaN/infinite value(s); regression "
+                             "evaluation needs a finite label on every held-out row")
+    elif classes is None:
+        raise ValueError("multiclass evaluation needs `classes`: the label of each probability column")
+    width = len(classes) if task == "multiclass" and classes is not None else None
+    arrays = [_proba(challenger, "challenger_proba", len(y), width)]
+    arrays.append(None if champion is None else _proba(champion, "champion_proba", len(y), width))
     if frame is not None and len(frame) != len(y):
         raise ValueError(
             f"slice_frame has {len(frame)} rows but y_true has {len(y)}; pass the held-out rows "
             "themselves, in the same order as y_true"
         )
-    return y.astype(int), arrays[0], arrays[1]
+    return y, arrays[0], arrays[1]
 
 
-def _proba(values: Any, name: str, rows: int) -> Any:
+def _proba(values: Any, name: str, rows: int, width: int | None = None) -> Any:
+    """A 1-D prediction per row (binary probability, regression value), or with `width` a (rows x width)
+    probability matrix (multiclass)."""
     import numpy as np
 
     p = np.asarray(values, dtype=float)
-    if p.ndim == 2 and p.shape[1] == 2:  # predict_proba output: keep the positive class
+    if width is None and p.ndim == 2 and p.shape[1] == 2:  # binary predict_proba output: keep the positive class
         p = p[:, 1]
-    if p.ndim != 1 or len(p) != rows:
+    expected = (rows,) if width is None else (rows, width)
+    if p.shape != expected:
+        what = "one prediction" if width is None else f"{width} class probabilities (the challenger's classes)"
         raise ValueError(
-            f"{name} has shape {p.shape} but y_true has {rows} rows; pass one positive-class "
-            "probability per held-out row, in the same order as y_true"
+            f"{name} has shape {p.shape} but y_true has {rows} rows; pass {what} per held-out row, in the same "
+            "order as y_true"
         )
     bad = int((~np.isfinite(p)).sum())
     if bad:
-        raise ValueError(f"{name} holds {bad} NaN/infinite value(s); every held-out row needs a probability")
+        raise ValueError(f"{name} holds {bad} NaN/infinite value(s); every held-out row needs a prediction")
     return p
 
 
@@ -197,21 +296,23 @@ def _gain(metric: str, challenger: float, champion: float) -> float:
     return champion - challenger if metric in LOWER_IS_BETTER else challenger - champion
 
 
-def check_thresholds(values: Mapping[str, float], thresholds: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One {metric, min, max, value, passed, reason} per thresholded metric; NaN fails."""
+def check_thresholds(values: Mapping[str, float], thresholds: Mapping[str, Mapping[str, Any]],
+                     task: str = "binary") -> list[dict[str, Any]]:
+    """One {metric, min, max, value, passed, reason} per thresholded metric; NaN fails.
+
+    `min` and `max` bound the value as written, whichever way the metric runs: a loss (rmse, log_loss, ...) is
+    capped with `max`, a score (roc_auc, r2, ...) floored with `min`; the reason says which way is better."""
     checks = []
     for metric, bounds in thresholds.items():
         low, high, value = bounds.get("min"), bounds.get("max"), values[metric]
         field = f"evaluation.thresholds.{metric}"
+        better = "lower is better" if metric in LOWER_IS_BETTER else "higher is better"
         if math.isnan(value):
-            reason = (
-                f"{metric} is NaN (undefined: the evaluation rows hold one class only), so {field} "
-                "counts as failed; evaluate on rows with both classes"
-            )
+            reason = f"{metric} is NaN ({UNDEFINED[task]}), so {field} counts as failed; {UNDEFINED_FIX[task]}"
         elif low is not None and value < low:
-            reason = f"{metric} {_num(value)} is below the minimum {low:g} ({field}.min)"
+            reason = f"{metric} {_num(value)} is below the minimum {low:g} ({field}.min; {better})"
         elif high is not None and value > high:
-            reason = f"{metric} {_num(value)} is above the maximum {high:g} ({field}.max)"
+            reason = f"{metric} {_num(value)} is above the maximum {high:g} ({field}.max; {better})"
         else:
             reason = ""
         ok = f"{metric} {_num(value)} meets {field} (min {low}, max {high})"
@@ -222,20 +323,23 @@ def check_thresholds(values: Mapping[str, float], thresholds: Mapping[str, Mappi
 
 
 def paired_bootstrap(
-    y: Any, challenger: Any, champion: Any, metric: str, *, samples: int = 500, seed: int = 7, confidence: float = 0.95
+    y: Any, challenger: Any, champion: Any, metric: str, *, samples: int = 500, seed: int = 7, confidence: float = 0.95,
+    task: str = "binary", classes: Sequence[Any] | None = None,
 ) -> dict[str, Any]:
-    """Percentile CI of the gain: both models scored on the same resampled rows each time.
+    """Percentile CI of the gain (positive = challenger better): both models scored on the same resampled rows
+    each time.
 
-    Resamples where the metric is undefined (one class drawn) are skipped and counted out.
+    Resamples where the metric is undefined (one class drawn; a constant label for r2) are skipped and counted out.
     """
     import numpy as np
 
-    y, challenger, champion = np.asarray(y).astype(int), np.asarray(challenger, float), np.asarray(champion, float)
+    y = np.asarray(y).astype(int) if task == "binary" else np.asarray(y)
+    challenger, champion = np.asarray(challenger, float), np.asarray(champion, float)
     rng = np.random.default_rng(seed)
     score = (
         _auc_scorer(y, challenger, champion)
         if metric == "roc_auc"
-        else _generic_scorer(y, challenger, champion, metric)
+        else _generic_scorer(y, challenger, champion, metric, task, classes)
     )
     gains = []
     for _ in range(samples):
@@ -252,9 +356,13 @@ def paired_bootstrap(
     return {**ci, "samples_used": len(gains), "samples_requested": samples, "seed": seed}
 
 
-def _generic_scorer(y: Any, a: Any, b: Any, metric: str) -> Callable[[Any], tuple[float, float]]:
+def _generic_scorer(y: Any, a: Any, b: Any, metric: str, task: str,
+                    classes: Sequence[Any] | None) -> Callable[[Any], tuple[float, float]]:
+    def one(values: Any, idx: Any) -> float:
+        return compute_metrics(y[idx], values[idx], [metric], task=task, classes=classes)[metric]
+
     def score(idx: Any) -> tuple[float, float]:
-        return compute_metrics(y[idx], a[idx], [metric])[metric], compute_metrics(y[idx], b[idx], [metric])[metric]
+        return one(a, idx), one(b, idx)
 
     return score
 
@@ -319,7 +427,8 @@ def _comparison_reason(c: Mapping[str, Any], beats: bool) -> str:
     if math.isnan(c["gain"]) or math.isnan(c["ci_low"]):
         return (
             f"{head} is undefined ({c['samples_used']} of {c['samples_requested']} resamples usable; "
-            "the rows need both classes), so the challenger is not judged better"
+            "the metric is undefined on these rows: a binary metric needs both classes, r2 a varying label), so "
+            "the challenger is not judged better"
         )
     if c["rule"] == "improvement":
         needs = (

@@ -3,8 +3,9 @@
 The page must render offline (an air-gapped Airflow, a file opened from an artifact store): inline
 CSS, no script, no font or URL, and plots drawn as inline SVG rather than with matplotlib. The
 layout is `templates/evaluation_report.html.j2` (autoescaped: model names, descriptions and slice
-values are user data); this module only picks the values and computes the charts' geometry.
-`roc_chart` is shared with `core.model_card`.
+values are user data); this module only picks the values and computes the charts' geometry (the
+regression and multiclass charts' in `core.task_charts`). `roc_chart` is shared with `core.model_card`.
+A report without `task` was written before tasks existed: binary.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeGuard
 
-from airflow_mlops.core.evaluation import LOWER_IS_BETTER
+from airflow_mlops.core import task_charts
+from airflow_mlops.core.tasks import LOWER_IS_BETTER
 from airflow_mlops.core.templating import fmt, render
 
 __all__ = ["render_html", "roc_chart", "slice_bars"]
@@ -28,8 +30,10 @@ COMPARISON_KEYS = (
 
 
 def render_html(result: Mapping[str, Any], *, title: str) -> str:
-    """The whole report: verdict and reasons, metrics, thresholds, ROC curves, slices."""
+    """The whole report: verdict and reasons, metrics, thresholds, the task's charts, slices."""
     verdict = result.get("verdict") or {}
+    task = str(result.get("task") or "binary")
+    curves = result.get("curves") or {}
     champion = result.get("champion")
     comparison = result.get("comparison") or {}
     primary = result.get("primary_metric")
@@ -45,13 +49,18 @@ def render_html(result: Mapping[str, Any], *, title: str) -> str:
         has_champion=bool(champion),
         champion_version=(champion or {}).get("version"),
         rows=result.get("rows"),
-        positives=result.get("positives"),
+        task=task,
+        positives=result.get("positives") if task == "binary" else None,
         primary=primary,
         metrics=_metric_rows(result),
         ci_head=f"{level * 100:g}% CI of gain" if isinstance(level, int | float) else "CI of gain",
         comparison=_pick(comparison, COMPARISON_KEYS) if comparison else {},
         thresholds=[_pick(c, ("metric", "min", "max", "value", "passed")) for c in result.get("thresholds") or []],
-        roc=roc_chart(result.get("curves") or {}, result),
+        roc=roc_chart(curves, result) if task == "binary" else None,
+        scatter=task_charts.scatter_chart(curves) if task == "regression" else None,
+        residuals=task_charts.residual_histogram(curves.get("challenger")) if task == "regression" else None,
+        confusion=task_charts.confusion_chart(result.get("classes")) if task == "multiclass" else None,
+        class_rows=task_charts.class_rows(result.get("classes")) if task == "multiclass" else [],
         slices=[_slice(entry, str(primary or "")) for entry in result.get("slices") or []],
     )
 

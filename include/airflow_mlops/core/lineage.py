@@ -34,6 +34,10 @@ TAG_TRY_NUMBER = f"{TAG_PREFIX}airflow.try_number"
 TAG_LOGICAL_DATE = f"{TAG_PREFIX}airflow.logical_date"
 TAG_SOURCE_RUN_ID = f"{TAG_PREFIX}source_run_id"
 TAG_MODEL_NAME = f"{TAG_PREFIX}model_name"
+# The run's and version's task (binary | multiclass | regression; absent on versions trained before tasks existed:
+# binary) and, for classifiers, the class labels of the probability columns in order (JSON list): what serving reads.
+TAG_TASK = f"{TAG_PREFIX}task"
+TAG_CLASSES = f"{TAG_PREFIX}classes"
 # What a training run is a function of (see training_fingerprint): equal fingerprints = the same model again.
 TAG_SPEC_SHA256 = f"{TAG_PREFIX}spec_sha256"
 TAG_FINGERPRINT = f"{TAG_PREFIX}fingerprint"
@@ -68,6 +72,8 @@ TRAINING_TAGS = (
     TAG_GIT_COMMIT,
     TAG_SPEC_SHA256,
     TAG_FINGERPRINT,
+    TAG_TASK,
+    TAG_CLASSES,
     *VALIDATION_TAGS,
 )
 

@@ -4,7 +4,10 @@
 validation summary), the training config and `EvaluationResult.to_dict()` into one JSON-able dict;
 `render_markdown` (for the MLflow model version description) and `render_html` (a self-contained
 page) lay it out. Any input may be partial: a first model has no champion, an older run may have
-no validation record; the card then says "not recorded" instead of failing the task.
+no validation record; the card then says "not recorded" instead of failing the task. The evaluation
+section reads per task (the report's `task`, absent = binary): positives and ROC curves for binary,
+classes with their recall and the confusion matrix for multiclass, predicted vs actual and residuals
+for regression.
 """
 
 from __future__ import annotations
@@ -14,16 +17,17 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from airflow_mlops.core.evaluation import LOWER_IS_BETTER
+from airflow_mlops.core import task_charts
 from airflow_mlops.core.evaluation_report import roc_chart
+from airflow_mlops.core.tasks import LOWER_IS_BETTER
 from airflow_mlops.core.templating import render
 
 __all__ = ["build_model_card", "render_html", "render_markdown"]
 
 NOT_RECORDED = "not recorded"
 TOP_FAILURES = 5
-# A block is one of ("p", text) ("kv", [(key, value)]) ("table", headers, rows) ("list", items) ("roc", chart);
-# templates/model_card.{html,md}.j2 lay them out.
+# A block is one of ("p", text) ("kv", [(key, value)]) ("table", headers, rows) ("list", items) or a chart:
+# ("roc" | "scatter" | "histogram" | "confusion", geometry); templates/model_card.{html,md}.j2 lay them out.
 Block = tuple[Any, ...]
 
 
@@ -38,7 +42,9 @@ def build_model_card(
 ) -> dict[str, Any]:
     """The card as plain JSON-able data; every section tolerates missing inputs."""
     lineage, evaluation, training = dict(lineage or {}), dict(evaluation or {}), dict(training or {})
+    task = str(evaluation.get("task") or model.get("task") or "binary")
     card = {
+        "task": task,
         "model": {
             **{k: model.get(k) for k in ("name", "description", "owner")},
             "tags": list(model.get("tags") or []),
@@ -55,6 +61,7 @@ def build_model_card(
         "comparison": evaluation.get("comparison"),
         "verdict": evaluation.get("verdict"),
         "curves": evaluation.get("curves") or {},
+        "classes": evaluation.get("classes"),
     }
     card["caveats"] = _caveats(card, evaluation)
     plain: dict[str, Any] = json.loads(json.dumps(card, default=str))
@@ -114,6 +121,7 @@ def _evaluation(result: Mapping[str, Any]) -> dict[str, Any]:
     ranked = [s["worst"] for s in slices if s.get("worst") and s["worst"]["shortfall"] is not None]
     return {
         **{k: result.get(k) for k in ("rows", "positives", "primary_metric")},
+        "task": str(result.get("task") or "binary"),
         "challenger_version": (result.get("challenger") or {}).get("version"),
         "metrics": metrics,
         "thresholds": list(result.get("thresholds") or []),
@@ -190,9 +198,10 @@ def _evaluation_caveats(ev: Mapping[str, Any], comparison: Mapping[str, Any] | N
                 "min_slice_rows rows; their metrics are noisy"
             )
     if comparison and comparison.get("samples_used", 0) < comparison.get("samples_requested", 0):
+        why = "drew one class only" if ev.get("task") == "binary" else "left the metric undefined"
         notes.append(
             f"bootstrap used {comparison['samples_used']} of {comparison['samples_requested']} resamples "
-            "(the rest drew one class only)"
+            f"(the rest {why})"
         )
     return notes
 
@@ -208,6 +217,8 @@ def _sections(card: Mapping[str, Any]) -> list[tuple[str, list[Block]]]:
                 ("MLflow run", m.get("run_id")),
                 ("owner", m.get("owner")),
                 ("tags", ", ".join(m.get("tags") or []) or None),
+                ("task", card.get("task")),
+                ("classes", ", ".join(map(str, (card.get("classes") or {}).get("labels") or [])) or None),
                 ("estimator", t.get("estimator")),
                 ("params", _json(t.get("params"))),
                 ("preprocessing", _json(t.get("preprocessing"))),
@@ -225,7 +236,7 @@ def _sections(card: Mapping[str, Any]) -> list[tuple[str, list[Block]]]:
         ("Limitations", [("p", card["limitations"] or NOT_RECORDED)]),
         ("Training data and lineage", _data_blocks(card["data"])),
         ("Data validation", _validation_blocks(card["validation"])),
-        ("Evaluation", _evaluation_blocks(card["evaluation"], card.get("curves") or {})),
+        ("Evaluation", _evaluation_blocks(card["evaluation"], card.get("curves") or {}, card.get("classes"))),
         ("Comparison with the champion and verdict", _verdict_blocks(card)),
         ("Caveats", [("list", card["caveats"])] if card["caveats"] else [("p", "none noted")]),
     ]
@@ -273,25 +284,25 @@ def _validation_blocks(validation: Mapping[str, Any] | None) -> list[Block]:
     return blocks
 
 
-def _evaluation_blocks(ev: Mapping[str, Any], curves: Mapping[str, Any]) -> list[Block]:
+def _evaluation_blocks(ev: Mapping[str, Any], curves: Mapping[str, Any], classes: Mapping[str, Any] | None
+                       ) -> list[Block]:
     if not ev.get("metrics"):
         return [("p", f"Evaluation: {NOT_RECORDED}.")]
+    task = ev.get("task") or "binary"
+    counted = {"binary": f", {ev.get('positives')} positives",
+               "multiclass": f" of {len((classes or {}).get('labels') or [])} classes"}.get(task, "")
     blocks: list[Block] = [
-        (
-            "p",
-            f"{ev.get('rows')} held-out rows, {ev.get('positives')} positives; primary "
-            f"metric {ev.get('primary_metric')}.",
-        )
+        ("p", f"{ev.get('rows')} held-out rows{counted}; task {task}; primary metric {ev.get('primary_metric')}.")
     ]
-    rows = [[m["metric"], _n(m["challenger"]), _n(m["champion"]), _n(m["gain"], True)] for m in ev["metrics"]]
-    blocks.append(("table", ["metric", "challenger", "champion", "gain"], rows))
+    rows = [[m["metric"], "lower" if m["metric"] in LOWER_IS_BETTER else "higher", _n(m["challenger"]),
+             _n(m["champion"]), _n(m["gain"], True)] for m in ev["metrics"]]
+    blocks.append(("table", ["metric", "better", "challenger", "champion", "gain"], rows))
     if ev["thresholds"]:
         rows = [
             [c["metric"], c.get("min"), c.get("max"), _n(c.get("value")), c.get("passed")] for c in ev["thresholds"]
         ]
         blocks.append(("table", ["threshold", "min", "max", "value", "passed"], rows))
-    scores = {who: {"metrics": {m["metric"]: m[who] for m in ev["metrics"]}} for who in ("challenger", "champion")}
-    blocks.append(("roc", roc_chart(curves, scores)))
+    blocks += _chart_blocks(task, ev, curves, classes)
     if ev["slices"]:
         head = ["slice", "groups", "worst group", f"its {ev['primary_metric']}", "small groups"]
         blocks.append(("table", head, [_slice_row(s) for s in ev["slices"]]))
@@ -305,6 +316,21 @@ def _evaluation_blocks(ev: Mapping[str, Any], curves: Mapping[str, Any]) -> list
             )
         )
     return blocks
+
+
+def _chart_blocks(task: str, ev: Mapping[str, Any], curves: Mapping[str, Any], classes: Mapping[str, Any] | None
+                  ) -> list[Block]:
+    """The task's charts: ROC curves; predicted vs actual and residuals; confusion matrix and per-class recall."""
+    if task == "regression":
+        return [("scatter", task_charts.scatter_chart(curves)),
+                ("histogram", task_charts.residual_histogram(curves.get("challenger")))]
+    if task == "multiclass":
+        rows = [[r["label"], r["rows"], _n(r["challenger"]), _n(r["champion"]), _n(r["gain"], True)]
+                for r in task_charts.class_rows(classes)]
+        return [("confusion", task_charts.confusion_chart(classes)),
+                ("table", ["class", "rows", "challenger recall", "champion recall", "gain"], rows)]
+    scores = {who: {"metrics": {m["metric"]: m[who] for m in ev["metrics"]}} for who in ("challenger", "champion")}
+    return [("roc", roc_chart(curves, scores))]
 
 
 def _slice_row(s: Mapping[str, Any]) -> list[Any]:

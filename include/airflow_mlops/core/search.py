@@ -5,7 +5,7 @@ scoring and for the challenger-vs-champion evaluation. Candidates are scored by 
 - `cv: time`: scikit-learn's `TimeSeriesSplit` on the time-ordered rows, each cut moved back to the first
   row of its timestamp so that rows of one instant never sit on both sides of a fold (no same-instant leakage,
   as in `core.training.split`);
-- `cv: kfold`: `StratifiedKFold`, shuffled with the spec seed.
+- `cv: kfold`: `StratifiedKFold` for classifiers, `KFold` for regression, shuffled with the spec seed.
 
 `GridSearchCV`, `RandomizedSearchCV`, `HalvingGridSearchCV` and `HalvingRandomSearchCV` do the work. With
 `max_seconds`, a grid or random search runs its candidates (the same `ParameterGrid`/`ParameterSampler`
@@ -42,12 +42,21 @@ SCORERS = {
     "recall": "recall",
     "log_loss": "neg_log_loss",
     "brier": "neg_brier_score",
+    # multiclass (accuracy and log_loss as above)
+    "f1_macro": "f1_macro",
+    "f1_weighted": "f1_weighted",
+    "balanced_accuracy": "balanced_accuracy",
+    # regression
+    "rmse": "neg_root_mean_squared_error",
+    "mae": "neg_mean_absolute_error",
+    "r2": "r2",
+    "mape": "neg_mean_absolute_percentage_error",
 }
 ESTIMATOR_STEP = "estimator"  # the pipeline step the space's arguments belong to (core.training.build_pipeline)
 
 
 def metric_value(score: float, metric: str) -> float:
-    """A scorer's value (greater is better) as the metric itself: losses (log_loss, brier) un-negated."""
+    """A scorer's value (greater is better) as the metric itself: losses (log_loss, brier, rmse, ...) un-negated."""
     return -score if SCORERS[metric].startswith("neg_") else score
 
 
@@ -153,11 +162,13 @@ def time_folds(timestamps: Sequence[Any] | np.ndarray, folds: int) -> list[tuple
     return result
 
 
-def splitter(cv: str, folds: int, seed: int, timestamps: Any) -> Any:
-    from sklearn.model_selection import StratifiedKFold
+def splitter(cv: str, folds: int, seed: int, timestamps: Any, task: str = "binary") -> Any:
+    from sklearn.model_selection import KFold, StratifiedKFold
 
     if cv == "time":
         return time_folds(timestamps, folds)
+    if task == "regression":  # no classes to stratify on
+        return KFold(n_splits=folds, shuffle=True, random_state=seed)
     return StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
 
 
@@ -171,6 +182,7 @@ def run_search(
     seed: int,
     estimator_path: str,
     clock: Callable[[], float] = time.perf_counter,
+    task: str = "binary",
 ) -> SearchOutcome:
     """Search `config` (a resolved `ModelSpec.search_config()`) over the pipeline's estimator step."""
     check_space(type(pipeline.named_steps[ESTIMATOR_STEP]), config["space"], estimator_path)
@@ -178,7 +190,7 @@ def run_search(
     if cv == "time" and timestamps is None:
         raise TrainingFailed("training.search.cv: time folds need the event timestamp column; use cv: kfold")
     space = {f"{ESTIMATOR_STEP}__{name}": values for name, values in distributions(config["space"]).items()}
-    folds_of = splitter(cv, folds, seed, timestamps)
+    folds_of = splitter(cv, folds, seed, timestamps, task)
     started = clock()
     common = {"scoring": SCORERS[metric], "cv": folds_of, "refit": False, "error_score": "raise", "n_jobs": 1}
     if method == "halving":

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
-from airflow_mlops.core.training import compute_metrics
+from airflow_mlops.core.metrics import compute_metrics
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -21,10 +21,12 @@ MAX_DISTINCT = 20  # more distinct values than this fall back to quartile bins
 
 
 def slice_metrics(
-    specs: Sequence[Any], frame: pd.DataFrame | None, y: Any, chal: Any, champ: Any, names: Sequence[str], min_rows: int
+    specs: Sequence[Any], frame: pd.DataFrame | None, y: Any, chal: Any, champ: Any, names: Sequence[str],
+    min_rows: int, *, task: str = "binary", classes: Sequence[Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """Per slice spec: {column, bins, groups: [{group, rows, positives, challenger, champion, small}],
+    """Per slice spec: {column, bins, groups: [{group, rows, positives (binary only), challenger, champion, small}],
     note?} or {column, bins, error} when the slice cannot be built (the evaluation goes on)."""
+    scoring = {"task": task, "classes": classes}
     out = []
     for raw in specs:
         spec = _as_dict(raw)
@@ -36,7 +38,7 @@ def slice_metrics(
             out.append({**entry, "error": str(exc)})
             continue
         masks = [(g, labels == g) for g in order]
-        groups = [_group(g, mask, y, chal, champ, names, min_rows) for g, mask in masks if mask.any()]
+        groups = [_group(g, mask, y, chal, champ, names, min_rows, scoring) for g, mask in masks if mask.any()]
         out.append({**entry, "groups": groups, **({"note": note} if note else {})})
     return out
 
@@ -108,13 +110,16 @@ def _by_value(values: pd.Series) -> tuple[Any, list[str], None]:
     return labels, list(dict.fromkeys([*map(str, present), MISSING])), None
 
 
-def _group(label: str, mask: Any, y: Any, chal: Any, champ: Any, names: Sequence[str], min_rows: int) -> dict[str, Any]:
+def _group(label: str, mask: Any, y: Any, chal: Any, champ: Any, names: Sequence[str], min_rows: int,
+           scoring: Mapping[str, Any]) -> dict[str, Any]:
     rows = int(mask.sum())
-    champion = compute_metrics(y[mask], champ[mask], names) if champ is not None else None
-    group = {"group": label, "rows": rows, "positives": int(y[mask].sum())}
+    champion = compute_metrics(y[mask], champ[mask], names, **scoring) if champ is not None else None
+    group: dict[str, Any] = {"group": label, "rows": rows}
+    if scoring["task"] == "binary":
+        group["positives"] = int(y[mask].sum())
     return {
         **group,
-        "challenger": compute_metrics(y[mask], chal[mask], names),
+        "challenger": compute_metrics(y[mask], chal[mask], names, **scoring),
         "champion": champion,
         "small": rows < min_rows,
     }

@@ -218,8 +218,11 @@ def _column_expectations(series: pd.Series, contract: Contract, keys: set[str], 
         return out  # dtype and time zone: the timestamps_tz_utc rule (any unit, UTC)
     out.append(gxe.ExpectColumnTypeToBe(column=column, type_=str(series.dtype)))
     values = series.dropna()
-    if column == contract.label_column or (not pd.api.types.is_numeric_dtype(series)
-                                           and 0 < values.nunique() <= max_categories):
+    # A label is a value set (its classes), unless it is a measured quantity: a float with many values (a
+    # regression target) gets a range, and its float type plus range state task regression (core.tasks).
+    measured = pd.api.types.is_float_dtype(series) and values.nunique() > max_categories
+    if (column == contract.label_column and not measured) or (not pd.api.types.is_numeric_dtype(series)
+                                                              and 0 < values.nunique() <= max_categories):
         out.append(gxe.ExpectColumnValuesToBeInSet(column=column, value_set=sorted(values.unique().tolist())))
     elif pd.api.types.is_numeric_dtype(series) and column not in keys and len(values):
         out.append(gxe.ExpectColumnValuesToBeBetween(column=column, min_value=float(values.min()),

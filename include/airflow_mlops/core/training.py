@@ -12,11 +12,11 @@ import importlib
 import inspect
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from airflow_mlops.core.spec import METRICS
+from airflow_mlops.core.metrics import DECISION_THRESHOLD, compute_metrics, per_class_recall, plain_labels
 from airflow_mlops.exceptions import TrainingFailed
 
 if TYPE_CHECKING:
@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 
     from airflow_mlops.core.search import SearchOutcome
 
+__all__ = ["DECISION_THRESHOLD", "TrainResult", "build_pipeline", "compute_metrics", "holdout", "make_estimator",
+           "predict", "train"]
+
 log = logging.getLogger(__name__)
 
 IMPUTE_STRATEGIES = ("median", "mean", "most_frequent", "none")
@@ -33,8 +36,9 @@ SPLIT_METHODS = ("time", "random")
 DEFAULT_PREPROCESSING: dict[str, Any] = {"impute": "median", "scale": False}
 DEFAULT_SPLIT: dict[str, Any] = {"method": "time", "test_size": 0.2}
 EXAMPLE = "sklearn.ensemble.HistGradientBoostingClassifier"
-# Label-based metrics turn probabilities into classes at this cut-off.
-DECISION_THRESHOLD = 0.5
+EXAMPLES = {"binary": EXAMPLE, "multiclass": EXAMPLE, "regression": "sklearn.ensemble.HistGradientBoostingRegressor"}
+# What a task's estimator must be, as scikit-learn's estimator tags say it (`estimator_type`).
+ESTIMATOR_TYPE = {"binary": "classifier", "multiclass": "classifier", "regression": "regressor"}
 # The training-set profile (per feature: min, max, missing) logged with every run; serving reads it
 # for `serving.validate_ranges` through the run tag.
 FEATURE_PROFILE_ARTIFACT = "training/feature_profile.json"
@@ -57,6 +61,9 @@ class TrainResult:
     feature_profile: dict[str, Any] = field(default_factory=dict)  # see feature_profile()
     params: dict[str, Any] = field(default_factory=dict)  # the estimator arguments fitted: training.params + searched
     search: SearchOutcome | None = None  # training.search's candidates, when the spec asks for a search
+    task: str = "binary"
+    classes: list[Any] | None = None  # a classifier's labels in its probability columns' order (`classes_`)
+    per_class_recall: dict[str, float | None] | None = None  # multiclass: recall of each class on validation
 
     def summary(self) -> dict[str, Any]:
         """JSON-able description (no pipeline, no data) for logs and artifacts."""
@@ -70,6 +77,9 @@ class TrainResult:
             "split": self.split,
             "params": self.params,
             **({"search": self.search.summary()} if self.search else {}),
+            **({"task": self.task} if self.task != "binary" else {}),
+            **({"classes": self.classes} if self.task == "multiclass" else {}),
+            **({"per_class_recall": self.per_class_recall} if self.per_class_recall is not None else {}),
         }
 
 
@@ -94,10 +104,9 @@ def load_estimator_class(estimator_path: str) -> type:
     return cls
 
 
-def make_estimator(estimator_path: str, params: Mapping[str, Any] | None, seed: int) -> Any:
-    """The estimator instance, checked to be a probabilistic classifier, seeded when it can be."""
-    from sklearn.base import is_classifier
-
+def make_estimator(estimator_path: str, params: Mapping[str, Any] | None, seed: int, task: str = "binary") -> Any:
+    """The estimator instance, checked to fit the task (a probabilistic classifier, or a regressor), seeded
+    when it can be."""
     cls = load_estimator_class(estimator_path)
     params = dict(params or {})
     try:
@@ -107,20 +116,50 @@ def make_estimator(estimator_path: str, params: Mapping[str, Any] | None, seed: 
             f"training.params: {estimator_path} does not accept {sorted(params)} ({exc}); "
             f"use only constructor arguments of {cls.__name__}"
         ) from exc
-    if not is_classifier(estimator):
-        raise TrainingFailed(
-            f"training.estimator: {estimator_path} is not a classifier; "
-            f"pick a scikit-learn classifier such as {EXAMPLE}"
-        )
-    if not hasattr(estimator, "predict_proba"):
-        raise TrainingFailed(
-            f"training.estimator: {estimator_path} has no predict_proba with params {params}; ROC AUC and "
-            "champion comparison need probabilities (for SVC set training.params.probability: true)"
-        )
+    check_estimator_kind(estimator, estimator_path, task, params)
     # An explicit random_state in training.params wins; otherwise the spec seed makes runs repeatable.
     if "random_state" in estimator.get_params(deep=False) and "random_state" not in params:
         estimator.set_params(random_state=seed)
     return estimator
+
+
+def estimator_type(estimator: Any) -> str | None:
+    """"classifier", "regressor", ... as the estimator's scikit-learn tags say; None without tags."""
+    from sklearn.utils import get_tags
+
+    try:
+        kind: str | None = get_tags(estimator).estimator_type
+        return kind
+    except AttributeError:  # no __sklearn_tags__: not usable inside a scikit-learn Pipeline (1.6+)
+        return None
+
+
+def check_estimator_kind(estimator: Any, estimator_path: str, task: str, params: Mapping[str, Any] | None = None
+                         ) -> None:
+    """TrainingFailed naming `training.estimator` and the task unless the estimator can do the task.
+
+    Any class with the scikit-learn estimator API works (LightGBM's and XGBoost's sklearn wrappers, a class
+    of one's own): what scikit-learn's Pipeline needs is `fit`, `get_params`/`set_params` and the estimator
+    tags (`__sklearn_tags__`, inherited from `sklearn.base.BaseEstimator`) that say what it is."""
+    wanted = ESTIMATOR_TYPE[task]
+    kind = estimator_type(estimator)
+    example = EXAMPLES[task]
+    if kind is None:
+        raise TrainingFailed(
+            f"training.estimator: {estimator_path} has no scikit-learn estimator tags (__sklearn_tags__), which "
+            f"scikit-learn's Pipeline needs of every step since 1.6; subclass sklearn.base.BaseEstimator (with "
+            f"ClassifierMixin or RegressorMixin), or install a version of its package made for scikit-learn "
+            f">= 1.6; e.g. {example}")
+    if kind != wanted:
+        raise TrainingFailed(
+            f"training.estimator: {estimator_path} is a {kind}, but the spec's task is {task}, which needs a "
+            f"{wanted}; pick one such as {example}, or fix `task` (or the label contract it was decided from)")
+    if wanted == "classifier" and not hasattr(estimator, "predict_proba"):
+        raise TrainingFailed(
+            f"training.estimator: {estimator_path} has no predict_proba with params {dict(params or {})}; "
+            f"{task} metrics (log_loss{', ROC AUC' if task == 'binary' else ''}) and the champion comparison "
+            "need probabilities (for SVC set training.params.probability: true)"
+        )
 
 
 def build_pipeline(
@@ -128,6 +167,7 @@ def build_pipeline(
     params: Mapping[str, Any] | None = None,
     preprocessing: Mapping[str, Any] | None = None,
     seed: int = 7,
+    task: str = "binary",
 ) -> Pipeline:
     """impute (unless "none") -> optional StandardScaler -> estimator, as one sklearn Pipeline."""
     from sklearn.impute import SimpleImputer
@@ -150,7 +190,7 @@ def build_pipeline(
         steps.append(("impute", SimpleImputer(strategy=impute, keep_empty_features=True)))
     if prep["scale"]:
         steps.append(("scale", StandardScaler()))
-    steps.append(("estimator", make_estimator(estimator_path, params, seed)))
+    steps.append(("estimator", make_estimator(estimator_path, params, seed, task)))
     return Pipeline(steps)
 
 
@@ -207,47 +247,71 @@ def split(
     return ordered[before], ordered[~before]
 
 
-def compute_metrics(
-    y_true: Sequence[Any] | np.ndarray, proba: Sequence[float] | np.ndarray, names: Iterable[str] | None = None
-) -> dict[str, float]:
-    """Binary metrics from positive-class probabilities; NaN where undefined (one class only)."""
-    import numpy as np
-    from sklearn import metrics as m
-
-    wanted = list(names) if names is not None else list(METRICS)
-    unknown = sorted(set(wanted) - set(METRICS))
-    if unknown:
-        raise ValueError(f"unknown metrics {unknown}; allowed: {list(METRICS)}")
-    y = np.asarray(y_true).astype(int)
-    p = np.clip(np.asarray(proba, dtype=float), 0.0, 1.0)
-    pred = (p >= DECISION_THRESHOLD).astype(int)
-    both = len(np.unique(y)) == 2
-    compute: dict[str, Callable[[], float]] = {
-        "roc_auc": lambda: m.roc_auc_score(y, p) if both else float("nan"),
-        "average_precision": lambda: m.average_precision_score(y, p) if both else float("nan"),
-        "accuracy": lambda: m.accuracy_score(y, pred),
-        "f1": lambda: m.f1_score(y, pred, zero_division=0),
-        "precision": lambda: m.precision_score(y, pred, zero_division=0),
-        "recall": lambda: m.recall_score(y, pred, zero_division=0),
-        "log_loss": lambda: m.log_loss(y, p, labels=[0, 1]),
-        "brier": lambda: m.brier_score_loss(y, p, pos_label=1),
-    }
-    return {name: float(compute[name]()) for name in wanted}
-
-
-def _labelled_rows(frame: pd.DataFrame, label: str) -> pd.DataFrame:
-    """Rows that have a label, after checking the label is binary 0/1."""
+def _labelled_rows(frame: pd.DataFrame, label: str, task: str = "binary") -> pd.DataFrame:
+    """Rows that have a label, after checking the label fits the task (`check_label`)."""
     if label not in frame.columns:
         raise TrainingFailed(f"features.label: {label!r} is not a column of the training set {list(frame.columns)}")
     values = frame[label]
-    present = set(values.dropna().unique().tolist())
-    if not present <= {0, 1}:  # True/False hash as 1/0
-        shown = sorted(map(str, present))[:5]
-        raise TrainingFailed(f"features.label: {label!r} must be binary 0/1, found values {shown}")
+    check_label(values.dropna(), label, task)
     unlabelled = int(values.isna().sum())
     if unlabelled:
         log.info("Dropping %s rows without a %s label", unlabelled, label)
     return frame[values.notna()]
+
+
+def check_label(values: pd.Series, label: str, task: str) -> None:
+    """TrainingFailed naming the column, the task and the fix unless the (non-missing) label values fit the task:
+    binary 0/1 (True/False); multiclass at least 3 classes of one kind (numbers or text); regression finite
+    numbers."""
+    present = values.unique().tolist()
+    shown = sorted(map(str, present))[:5]
+    if task == "binary":
+        if not set(present) <= {0, 1}:  # True/False hash as 1/0
+            raise TrainingFailed(f"features.label: {label!r} must be binary 0/1 under task binary, found values "
+                                 f"{shown}{_other_task_hint(values)}")
+    elif task == "multiclass":
+        _check_multiclass_label(present, label, shown)
+    else:
+        _check_regression_label(values, label, shown)
+
+
+def _check_multiclass_label(present: list[Any], label: str, shown: list[str]) -> None:
+    import numbers
+
+    if len(present) < 3:
+        raise TrainingFailed(
+            f"features.label: {label!r} has {len(present)} distinct value(s) {shown}; task multiclass needs at "
+            "least 3 classes (two classes: set task: binary with 0/1 labels)")
+    kinds = {"number" if isinstance(v, numbers.Number) and not isinstance(v, bool) else type(v).__name__
+             for v in present}
+    if len(kinds) > 1:
+        raise TrainingFailed(f"features.label: {label!r} mixes label types {sorted(kinds)} ({shown}); "
+                             "multiclass labels must all be numbers or all text")
+
+
+def _check_regression_label(values: pd.Series, label: str, shown: list[str]) -> None:
+    import numpy as np
+    import pandas as pd
+
+    if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        raise TrainingFailed(f"features.label: {label!r} has dtype {values.dtype} ({shown}); task regression "
+                             "needs numbers (a class label: set task: multiclass or binary)")
+    bad = int((~np.isfinite(values.to_numpy(dtype="float64"))).sum())
+    if bad:
+        raise TrainingFailed(f"features.label: {label!r} holds {bad} infinite value(s); task regression needs "
+                             "finite numbers: fix or drop those rows upstream")
+
+
+def _other_task_hint(values: pd.Series) -> str:
+    """What to set instead, when a binary label obviously is not one."""
+    import pandas as pd
+
+    distinct = values.nunique()
+    if pd.api.types.is_float_dtype(values) and distinct > 20:
+        return f" ({distinct} distinct numbers: set task: regression)"
+    if distinct >= 3:
+        return f" ({distinct} classes: set task: multiclass)"
+    return " (recode the label to 0/1)"
 
 
 def _fit(pipeline: Pipeline, x: pd.DataFrame, y: pd.Series, estimator_path: str) -> float:
@@ -278,12 +342,51 @@ def _check_features_present(x: pd.DataFrame) -> None:
         )
 
 
-def _check_classes(y: pd.Series, part: str) -> None:
+def _check_classes(y: pd.Series, part: str, task: str) -> None:
+    if task == "regression":
+        if y.nunique() < 2:
+            raise TrainingFailed(
+                f"the {part} set has {len(y)} rows whose label never varies; a regression needs varying values; "
+                "widen training.lookback_days or change training.split.test_size")
+        return
     if y.nunique() < 2:
         raise TrainingFailed(
             f"the {part} set has only label value(s) {sorted(y.unique().tolist())} in {len(y)} rows; "
-            "both classes are needed; widen training.lookback_days or change training.split.test_size"
+            f"{'both classes are' if task == 'binary' else 'at least two classes are'} needed; widen "
+            "training.lookback_days or change training.split.test_size"
         )
+
+
+def _check_seen(y_train: pd.Series, y_valid: pd.Series) -> None:
+    """Every validation class was seen in training: the model has no probability column for another one."""
+    unseen = sorted(set(y_valid.unique().tolist()) - set(y_train.unique().tolist()), key=str)
+    if unseen:
+        raise TrainingFailed(
+            f"classes {[str(c) for c in unseen]} occur in the validation rows ({int(y_valid.isin(unseen).sum())} "
+            "rows) but never in the training rows, so the model cannot predict them; widen "
+            "training.lookback_days (the class is new), or use training.split.method: random"
+        )
+
+
+def _labels(part: pd.DataFrame, label: str, task: str) -> pd.Series:
+    """The label column as the estimator gets it: int 0/1, the classes as they are, or float64 values."""
+    if task == "binary":
+        return part[label].astype("int64")
+    if task == "regression":
+        return part[label].astype("float64")
+    return part[label]
+
+
+def predict(pipeline: Any, x: pd.DataFrame, task: str) -> np.ndarray:
+    """What the task's metrics take (core.metrics): positive-class probabilities (binary), the probability matrix
+    in `classes_` order (multiclass), predicted values (regression)."""
+    import numpy as np
+
+    if task == "binary":
+        return np.asarray(pipeline.predict_proba(x))[:, 1]
+    if task == "multiclass":
+        return np.asarray(pipeline.predict_proba(x), dtype=float)
+    return np.asarray(pipeline.predict(x), dtype=float)
 
 
 def train(
@@ -298,6 +401,7 @@ def train(
     timestamp_column: str = "event_timestamp",
     exclude: Iterable[str] = (),
     search: Mapping[str, Any] | None = None,
+    task: str = "binary",
 ) -> TrainResult:
     """Split, (search,) fit, score on the validation part. Same frame + seed -> same metrics.
 
@@ -305,29 +409,32 @@ def train(
     only, and the best one's arguments join `params` for the final fit (see core/search.py).
     """
     started = time.perf_counter()
-    pipeline = build_pipeline(estimator, params, preprocessing, seed)
-    labelled = _labelled_rows(frame, label)
+    pipeline = build_pipeline(estimator, params, preprocessing, seed, task)
+    labelled = _labelled_rows(frame, label, task)
     columns = feature_columns(labelled, {label, timestamp_column, *exclude})
     cfg = {**DEFAULT_SPLIT, **(split_config or {})}
     train_part, valid_part = split(labelled, cfg["method"], cfg["test_size"], timestamp_column, seed)
     # float64 everywhere: one numeric type in the MLflow signature, so serving may send ints,
     # floats or nulls for any feature without schema-enforcement errors.
     x_train, x_valid = (part[columns].astype("float64") for part in (train_part, valid_part))
-    y_train, y_valid = (part[label].astype("int64") for part in (train_part, valid_part))
-    _check_classes(y_train, "training")
-    _check_classes(y_valid, "validation")
+    y_train, y_valid = (_labels(part, label, task) for part in (train_part, valid_part))
+    _check_classes(y_train, "training", task)
+    _check_classes(y_valid, "validation", task)
+    if task == "multiclass":
+        _check_seen(y_train, y_valid)
     _check_features_present(x_train)
     fitted_params = dict(params or {})
     outcome = None
     if search:
-        outcome = _search(pipeline, train_part, x_train, y_train, search, seed, estimator, timestamp_column)
+        outcome = _search(pipeline, train_part, x_train, y_train, search, seed, estimator, timestamp_column, task)
         fitted_params.update(outcome.best_params)
-        pipeline = build_pipeline(estimator, fitted_params, preprocessing, seed)
+        pipeline = build_pipeline(estimator, fitted_params, preprocessing, seed, task)
     fit_seconds = _fit(pipeline, x_train, y_train, estimator)
-    proba = pipeline.predict_proba(x_valid)[:, 1]
+    scored = predict(pipeline, x_valid, task)
+    classes = plain_labels(pipeline.classes_) if task != "regression" else None
     return TrainResult(
         pipeline=pipeline,
-        metrics=compute_metrics(y_valid, proba),
+        metrics=compute_metrics(y_valid, scored, task=task, classes=classes),
         feature_columns=columns,
         train_rows=len(x_train),
         validation_rows=len(x_valid),
@@ -340,11 +447,14 @@ def train(
         feature_profile=feature_profile(labelled, columns),  # the whole training set: both parts of the split
         params=fitted_params,
         search=outcome,
+        task=task,
+        classes=classes,
+        per_class_recall=per_class_recall(y_valid, scored, classes) if task == "multiclass" and classes else None,
     )
 
 
 def _search(pipeline: Pipeline, train_part: pd.DataFrame, x_train: pd.DataFrame, y_train: pd.Series,
-            config: Mapping[str, Any], seed: int, estimator: str, timestamp_column: str) -> SearchOutcome:
+            config: Mapping[str, Any], seed: int, estimator: str, timestamp_column: str, task: str) -> SearchOutcome:
     """Cross-validate the space on the training part (time-ordered for time folds); log the best."""
     from airflow_mlops.core.search import metric_value, run_search
 
@@ -356,7 +466,8 @@ def _search(pipeline: Pipeline, train_part: pd.DataFrame, x_train: pd.DataFrame,
         order = train_part[timestamp_column].reset_index(drop=True).sort_values(kind="mergesort").index
         x_train, y_train = x_train.iloc[order], y_train.iloc[order]
         timestamps = train_part[timestamp_column].to_numpy()[order]
-    outcome = run_search(pipeline, x_train, y_train, timestamps, config, seed=seed, estimator_path=estimator)
+    outcome = run_search(pipeline, x_train, y_train, timestamps, config, seed=seed, estimator_path=estimator,
+                         task=task)
     log.info("Search (%s, %s folds %s): best %s=%.4f with %s after %s of %s candidates in %.1fs",
              outcome.method, outcome.folds, outcome.cv, outcome.metric,
              metric_value(outcome.best_score, outcome.metric), outcome.best_params, len(outcome.candidates),
@@ -410,6 +521,7 @@ def holdout(
     split_config: Mapping[str, Any] | None = None,
     seed: int = 7,
     timestamp_column: str = "event_timestamp",
+    task: str = "binary",
 ) -> pd.DataFrame:
     """The labelled validation rows `train()` scored on: the same split of the same snapshot.
 
@@ -417,6 +529,6 @@ def holdout(
     on data neither was fitted on, taken at the same point in time.
     """
     cfg = {**DEFAULT_SPLIT, **(split_config or {})}
-    labelled = _labelled_rows(frame, label)
+    labelled = _labelled_rows(frame, label, task)
     _, valid_part = split(labelled, cfg["method"], cfg["test_size"], timestamp_column, seed)
     return valid_part

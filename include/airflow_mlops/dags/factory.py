@@ -185,6 +185,7 @@ def training_dag(spec: ModelSpec) -> DAG:
             split=train.split.model_dump(),
             seed=train.seed,
             timestamp_column=feats.entity_df.timestamp_column,
+            task=spec.task,
         )
         register = MLflowRegisterModelOperator(
             task_id="register",
@@ -266,6 +267,7 @@ def _train_task(spec: ModelSpec, training_set: Any) -> Any:
         exclude_columns=list(feats.entity_keys),
         spec_sha256=spec_sha256(spec),
         search=spec.search_config(),
+        task=spec.task,
         **_heavy(spec),
         **_executor_config(spec),
     )
@@ -315,6 +317,7 @@ def _model_info(spec: ModelSpec) -> dict[str, Any]:
         "intended_use": spec.intended_use,
         "limitations": spec.limitations,
         "tags": list(spec.tags),
+        "task": spec.task,
     }
 
 

@@ -30,6 +30,7 @@ from airflow_mlops.core import lineage
 from airflow_mlops.exceptions import MLOpsError
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
     from mlflow import MlflowClient
 
@@ -236,15 +237,14 @@ def _compare(recorded: Recorded, frame: pd.DataFrame, model: str, version: str, 
     result = training.train(
         frame, label=request.label, estimator=request.estimator, params=recorded.fitted_params,
         preprocessing=request.preprocessing, split_config=request.split, seed=request.seed,
-        timestamp_column=request.timestamp_column, exclude=request.exclude_columns,
+        timestamp_column=request.timestamp_column, exclude=request.exclude_columns, task=request.task,
     )
     rows = training.holdout(frame, label=request.label, split_config=request.split, seed=request.seed,
-                            timestamp_column=request.timestamp_column)
+                            timestamp_column=request.timestamp_column, task=request.task)
     x = rows[result.feature_columns].astype("float64")
     with mlflow_hook.activated():
         registered = mlflow.sklearn.load_model(f"models:/{model}/{version}")
-    theirs = np.asarray(registered.predict_proba(x), dtype="float64")
-    ours = np.asarray(result.pipeline.predict_proba(x), dtype="float64")
+    theirs, ours = (_predictions(pipeline, x, request.task) for pipeline in (registered, result.pipeline))
     outcome.rows = len(x)
     if theirs.shape != ours.shape:
         outcome.status, outcome.reason = "differs", f"prediction shapes differ: {theirs.shape} vs {ours.shape}"
@@ -256,9 +256,18 @@ def _compare(recorded: Recorded, frame: pd.DataFrame, model: str, version: str, 
         outcome.status = "within_tolerance"
     else:
         outcome.status = "differs"
-        outcome.reason = (f"max |probability difference| {outcome.max_abs_diff:.3g} on {len(x)} held-out rows"
+        what = "predicted value" if request.task == "regression" else "probability"
+        outcome.reason = (f"max |{what} difference| {outcome.max_abs_diff:.3g} on {len(x)} held-out rows"
                           + (f" exceeds the tolerance {outcome.tolerance}" if outcome.tolerance is not None else
                              "; the estimator is not bitwise deterministic here: pass --tolerance to accept a bound"))
+
+
+def _predictions(pipeline: Any, x: pd.DataFrame, task: str) -> np.ndarray:
+    """What is compared: a classifier's whole probability matrix (every class), a regressor's values."""
+    import numpy as np
+
+    values = pipeline.predict(x) if task == "regression" else pipeline.predict_proba(x)
+    return np.asarray(values, dtype="float64")
 
 
 def _record(client: MlflowClient, outcome: Reproduction) -> None:

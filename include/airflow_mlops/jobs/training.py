@@ -92,6 +92,7 @@ class TrainingRequest:
     :param spec_sha256: content hash of the model spec the task was built from (`core.spec.spec_sha256`);
         part of the training fingerprint. None when the task was built without a spec.
     :param search: the resolved `training.search` (`ModelSpec.search_config()`); None = fit `params` as given.
+    :param task: the spec's task (binary | multiclass | regression); a request written before tasks existed is binary.
     """
 
     model_name: str
@@ -109,6 +110,7 @@ class TrainingRequest:
     snapshot: str | None = None
     spec_sha256: str | None = None
     search: dict[str, Any] | None = None
+    task: str = "binary"
 
     def to_json(self) -> str:
         # default=str: lineage start/end may be datetimes when the lineage was passed in-process
@@ -206,6 +208,7 @@ def run_training_job(request: TrainingRequest, hook: MLflowHook) -> dict[str, An
         timestamp_column=request.timestamp_column,
         exclude=request.exclude_columns,
         search=request.search,
+        task=request.task,
     )
     log.info("Validation metrics (%s rows): %s", result.validation_rows, result.metrics)
     experiment_id = hook.experiment_id(request.model_name)
@@ -237,7 +240,8 @@ def run_tags(request: TrainingRequest) -> dict[str, str]:
     """Model name, training-set lineage, Airflow identity, git commit, spec hash and fingerprint as run tags."""
     from airflow_mlops import config
 
-    tags = {lineage.TAG_MODEL_NAME: request.model_name, **lineage.training_set_tags(request.training_set)}
+    tags = {lineage.TAG_MODEL_NAME: request.model_name, lineage.TAG_TASK: request.task,
+            **lineage.training_set_tags(request.training_set)}
     tags.update({IDENTITY_TAGS[key]: value for key, value in request.airflow.items() if key in IDENTITY_TAGS})
     commit = request.git_commit or lineage.git_commit(config.project_dir())
     if commit:
@@ -259,7 +263,8 @@ def run_tags(request: TrainingRequest) -> dict[str, str]:
 def estimator_config(request: TrainingRequest) -> dict[str, Any]:
     """The estimator, its params and every other argument that changes the fitted model (fingerprint input).
 
-    `search` joins only when set, so a run without a search keeps the fingerprint it always had."""
+    `search` joins only when set and `task` only when not binary, so a run without them keeps the fingerprint it
+    always had."""
     config = {
         "estimator": request.estimator,
         "params": request.params,
@@ -272,6 +277,8 @@ def estimator_config(request: TrainingRequest) -> dict[str, Any]:
     }
     if request.search:
         config["search"] = request.search
+    if request.task != "binary":
+        config["task"] = request.task
     return config
 
 
@@ -292,6 +299,7 @@ def flat_params(request: TrainingRequest, result: TrainResult) -> dict[str, Any]
         "estimator": request.estimator,
         "seed": request.seed,
         "label": request.label,
+        "task": request.task,
         "n_features": len(result.feature_columns),
     }
     # the arguments fitted: training.params plus, with a search, the best candidate's
@@ -311,7 +319,6 @@ def _log_run(
 ) -> tuple[str, str]:
     import mlflow
     import mlflow.sklearn
-    from mlflow.models import infer_signature
 
     from airflow_mlops.core.training import FEATURE_PROFILE_ARTIFACT, TAG_FEATURE_PROFILE, model_requirements
 
@@ -322,19 +329,21 @@ def _log_run(
         # MLflow hints that `long` columns cannot take missing values: the signature follows the training set's
         # types on purpose (int64 frames pass mlflow.pyfunc), and docs/serving.md says what a null there does
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column", category=UserWarning)
+        signature, predict_fn = model_signature(result)  # infers the input schema: inside the filter above
         mlflow.log_params(flat_params(request, result))
         info = mlflow.sklearn.log_model(
             result.pipeline,
             name=MODEL_ARTIFACT,
             serialization_format=SERIALIZATION_FORMAT,
-            # pyfunc predict = predict_proba: `mlflow models serve` and mlflow.pyfunc answer probabilities
-            # ([[p0, p1], ...]), as the serving app's /invocations does for the same version
-            signature=infer_signature(sample, result.pipeline.predict_proba(sample)),
+            signature=signature,
             input_example=sample,
-            pyfunc_predict_fn="predict_proba",
+            pyfunc_predict_fn=predict_fn,
             pip_requirements=model_requirements(request.estimator),
-            metadata={"feature_columns": result.feature_columns, "label": request.label},
+            metadata={"feature_columns": result.feature_columns, "label": request.label, "task": result.task,
+                      **({"classes": result.classes} if result.classes is not None else {})},
         )
+        if result.classes is not None:  # the probability columns' labels, in order (serving reads them)
+            mlflow.set_tag(lineage.TAG_CLASSES, json.dumps(result.classes))
         timings = {
             "fit_seconds": result.fit_seconds,
             "train_rows": result.train_rows,
@@ -351,6 +360,28 @@ def _log_run(
             mlflow.log_dict(result.feature_profile, FEATURE_PROFILE_ARTIFACT)
             mlflow.set_tag(TAG_FEATURE_PROFILE, FEATURE_PROFILE_ARTIFACT)
     return run.info.run_id, info.model_uri
+
+
+def model_signature(result: TrainResult) -> tuple[Any, str]:
+    """The logged model's MLflow signature and pyfunc predict_fn, per task (what `mlflow models serve`, mlflow.pyfunc
+    and the serving app's /invocations answer for the version):
+
+    - binary: `predict_proba`, output a float64 tensor (-1, 2): [[p0, p1], ...] (as before tasks existed);
+    - multiclass: `predict_proba`, output one double column per class, named by the class label, in the order of
+      the estimator's `classes_` (also the run/version tag `airflow_mlops.classes`); the predicted class is the
+      column with the highest probability;
+    - regression: `predict`, output a float64 tensor (-1,): the predicted values.
+    """
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types.schema import ColSpec, Schema
+
+    sample, pipeline = result.sample, result.pipeline
+    if result.task == "regression":
+        return infer_signature(sample, pipeline.predict(sample).astype("float64")), "predict"
+    if result.task == "multiclass":
+        outputs = Schema([ColSpec("double", str(label)) for label in result.classes or []])
+        return ModelSignature(inputs=infer_signature(sample).inputs, outputs=outputs), "predict_proba"
+    return infer_signature(sample, pipeline.predict_proba(sample)), "predict_proba"
 
 
 def _log_candidates(request: TrainingRequest, experiment_id: str, parent_run_id: str, result: TrainResult) -> None:

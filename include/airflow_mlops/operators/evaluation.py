@@ -33,8 +33,9 @@ class EvaluateModelOperator(TaskBoundary, BaseOperator):
 
     Both models are scored on the held-out rows of the challenger's own training-set snapshot (the
     same split `train` used: newest rows for a time split), so neither was fitted on them and both
-    see the features as of the same point in time. The report (JSON + self-contained HTML with
-    ROC curves and per-slice bars) is logged to the challenger's MLflow run under `evaluation/`,
+    see the features as of the same point in time. The report (JSON + self-contained HTML with the
+    task's charts: ROC curves, predicted vs actual and residuals, or confusion matrices and per-class
+    recall; per-slice bars) is logged to the challenger's MLflow run under `evaluation/`,
     the verdict as run tags and `eval.*` metrics.
 
     Raises ModelBelowThreshold (no retry) when a threshold is missed. A challenger that does not
@@ -49,6 +50,8 @@ class EvaluateModelOperator(TaskBoundary, BaseOperator):
     :param split: the spec's `training.split` (the held-out rows are the same ones train used). (templated)
     :param seed: bootstrap and random-split seed.
     :param timestamp_column: event-time column of the training set.
+    :param task: binary | multiclass | regression (the spec's `task`): the metrics and the report's charts. A
+        multiclass champion is scored on the challenger's classes (a class it never saw: probability 0).
     :param champion_alias: alias of the model to beat.
     :param mlflow_conn_id: Airflow connection of type "mlflow".
     :return: {promote, passed_thresholds, beats_champion, champion_version, run_id, model_uri,
@@ -65,7 +68,7 @@ class EvaluateModelOperator(TaskBoundary, BaseOperator):
 
     def __init__(self, *, model_name: str, training_set: Any, challenger: Any, evaluation: Mapping[str, Any],
                  label: str, split: Mapping[str, Any] | None = None, seed: int = 7,
-                 timestamp_column: str = "event_timestamp", champion_alias: str = "champion",
+                 timestamp_column: str = "event_timestamp", task: str = "binary", champion_alias: str = "champion",
                  mlflow_conn_id: str = "mlflow_default", **kwargs: Any) -> None:
         kwargs.setdefault("multiple_outputs", True)
         super().__init__(**kwargs)
@@ -77,6 +80,7 @@ class EvaluateModelOperator(TaskBoundary, BaseOperator):
         self.split = dict(split or {"method": "time", "test_size": 0.2})
         self.seed = seed
         self.timestamp_column = timestamp_column
+        self.task = task
         self.champion_alias = champion_alias
         self.mlflow_conn_id = mlflow_conn_id
 
@@ -140,7 +144,7 @@ class EvaluateModelOperator(TaskBoundary, BaseOperator):
         record = lineage.normalize_lineage(self.training_set)
         frame = pd.read_parquet(lineage.verify_snapshot(record))
         rows = training.holdout(frame, label=self.label_column, split_config=self.split, seed=self.seed,
-                                timestamp_column=self.timestamp_column)
+                                timestamp_column=self.timestamp_column, task=self.task)
         self.log.info("Held-out rows: %s of %s (split %s)", len(rows), len(frame), self.split)
         return rows
 
@@ -159,15 +163,15 @@ class EvaluateModelOperator(TaskBoundary, BaseOperator):
     def _evaluate(self, rows: pd.DataFrame, challenger_uri: str, champion_version: str | None) -> dict[str, Any]:
         from airflow_mlops.core.evaluation import evaluate
 
-        y_true = rows[self.label_column].astype("int64").to_numpy()
-        challenger_proba, note = score(challenger_uri, rows)
+        y_true = labels(rows[self.label_column], self.task)
+        challenger_proba, note, classes = score(challenger_uri, rows, self.task)
         if challenger_proba is None:
             from airflow_mlops.exceptions import ModelBelowThreshold
 
             raise ModelBelowThreshold(f"challenger {challenger_uri} cannot score its own held-out rows: {note}")
         champion_proba = None
         if champion_version is not None:
-            champion_proba, note = score(f"models:/{self.model_name}/{champion_version}", rows)
+            champion_proba, note, _ = score(f"models:/{self.model_name}/{champion_version}", rows, self.task, classes)
             if champion_proba is None:
                 self.log.warning("Champion v%s not scored: %s", champion_version, note)
         cfg = self.evaluation
@@ -181,6 +185,7 @@ class EvaluateModelOperator(TaskBoundary, BaseOperator):
             seed=self.seed, slices=list(cfg.get("slices") or []), slice_frame=rows.reset_index(drop=True),
             min_slice_rows=int(cfg.get("min_slice_rows", 50)),
             champion_version=champion_version if champion_proba is not None else None,
+            task=self.task, classes=classes,
         )
         data = result.to_dict()
         if champion_version is not None and champion_proba is None:
@@ -208,16 +213,41 @@ class EvaluateModelOperator(TaskBoundary, BaseOperator):
         return f"{client.get_run(run_id).info.artifact_uri}/{REPORT_DIR}/report.html"
 
 
-def score(model_uri: str, rows: pd.DataFrame) -> tuple[np.ndarray | None, str]:
-    """Positive-class probabilities of a logged sklearn model on `rows`, or (None, why not)."""
+def labels(values: pd.Series, task: str) -> np.ndarray:
+    """The held-out labels as the task's metrics take them: int 0/1, the class labels as they are, float values."""
+    import numpy as np
+
+    dtype = {"binary": "int64", "regression": "float64"}.get(task, object)
+    return np.asarray(values.to_numpy(dtype=dtype))
+
+
+def score(model_uri: str, rows: pd.DataFrame, task: str = "binary", classes: list[Any] | None = None
+          ) -> tuple[np.ndarray | None, str, list[Any] | None]:
+    """(predictions, "", classes) of a logged sklearn model on `rows`, or (None, why not, None).
+
+    Predictions as `core.training.predict` gives them for the task; multiclass probabilities in the order of
+    `classes` when given (the challenger's; a champion's columns are re-ordered to them), else the model's own
+    `classes_`, which are returned."""
     import mlflow.sklearn
+
+    from airflow_mlops.core.metrics import align_proba, plain_labels
+    from airflow_mlops.core.training import predict
 
     model = mlflow.sklearn.load_model(model_uri)
     columns = list(getattr(model, "feature_names_in_", []))
     missing = [c for c in columns if c not in rows.columns]
     if not columns or missing:
-        return None, f"needs columns {missing or '(unknown: model has no feature_names_in_)'} absent from the rows"
-    return model.predict_proba(rows[columns].astype("float64"))[:, 1], ""
+        return None, f"needs columns {missing or '(unknown: no feature_names_in_)'} absent from the rows", None
+    if task == "regression" and hasattr(model, "predict_proba"):
+        return None, "it is a classifier (predict_proba), but the spec's task is regression", None
+    if task != "regression" and not hasattr(model, "predict_proba"):
+        return None, f"it has no predict_proba (a regressor?), but the spec's task is {task}", None
+    predictions = predict(model, rows[columns].astype("float64"), task)
+    own = plain_labels(model.classes_) if task != "regression" else None
+    if task == "multiclass" and own is not None and classes is not None and own != list(classes):
+        predictions = align_proba(predictions, own, classes)
+        own = list(classes)
+    return predictions, "", own
 
 
 def _metric_entities(metrics: Mapping[str, float]) -> list[Any]:

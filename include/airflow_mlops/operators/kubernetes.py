@@ -93,6 +93,7 @@ def job_request(spec: ModelSpec) -> dict[str, Any]:
         "exclude_columns": list(feats.entity_keys),
         "spec_sha256": spec_sha256(spec),
         "search": spec.search_config(),
+        "task": spec.task,
     }
 
 

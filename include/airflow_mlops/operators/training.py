@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 
 class SklearnTrainModelOperator(TaskBoundary, BaseOperator):
-    """Train a scikit-learn classifier on a point-in-time training set and log it to MLflow.
+    """Train a scikit-learn estimator for the spec's task on a point-in-time training set and log it to MLflow.
 
     The run lands in the MLflow experiment named `model_name`, with params, validation metrics,
     lineage tags (training-set sha256/path/rows/window, feature service/views, git commit, Airflow
@@ -35,14 +35,17 @@ class SklearnTrainModelOperator(TaskBoundary, BaseOperator):
     :param model_name: registered model and experiment name. (templated)
     :param training_set: lineage dict of the training-set task, or its XComArg / JSON text:
         {path, sha256, rows, start, end, feature_service, feature_views, columns, missing}. (templated)
-    :param estimator: import path of a classifier, e.g. sklearn.ensemble.HistGradientBoostingClassifier. (templated)
+    :param estimator: import path of an estimator with the scikit-learn API for `task`: a classifier (binary,
+        multiclass) such as sklearn.ensemble.HistGradientBoostingClassifier, or a regressor. (templated)
     :param params: estimator constructor arguments; kept as `estimator_params` because
         BaseOperator.params holds the DAG's Airflow params. (templated)
     :param preprocessing: {"impute": median|mean|most_frequent|none, "scale": bool}. (templated)
     :param split: {"method": time|random, "test_size": 0.2}. (templated)
     :param seed: random_state for the estimator and the random split.
-    :param label: the binary label column; kept as `label_column` (BaseOperator.label is the
+    :param label: the label column; kept as `label_column` (BaseOperator.label is the
         task's display label). (templated)
+    :param task: binary | multiclass | regression (the spec's `task`): the label check, the metrics, the MLflow
+        signature and the run/version tags `airflow_mlops.task` (and `airflow_mlops.classes` for classifiers).
     :param timestamp_column: event-time column, used by the time split and never as a feature. (templated)
     :param exclude_columns: columns never used as features (entity keys, ids). (templated)
     :param spec_sha256: content hash of the model spec this task was built from (`core.spec.spec_sha256`;
@@ -94,6 +97,7 @@ class SklearnTrainModelOperator(TaskBoundary, BaseOperator):
         exclude_columns: Sequence[str] = (),
         spec_sha256: str | None = None,
         search: Mapping[str, Any] | None = None,
+        task: str = "binary",
         mlflow_conn_id: str = "mlflow_default",
         **kwargs: Any,
     ) -> None:
@@ -112,6 +116,7 @@ class SklearnTrainModelOperator(TaskBoundary, BaseOperator):
         self.exclude_columns = list(exclude_columns)
         self.spec_sha256 = spec_sha256
         self.search = dict(search) if search else None
+        self.task = task
         self.mlflow_conn_id = mlflow_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -155,4 +160,5 @@ class SklearnTrainModelOperator(TaskBoundary, BaseOperator):
             git_commit=lineage.git_commit(config.project_dir()),
             spec_sha256=self.spec_sha256,
             search=dict(self.search) if self.search else None,
+            task=self.task,
         )

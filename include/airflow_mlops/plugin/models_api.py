@@ -16,6 +16,7 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, status
 
+from airflow_mlops.core.tasks import LOWER_IS_BETTER
 from airflow_mlops.plugin import models_data as data
 from airflow_mlops.plugin.auth import UIUser, authorize_dag_read
 
@@ -52,7 +53,9 @@ def model_summary(spec: Any, mlflow: Any) -> dict[str, Any]:
         "description": spec.description,
         "owner": spec.owner,
         "tags": list(spec.tags),
+        "task": spec.task,
         "primary_metric": spec.evaluation.primary_metric,
+        "lower_is_better": spec.evaluation.primary_metric in LOWER_IS_BETTER,
         "dags": data.model_dags(spec.name),
         "registered": bool(rows),
         "version_count": len(rows),

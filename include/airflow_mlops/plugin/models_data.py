@@ -110,6 +110,10 @@ def version_row(mv: Any, aliases: Mapping[str, str]) -> dict[str, Any]:
         # "retrained because ..." written by the training DAG's retrain_gate (drift, performance, features, ...)
         "retrain_reason": tags.get(lineage.TAG_RETRAIN_REASON) or None,
         "verdict": _verdict(tags),
+        # what the version predicts (absent on versions trained before tasks existed: binary) and, for a classifier,
+        # its classes in the order of its probability columns
+        "task": tags.get(lineage.TAG_TASK) or "binary",
+        "classes": _json_list(tags.get(lineage.TAG_CLASSES)),
         "lineage": {key.removeprefix(lineage.TAG_PREFIX): tags[key] for key in lineage.TRAINING_TAGS if key in tags},
         "promotion": {key.removeprefix(lineage.TAG_PREFIX): value for key, value in tags.items()
                       if key in (audit.TAG_PROMOTED_AT, audit.TAG_PROMOTED_BY, audit.TAG_PROMOTION_REASON,
@@ -196,8 +200,8 @@ def evaluation_summary(report: Mapping[str, Any] | None) -> dict[str, Any] | Non
     """The evaluation report minus the bulky curves: metrics of both models, comparison, verdict, slices."""
     if not report:
         return None
-    keep = ("rows", "positives", "primary_metric", "challenger", "champion", "comparison", "verdict", "thresholds",
-            "summary", "slices")
+    keep = ("rows", "positives", "task", "classes", "primary_metric", "challenger", "champion", "comparison",
+            "verdict", "thresholds", "summary", "slices")
     return {key: report[key] for key in keep if key in report}
 
 
@@ -218,6 +222,14 @@ def _ms_iso(stamp: int | None) -> str | None:
     from datetime import UTC, datetime
 
     return datetime.fromtimestamp(stamp / 1000, UTC).isoformat(timespec="seconds") if stamp else None
+
+
+def _json_list(text: str | None) -> list[Any] | None:
+    try:
+        value = json.loads(text) if text else None
+    except ValueError:
+        return None
+    return value if isinstance(value, list) else None
 
 
 def _number(text: str | None) -> float | None:

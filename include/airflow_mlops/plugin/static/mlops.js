@@ -122,7 +122,7 @@
     const points = rows.map((v) => ({ x: Number(v.version), y: v.verdict ? v.verdict.value : null,
       cls: v.aliases.includes("champion") ? "champion" : "",
       label: `v${v.version}: ${model.primary_metric} ${fmt(v.verdict && v.verdict.value)}` }));
-    return lineChart("metric-chart", `Held-out ${model.primary_metric} per version`, points, null,
+    return lineChart("metric-chart", `Held-out ${model.primary_metric} per version (${direction(model)})`, points, null,
       rows.map((v) => [Number(v.version), `v${v.version}`]));
   }
 
@@ -135,6 +135,7 @@
   }
 
   // ------------------------------------------------------------------ Models page
+  function direction(model) { return model.lower_is_better ? "lower is better" : "higher is better"; }
   function versionCell(v, metric) {
     if (!v) return h("span", { class: "muted" }, "none");
     return h("span", {}, h("strong", {}, `v${v.version}`), " ",
@@ -160,7 +161,7 @@
       h("td", {}, h("a", { href: modelHref(m.name) }, m.name), h("div", { class: "muted small" }, m.description)),
       h("td", { class: "champion" }, versionCell(m.champion, m.primary_metric)),
       h("td", {}, versionCell(m.challenger, m.primary_metric)),
-      h("td", {}, m.primary_metric),
+      h("td", {}, m.primary_metric, h("div", { class: "muted small" }, `${m.task} · ${direction(m)}`)),
       h("td", {}, driftCell(m.last_drift)),
       h("td", {}, retrainCell(m.last_retrain))));
     app.replaceChildren(h("h1", {}, "Models"),
@@ -242,11 +243,22 @@
       append(panel, [h("table", {}, h("tr", {}, h("th", {}, "metric"), h("th", {}, `v${detail.version}`),
         h("th", {}, ev.champion ? `champion v${ev.champion.version || "?"}` : "champion")),
       Object.entries(ev.challenger.metrics || {}).map(([k, v]) => h("tr", {}, h("td", {}, k), h("td", {}, fmt(v)),
-        h("td", {}, fmt(champ[k]))))), ev.summary ? h("p", { class: "small muted" }, ev.summary) : null]);
+        h("td", {}, fmt(champ[k]))))), classRecall(ev), ev.summary ? h("p", { class: "small muted" }, ev.summary) : null]);
     } else {
       append(panel, [empty("No evaluation report was logged for this version.")]);
     }
     return panel;
+  }
+
+  // multiclass: recall of each class (the report's `classes`), challenger beside the champion it was compared with
+  function classRecall(ev) {
+    const table = ev.task === "multiclass" && ev.classes;
+    if (!table || !table.labels) return null;
+    const recall = table.recall || {}, ours = recall.challenger || {}, theirs = recall.champion || {};
+    return h("table", { id: "class-recall" }, h("tr", {}, ["class", "rows", "recall", "champion recall"].map((t) =>
+      h("th", {}, t))), table.labels.map((label) => h("tr", {}, h("td", {}, String(label)),
+      h("td", {}, String((table.counts || {})[label] ?? "")), h("td", {}, fmt(ours[label])),
+      h("td", {}, fmt(theirs[label])))));
   }
 
   function rollbackPanel(model) {
