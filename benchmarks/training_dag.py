@@ -485,6 +485,8 @@ def child(method: str, result_file: Path, days: int, pristine: Path | None) -> N
     if method == "setup":
         assert pristine is not None
         result = child_setup(days, pristine)
+    elif method == "outcome":  # the champion a real-scheduler run left in its MLflow DB
+        result = {"outcome": outcome()}
     else:
         result = child_dag() if method == "dag" else child_script()
     result_file.write_text(json.dumps(result, default=str))
@@ -626,6 +628,32 @@ def report(summary: dict[str, Any], args: argparse.Namespace, data: dict[str, An
     print(f"\nMachine load: {args.load_before} at start, {load_note()} at end.")
 
 
+def scheduler_mode(work: Path, args: argparse.Namespace, data: dict[str, Any]) -> None:
+    """`--mode scheduler`: the DAG under `airflow-mlops up` vs the script, same rounds; exit 1 on a problem."""
+    import _scheduler_mode as sched
+
+    variants = sched.run_rounds(work, args, spawn, child_env, DAG_ID)
+    problems = sched.check(variants)
+    summary = sched.summarize(variants)
+    rows = ", ".join(f"{name} {n:,} rows" for name, n in data["rows"].items())
+    from _feature_data import load_note, machine_note
+
+    print(f"\nMachine: {machine_note()}, {cpu_model()}; demo data {args.days} days ({rows}); {args.repeat} rounds "
+          f"per stack, script and scheduler run in each, order alternating.\n")
+    sched.report(summary)
+    out = next(iter(variants.values()))["rounds"][0]["script"]["outcome"]
+    print(f"\nCorrectness: every run promoted v{out['champion_version']} trained on snapshot sha256 "
+          f"{str(out['training_set_sha256'])[:12]}... with roc_auc {out['roc_auc']!r} and eval.roc_auc "
+          f"{out['eval_roc_auc']!r}, identical in every run.")
+    print(f"\nMachine load: {args.load_before} at start, {load_note()} at end.")
+    print("\nJSON: " + json.dumps({"finished": datetime.now().isoformat(timespec="seconds"), "mode": "scheduler",
+                                   "days": args.days, "repeat": args.repeat, "summary": summary,
+                                   "variants": variants, "problems": problems}, default=str))
+    if problems:
+        print("\nFAILED:\n- " + "\n- ".join(problems), file=sys.stderr)
+        sys.exit(1)
+
+
 def cpu_model() -> str:
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
@@ -638,7 +666,13 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=30, help="days of demo data (3,500 rides/day)")
     parser.add_argument("--repeat", type=int, default=2, help="rounds; each runs both methods once")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, DBs)")
-    parser.add_argument("--child", choices=("setup", *METHODS), help=argparse.SUPPRESS)
+    parser.add_argument("--mode", choices=("dag", "scheduler"), default="dag",
+                        help="dag: dag.test() vs the script; scheduler: `airflow-mlops up` (LocalExecutor) vs the "
+                             "script, each task broken down (benchmarks/_scheduler_mode.py)")
+    parser.add_argument("--preload", choices=("off", "on", "both"), default="both",
+                        help="--mode scheduler: the scheduler's library preload ([mlops] preload_libraries); "
+                             "both = one stack each, off first")
+    parser.add_argument("--child", choices=("setup", "outcome", *METHODS), help=argparse.SUPPRESS)
     parser.add_argument("--result-file", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--pristine", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -655,6 +689,9 @@ def main() -> None:
         data = setup(work, args)
         print(f"  setup (migrate, {args.days} days of demo data, mlops_features): "
               f"{time.perf_counter() - started:.0f} s, not timed", file=sys.stderr, flush=True)
+        if args.mode == "scheduler":
+            scheduler_mode(work, args, data)
+            return
         runs = run_rounds(work, args)
         problems = check(runs)
         summary = summarize(runs)

@@ -107,7 +107,8 @@ def standalone_env(port: int | None = None, environ: Mapping[str, str] | None = 
     this a non-default port runs no task). The log servers of the LocalExecutor and the triggerer get
     Airflow's ports when free, else free ones (a second `up` must not collide with the first).
     Parallelism (= the LocalExecutor worker processes forked at start) follows the usable CPUs
-    instead of Airflow's 32. Anything the user set (variable or airflow.cfg) wins.
+    instead of Airflow's 32. The scheduler preloads the heavy libraries (`[mlops] preload_libraries`).
+    Anything the user set (variable or airflow.cfg) wins.
     """
     source = os.environ if environ is None else environ
     port = port or int(source.get("AIRFLOW__API__PORT") or DEFAULT_API_PORT)
@@ -130,4 +131,8 @@ def standalone_env(port: int | None = None, environ: Mapping[str, str] | None = 
             env[f"AIRFLOW__LOGGING__{key.upper()}"] = str(chosen)
     if user_setting("core", "parallelism", source) is None:
         env["AIRFLOW__CORE__PARALLELISM"] = str(max(2, usable_cpus()))
+    if user_setting("mlops", "preload_libraries", source) is None:
+        # The scheduler imports the heavy libraries once; its forked workers and tasks inherit them
+        # (plugin/preload.py): a light task no longer pays seconds of imports.
+        env["AIRFLOW__MLOPS__PRELOAD_LIBRARIES"] = "True"
     return env

@@ -76,6 +76,17 @@ def test_parallelism_follows_the_usable_cpus_not_airflows_32(tmp_path: Path, mon
     assert runtime_env.standalone_env(18126, _base_env(tmp_path))["AIRFLOW__CORE__PARALLELISM"] == "2"
 
 
+def test_up_preloads_the_heavy_libraries_in_the_scheduler_unless_the_user_said_otherwise(tmp_path: Path) -> None:
+    # plugin/preload.py reads [mlops] preload_libraries; `up` turns it on, the user's choice wins
+    assert runtime_env.standalone_env(18128, _base_env(tmp_path))["AIRFLOW__MLOPS__PRELOAD_LIBRARIES"] == "True"
+    chosen = {**_base_env(tmp_path), "AIRFLOW__MLOPS__PRELOAD_LIBRARIES": "False"}
+    assert "AIRFLOW__MLOPS__PRELOAD_LIBRARIES" not in runtime_env.standalone_env(18128, chosen)
+    cfg = tmp_path / "airflow" / "airflow.cfg"
+    cfg.parent.mkdir()
+    cfg.write_text("[mlops]\npreload_libraries = False\n")
+    assert "AIRFLOW__MLOPS__PRELOAD_LIBRARIES" not in runtime_env.standalone_env(18128, _base_env(tmp_path))
+
+
 def test_log_server_ports_move_off_a_taken_default_and_never_collide(tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     with socket.socket() as busy:  # a second `up` while the first holds the default log ports

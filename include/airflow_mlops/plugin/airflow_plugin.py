@@ -5,7 +5,8 @@ macros and listeners — so this module imports nothing heavy: the FastAPI app (
 API modules, our routers: ~1 s) is built only when Airflow reads `fastapi_apps`, which only the
 api-server and `airflow plugins` do. The views below are plain data. Extra links are declared by
 the operators themselves (operators/links.py): Airflow 3 computes them in the task process, where
-plugin-registered links are not used.
+plugin-registered links are not used. The one listener (preload.py) imports nothing heavy unless
+`[mlops] preload_libraries` is on, and then only in the scheduler.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 from airflow.plugins_manager import AirflowPlugin
 
-from airflow_mlops.plugin import APP_NAME, PLUGIN_NAME, URL_PREFIX
+from airflow_mlops.plugin import APP_NAME, PLUGIN_NAME, URL_PREFIX, preload
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,8 @@ class MLOpsPlugin(AirflowPlugin):
 
     name = PLUGIN_NAME
     external_views = EXTERNAL_VIEWS
+    # `on_starting`: the opt-in library preload in the scheduler (plugin/preload.py); a no-op elsewhere.
+    listeners = [preload]
 
     @property
     def fastapi_apps(self) -> list[dict[str, Any]]:  # type: ignore[override]  # lazy on purpose
