@@ -118,13 +118,14 @@ sizes = {"drifted": 1500, "quiet": 400, "empty": 0, "few": 20}
 with PredictionLog(flush_rows=500) as log:
     for name, rows in sizes.items():
         frame = draw(rows, shifted=name == "drifted")
+        proba = fitted.predict_proba(frame[FEATURES])[:, 1] if rows else []  # what the champion answered
         if name == "drifted":
             frame = frame.drop(columns=["avg_rating"])  # the serving path stopped sending it
         start = ENDS[name] - timedelta(hours=6)
         for i, row in enumerate(frame.to_dict("records")):
             log.append({"request_id": f"{name}-{i}", "time": start + timedelta(seconds=10 * i), "model": MODEL,
                         "model_version": version, "route": "champion", "entity_key": {"driver_id": 1000 + i % 50},
-                        "features": row, "prediction": 0.5, "protocol": "predict"})
+                        "features": row, "prediction": float(proba[i]), "protocol": "predict"})
 
 monitoring = Monitoring.model_validate(MONITORING).model_dump(mode="json")
 
@@ -219,6 +220,9 @@ def test_no_drift_emits_no_event_but_is_recorded(runs: dict[str, Any]) -> None:
     quiet = runs["quiet"]
     assert (quiet["state"], quiet["task"], quiet["events"]) == ("success", "success", [])
     assert quiet["result"]["status"] == "ok" and quiet["result"]["share"] < 0.5
+    # the champion's predictions on the snapshot vs the logged ones: compared, and stable
+    prediction = quiet["result"]["prediction_drift"]
+    assert (prediction["column"], prediction["drifted"], prediction["method"]) == ("prediction", False, "psi")
     assert quiet["result"]["sampled_from"] == 400 and quiet["result"]["sampling"]["current_total"] == 400
     assert 0 < quiet["result"]["rows"] == quiet["result"]["sampling"]["current_rows"] <= 400
     assert Path(quiet["result"]["report"]["html"]).is_file() and quiet["link"] == quiet["result"]["report"]["url"]

@@ -61,33 +61,35 @@ def fit(task: str, rows: int = 400, seed: int = 5, columns: tuple[str, ...] = DE
 
 def register(model: Any, name: str, task: str, *, alias: str | None = "champion",
              tags: dict[str, str] | None = None, metrics: dict[str, float] | None = None) -> str:
-    """Log `model` as the training job does and register it as a new version of `name` (MLflow's current
-    tracking/registry URI); returns the version."""
+    """Log `model` as the training job does and register it as a new version of `name` in the MLflow stores of
+    MLOPS_HOME (core.mlflow_store, as the serving app and the operators find them); returns the version."""
     import mlflow
     import mlflow.sklearn
-    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
     from mlflow.models import infer_signature
+
+    from airflow_mlops.core.mlflow_store import MLflowStore
 
     sample = features(5, 99, tuple(model.feature_names_in_))
     out = model.predict(sample) if task == "regression" else model.predict_proba(sample)
-    mlflow.set_experiment(name)
-    with mlflow.start_run() as run:
-        info = mlflow.sklearn.log_model(model, name="model", serialization_format="cloudpickle",
-                                        signature=infer_signature(sample, out), input_example=sample,
-                                        pyfunc_predict_fn="predict" if task == "regression" else "predict_proba",
-                                        pip_requirements=["scikit-learn"])
-        mlflow.log_dict({"feature_columns": list(model.feature_names_in_)}, "training/summary.json")
-        if metrics:
-            mlflow.log_metrics(metrics)
-    client = MlflowClient()
-    try:
-        client.create_registered_model(name)
-    except mlflow.exceptions.MlflowException:
-        pass  # already registered: this is another version
-    version_tags = {TAG_TASK: task, **tags_of(model, task), **(tags or {})}
-    version = client.create_model_version(name, info.model_uri, run.info.run_id, tags=version_tags).version
-    if alias:
-        client.set_registered_model_alias(name, alias, version)
+    store = MLflowStore()
+    with store.activated() as client:  # create_model_version resolves the logged model through the global URI
+        with mlflow.start_run(experiment_id=store.experiment_id(name)) as run:
+            info = mlflow.sklearn.log_model(model, name="model", serialization_format="cloudpickle",
+                                            signature=infer_signature(sample, out), input_example=sample,
+                                            pyfunc_predict_fn="predict" if task == "regression" else "predict_proba",
+                                            pip_requirements=["scikit-learn"])
+            mlflow.log_dict({"feature_columns": list(model.feature_names_in_)}, "training/summary.json")
+            if metrics:
+                mlflow.log_metrics(metrics)
+        try:
+            client.create_registered_model(name)
+        except MlflowException:
+            pass  # already registered: this is another version
+        version_tags = {TAG_TASK: task, **tags_of(model, task), **(tags or {})}
+        version = client.create_model_version(name, info.model_uri, run.info.run_id, tags=version_tags).version
+        if alias:
+            client.set_registered_model_alias(name, alias, version)
     return str(version)
 
 
