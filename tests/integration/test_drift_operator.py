@@ -78,6 +78,9 @@ def test_no_drift_emits_no_event_but_is_recorded(runs: dict[str, Any]) -> None:
     quiet = runs["quiet"]
     assert (quiet["state"], quiet["task"], quiet["events"]) == ("success", "success", [])
     assert quiet["result"]["status"] == "ok" and quiet["result"]["share"] < 0.5
+    # the champion's predictions on the snapshot vs the logged ones: compared, and stable
+    prediction = quiet["result"]["prediction_drift"]
+    assert (prediction["column"], prediction["drifted"], prediction["method"]) == ("prediction", False, "psi")
     assert quiet["result"]["sampled_from"] == 400 and quiet["result"]["sampling"]["current_total"] == 400
     assert 0 < quiet["result"]["rows"] == quiet["result"]["sampling"]["current_rows"] <= 400
     assert Path(quiet["result"]["report"]["html"]).is_file() and quiet["link"] == quiet["result"]["report"]["url"]

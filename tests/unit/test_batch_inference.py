@@ -141,6 +141,46 @@ def test_chunked_predictions_equal_one_shot_predict(model: ScoringModel, tmp_pat
     assert lineage["window"] == {"start": entity[TS].min().isoformat(), "end": entity[TS].max().isoformat()}
 
 
+@pytest.mark.parametrize("task", ["multiclass", "regression"])
+def test_each_task_writes_its_own_output_columns_chunk_by_chunk(tmp_path: Path, task: str) -> None:
+    """multiclass: the class and one probability column per class; regression: the value (core.predictions)."""
+    from sklearn.linear_model import LogisticRegression, Ridge
+
+    frame = entity_rows(600, seed=1)
+    x = pd.DataFrame({**feature_values(frame, SERVED), "trip_distance_km": frame["trip_distance_km"]})
+    signal = x["conv_rate"] + x["trip_distance_km"] / 30
+    if task == "multiclass":
+        estimator, y = LogisticRegression(max_iter=500), pd.cut(signal, 3, labels=["lo", "mid", "hi"]).astype(str)
+    else:
+        estimator, y = Ridge(), 5.0 + 10.0 * signal
+    model = ScoringModel.from_estimator(estimator.fit(x, y), version="4", tags={"airflow_mlops.task": task})
+    assert model.output.task == task
+    entity = entity_rows(250)
+    lineage = run(ShuffledFeatureStore(), model, entity, tmp_path, 100)
+    out = pd.read_parquet(lineage["path"])
+    xs = pd.DataFrame({**feature_values(entity, SERVED), "trip_distance_km": entity["trip_distance_km"]})
+    expected = model.estimator.predict(xs[list(model.feature_columns)])
+    outputs = [PREDICTION_COLUMN, *(["proba_hi", "proba_lo", "proba_mid"] if task == "multiclass" else [])]
+    assert list(out.columns) == [*KEYS, TS, *REQUEST, *outputs, VERSION_COLUMN] == lineage["columns"]
+    assert (lineage["rows"], lineage["parts"], len(out)) == (250, 3, 250)
+    np.testing.assert_array_equal(out["driver_id"].to_numpy(), entity["driver_id"].to_numpy())
+    if task == "multiclass":
+        assert out[PREDICTION_COLUMN].tolist() == list(expected)
+        proba = model.estimator.predict_proba(xs[list(model.feature_columns)])
+        np.testing.assert_allclose(out[["proba_hi", "proba_lo", "proba_mid"]].to_numpy(), proba)
+    else:
+        np.testing.assert_allclose(out[PREDICTION_COLUMN].to_numpy(), expected)
+
+
+def test_a_model_whose_tags_name_another_task_is_refused_before_scoring() -> None:
+    from sklearn.linear_model import Ridge
+
+    x = pd.DataFrame({"a": [0.0, 1.0, 2.0]})
+    with pytest.raises(BatchInferenceError, match="has no predict_proba; a binary model answers class probabilities"):
+        ScoringModel.from_estimator(Ridge().fit(x, [1.0, 2.0, 3.0]), version="5", uri="models:/m/5",
+                                    tags={"airflow_mlops.task": "binary"})
+
+
 def test_manifest_lists_every_part_and_its_hash_is_the_lineage_sha(model: ScoringModel, tmp_path: Path) -> None:
     lineage = run(ShuffledFeatureStore(), model, entity_rows(2500), tmp_path, 1000)
     manifest_file = Path(lineage["manifest"])

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from airflow_mlops.core.predictions import TaskOutput
 from airflow_mlops.serving.loaded import LoadedModel
 from airflow_mlops.serving.mlflow_compat import Rules, fast_table, mlflow_answer, precheck
 from airflow_mlops.serving.protocols import RequestError
@@ -78,7 +79,8 @@ def test_entity_keys_carried_by_every_row_route_the_rows() -> None:
 
 def test_answers_in_the_shape_of_the_versions_predict_fn() -> None:
     assert mlflow_answer([0.25], MODEL) == [[0.75, 0.25]]
-    labels = LoadedModel("rides", "3", None, None, ("hour",), "now", predict_fn="predict", classes=("no", "yes"))
+    labels = LoadedModel("rides", "3", None, None, ("hour",), "now", predict_fn="predict",
+                         output=TaskOutput("binary", ("no", "yes")))
     assert mlflow_answer([0.25, 0.5, 0.75], labels) == ["no", "no", "yes"]  # argmax; a tie is class 0
 
 

@@ -165,7 +165,8 @@ def test_single_mode_routes_everything_to_the_primary(manager: ModelManager) -> 
         "model": "rides", "mode": "single", "fraction": 0.0, "follow_alias": "champion", "shadow_alias": None,
         "primary": None, "secondary": None, "last_error": None, "alias_version": "1", "following": True}
     assert manager.status()["primary"] == {"version": "1", "run_id": "run1", "loaded_at": manager.primary.loaded_at,
-                                           "compiled": True, "feature_ranges": False}
+                                           "compiled": True, "feature_ranges": False, "task": "binary",
+                                           "classes": [0, 1]}
 
 
 def test_canary_is_sticky_and_follows_the_fraction(manager: ModelManager) -> None:

@@ -3,7 +3,8 @@
 `predict_batch` takes a ready `FeatureStore` (built by FeastHook) and an already loaded model, so
 this module stays free of Airflow and MLflow. Per chunk of `chunk_rows` entity rows it joins the
 feature service's features as of each row's time (`core.point_in_time`, the join training sets and
-the skew check use), calls `predict_proba` and writes one parquet part.
+the skew check use), scores the rows with the model's task (`core.predictions.TaskOutput`) and writes one
+parquet part.
 Peak memory is set by the chunk, not by the number of rows (docs/benchmarks.md, "Batch inference").
 
 Output, one folder per Airflow run::
@@ -11,8 +12,10 @@ Output, one folder per Airflow run::
     <MLOPS_HOME>/predictions_batch/<model>/run=<airflow run id>/part-00000.parquet ...
                                                                /_manifest.json
 
-Each part holds the entity keys, the event timestamp, the request features, `prediction` (the
-positive-class probability) and `model_version`, rows in entity order. Parts are written into a
+Each part holds the entity keys, the event timestamp, the request features, the task's output columns and
+`model_version`, rows in entity order. Output columns: binary `prediction` (the positive-class
+probability); multiclass `prediction` (the most probable class) and `proba_<class>` per class, in the
+estimator's class order; regression `prediction` (the value). Parts are written into a
 hidden temp folder (`.run=<id>.<random>.tmp`, skipped by parquet readers and globs) and the folder
 is renamed into place at the end, replacing an earlier attempt of the same run whole: a retried or
 cleared run never duplicates rows. `_manifest.json` lists every part with its rows and sha256; its
@@ -37,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_mlops.core.offline import atomic_write_bytes, normalize_timestamps
 from airflow_mlops.core.point_in_time import FEAST_TIMESTAMP, PointInTimeJoin, RowsLost
+from airflow_mlops.core.predictions import TaskMismatch, TaskOutput
 from airflow_mlops.core.training_set import _feature_service
 from airflow_mlops.exceptions import BatchInferenceError
 
@@ -57,24 +61,32 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.:+=-]")
 
 @dataclass(frozen=True)
 class ScoringModel:
-    """A loaded classifier and what identifies it: registry version, MLflow run, input columns."""
+    """A loaded model and what identifies it: registry version, MLflow run, input columns, task (`output`)."""
 
-    estimator: Any  # anything with predict_proba, e.g. the sklearn Pipeline the training DAG logs
+    estimator: Any  # a fitted estimator of the task, e.g. the sklearn Pipeline the training DAG logs
     version: str
     feature_columns: tuple[str, ...]
     run_id: str | None = None
     uri: str = ""
+    output: TaskOutput = TaskOutput()
 
     @classmethod
-    def from_estimator(cls, estimator: Any, version: str, run_id: str | None = None, uri: str = "") -> ScoringModel:
-        """Input columns from sklearn's `feature_names_in_` (set when the model was fitted on a DataFrame)."""
+    def from_estimator(cls, estimator: Any, version: str, run_id: str | None = None, uri: str = "",
+                       tags: dict[str, str] | None = None) -> ScoringModel:
+        """Input columns from sklearn's `feature_names_in_` (set when the model was fitted on a DataFrame); the
+        task from the version's `tags` and the estimator (`TaskOutput.of`)."""
         columns = tuple(str(c) for c in getattr(estimator, "feature_names_in_", ()))
-        if not columns or not hasattr(estimator, "predict_proba"):
-            raise BatchInferenceError(
-                f"model {uri or type(estimator).__name__} v{version} cannot be batch-scored: it needs "
-                f"predict_proba and feature_names_in_ (fit it on a pandas DataFrame, as the training DAG does)"
-            )
-        return cls(estimator=estimator, version=str(version), feature_columns=columns, run_id=run_id, uri=uri)
+        where = f"model {uri or type(estimator).__name__} v{version} cannot be batch-scored"
+        if not columns:
+            raise BatchInferenceError(f"{where}: it has no feature_names_in_ (fit it on a pandas DataFrame, as the "
+                                      "training DAG does)")
+        try:
+            output = TaskOutput.of(estimator, tags)
+        except TaskMismatch as exc:
+            raise BatchInferenceError(f"{where}: {exc}. Register a model of its task (the training DAG tags it)") \
+                from None
+        return cls(estimator=estimator, version=str(version), feature_columns=columns, run_id=run_id, uri=uri,
+                   output=output)
 
 
 def predictions_root(home: Path, model_name: str) -> Path:
@@ -121,7 +133,7 @@ def predict_batch(
     tmp = _fresh_temp_dir(target)
     try:
         chunks = _scored_chunks(store, service, entity, model, keep, timestamp_column, int(chunk_rows))
-        dictionary = (*entity_keys, VERSION_COLUMN)
+        dictionary = (*entity_keys, VERSION_COLUMN, *([PREDICTION_COLUMN] if model.output.multiclass else []))
         parts = [_write_part(part, tmp, i, dictionary) for i, part in enumerate(chunks)]
         manifest = _manifest(model, model_name, feature_service, run_id, entity, parts, int(chunk_rows), keep)
         sha = _write_manifest(manifest, tmp)
@@ -163,7 +175,7 @@ def _scored_chunks(store: Any, service: Any, entity: pd.DataFrame, model: Scorin
 
 def _score_chunk(chunk: pd.DataFrame, features: pd.DataFrame, model: ScoringModel, keep: list[str],
                  timestamp_column: str) -> pd.DataFrame:
-    """Identity columns from the entity rows as given, `prediction` from the model's columns as float64."""
+    """Identity columns from the entity rows as given, the task's output columns from the model's columns."""
     columns = list(model.feature_columns)
     missing = [c for c in columns if c not in features.columns]
     if missing:
@@ -173,10 +185,10 @@ def _score_chunk(chunk: pd.DataFrame, features: pd.DataFrame, model: ScoringMode
         )
     import pandas as pd
 
-    proba = model.estimator.predict_proba(_model_input(features, columns))[:, 1]
+    scores = model.output.score(model.estimator, _model_input(features, columns))
     source = {timestamp_column: FEAST_TIMESTAMP}
     out = {name: chunk[source.get(name, name)].array for name in keep}  # .array: tz-aware times stay times
-    return pd.DataFrame({**out, PREDICTION_COLUMN: proba.astype("float64"), VERSION_COLUMN: model.version})
+    return pd.DataFrame({**out, **model.output.batch_columns(scores), VERSION_COLUMN: model.version})
 
 
 def _model_input(features: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
@@ -221,7 +233,7 @@ def _manifest(model: ScoringModel, model_name: str, feature_service: str, run_id
                    "end": stamps.max().isoformat() if len(entity) else ""},
         "rows": sum(p["rows"] for p in parts),
         "chunk_rows": chunk_rows,
-        "columns": [*keep, PREDICTION_COLUMN, VERSION_COLUMN],
+        "columns": [*keep, *model.output.output_columns(), VERSION_COLUMN],
         "feature_columns": list(model.feature_columns),
         "parts": parts,
     }

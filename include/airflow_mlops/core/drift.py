@@ -7,7 +7,14 @@ and renders the HTML; the decision is ours, per column, from the score:
   Evidently's own test uses p <= threshold; they differ only at exact equality.
 - `psi`, `wasserstein` (normed) and `jensenshannon` scores are distances: drifted when score >= threshold.
 
-The model drifted when share = drifted / checked columns >= `drift_share`. A column missing from
+Prediction drift: the model's output column (`core.predictions.TaskOutput.drift_column`: the positive-class
+probability for binary, the value for regression, the predicted class for multiclass, compared as a
+categorical column) is checked beside the inputs with the same rules, reference = the champion's
+predictions on its training snapshot. It is its own verdict (`DriftResult.prediction`), not one of
+the input columns of the share.
+
+The model drifted when share = drifted / checked input columns >= `drift_share`, or when its
+predictions drifted. A column missing from
 the current data (or without a single value there) counts as drifted, with the reason, instead of
 failing the check: a feature the serving path stopped sending is exactly what monitoring must see.
 
@@ -122,13 +129,15 @@ class Sampling:
 
 @dataclass(frozen=True)
 class DriftResult:
-    """Per-column verdicts, the share, the decision and the sampling. `snapshot` is Evidently's run."""
+    """Per-column verdicts, the share, the decision and the sampling. `snapshot` is Evidently's run;
+    `prediction`: the verdict on the model's output column (None when it was not checked)."""
 
     columns: tuple[ColumnDrift, ...]
     drift_share: float
     sampling: Sampling
     seconds: float
     snapshot: Any = field(default=None, repr=False, compare=False)
+    prediction: ColumnDrift | None = None
 
     @property
     def share(self) -> float:
@@ -136,7 +145,11 @@ class DriftResult:
 
     @property
     def detected(self) -> bool:
-        return bool(self.columns) and self.share >= self.drift_share
+        return (bool(self.columns) and self.share >= self.drift_share) or self.prediction_drifted
+
+    @property
+    def prediction_drifted(self) -> bool:
+        return self.prediction is not None and self.prediction.drifted
 
     @property
     def drifted_columns(self) -> dict[str, dict[str, Any]]:
@@ -152,14 +165,19 @@ class DriftResult:
     def summary(self) -> str:
         verdict = "drift detected" if self.detected else "no drift"
         drifted = ", ".join(self.drifted_columns) or "none"
+        output = ""
+        if self.prediction is not None:
+            p = self.prediction
+            output = f"; predictions ({p.column}) {'DRIFTED' if p.drifted else 'stable'}: {p.reason}"
         return (f"{verdict}: {sum(c.drifted for c in self.columns)} of {len(self.columns)} columns drifted "
-                f"(share {self.share:.3f}, drift_share {self.drift_share}); drifted: {drifted}; "
+                f"(share {self.share:.3f}, drift_share {self.drift_share}); drifted: {drifted}{output}; "
                 f"{self.sampling.statement()}")
 
     def to_dict(self) -> dict[str, Any]:
         return {"detected": self.detected, "share": self.share, "drift_share": self.drift_share,
                 "checked_columns": len(self.columns), "drifted_columns": self.drifted_columns,
                 "columns": [c.to_dict() for c in self.columns], "sampling": self.sampling.to_dict(),
+                "prediction_drift": self.prediction.to_dict() if self.prediction is not None else None,
                 "seconds": round(self.seconds, 3), "summary": self.summary()}
 
 
@@ -221,20 +239,25 @@ def _prepared(frame: pd.DataFrame, columns: Sequence[str], types: Mapping[str, s
 
 
 def check_drift(reference: pd.DataFrame, current: pd.DataFrame, columns: Sequence[str], drift: Drift, *,
-                seed: int = 0, sample_rows: int | None = -1, current_total: int | None = None) -> DriftResult:
+                seed: int = 0, sample_rows: int | None = -1, current_total: int | None = None,
+                prediction: str | None = None, reference_total: int | None = None) -> DriftResult:
     """Compare `columns` of current against reference with the spec's methods and thresholds.
 
+    :param prediction: the model's output column, in both frames: checked too, its own verdict (module doc).
     :param sample_rows: rows per side beyond which both are sampled; -1 (default) uses
         `drift.sample_rows`, None compares every row.
     :param current_total: rows the current window held before any upstream sampling (default len(current)).
+    :param reference_total: the same for the reference (default len(reference)).
     """
     started = time.perf_counter()
     limit = drift.sample_rows if sample_rows == -1 else sample_rows
-    sampling = Sampling(sample_rows=limit, seed=seed, reference_total=len(reference), reference_rows=0,
+    sampling = Sampling(sample_rows=limit, seed=seed, reference_rows=0,
+                        reference_total=reference_total if reference_total is not None else len(reference),
                         current_total=current_total if current_total is not None else len(current), current_rows=0)
     ref, cur = sample_frame(reference, limit, seed), sample_frame(current, limit, seed + 1)
     sampling = replace(sampling, reference_rows=len(ref), current_rows=len(cur))
-    reasons = {c: _unusable(c, ref, cur) for c in dict.fromkeys(columns)}
+    checked = [*dict.fromkeys(columns), *([prediction] if prediction and prediction not in columns else [])]
+    reasons = {c: _unusable(c, ref, cur) for c in checked}
     types = {c: _column_type(ref, cur, c) for c in reasons}
     methods = column_methods(drift, list(reasons), types)
     usable = [c for c, why in reasons.items() if not why]
@@ -249,8 +272,9 @@ def check_drift(reference: pd.DataFrame, current: pd.DataFrame, columns: Sequenc
         results.append(ColumnDrift(column=column, method=method, threshold=threshold, score=score, drifted=drifted,
                                    column_type=types[column], reason=why or _explain(method, score, threshold),
                                    evidently_status=statuses.get(column)))
-    return DriftResult(columns=tuple(results), drift_share=drift.drift_share, sampling=sampling,
-                       seconds=time.perf_counter() - started, snapshot=snapshot)
+    output = next((r for r in results if r.column == prediction), None)
+    return DriftResult(columns=tuple(r for r in results if r is not output), drift_share=drift.drift_share,
+                       sampling=sampling, seconds=time.perf_counter() - started, snapshot=snapshot, prediction=output)
 
 
 def _explain(method: str, score: float | None, threshold: float) -> str:
@@ -341,7 +365,7 @@ def _banner_context(result: DriftResult, payload: Mapping[str, Any]) -> dict[str
              if k in ("model", "model_version", "window", "reference", "dag_id", "run_id")]
     summary = result.summary()
     return {"heading": summary.split(":", 1)[0], "summary": summary, "sampling": result.sampling.statement(),
-            "facts": facts, "columns": result.columns}
+            "facts": facts, "columns": (*result.columns, *([result.prediction] if result.prediction else []))}
 
 
 def _html(result: DriftResult, payload: Mapping[str, Any]) -> str:

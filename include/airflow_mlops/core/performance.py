@@ -13,10 +13,15 @@ Two joins (`labels.join`):
   the same entity nearest in time within `labels.join_tolerance` (pandas merge_asof by entity).
   Unmatched labels are counted as `labels_without_prediction`.
 
-The metric is `core.training.compute_metrics` (the one evaluation uses) on the joined rows served by
-the champion version, compared with the champion's own evaluation value: degraded when it is worse by
-more than `tolerance` (below champion - tolerance; above champion + tolerance for loss metrics such as
-log_loss and brier). Fewer than `min_labels` joined rows give no verdict (status skipped, reason).
+The metric is the task's (`core.task_metrics`: binary through `core.training.compute_metrics`, the one
+evaluation uses) on the joined rows served by the champion version, compared with the champion's own
+evaluation value: degraded when it is worse by more than `tolerance` (below champion - tolerance; above
+champion + tolerance for metrics where lower is better: log_loss, brier, rmse, mae, mape;
+`core.tasks.LOWER_IS_BETTER`). Fewer than `min_labels` joined rows give no verdict (status skipped, reason).
+
+Labels per task: binary 0/1 (booleans too); multiclass any class value (compared with the predicted
+class as text); regression numbers. The joined rows carry the task's prediction columns: `prediction`,
+and for multiclass `predicted_class` and `proba_<class>` (`core.prediction_window`).
 """
 
 from __future__ import annotations
@@ -28,8 +33,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from airflow_mlops.core.evaluation import LOWER_IS_BETTER
 from airflow_mlops.core.offline import load_raw_batch, normalize_timestamps, raw_batches_in
+from airflow_mlops.core.predictions import PREDICTED_CLASS, PREDICTION, PROBA_PREFIX
+from airflow_mlops.core.tasks import LOWER_IS_BETTER
 from airflow_mlops.exceptions import MonitoringInputError
 
 if TYPE_CHECKING:
@@ -98,8 +104,9 @@ def required_columns(join: str, label_column: str, entity_keys: list[str], times
 
 
 def load_labels(directory: Path, *, label_column: str, join: str, entity_keys: list[str],
-                timestamp_column: str) -> LabelFiles:
-    """Read every complete label file in `directory` (oldest name first; a later file's label wins)."""
+                timestamp_column: str, task: str = "binary") -> LabelFiles:
+    """Read every complete label file in `directory` (oldest name first; a later file's label wins); labels
+    are checked to be of `task` (module doc)."""
     import pandas as pd
 
     needed = required_columns(join, label_column, entity_keys, timestamp_column)
@@ -111,7 +118,7 @@ def load_labels(directory: Path, *, label_column: str, join: str, entity_keys: l
             log.warning("label file %s skipped (%s: %s); it is read again next run", path, rule, reason)
             unreadable.append({"file": path.name, "rule": rule, "reason": reason})
             continue
-        parts.append(_label_rows(frame, path, needed, label_column, timestamp_column))
+        parts.append(_label_rows(frame, path, needed, label_column, timestamp_column, task))
         files.append(path.name)
     if not parts:
         empty = pd.DataFrame(columns=[*needed[:-1], LABEL])
@@ -126,8 +133,8 @@ def load_labels(directory: Path, *, label_column: str, join: str, entity_keys: l
 
 
 def _label_rows(frame: pd.DataFrame, path: Path, needed: list[str], label_column: str,
-                timestamp_column: str) -> pd.DataFrame:
-    """The needed columns of one file, the label checked to be 0/1 and the event time as UTC."""
+                timestamp_column: str, task: str = "binary") -> pd.DataFrame:
+    """The needed columns of one file, the label checked for the task and the event time as UTC."""
     import pandas as pd
 
     missing = [c for c in needed if c not in frame.columns]
@@ -139,16 +146,7 @@ def _label_rows(frame: pd.DataFrame, path: Path, needed: list[str], label_column
         )
     keep = list(dict.fromkeys([*needed, *([timestamp_column] if timestamp_column in frame.columns else [])]))
     rows = normalize_timestamps(frame[keep]).rename(columns={label_column: LABEL})
-    raw = rows[LABEL].astype("int64") if pd.api.types.is_bool_dtype(rows[LABEL]) else rows[LABEL]
-    labels = pd.to_numeric(raw, errors="coerce")
-    bad = rows.loc[labels.notna() & ~labels.isin([0, 1]) | labels.isna() & rows[LABEL].notna(), LABEL]
-    if len(bad):
-        raise MonitoringInputError(
-            f"label file {path}: column '{label_column}' must hold 0/1 labels; {len(bad)} row(s) hold other "
-            f"values, e.g. {bad.astype(str).unique()[:5].tolist()}. Fix: write 1 for the positive outcome and 0 "
-            f"for the negative one (empty = not known yet)."
-        )
-    rows[LABEL] = labels
+    rows[LABEL] = _task_labels(rows[LABEL], path, label_column, task)
     if timestamp_column in rows.columns:
         if not pd.api.types.is_datetime64_any_dtype(rows[timestamp_column]):
             raise MonitoringInputError(
@@ -157,6 +155,26 @@ def _label_rows(frame: pd.DataFrame, path: Path, needed: list[str], label_column
             )
         rows[LABEL_TIME] = rows[timestamp_column]
     return rows
+
+
+def _task_labels(values: pd.Series, path: Path, label_column: str, task: str) -> pd.Series:
+    """The labels as the task reads them (NaN/None = not known yet); MonitoringInputError naming the bad values."""
+    import pandas as pd
+
+    if task == "multiclass":
+        return values.where(values.notna(), None)  # any class value; compared as text (core.task_metrics)
+    raw = values.astype("int64") if pd.api.types.is_bool_dtype(values) else values
+    labels = pd.to_numeric(raw, errors="coerce")
+    allowed = labels.notna() if task == "regression" else labels.isin([0, 1])
+    bad = values.loc[labels.notna() & ~allowed | labels.isna() & values.notna()]
+    if len(bad):
+        rule, fix = (("numbers", "write the observed value as a number") if task == "regression" else
+                     ("0/1 labels", "write 1 for the positive outcome and 0 for the negative one"))
+        raise MonitoringInputError(
+            f"label file {path}: column '{label_column}' must hold {rule} ({task} model); {len(bad)} row(s) hold "
+            f"other values, e.g. {bad.astype(str).unique()[:5].tolist()}. Fix: {fix} (empty = not known yet)."
+        )
+    return labels
 
 
 # -------------------------------------------------------------------------------------------- join
@@ -188,7 +206,7 @@ def _join_request_id(predictions: pd.DataFrame, labels: pd.DataFrame) -> tuple[p
     known = ids.isin(set(predictions["request_id"].astype(str)))
     unknown = ids[~known]
     right = labels.loc[known, [LABEL]].assign(request_id=ids[known])
-    left = predictions[["request_id", "model_version", "prediction"]].assign(
+    left = predictions[["request_id", "model_version", *prediction_columns(predictions)]].assign(
         request_id=predictions["request_id"].astype(str))
     # a client reusing its X-Request-ID logs one id twice: the label cannot tell them apart, keep the newest
     unique = left.drop_duplicates(subset="request_id", keep="last")
@@ -209,11 +227,12 @@ def _join_entity_time(predictions: pd.DataFrame, labels: pd.DataFrame, entity_ke
             f"{[c for c in predictions.columns if c in entity_keys]}); {SPEC_FIELD}.join=entity_time needs them. "
             f"Fix: pass the spec's features.entity_keys, or join by request_id."
         )
+    outputs = prediction_columns(predictions)
     if labels.empty:  # merge_asof needs datetime keys on both sides; an empty label frame has none
-        return pd.DataFrame(columns=["request_id", "model_version", "prediction", LABEL]), \
+        return pd.DataFrame(columns=["request_id", "model_version", *outputs, LABEL]), \
             {"labels_without_prediction": 0}, ()
     left = labels[[*entity_keys, timestamp_column, LABEL]].copy()
-    right = predictions[[*entity_keys, "time", "request_id", "model_version", "prediction"]].copy()
+    right = predictions[[*entity_keys, "time", "request_id", "model_version", *outputs]].copy()
     for key in entity_keys:
         left[key], right[key] = _same_kind(left[key], right[key])
     right["time"] = normalize_timestamps(right[["time"]])["time"]
@@ -223,8 +242,14 @@ def _join_entity_time(predictions: pd.DataFrame, labels: pd.DataFrame, entity_ke
     # two labels may land on one prediction: keep the nearest in time, count the rest as unmatched
     matched = matched.assign(_gap=(matched[timestamp_column] - matched["time"]).abs()).sort_values("_gap")
     unique = matched.drop_duplicates(subset="request_id", keep="first")
-    joined = unique[["request_id", "model_version", "prediction", LABEL]].reset_index(drop=True)
+    joined = unique[["request_id", "model_version", *outputs, LABEL]].reset_index(drop=True)
     return joined, {"labels_without_prediction": len(left) - len(unique)}, ()
+
+
+def prediction_columns(predictions: pd.DataFrame) -> list[str]:
+    """`prediction`, and a multiclass model's `predicted_class` and `proba_<class>` columns when the log has them."""
+    extra = [c for c in predictions.columns if c == PREDICTED_CLASS or str(c).startswith(PROBA_PREFIX)]
+    return [PREDICTION, *extra]
 
 
 def _same_kind(left: pd.Series, right: pd.Series) -> tuple[pd.Series, pd.Series]:
@@ -247,15 +272,16 @@ def is_degraded(metric: str, value: float, threshold: float) -> bool:
 
 
 def judge(joined: Joined, *, metric: str, champion_version: str | None, champion_value: float | None,
-          tolerance: float, min_labels: int) -> PerformanceResult:
-    """Score the champion's joined rows and compare with its evaluation value."""
-    from airflow_mlops.core.training import compute_metrics
+          tolerance: float, min_labels: int, task: str = "binary") -> PerformanceResult:
+    """Score the champion's joined rows with `task`'s `metric` and compare with its evaluation value."""
+    from airflow_mlops.core.task_metrics import task_metric
 
     frame = joined.frame
     versions = {str(v): int(n) for v, n in frame["model_version"].astype(str).value_counts().items()}
     ours = frame[frame["model_version"].astype(str) == str(champion_version)] if champion_version else frame[:0]
     counts = {**joined.counts, "champion_rows": len(ours), "other_version_rows": len(frame) - len(ours)}
-    details: dict[str, Any] = {"versions": versions, "champion_version": champion_version,
+    details: dict[str, Any] = {"versions": versions, "champion_version": champion_version, "task": task,
+                               "higher_is_better": metric not in LOWER_IS_BETTER,
                                "unknown_request_id_sample": list(joined.unknown_sample)}
 
     def result(status: str, reason: str, value: float | None = None,
@@ -267,9 +293,13 @@ def judge(joined: Joined, *, metric: str, champion_version: str | None, champion
     reason = _no_verdict(champion_version, champion_value, len(ours), min_labels, metric)
     if reason or champion_value is None:
         return result("skipped", reason)
-    value = compute_metrics(ours[LABEL].to_numpy(), ours["prediction"].to_numpy(dtype=float), [metric])[metric]
+    if task == "multiclass" and PREDICTED_CLASS not in ours.columns:
+        return result("skipped", f"the prediction log holds no predicted_class for v{champion_version}: it was not "
+                                 "served as a multiclass model (core.predictions)")
+    value = task_metric(task, metric, ours[LABEL].tolist(), ours)
     if math.isnan(value):
-        return result("skipped", f"{metric} is undefined on {len(ours)} labelled rows: they hold one class only")
+        why = "they hold one class only" if task != "regression" else "too few rows for it"
+        return result("skipped", f"{metric} is undefined on {len(ours)} labelled rows: {why}")
     threshold = threshold_for(metric, champion_value, tolerance)
     worse = is_degraded(metric, value, threshold)
     loss = metric in LOWER_IS_BETTER

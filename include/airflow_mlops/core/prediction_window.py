@@ -6,7 +6,8 @@ Monitoring (drift, delayed-label performance, skew) reads it through `read_predi
 
 - rows with `start <= time < end` (UTC), only the model's own partitions (pruned by date);
 - the JSON columns flattened: every `entity_key` field and every `features` field becomes a column
-  (a feature the model did not use in a row is NaN);
+  (a feature the model did not use in a row is NaN); a multiclass model's `predicted_class` and
+  `probabilities` (in `extra`, `core.predictions`) become `predicted_class` and `proba_<class>` columns;
 - bounded memory: with `sample_rows`, at most about that many rows are kept, each file (or the SQL
   query) sampled uniformly before JSON parsing; `WindowFrame.sampled_from` says how many rows the
   window had, so reports can state the sampling.
@@ -40,6 +41,7 @@ class WindowFrame:
     sampled_from: int
     entity_columns: tuple[str, ...]
     feature_columns: tuple[str, ...]
+    output_columns: tuple[str, ...] = ()  # multiclass: predicted_class, proba_<class>...
 
     @property
     def sampled(self) -> bool:
@@ -126,7 +128,7 @@ def _read_parquet(root: Path, model: str, start: datetime, end: datetime, sample
         if table.num_rows:
             parts.append(table.to_pandas())
     frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=[*BASE_COLUMNS, "entity_key",
-                                                                                       "features"])
+                                                                                       "features", "extra"])
     return frame, total
 
 
@@ -151,10 +153,10 @@ def _read_postgres(url: str, model: str, start: datetime, end: datetime, sample_
         if sample_rows and total > sample_rows:
             cur.execute("SELECT setseed(%s)", [((seed % 1000) / 1000.0)])
             sample, args = " AND random() < %s", [*args, sample_rows / total]
-        cols = ", ".join(f'"{c}"' for c in (*BASE_COLUMNS, "entity_key", "features"))
+        cols = ", ".join(f'"{c}"' for c in (*BASE_COLUMNS, "entity_key", "features", "extra"))
         cur.execute(f"SELECT {cols} {where}{sample}", args)
         rows = cur.fetchall()
-    frame = pd.DataFrame(rows, columns=[*BASE_COLUMNS, "entity_key", "features"])
+    frame = pd.DataFrame(rows, columns=[*BASE_COLUMNS, "entity_key", "features", "extra"])
     frame["time"] = pd.to_datetime(frame["time"], utc=True)
     return frame, total
 
@@ -176,7 +178,22 @@ def _flatten(raw: pd.DataFrame, total: int) -> WindowFrame:
     features = features.drop(columns=[c for c in features.columns if c in entities.columns], errors="ignore")
     base = raw[[c for c in BASE_COLUMNS if c in raw.columns]]
     base = base.drop(columns=[c for c in base.columns if c in entities.columns or c in features.columns])
-    frame = pd.concat([base, entities, features.apply(pd.to_numeric, errors="coerce")], axis=1)
+    outputs = _outputs(raw, raw.index)
+    frame = pd.concat([base, entities, features.apply(pd.to_numeric, errors="coerce"), outputs], axis=1)
     frame = frame.sort_values("time", kind="stable").reset_index(drop=True)
     return WindowFrame(frame=frame, sampled_from=total, entity_columns=tuple(entities.columns),
-                       feature_columns=tuple(features.columns))
+                       feature_columns=tuple(features.columns), output_columns=tuple(outputs.columns))
+
+
+def _outputs(raw: pd.DataFrame, index: Any) -> pd.DataFrame:
+    """`predicted_class` and `proba_<class>` columns from the multiclass fields in `extra` (none for other tasks)."""
+    import pandas as pd
+
+    from airflow_mlops.core.predictions import PREDICTED_CLASS, PROBABILITIES, proba_column
+
+    extras = [_as_dict(v) for v in raw["extra"]] if "extra" in raw.columns else []
+    if not any(PREDICTED_CLASS in e for e in extras):
+        return pd.DataFrame(index=index)
+    rows = [{PREDICTED_CLASS: e.get(PREDICTED_CLASS),
+             **{proba_column(c): p for c, p in (e.get(PROBABILITIES) or {}).items()}} for e in extras]
+    return pd.DataFrame(rows, index=index)

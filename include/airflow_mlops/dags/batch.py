@@ -63,6 +63,12 @@ def batch_inference_dag(spec: ModelSpec) -> DAG:
     return dag
 
 
+# What the batch output holds per task (core/predictions.py): (in words, its columns)
+_OUTPUTS = {"binary": ("the positive-class probability", "`prediction`"),
+            "multiclass": ("the predicted class and each class' probability", "`prediction`, `proba_<class>`"),
+            "regression": ("the predicted value", "`prediction`")}
+
+
 def batch_dag_doc(spec: ModelSpec) -> str:
     feats, batch = spec.features, spec.batch
     dataset = batch.entity_dataset or feats.entity_df.dataset
@@ -72,10 +78,10 @@ Generated from `{spec.source_file}` (block `batch`) — edit the spec, not this 
 **batch_predict** — loads the `champion` version of `{spec.name}` from the MLflow registry once (or
 the version / alias given as param `version`), reads the newest {batch.lookback_days} day(s) of
 `{dataset}` from the offline store, joins feature service `{feats.feature_service}` as of each row's
-time (Feast, duckdb) in chunks of {batch.chunk_rows:,} rows, and writes the positive-class
-probability per row to `$MLOPS_HOME/predictions_batch/{spec.name}/run=<run id>/` (parquet parts with
-the entity keys, event time, request features, `prediction`, `model_version`, plus `_manifest.json`
-with every part's sha256). Clearing or retrying a run replaces its own folder: rows are never
+time (Feast, duckdb) in chunks of {batch.chunk_rows:,} rows, and writes {_OUTPUTS[spec.task][0]} per row
+to `$MLOPS_HOME/predictions_batch/{spec.name}/run=<run id>/` (parquet parts with the entity keys, event
+time, request features, {_OUTPUTS[spec.task][1]}, `model_version`, plus `_manifest.json` with every
+part's sha256). Clearing or retrying a run replaces its own folder: rows are never
 duplicated. Skipped, not failed, while the model has no champion yet.
 
 **Runs on**: a new champion (`mlops.model.{spec.name}.champion`); schedule `{batch.schedule or "none"}`;

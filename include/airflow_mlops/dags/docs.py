@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from airflow_mlops.core.spec import ModelSpec
+from airflow_mlops.core.tasks import higher_is_better
 
 
 def feature_dag_doc(views: list[str], specs: list[ModelSpec]) -> str:
@@ -79,6 +80,7 @@ def monitoring_dag_doc(spec: ModelSpec) -> str:
     mon = spec.monitoring
     runs_on = f"schedule `{mon.schedule}` or new label files" if mon.schedule else "new label files only"
     retrains = ", ".join(mon.retrain_on) or "nothing (retrain_on is empty)"
+    metric = mon.performance.metric or spec.evaluation.primary_metric
     return f"""### Monitoring: `{spec.name}`
 Generated from `{spec.source_file}` (section `monitoring`). Window: the last `{mon.window}` of the
 prediction log (at least {mon.min_rows} rows, else a check is skipped and says so).
@@ -87,10 +89,12 @@ The four checks run independently (one failing never hides the others); each app
 the monitoring history, shown as time series in the MLOps UI.
 
 - **check_drift** — Evidently `{mon.drift.method}` per column (threshold {mon.drift.threshold}) against the
-  champion's training snapshot; drifted when the share of drifted columns is >= {mon.drift.drift_share}.
-  Emits `mlops.drift.{spec.name}` (via alias `mlops.drift.{spec.name}.detected`) only then.
+  champion's training snapshot, and the {spec.task} model's predictions against the champion's on that
+  snapshot; drifted when the share of drifted columns is >= {mon.drift.drift_share} or the predictions
+  drifted. Emits `mlops.drift.{spec.name}` (via alias `mlops.drift.{spec.name}.detected`) only then.
 - **check_performance** — delayed labels joined to the predictions; emits `mlops.performance.{spec.name}`
-  when the metric drops more than {mon.performance.tolerance} below the champion's evaluation.
+  when `{metric}` is worse than the champion's evaluation by more than {mon.performance.tolerance}
+  ({"higher" if higher_is_better(metric) else "lower"} is better).
 - **check_skew** — online feature values logged at serving vs offline values (max mismatch share
   {mon.skew.max_mismatch_share}).
 - **check_freshness** — online-store staleness of {", ".join(f"`{v}`" for v in spec.features.feature_views)}.

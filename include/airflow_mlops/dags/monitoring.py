@@ -68,7 +68,7 @@ def monitoring_dag(spec: ModelSpec, default_args: dict[str, Any], start_date: An
                                         window_end=WINDOW_END, outlets=[drift_alias(spec.name)]),
             DelayedLabelPerformanceOperator(
                 task_id="check_performance", model_name=spec.name, monitoring=monitoring, label=feats.label,
-                entity_keys=list(feats.entity_keys), primary_metric=spec.evaluation.primary_metric,
+                entity_keys=list(feats.entity_keys), primary_metric=spec.evaluation.primary_metric, task=spec.task,
                 window_end=WINDOW_END, outlets=[performance_alias(spec.name)]),
             FeastSkewCheckOperator(
                 task_id="check_skew", model_name=spec.name, monitoring=monitoring,

@@ -153,13 +153,15 @@ class BatchPredictOperator(TaskBoundary, BaseOperator):
         hook = MLflowHook(self.mlflow_conn_id)
         hook.check_backend()
         with hook.activated() as client:
-            version, run_id = self._resolve(client)
+            version, run_id, tags = self._resolve(client)
             uri = f"models:/{self.model_name}/{version}"
             estimator = mlflow.sklearn.load_model(uri)
-        self.log.info("scoring with %s (MLflow run %s)", uri, run_id)
-        return ScoringModel.from_estimator(estimator, version=version, run_id=run_id, uri=uri)
+        model = ScoringModel.from_estimator(estimator, version=version, run_id=run_id, uri=uri, tags=tags)
+        self.log.info("scoring with %s (MLflow run %s, %s)", uri, run_id, model.output.task)
+        return model
 
-    def _resolve(self, client: Any) -> tuple[str, str | None]:
+    def _resolve(self, client: Any) -> tuple[str, str | None, dict[str, str]]:
+        """(version, its MLflow run id, its tags) of `self.version`."""
         from airflow.sdk.exceptions import AirflowSkipException
 
         from airflow_mlops.exceptions import BatchInferenceError, RegistryError
@@ -174,9 +176,10 @@ class BatchPredictOperator(TaskBoundary, BaseOperator):
                 f"run the {self.model_name}__train DAG (it promotes a champion), or pass a version number"
             )
         try:
-            return version, registry.version(version).run_id
+            found = registry.version(version)
         except RegistryError as exc:  # the registry names the versions that do exist
             raise BatchInferenceError(f"cannot batch-score: {exc}; pass an existing version or an alias") from None
+        return version, found.run_id, dict(found.tags or {})
 
     def _annotate_outlets(self, context: Context, lineage: Mapping[str, Any]) -> None:
         from airflow.sdk import Asset

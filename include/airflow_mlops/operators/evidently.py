@@ -1,14 +1,19 @@
-"""Evidently drift check of a model's inputs: the champion's training snapshot vs its prediction log.
+"""Evidently drift check of a model's inputs and predictions: the champion's training snapshot vs its prediction log.
 
 Thin by design: `execute()` resolves the champion and its snapshot (MLflow lineage), reads the
 window of the prediction log (`core.prediction_window`), lets `core.drift` decide and write the
 report, logs the report to the champion's MLflow run, appends the monitoring-history record and
 emits the asset event. pandas/mlflow/evidently are imported inside `execute()` only.
 
+- Prediction drift: the champion (loaded from the registry) scores the reference rows; its output
+  column (`core.predictions`: probability, class or value, by the version's task) is compared with the
+  logged predictions (`core.drift`). Drift is detected when the input share crosses `drift_share` or
+  the predictions drifted.
 - Asset event: give the task `outlets=[drift_alias(model)]`. Only when drift is detected it adds an
   event for `drift_asset(model)` (`mlops.drift.<model>`) through the alias, with the extra {share,
-  threshold, drifted_columns: {col: {method, score, threshold}}, report_uri, window: {start, end},
-  model_version, rows, sampled_from}. A quiet or skipped run emits nothing.
+  threshold, drifted_columns: {col: {method, score, threshold}}, prediction_drift: {column, method, score,
+  threshold, drifted, ...} or None, report_uri, window: {start, end}, model_version, rows, sampled_from}.
+  A quiet or skipped run emits nothing.
 - XCom (return value): that dict + {status: ok|detected|skipped, detected, report: {url, html, json,
   relpath, artifact_path}, reason (skipped)}.
 - Extra link "Drift report" (`DriftReportLink`) → `/mlops/reports/drift/<model>/<dag_id>/<run_id>/
@@ -40,6 +45,7 @@ if TYPE_CHECKING:
     from airflow_mlops.core.drift import DriftResult
     from airflow_mlops.core.monitoring_history import Status
     from airflow_mlops.core.prediction_window import WindowFrame
+    from airflow_mlops.core.predictions import TaskOutput
     from airflow_mlops.core.spec import Monitoring
     from airflow_mlops.openlineage.datasets import Lineage
 
@@ -156,7 +162,7 @@ class EvidentlyDriftCheckOperator(TaskBoundary, BaseOperator):
             columns = list(window.feature_columns)
             self.log.warning("training run %s logged no %s feature_columns; checking the logged features %s",
                              run_id, SUMMARY_ARTIFACT, columns)
-        result = self._compare(snapshot, window, columns, spec)
+        result = self._compare(snapshot, window, columns, spec, self._champion_model(client, version))
         return self._finish(context, base, client, run_id, result, window.sampled_from)
 
     # ------------------------------------------------------------------------------------ inputs
@@ -198,16 +204,46 @@ class EvidentlyDriftCheckOperator(TaskBoundary, BaseOperator):
                       window.sampled_from, self.model_name, len(window.frame))
         return window
 
-    def _compare(self, snapshot: Path, window: WindowFrame, columns: list[str], spec: Monitoring) -> DriftResult:
+    def _champion_model(self, client: MlflowClient, version: str) -> tuple[TaskOutput, Any] | None:
+        """The champion's estimator and task output (for prediction drift), or None when it cannot be loaded."""
+        import mlflow.sklearn
+        from mlflow.exceptions import MlflowException
+
+        from airflow_mlops.core.predictions import TaskMismatch, TaskOutput
+        from airflow_mlops.hooks.mlflow import MLflowHook
+
+        tags = dict(client.get_model_version(self.model_name, version).tags or {})
+        try:
+            with MLflowHook(mlflow_conn_id=self.mlflow_conn_id).activated():
+                estimator = mlflow.sklearn.load_model(f"models:/{self.model_name}/{version}")
+            return TaskOutput.of(estimator, tags), estimator
+        except (TaskMismatch, MlflowException, OSError, ValueError, AttributeError, ImportError) as exc:
+            self.log.warning("%s v%s cannot be loaded to score the reference (%s: %s): no prediction drift check",
+                             self.model_name, version, type(exc).__name__, exc)
+            return None
+
+    def _compare(self, snapshot: Path, window: WindowFrame, columns: list[str], spec: Monitoring,
+                 model: tuple[TaskOutput, Any] | None) -> DriftResult:
         import pyarrow.parquet as pq
 
-        from airflow_mlops.core.drift import check_drift
+        from airflow_mlops.core.drift import check_drift, sample_frame
 
         available = set(pq.ParquetFile(snapshot).schema_arrow.names)
+        inputs = list(getattr(model[1], "feature_names_in_", ())) if model else []
         # Only the model's columns: a wide snapshot (label, keys, other features) never enters memory.
-        reference = pq.read_table(snapshot, columns=[c for c in columns if c in available]).to_pandas()
-        result = check_drift(reference, window.frame, columns, spec.drift, seed=SAMPLE_SEED,
-                             current_total=window.sampled_from)
+        wanted = [c for c in dict.fromkeys([*columns, *inputs]) if c in available]
+        reference = pq.read_table(snapshot, columns=wanted).to_pandas()
+        total = len(reference)
+        current, prediction = window.frame, None
+        if model is not None and set(inputs) <= set(reference.columns):
+            # scored after sampling: the reference side of the drift check never holds more than sample_rows
+            reference = sample_frame(reference, spec.drift.sample_rows, SAMPLE_SEED)
+            reference, current, prediction = _with_predictions(model, reference, current, inputs)
+        elif model is not None:
+            self.log.warning("the training snapshot lacks the model's columns %s: no prediction drift check",
+                             sorted(set(inputs) - set(reference.columns)))
+        result = check_drift(reference, current, columns, spec.drift, seed=SAMPLE_SEED,
+                             current_total=window.sampled_from, prediction=prediction, reference_total=total)
         self.log.info("%s", result.summary())
         for column in result.columns:
             self.log.info("  %s: %s %s", column.column, "DRIFTED" if column.drifted else "ok", column.reason)
@@ -224,6 +260,7 @@ class EvidentlyDriftCheckOperator(TaskBoundary, BaseOperator):
         report: dict[str, Any] = save_report(result, paths().reports_dir / "drift", parts, context={**base, **ids})
         report["artifact_path"] = self._log_artifacts(client, run_id, report, base["window"]["end"])
         extra = {"share": result.share, "threshold": result.drift_share, "drifted_columns": result.drifted_columns,
+                 "prediction_drift": result.prediction.to_dict() if result.prediction is not None else None,
                  "report_uri": report["url"], "window": base["window"], "model_version": base["model_version"],
                  "rows": result.sampling.current_rows, "sampled_from": sampled_from}
         status: Status = "detected" if result.detected else "ok"
@@ -285,6 +322,21 @@ class EvidentlyDriftCheckOperator(TaskBoundary, BaseOperator):
             window_start=datetime.fromisoformat(base["window"]["start"]),
             window_end=datetime.fromisoformat(base["window"]["end"]),
             details=details, dag_id=ids["dag_id"], run_id=ids["run_id"]))
+
+
+def _with_predictions(model: tuple[TaskOutput, Any], reference: Any, current: Any,
+                      inputs: list[str]) -> tuple[Any, Any, str]:
+    """Reference rows with the champion's predictions, current rows with the logged ones, both in the task's
+    drift column (`TaskOutput.drift_column`: classes as text for multiclass)."""
+    from airflow_mlops.core.predictions import class_text
+
+    output, estimator = model
+    scores = output.score(estimator, reference[inputs].astype("float64"))
+    column = output.drift_column
+    reference = reference.assign(**{column: output.drift_values(scores)})
+    if output.multiclass and column in current.columns:
+        current = current.assign(**{column: [None if v is None else class_text(v) for v in current[column]]})
+    return reference, current, column
 
 
 def _run_ids(context: Context) -> dict[str, str]:

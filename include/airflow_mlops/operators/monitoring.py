@@ -105,9 +105,10 @@ class DelayedLabelPerformanceOperator(_MonitoringCheck):
 
     Reads every label file of the model (`monitoring.performance.labels`), joins it to the window's
     predictions (by request id, or entity keys + nearest time), scores the champion's labelled
-    predictions with `monitoring.performance.metric` (default: the primary metric) and compares with
-    the champion's evaluation value (MLflow run metric `eval.<metric>`, else the training run's
-    `<metric>`). Degraded (worse by more than `tolerance`): the task adds a `performance_asset(model)`
+    predictions with `monitoring.performance.metric` (default: the primary metric), a metric of the
+    model's `task` (`core.task_metrics`), and compares with the champion's evaluation value (MLflow run
+    metric `eval.<metric>`, else the training run's `<metric>`). Degraded (worse by more than `tolerance`,
+    in the metric's direction: rmse rising, f1_macro falling): the task adds a `performance_asset(model)`
     event through its `performance_alias(model)` outlet, with the extra {metric, value, threshold,
     champion_version, champion_value, rows, window}; otherwise nothing is emitted. Fewer than
     `min_labels` joined rows, no champion or an empty window: status skipped with the reason.
@@ -120,6 +121,7 @@ class DelayedLabelPerformanceOperator(_MonitoringCheck):
     :param label: the spec's `features.label`, used when `labels.label_column` is not set.
     :param entity_keys: the spec's `features.entity_keys` (for `labels.join: entity_time`).
     :param primary_metric: the spec's `evaluation.primary_metric`, used when `performance.metric` is not set.
+    :param task: the spec's `task` (binary | multiclass | regression): the labels' kind and the metrics allowed.
     :param window_end: end of the window, ISO string or datetime (templated); default: the run's
         data interval end, else now.
     :param mlflow_conn_id: MLflow connection (templated).
@@ -129,12 +131,18 @@ class DelayedLabelPerformanceOperator(_MonitoringCheck):
     kind = "performance"
 
     def __init__(self, *, model_name: str, monitoring: Mapping[str, Any] | None = None, label: str,
-                 entity_keys: list[str], primary_metric: str = "roc_auc", window_end: str | datetime | None = None,
-                 mlflow_conn_id: str = "mlflow_default", **kwargs: Any) -> None:
+                 entity_keys: list[str], primary_metric: str | None = None, task: str = "binary",
+                 window_end: str | datetime | None = None, mlflow_conn_id: str = "mlflow_default",
+                 **kwargs: Any) -> None:
         super().__init__(model_name=model_name, monitoring=monitoring, window_end=window_end, **kwargs)
+        from airflow_mlops.core.tasks import DEFAULT_PRIMARY, TASKS
+
+        if task not in TASKS:
+            raise SpecError([f"{self.task_id}: task={task!r}; allowed: {list(TASKS)}"])
         self.label_column = label  # BaseOperator.label is taken
         self.entity_keys = list(entity_keys)
-        self.primary_metric = primary_metric
+        self.task = task
+        self.primary_metric = primary_metric or DEFAULT_PRIMARY[task]
         self.mlflow_conn_id = mlflow_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -154,7 +162,7 @@ class DelayedLabelPerformanceOperator(_MonitoringCheck):
         from airflow_mlops.core.performance import judge
 
         result = judge(joined, metric=metric, champion_version=version, champion_value=champion_value,
-                       tolerance=cfg.performance.tolerance, min_labels=cfg.performance.min_labels)
+                       tolerance=cfg.performance.tolerance, min_labels=cfg.performance.min_labels, task=self.task)
         if result.status == "skipped" and not joined.counts["label_files"]:
             result = replace(result, reason=f"{result.reason}; no label files in {directory} yet")
         details = {**result.to_dict(), "champion_source": source, "tolerance": cfg.performance.tolerance}
@@ -168,12 +176,13 @@ class DelayedLabelPerformanceOperator(_MonitoringCheck):
         return out
 
     def _metric(self, cfg: Monitoring) -> str:
-        from airflow_mlops.core.spec import METRICS
+        from airflow_mlops.core.tasks import METRICS_BY_TASK
 
         metric = cfg.performance.metric or self.primary_metric
-        if metric not in METRICS:
+        allowed = METRICS_BY_TASK[self.task]
+        if metric not in allowed:
             raise SpecError([f"{self.model_name}: monitoring.performance.metric (or evaluation.primary_metric) is "
-                             f"{metric!r}; allowed: {list(METRICS)}"])
+                             f"{metric!r}, not a {self.task} metric; allowed: {list(allowed)}"])
         return metric
 
     def _join(self, cfg: Monitoring, frame: Any, window: tuple[datetime, datetime]) -> tuple[Any, Path]:
@@ -184,7 +193,7 @@ class DelayedLabelPerformanceOperator(_MonitoringCheck):
         spec = cfg.performance.labels
         directory = labels_dir_of(self.model_name, spec.path)
         labels = load_labels(directory, label_column=spec.label_column or self.label_column, join=spec.join,
-                             entity_keys=self.entity_keys, timestamp_column=spec.timestamp_column)
+                             entity_keys=self.entity_keys, timestamp_column=spec.timestamp_column, task=self.task)
         self.log.info("labels: %s row(s) from %s file(s) in %s (%s unreadable, %s without a label, %s duplicate)",
                       len(labels.frame), len(labels.files), directory, len(labels.unreadable), labels.missing_label,
                       labels.duplicates)

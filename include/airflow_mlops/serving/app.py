@@ -109,9 +109,15 @@ class Server:
         media_type(content_type, (JSON,))
         batch = parse_predict(load_json(body, status=400), self.schema, header_id=header_id)
         scored, status = self._score_entities(batch, "predict")
-        rows = [{"prediction": p, "model_version": v, "route": r, "request_id": rid, "entity": entity}
-                for p, v, r, rid, entity in zip(scored.predictions, scored.versions, scored.routes, batch.row_ids,
-                                                batch.entities, strict=True)]
+        output = scored.output
+        if output.multiclass:  # the class and its probabilities: TaskOutput.answer
+            rows = [{**output.answer(p), "model_version": v, "route": r, "request_id": rid, "entity": entity}
+                    for p, v, r, rid, entity in zip(scored.predictions, scored.versions, scored.routes, batch.row_ids,
+                                                    batch.entities, strict=True)]
+        else:  # one number per row (binary: P(positive), regression: the value), as before tasks existed
+            rows = [{"prediction": p, "model_version": v, "route": r, "request_id": rid, "entity": entity}
+                    for p, v, r, rid, entity in zip(scored.predictions, scored.versions, scored.routes,
+                                                    batch.row_ids, batch.entities, strict=True)]
         payload = {"model": self.spec.name, "request_id": batch.request_id, **status, "predictions": rows}
         return Reply(200, payload, {"X-Request-ID": batch.request_id}, scored.observed)
 
@@ -163,7 +169,9 @@ class Server:
         payload = kserve_wire.read_request(body, content_type, target.header_length)
         pinned = self.served_model(kserve_wire.check_route_fields(payload, target))
         wanted, positional = self._columns(pinned)
-        request = kserve.parse_infer(payload, wanted=wanted, positional=positional, schema=self.schema)
+        output = (pinned or self.manager.primary).output
+        request = kserve.parse_infer(payload, wanted=wanted, positional=positional, schema=self.schema,
+                                     outputs=kserve.output_names(output))
         status: dict[str, Any] = {"degraded": False}
         if request.batch is not None:
             scored, status = self._score_entities(request.batch, "v2", pinned)
@@ -174,9 +182,11 @@ class Server:
             scored = self._scorer().score_table(request.table, rid, "v2", pinned)
         version = ",".join(sorted(set(scored.versions)))
         reply = kserve.infer_response(self.spec.name, version, rid, scored.predictions, scored.versions,
-                                      status["degraded"], status.get("stale_features"))
+                                      status["degraded"], status.get("stale_features"), scored.output,
+                                      request.outputs)
         if request.binary_output:
-            raw, json_length = kserve_wire.binary_response(reply, {kserve.OUTPUT})
+            raw, json_length = kserve_wire.binary_response(reply, request.binary_names([o["name"] for o in
+                                                                                       reply["outputs"]]))
             return Reply(200, reply, {kserve_wire.HEADER: json_length}, scored.observed, body=raw,
                          media_type=kserve_wire.OCTET_STREAM)
         return Reply(200, reply, {}, scored.observed)
@@ -185,7 +195,8 @@ class Server:
         self._check_model_name(name)
         model = self.served_model(version) or self.manager.primary
         versions = [m.version for m in self.manager.served()]
-        return Reply(200, kserve.model_metadata(self.spec.name, versions, model.feature_columns, self.schema))
+        return Reply(200, kserve.model_metadata(self.spec.name, versions, model.feature_columns, self.schema,
+                                                model.output))
 
     def model_ready(self, name: str, version: str | None = None) -> Reply:
         """V2 model ready: 200 when loaded (the version, when given, is one this server serves), 503 before."""

@@ -5,7 +5,10 @@
   then route and log the rows), or one [N, F] tensor with the feature columns in the model's order;
 - or one per entity key and request-time feature: the online features come from Feast, as in /predict.
 
-The response has one output, `predict_proba` (FP64, shape [N]). Pure Python, like `protocols.py`;
+The response's outputs follow the model's task (`core.predictions`): binary `predict_proba` (FP64, [N]:
+P(positive class)); multiclass `predict` (the class: INT64 when the classes are integers, else BYTES,
+[N]) and `predict_proba` (FP64, [N, K], columns in `parameters.classes` order); regression `predict`
+(FP64, [N]: the value). A request may name the outputs it wants (`outputs`). Pure Python, like `protocols.py`;
 errors are `RequestError`s with status 400 (413 above the row limit). The envelope (content type,
 binary tensor data, `model_name`/`model_version` against the route) is `kserve_wire.py`'s; the body
 fields the protocol allows (`id`, `parameters`, `outputs`, tensor `parameters`) are accepted here, and
@@ -25,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from airflow_mlops.core.predictions import TaskOutput, class_datatype
 from airflow_mlops.serving.protocols import (
     EntityBatch,
     EntitySchema,
@@ -41,7 +45,8 @@ from airflow_mlops.serving.protocols import (
     unknown_message,
 )
 
-OUTPUT = "predict_proba"
+OUTPUT = "predict_proba"  # probabilities (binary: of the positive class; multiclass: one per class)
+PREDICT = "predict"  # the class (multiclass) or the value (regression)
 INT_TYPES = frozenset({"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"})
 FLOAT_TYPES = frozenset({"FP16", "FP32", "FP64"})
 DATATYPES = INT_TYPES | FLOAT_TYPES | {"BOOL", "BYTES"}
@@ -68,7 +73,16 @@ class V2Request:
     id: str | None
     table: FeatureTable | None = None
     batch: EntityBatch | None = None
-    binary_output: bool = False  # the client asked for the output as binary tensor data
+    outputs: tuple[str, ...] | None = None  # the outputs asked for by name (None: every output of the model)
+    binary: frozenset[str] = frozenset()  # outputs wanted as binary tensor data ("*": every output)
+
+    @property
+    def binary_output(self) -> bool:
+        """The client asked for (some) output as binary tensor data."""
+        return bool(self.binary)
+
+    def binary_names(self, names: Sequence[str]) -> set[str]:
+        return {name for name in names if "*" in self.binary or name in self.binary}
 
 
 @dataclass(frozen=True)
@@ -80,8 +94,11 @@ class _Tensor:
     field: str
 
 
-def parse_infer(payload: Any, *, wanted: Sequence[str], positional: Sequence[str], schema: EntitySchema) -> V2Request:
+def parse_infer(payload: Any, *, wanted: Sequence[str], positional: Sequence[str], schema: EntitySchema,
+                outputs: Sequence[str] = (OUTPUT,)) -> V2Request:
     """An inference request -> feature tensors (FeatureTable) or entity tensors (EntityBatch).
+
+    `outputs`: the output names of the model that will answer (`output_names`), which `outputs` may ask for.
 
     `model_name` / `model_version` are checked against the route before (`kserve_wire.check_route_fields`)."""
     if not isinstance(payload, dict) or set(payload) - REQUEST_KEYS:
@@ -90,15 +107,16 @@ def parse_infer(payload: Any, *, wanted: Sequence[str], positional: Sequence[str
                                         "(and optional id, parameters, outputs, model_name, model_version)")
     rid = request_id(payload["id"], "id", status=400) if payload.get("id") is not None else None
     parameters = _parameters(payload.get("parameters"), "parameters")
-    binary = _check_outputs(payload.get("outputs"), parameters.get("binary_data_output") is True)
+    asked, binary = _check_outputs(payload.get("outputs"), parameters.get("binary_data_output") is True, outputs)
     tensors = _tensors(payload.get("inputs"))
     only = next(iter(tensors.values()))
     if len(tensors) == 1 and len(only.shape) == 2 and only.shape[1] > 1 and only.name not in wanted:
-        return V2Request(rid, table=_matrix_table(only, positional, schema.max_rows), binary_output=binary)
+        return V2Request(rid, table=_matrix_table(only, positional, schema.max_rows), outputs=asked, binary=binary)
     if set(wanted) <= set(tensors):
-        return V2Request(rid, table=_column_table(tensors, wanted, schema), binary_output=binary)
+        return V2Request(rid, table=_column_table(tensors, wanted, schema), outputs=asked, binary=binary)
     if set(schema.keys) <= set(tensors):
-        return V2Request(rid, batch=_entity_batch(tensors, schema, rid or str(uuid.uuid4())), binary_output=binary)
+        batch = _entity_batch(tensors, schema, rid or str(uuid.uuid4()))
+        return V2Request(rid, batch=batch, outputs=asked, binary=binary)
     raise RequestError(400, "inputs", f"inputs: got tensors {sorted(tensors)}; send one tensor per feature column "
                                       f"{list(wanted)}, or one per entity key and request feature: {needs(schema)}")
 
@@ -118,27 +136,34 @@ def _parameters(value: Any, field: str) -> dict[str, Any]:
     return value
 
 
-def _check_outputs(outputs: Any, binary_default: bool) -> bool:
-    """The requested outputs (only `predict_proba` exists); True when it is wanted as binary data."""
+def _check_outputs(outputs: Any, binary_default: bool,
+                   names: Sequence[str]) -> tuple[tuple[str, ...] | None, frozenset[str]]:
+    """(the outputs asked for, None = all; those wanted as binary data, "*" = all) of the model's `names`."""
+    every = frozenset({"*"}) if binary_default else frozenset()
     if outputs is None or outputs == []:
-        return binary_default
+        return None, every
     if not isinstance(outputs, list):
         raise RequestError(400, "outputs", f"outputs: got {show(outputs)}; an array of requested outputs "
-                                           f'[{{"name": "{OUTPUT}"}}] (or leave outputs out)')
-    binary = binary_default
+                                           f'[{{"name": "{names[0]}"}}] (or leave outputs out)')
+    asked: list[str] = []
+    binary: set[str] = set()
     for i, output in enumerate(outputs):
         field = f"outputs[{i}]"
         if not isinstance(output, dict) or set(output) - {"name", "parameters"}:
             raise RequestError(400, field, f"{field}: got {show(output)}; a requested output is an object with "
                                            "name (and optional parameters)")
-        if output.get("name") != OUTPUT:
-            raise RequestError(400, f"{field}.name", f"{field}.name: got {show(output.get('name'))}; this model has "
-                                                     f"one output, {OUTPUT!r} (GET /v2/models/<name> lists it)")
-        if i:
-            raise RequestError(400, field, f"{field}: output {OUTPUT!r} is requested twice")
+        name = output.get("name")
+        if not isinstance(name, str) or name not in names:
+            has = f"one output, {names[0]!r}" if len(names) == 1 else f"the outputs {list(names)}"
+            raise RequestError(400, f"{field}.name", f"{field}.name: got {show(name)}; this model has "
+                                                     f"{has} (GET /v2/models/<name> lists them)")
+        if name in asked:
+            raise RequestError(400, field, f"{field}: output {name!r} is requested twice")
+        asked.append(name)
         parameters = _parameters(output.get("parameters"), f"{field}.parameters")
-        binary = parameters.get("binary_data", binary) is True
-    return binary
+        if parameters.get("binary_data", binary_default) is True:
+            binary.add(name)
+    return tuple(asked), frozenset(binary)
 
 
 def _tensors(inputs: Any) -> dict[str, _Tensor]:
@@ -317,22 +342,56 @@ def _entity_batch(tensors: dict[str, _Tensor], schema: EntitySchema, rid: str) -
     return entity_rows(table, schema, status=400, rid=rid, where=where)
 
 
-def infer_response(model: str, version: str, rid: str, predictions: Sequence[float], versions: Sequence[str],
-                   degraded: bool = False, stale_features: Sequence[str] | None = None) -> dict[str, Any]:
+def output_specs(output: TaskOutput) -> list[dict[str, Any]]:
+    """The model's V2 outputs (name, datatype, shape) for its task (module doc)."""
+    if output.task == "binary":
+        return [{"name": OUTPUT, "datatype": "FP64", "shape": [-1]}]
+    if output.task == "regression":
+        return [{"name": PREDICT, "datatype": "FP64", "shape": [-1]}]
+    return [{"name": PREDICT, "datatype": class_datatype(output.classes), "shape": [-1]},
+            {"name": OUTPUT, "datatype": "FP64", "shape": [-1, len(output.classes)]}]
+
+
+def output_names(output: TaskOutput) -> tuple[str, ...]:
+    return tuple(spec["name"] for spec in output_specs(output))
+
+
+def infer_response(model: str, version: str, rid: str, predictions: Sequence[Any], versions: Sequence[str],
+                   degraded: bool = False, stale_features: Sequence[str] | None = None,
+                   output: TaskOutput | None = None, asked: Sequence[str] | None = None) -> dict[str, Any]:
     """The inference response; `parameters`: the version that scored each row, whether online features were
     missing or stale (store down with serving.feature_fallback "request"; rows older than their view's TTL
-    under serving.stale_features request/serve_stale), and which views were stale."""
+    under serving.stale_features request/serve_stale), which views were stale and (classifiers beyond binary)
+    the classes in `predict_proba`'s column order. `predictions`: the task's scores per row (`TaskOutput.score`);
+    `asked`: the outputs the request named (None: all)."""
+    output = output or TaskOutput()
     stale = {"stale_features": list(stale_features)} if stale_features else {}
+    classes = {"classes": list(output.classes)} if output.multiclass else {}
+    tensors = [{"name": spec["name"], "shape": [len(predictions), *spec["shape"][1:]], "datatype": spec["datatype"],
+                "data": _data(spec["name"], predictions, output)}
+               for spec in output_specs(output) if asked is None or spec["name"] in asked]
     return {"model_name": model, "model_version": version, "id": rid,
-            "parameters": {"model_versions": list(versions), "degraded": degraded, **stale},
-            "outputs": [{"name": OUTPUT, "shape": [len(predictions)], "datatype": "FP64", "data": list(predictions)}]}
+            "parameters": {"model_versions": list(versions), "degraded": degraded, **stale, **classes},
+            "outputs": tensors}
 
 
-def model_metadata(model: str, versions: Sequence[str], columns: Sequence[str], schema: EntitySchema) -> dict[str, Any]:
-    """Model metadata: the feature-column inputs; the entity-key alternative under `parameters`."""
+def _data(name: str, predictions: Sequence[Any], output: TaskOutput) -> list[Any]:
+    if not output.multiclass:
+        return list(predictions)
+    if name == OUTPUT:
+        return [float(p) for row in predictions for p in row]  # row-major [N, K]
+    labels = [output.class_of(row) for row in predictions]
+    return labels if class_datatype(output.classes) == "INT64" else [str(c) for c in labels]
+
+
+def model_metadata(model: str, versions: Sequence[str], columns: Sequence[str], schema: EntitySchema,
+                   output: TaskOutput | None = None) -> dict[str, Any]:
+    """Model metadata: the feature-column inputs and the task's outputs; the entity-key alternative, the task
+    and (classifiers) the classes under `parameters`."""
+    output = output or TaskOutput()
     entity_inputs = [{"name": k, "datatype": KIND_NAMES[kind], "shape": [-1]} for k, kind in schema.keys.items()]
     entity_inputs += [{"name": f, "datatype": "FP64", "shape": [-1]} for f in schema.request_features]
     return {"name": model, "versions": list(versions), "platform": "sklearn",
             "inputs": [{"name": c, "datatype": "FP64", "shape": [-1]} for c in columns],
-            "outputs": [{"name": OUTPUT, "datatype": "FP64", "shape": [-1]}],
-            "parameters": {"entity_inputs": entity_inputs}}
+            "outputs": output_specs(output),
+            "parameters": {"entity_inputs": entity_inputs, **output.describe()}}

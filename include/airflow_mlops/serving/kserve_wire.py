@@ -154,12 +154,20 @@ def check_route_fields(payload: Any, target: V2Target) -> str | None:
 
 
 def binary_response(payload: dict[str, Any], binary_outputs: set[str]) -> tuple[bytes, str]:
-    """The response body with the named FP64 outputs as raw bytes after the JSON, and the header value."""
+    """The response body with the named outputs (FP64, INT64 or BYTES) as raw bytes after the JSON, and the header
+    value."""
     chunks = []
     for output in payload["outputs"]:
         if output["name"] in binary_outputs:
             data = output.pop("data")
-            chunks.append(struct.pack(f"<{len(data)}d", *data))
+            chunks.append(_encode(output["datatype"], data))
             output["parameters"] = {**output.get("parameters", {}), "binary_data_size": len(chunks[-1])}
     head = json.dumps(payload).encode()
     return head + b"".join(chunks), str(len(head))
+
+
+def _encode(datatype: str, data: list[Any]) -> bytes:
+    if datatype == "BYTES":
+        texts = [str(value).encode("utf-8") for value in data]
+        return b"".join(len(text).to_bytes(4, "little") + text for text in texts)
+    return struct.pack(f"<{len(data)}{STRUCT_CODES[datatype]}", *data)

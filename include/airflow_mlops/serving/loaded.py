@@ -1,7 +1,9 @@
 """One loaded model version of the serving app: load from the registry, check, compile, warm up.
 
 `LoadedModel.predict_matrix` is the hot path: a float64 matrix in the model's `feature_columns`
-order. When the model is a pipeline sklearn can be replayed exactly with numpy (`fastpath.compile`:
+order, answered with the scores of the model's task (`core.predictions.TaskOutput`: P(positive) for a
+binary classifier, a row of class probabilities for a multiclass one, the value for a regressor).
+When the model is a pipeline sklearn can be replayed exactly with numpy (`fastpath.compile`:
 imputer/scaler steps + a binary linear classifier), the matrix goes to that compiled function: no
 DataFrame, no per-call input validation (~1 ms of a ~1.2 ms single-row call). The compiled function
 is checked against the model's own `predict_proba` at load; any other model gets a DataFrame with
@@ -16,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from airflow_mlops.core.predictions import TaskMismatch, TaskOutput
 from airflow_mlops.exceptions import MLOpsError
 
 if TYPE_CHECKING:
@@ -27,7 +30,7 @@ if TYPE_CHECKING:
 
 
 class ModelLoadError(MLOpsError):
-    """A version cannot serve (missing, unloadable, no predict_proba, failed warm-up); names version and reason."""
+    """A version cannot serve (missing, unloadable, not of its task, failed warm-up); names version and reason."""
 
     def __init__(self, message: str, *, model: str | None = None, version: str | None = None,
                  reason: str | None = None) -> None:
@@ -38,7 +41,7 @@ class ModelLoadError(MLOpsError):
 
 
 class MissingFeatures(ValueError):
-    """A frame handed to `LoadedModel.predict_proba` lacks some of the model's feature columns."""
+    """A frame handed to `LoadedModel.scores` lacks some of the model's feature columns."""
 
     def __init__(self, model: str, version: str, missing: list[str]) -> None:
         self.columns = missing
@@ -54,7 +57,8 @@ def load_error(name: str, version: str, reason: str, fix: str) -> ModelLoadError
 @dataclass(frozen=True)
 class LoadedModel:
     """One loaded, warmed-up model version (`fast`: its compiled numpy predictor, if any; `ranges`: the
-    allowed feature intervals from its training-set profile, None when the version has no profile)."""
+    allowed feature intervals from its training-set profile, None when the version has no profile; `output`: its
+    task and classes, what its scores mean)."""
 
     name: str
     version: str
@@ -66,14 +70,18 @@ class LoadedModel:
     ranges: FeatureRanges | None = field(default=None, repr=False, compare=False)
     # What `mlflow models serve` would run for this version (/invocations parity, `mlflow_compat`): its pyfunc
     # model (None for a model handed in without its MLflow artifact), the pyfunc's predict_fn, the signature's
-    # input column types and the classifier's two class labels.
+    # input column types.
     pyfunc: Any = field(default=None, repr=False, compare=False)
     predict_fn: str = "predict_proba"
     input_types: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
-    classes: tuple[Any, Any] = (0, 1)
+    output: TaskOutput = TaskOutput()
 
-    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
-        """Positive-class probability per row; `frame` may hold extra columns (they are ignored).
+    @property
+    def classes(self) -> tuple[Any, ...]:
+        return self.output.classes
+
+    def scores(self, frame: pd.DataFrame) -> np.ndarray:
+        """The task's scores per row (binary: positive-class probability); `frame` may hold extra columns.
 
         A frame that already has exactly the feature columns, in order, as float64 (see `frame()`)
         goes to the model as is; anything else is selected and cast first (~0.5 ms more per call)."""
@@ -82,16 +90,17 @@ class LoadedModel:
             if missing := [column for column in columns if column not in frame.columns]:
                 raise MissingFeatures(self.name, self.version, missing)
             frame = frame[columns].astype("float64", copy=False)
-        positive: np.ndarray = self.model.predict_proba(frame)[:, 1]
-        return positive
+        return self.output.score(self.model, frame)
+
+    predict_proba = scores  # the name from when every served model was binary
 
     def predict_matrix(self, matrix: np.ndarray) -> np.ndarray:
-        """Positive-class probability per row of a float64 matrix in `feature_columns` order (NaN = missing)."""
+        """The task's scores per row of a float64 matrix in `feature_columns` order (NaN = missing)."""
         if self.fast is not None:
             return self.fast(matrix)
         import pandas as pd
 
-        return self.predict_proba(pd.DataFrame(matrix, columns=list(self.feature_columns), copy=False))
+        return self.scores(pd.DataFrame(matrix, columns=list(self.feature_columns), copy=False))
 
     def frame(self, records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
         """The model's input frame (feature columns, float64, None -> NaN) built from dict rows."""
@@ -110,7 +119,7 @@ class LoadedModel:
 
     def describe(self) -> dict[str, Any]:
         return {"version": self.version, "run_id": self.run_id, "loaded_at": self.loaded_at,
-                "compiled": self.fast is not None, "feature_ranges": self.ranges is not None}
+                "compiled": self.fast is not None, "feature_ranges": self.ranges is not None, **self.output.describe()}
 
 
 class Downloaded(NamedTuple):
@@ -121,12 +130,12 @@ class Downloaded(NamedTuple):
 
 
 def prepare(name: str, version: str, run_id: str | None, model: Any, loaded_at: str,
-            profile: Mapping[str, Any] | None = None) -> LoadedModel:
+            profile: Mapping[str, Any] | None = None, tags: Mapping[str, str] | None = None) -> LoadedModel:
     """Check the model can serve, compile it when possible, warm it up (ModelLoadError otherwise).
 
-    `model`: a fitted classifier, or `Downloaded` (then /invocations answers as `mlflow models serve`
+    `model`: a fitted estimator, or `Downloaded` (then /invocations answers as `mlflow models serve`
     does for it); `profile`: the training-set profile of its run (`input_checks.read_profile`), for
-    serving.validate_ranges."""
+    serving.validate_ranges; `tags`: the registered version's tags (its task and classes, `core.predictions`)."""
     from airflow_mlops.serving import fastpath
     from airflow_mlops.serving.input_checks import FeatureRanges
 
@@ -135,12 +144,14 @@ def prepare(name: str, version: str, run_id: str | None, model: Any, loaded_at: 
         model, pyfunc = model
     columns = feature_columns(name, version, model)
     ranges = FeatureRanges.from_profile(profile, columns) if profile else None
-    classes = tuple(getattr(model, "classes_", (0, 1)))
-    if len(classes) != 2:
-        raise load_error(name, version, f"the classifier has {len(classes)} classes {list(classes)}",
-                         "Serve a binary classifier")
-    loaded = LoadedModel(name, version, run_id, model, columns, loaded_at, fastpath.compile_checked(model, columns),
-                         ranges, pyfunc, *_pyfunc_facts(pyfunc), (classes[0], classes[1]))
+    try:
+        output = TaskOutput.of(model, tags)
+    except TaskMismatch as exc:
+        raise load_error(name, version, str(exc), "Register a model of its task (the training DAG tags it), or fix "
+                         "the version's tags") from None
+    fast = fastpath.compile_checked(model, columns) if output.task == "binary" else None
+    loaded = LoadedModel(name, version, run_id, model, columns, loaded_at, fast, ranges, pyfunc,
+                         *_pyfunc_facts(pyfunc), output)
     warm_up(loaded)
     return loaded
 
@@ -231,9 +242,9 @@ def first_line(exc: BaseException) -> str:
 
 
 def feature_columns(name: str, version: str, model: Any) -> tuple[str, ...]:
-    if not callable(getattr(model, "predict_proba", None)):
-        raise load_error(name, version, f"a {type(model).__name__} has no predict_proba",
-                         "Serve a classifier (a Pipeline ending in one) that predicts probabilities")
+    if not callable(getattr(model, "predict_proba", None)) and not callable(getattr(model, "predict", None)):
+        raise load_error(name, version, f"a {type(model).__name__} has neither predict_proba nor predict",
+                         "Serve a fitted estimator (a Pipeline ending in a classifier or a regressor)")
     columns = getattr(model, "feature_names_in_", None)
     if columns is None or len(columns) == 0:
         raise load_error(name, version, "the model has no feature_names_in_ (it was fitted without column names)",
@@ -246,11 +257,16 @@ def warm_up(loaded: LoadedModel) -> None:
     import numpy as np
 
     zero = np.zeros((1, len(loaded.feature_columns)), dtype=np.float64)
+    output = loaded.output
+    call = "predict" if output.task == "regression" else "predict_proba"
     try:
         out = np.asarray(loaded.predict_matrix(zero), dtype="float64")
     except Exception as exc:  # whatever breaks, it must not reach traffic
-        raise load_error(loaded.name, loaded.version, f"warm-up predict_proba on a zero row failed "
+        raise load_error(loaded.name, loaded.version, f"warm-up {call} on a zero row failed "
                          f"({first_line(exc)})", "Fix the model and register a new version") from exc
-    if out.shape != (1,) or not np.isfinite(out).all():
-        raise load_error(loaded.name, loaded.version, f"warm-up predict_proba gave {out!r}, not one finite "
-                         "probability", "Serve a binary classifier")
+    shape = (1, len(output.classes)) if output.multiclass else (1,)
+    if out.shape != shape or not np.isfinite(out).all():
+        wanted = {"binary": "one finite probability", "multiclass": f"{shape[-1]} finite class probabilities",
+                  "regression": "one finite value"}[output.task]
+        raise load_error(loaded.name, loaded.version, f"warm-up {call} gave {out!r}, not {wanted}",
+                         f"Serve a {output.task} model that answers {wanted} per row")

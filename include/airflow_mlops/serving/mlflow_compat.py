@@ -7,7 +7,10 @@ Two paths, one answer:
   columns: integers; `double`/`float`: numbers or null) and nothing else (no `params`, no other
   key). Those are bodies MLflow reads into exactly these numbers; they are scored by the serving
   scorer (canary routing, compiled numpy, prediction log) and answered in MLflow's shape for the
-  version's pyfunc `predict_fn`: `predict_proba` -> `[[p0, p1], ...]`, `predict` -> class labels.
+  version's pyfunc `predict_fn`: `predict_proba` -> one row of class probabilities per row (`[[p0, p1],
+  ...]` for a binary classifier, one column per class in `classes_` order otherwise), `predict` -> the
+  class labels (classifiers) or the values (regressors). A regressor logged with `predict_proba` has
+  nothing to answer with: MLflow's own path answers (its error).
 - **MLflow path**: every other body (CSV, `instances`/`inputs`, `params`, nulls in integer
   columns, strings, NaN/Infinity tokens, extra top-level keys, other content types) goes to MLflow's
   own `mlflow.pyfunc.scoring_server.invocations` with the primary version's pyfunc model, so what
@@ -166,8 +169,8 @@ def _check_csv(body: bytes, rules: Rules) -> None:
 def fast_table(payload: Any, content_type: str, model: LoadedModel, entity_keys: Sequence[str]) -> FeatureTable | None:
     """The body as a FeatureTable when it is on the fast path (see the module doc), else None."""
     params = [p.strip().lower() for p in content_type.split(";")]
-    fast_request = (params[0] == JSON and all(p == "charset=utf-8" for p in params[1:])
-                    and model.predict_fn in FAST_PREDICT_FNS and isinstance(payload, dict) and len(payload) == 1)
+    fast_request = (params[0] == JSON and all(p == "charset=utf-8" for p in params[1:]) and answerable(model)
+                    and isinstance(payload, dict) and len(payload) == 1)
     key, data = next(iter(payload.items())) if fast_request else ("", None)
     records = _records(key, data) if fast_request else None
     return _typed_columns(records, key, model, entity_keys) if records else None
@@ -228,12 +231,25 @@ def _typed(value: Any, kind: str) -> float | None:
     return None
 
 
-def mlflow_answer(predictions: Sequence[float], model: LoadedModel) -> list[Any]:
-    """Positive-class probabilities -> what the version's pyfunc predict_fn returns, as MLflow writes it."""
+def answerable(model: LoadedModel) -> bool:
+    """Can the fast path answer for `model` what its pyfunc predict_fn returns (`mlflow_answer`)?"""
+    if model.predict_fn not in FAST_PREDICT_FNS:
+        return False
+    return not (model.output.task == "regression" and model.predict_fn == "predict_proba")
+
+
+def mlflow_answer(predictions: Sequence[Any], model: LoadedModel) -> list[Any]:
+    """The task's scores (`LoadedModel.predict_matrix`) -> what the version's pyfunc predict_fn returns, as MLflow
+    writes it: probabilities per class, or sklearn's `predict` (the class: argmax, a tie is the first class; or the
+    value)."""
+    output = model.output
     if model.predict_fn == "predict_proba":
-        return [[1.0 - p, p] for p in predictions]
-    negative, positive = model.classes
-    return [positive if p > 0.5 else negative for p in predictions]  # argmax of [1-p, p]; a tie is class 0
+        if output.task == "binary":
+            return [[1.0 - p, p] for p in predictions]
+        return [[float(p) for p in row] for row in predictions]
+    if output.task == "regression":
+        return [float(v) for v in predictions]
+    return [output.class_of(p) for p in predictions]
 
 
 class _Recorder:

@@ -268,11 +268,20 @@ class ModelManager:
         if mode == "canary" and current is not None and current.primary is model and before is not None:
             # The poller followed the champion alias to this version moments before its deploy task asked
             # for a canary of it (promote moves the alias first): judge it against the version it replaced.
-            return Slots(before, model, mode, fraction)
-        if current is None:
+            primary = before
+        elif current is None:
             raise ModelLoadError(f"{self.name}: cannot start a {mode} of v{model.version} without a primary "
                                  "model; deploy one with mode 'full' first", model=self.name, version=model.version)
-        return Slots(current.primary, model, mode, fraction if mode == "canary" else 0.0)
+        else:
+            primary = current.primary
+        if not _comparable(primary, model):
+            # one answer would mix shapes (a class here, a value there; probability columns of other classes), and
+            # a shadow's scores would compare with nothing
+            raise ModelLoadError(f"{self.name}: cannot start a {mode} of v{model.version} ({_task_words(model)}) "
+                                 f"beside v{primary.version} ({_task_words(primary)}): both must be of one task "
+                                 "(and, multiclass, have the same classes); deploy it with mode 'full' instead",
+                                 model=self.name, version=model.version)
+        return Slots(primary, model, mode, fraction if mode == "canary" else 0.0)
 
     def _reuse(self, version: str) -> LoadedModel | None:
         slots = self._slots
@@ -322,12 +331,12 @@ class ModelManager:
             f"Promote a version (set the alias) or deploy an explicit version", model=self.name, reason=where)
 
     def _load(self, version: str) -> LoadedModel:
-        run_id = self._registered_version(version)
+        run_id, tags = self._registered_version(version)
         started = datetime.now(UTC)
         model = load_sklearn(self._get_client(), self.name, version)
         profile = read_profile(self._get_client(), run_id)
         loaded = prepare(self.name, version, run_id, model, datetime.now(UTC).isoformat(timespec="milliseconds"),
-                         profile)
+                         profile, tags)
         log.info("%s v%s loaded and warmed up in %.2f s (%d feature columns, %s, %s)", self.name, version,
                  (datetime.now(UTC) - started).total_seconds(), len(loaded.feature_columns),
                  "compiled to numpy" if loaded.fast is not None else "sklearn predict_proba",
@@ -335,10 +344,11 @@ class ModelManager:
                  else "no training-set feature profile")
         return loaded
 
-    def _registered_version(self, version: str) -> str | None:
-        """The version's run id; ModelLoadError naming the existing versions when it does not exist."""
+    def _registered_version(self, version: str) -> tuple[str | None, dict[str, str]]:
+        """The version's run id and tags; ModelLoadError naming the existing versions when it does not exist."""
         try:
-            return self._get_client().get_model_version(self.name, version).run_id or None
+            found = self._get_client().get_model_version(self.name, version)
+            return found.run_id or None, dict(getattr(found, "tags", None) or {})
         except Exception as exc:  # MlflowException, StoreUnavailable, connection errors
             if getattr(exc, "error_code", None) not in _NOT_FOUND:
                 raise load_error(self.name, version, f"the registry cannot be read ({first_line(exc)})",
@@ -346,3 +356,14 @@ class ModelManager:
                                  ) from exc
         raise load_error(self.name, version, f"no such registered version (existing versions: "
                           f"{self._existing_versions()})", "Deploy one of the existing versions") from None
+
+
+def _comparable(primary: LoadedModel, other: LoadedModel) -> bool:
+    """Can `other` serve as canary or shadow of `primary`: one task and, multiclass, the same classes in order."""
+    same_task = primary.output.task == other.output.task
+    return same_task and (not primary.output.multiclass or primary.output.classes == other.output.classes)
+
+
+def _task_words(model: LoadedModel) -> str:
+    output = model.output
+    return f"{output.task}, classes {list(output.classes)}" if output.multiclass else output.task

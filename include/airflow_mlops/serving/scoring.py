@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from airflow_mlops.core.predictions import TaskOutput
 from airflow_mlops.exceptions import MLOpsError
 from airflow_mlops.serving import input_checks
 from airflow_mlops.serving.protocols import EntityBatch, FeatureTable, RequestError, Where
@@ -64,12 +65,15 @@ def one_native_thread() -> None:
 
 @dataclass(frozen=True)
 class Scored:
-    """Predictions in request order, the version and route of each row, and the (version, route) pairs used."""
+    """Scores in request order (the task's: a float per row, or a row of class probabilities for multiclass), the
+    version and route of each row, the (version, route) pairs used, and what the scores mean (`output`: every
+    model of one deployment has the same task, `ModelManager` refuses a canary or shadow of another)."""
 
-    predictions: list[float]
+    predictions: list[Any]
     versions: list[str]
     routes: list[str]
     observed: list[tuple[str, str]]
+    output: TaskOutput = TaskOutput()
 
 
 class ModelFailed(MLOpsError):
@@ -223,16 +227,23 @@ class Scorer:
             groups, shadow = self._route(keys)
         else:  # no shadow either: the client asked for this version's answer only
             groups, shadow = [_Group(pinned, PINNED_ROUTE, list(range(len(keys))))], None
-        predictions = np.empty(len(keys), dtype=np.float64)
+        output = groups[0].model.output
+        # multiclass: one row of probabilities per request row (a canary's classes may be in another order)
+        predictions: Any = [None] * len(keys) if output.multiclass else np.empty(len(keys), dtype=np.float64)
         prepared = [(group, frame(group.model, columns, group.rows, given=given)) for group in groups]
         for group, inputs in prepared:  # every check before any model scores
             self._check(group, inputs, given, where, sent)
         for group, inputs in prepared:
             try:
-                predictions[group.rows] = group.model.predict_matrix(inputs)
+                scores = group.model.predict_matrix(inputs)
             except Exception as exc:  # whatever the model raises is the model's failure
                 _log_failure(group.model.version, exc)
                 raise ModelFailed(group.model, group.route, exc) from exc
+            if output.multiclass:
+                for j, i in enumerate(group.rows):
+                    predictions[i] = scores[j]
+            else:
+                predictions[group.rows] = scores
         versions, routes = [""] * len(keys), [""] * len(keys)
         for group in groups:
             for i in group.rows:
@@ -241,7 +252,7 @@ class Scorer:
         self.background.submit(lambda: self._log(protocol, when, row_ids, entities, columns, groups, predictions,
                                                  shadow, ages))
         observed = [(g.model.version, g.route) for g in groups]
-        return Scored(predictions.tolist(), versions, routes, observed)
+        return Scored(predictions if output.multiclass else predictions.tolist(), versions, routes, observed, output)
 
     def _check(self, group: _Group, inputs: np.ndarray, given: bool, where: Where | None,
                sent: frozenset[str] | None) -> None:
@@ -272,24 +283,28 @@ class Scorer:
         return list(groups.values()), shadow
 
     def _log(self, protocol: str, when: float, row_ids: list[str], entities: list[dict[str, Any]] | None,
-             columns: dict[str, np.ndarray], groups: list[_Group], predictions: np.ndarray,
+             columns: dict[str, np.ndarray], groups: list[_Group], predictions: Any,
              shadow: LoadedModel | None, ages: Mapping[str, Sequence[float | None]] | None = None) -> None:
-        """Runs on the background thread: score the shadow model, then append one record per row."""
+        """Runs on the background thread: score the shadow model, then append one record per row (the task's
+        fields: `TaskOutput.log_fields`, `shadow_fields`)."""
         shadow_scores = self._shadow_scores(shadow, columns, len(row_ids))
         sink = self.background.sink
         if sink is None:
             return
         stamp = datetime.fromtimestamp(when, UTC).isoformat()
+        no_shadow = {"shadow_prediction": None}
         for group in groups:
             names = group.model.feature_columns
+            output = group.model.output
             for i in group.rows:
                 sink.append({
                     "request_id": row_ids[i], "time": stamp, "model": self.model, "model_version": group.model.version,
                     "route": group.route, "entity_key": entities[i] if entities else None,
                     "features": {c: _json_float(columns[c][i]) for c in names if c in columns},
-                    "prediction": float(predictions[i]), "protocol": protocol,
+                    **output.log_fields(predictions[i]), "protocol": protocol,
                     "shadow_version": shadow.version if shadow is not None else None,
-                    "shadow_prediction": float(shadow_scores[i]) if shadow_scores is not None else None,
+                    **(shadow.output.shadow_fields(shadow_scores[i]) if shadow is not None and shadow_scores is not None
+                       else no_shadow),
                     **({"feature_age_seconds": {view: _rounded(a[i]) for view, a in ages.items()}} if ages else {}),
                 })
 

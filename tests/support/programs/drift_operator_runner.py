@@ -71,13 +71,14 @@ sizes = {"drifted": 1500, "quiet": 400, "empty": 0, "few": 20}
 with PredictionLog(flush_rows=500) as log:
     for name, rows in sizes.items():
         frame = draw(rows, shifted=name == "drifted")
+        proba = fitted.predict_proba(frame[FEATURES])[:, 1] if rows else []  # what the champion answered
         if name == "drifted":
             frame = frame.drop(columns=["avg_rating"])  # the serving path stopped sending it
         start = ENDS[name] - timedelta(hours=6)
         for i, row in enumerate(frame.to_dict("records")):
             log.append({"request_id": f"{name}-{i}", "time": start + timedelta(seconds=10 * i), "model": MODEL,
                         "model_version": version, "route": "champion", "entity_key": {"driver_id": 1000 + i % 50},
-                        "features": row, "prediction": 0.5, "protocol": "predict"})
+                        "features": row, "prediction": float(proba[i]), "protocol": "predict"})
 
 monitoring = Monitoring.model_validate(MONITORING).model_dump(mode="json")
 
