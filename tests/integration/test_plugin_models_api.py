@@ -176,6 +176,35 @@ def test_model_page_and_dag_tab(seeded_api: tuple[Api, Seeded]) -> None:
     assert "innerHTML" not in script.text and "http://" not in script.text.replace("http://www.w3.org/2000/svg", "")
 
 
+def test_experiment_readout_page_follows_the_experiment_record(seeded_api: tuple[Api, Seeded]) -> None:
+    """No experiment: an empty state (404); started by the start task: the readout with its arms and trail."""
+    from types import SimpleNamespace
+
+    from airflow_mlops.operators.experiments import StartExperimentOperator
+    from airflow_mlops.plugin.files import HTML_CSP
+
+    api, seeded = seeded_api
+    empty = api.get(f"/mlops/ui/models/{MODEL}/experiment", "viewer")
+    assert empty.status_code == 404 and "No online experiment for" in empty.text
+    assert get(seeded_api, f"/mlops/api/models/{MODEL}")["experiment"] is None
+    run = SimpleNamespace(dag_id=TRAIN_DAG, run_id="manual__experiment", run_type="manual", triggering_user_name="ann")
+    ti = SimpleNamespace(dag_id=TRAIN_DAG, task_id="start_experiment", try_number=1, run_id=run.run_id)
+    started = StartExperimentOperator(
+        task_id="start_experiment", model_name=MODEL, version=seeded.challenger, wait_for_serving=False,
+        experiment={"type": "ab", "traffic": 0.2, "metric": "accuracy"},
+        evaluation={"promote": True, "champion_version": seeded.champion, "summary": "passed"},
+    ).execute({"ti": ti, "dag_run": run, "run_id": run.run_id, "triggering_asset_events": {}})  # type: ignore[arg-type]
+    record = started["experiment"]
+    page = api.get(f"/mlops/ui/models/{MODEL}/experiment", "viewer")
+    assert page.status_code == 200 and page.headers["content-security-policy"] == HTML_CSP
+    assert record["id"] in page.text and "<script" not in page.text
+    assert f"v{seeded.champion}</td><td class=\"muted\">champion</td><td class=\"n\">80.0 %" in page.text
+    assert "experiment_start</b> v3" in page.text and "by ann" in page.text
+    summary = get(seeded_api, f"/mlops/api/models/{MODEL}")["experiment"]
+    assert (summary["id"], summary["status"], summary["arms"]) == (record["id"], "running", {"2": 0.8, "3": 0.2})
+    assert api.get(f"/mlops/ui/models/{MODEL}/experiment").status_code == 401
+
+
 # -- operator extra links, computed by Airflow's real task runner -------------------------------------------
 LINKS_DAG = dag_file("links_probe")
 

@@ -58,6 +58,7 @@ class FakeRegistry:
     def __init__(self, versions: dict[str, Any], champion: str | None) -> None:
         self.versions = versions
         self.aliases = {"champion": champion} if champion else {}
+        self.tags: dict[str, str] = {}  # registered-model tags (the experiment record)
 
     def get_model_version(self, name: str, version: str) -> Any:
         if version not in self.versions:
@@ -77,6 +78,9 @@ class FakeRegistry:
 
     def search_model_versions(self, query: str) -> list[Any]:
         return [SimpleNamespace(version=v) for v in self.versions]
+
+    def get_registered_model(self, name: str) -> Any:
+        return SimpleNamespace(tags=dict(self.tags))
 
 
 @pytest.fixture
@@ -163,7 +167,8 @@ def test_single_mode_routes_everything_to_the_primary(manager: ModelManager) -> 
     assert (manager.mode, manager.fraction, manager.secondary) == ("single", 0.0, None)
     assert manager.status() | {"primary": None} == {
         "model": "rides", "mode": "single", "fraction": 0.0, "follow_alias": "champion", "shadow_alias": None,
-        "primary": None, "secondary": None, "last_error": None, "alias_version": "1", "following": True}
+        "primary": None, "secondary": None, "last_error": None, "alias_version": "1", "following": True,
+        "experiment": None}
     assert manager.status()["primary"] == {"version": "1", "run_id": "run1", "loaded_at": manager.primary.loaded_at,
                                            "compiled": True, "feature_ranges": False, "task": "binary",
                                            "classes": [0, 1]}

@@ -76,3 +76,19 @@ def drift_alias_name(model: str) -> str:
 
 def performance_alias_name(model: str) -> str:
     return f"mlops.performance.{model}.degraded"
+
+
+def experiment_name(model: str) -> str:
+    return f"mlops.experiment.{model}"
+
+
+def experiment_uri(model: str) -> str:
+    return f"mlops://experiment/{model}"
+
+
+def experiment_alias_name(model: str) -> str:
+    return f"mlops.experiment.{model}.decided"
+
+
+def champion_experiment_alias_name(model: str) -> str:
+    return f"mlops.model.{model}.champion.experiment"

@@ -18,7 +18,9 @@ from datetime import UTC, datetime
 from airflow_mlops.core.lineage import TAG_PREFIX
 
 AUDIT_TAG_PREFIX = f"{TAG_PREFIX}audit."
-ACTIONS = ("promote", "rollback", "approve", "reject", "not_promoted")
+# experiment_start / experiment_stop: an online experiment began or ended without moving `champion`
+# (core/experiments.py); one that promotes writes a "promote".
+ACTIONS = ("promote", "rollback", "approve", "reject", "not_promoted", "experiment_start", "experiment_stop")
 ALIAS_MOVES = ("promote", "rollback")
 
 # Model-version tags written with each decision (the version's own view of the trail).

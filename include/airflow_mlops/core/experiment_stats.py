@@ -15,7 +15,8 @@ looks a 5 % z-test rejects ~25 % of A/A runs). Two valid ways are used here, cho
   bootstrap interval of the difference at each look, at the level that an **alpha-spending function** allots
   to the look (Lan-DeMets, O'Brien-Fleming type, on calendar time: alpha(t) = 2 - 2 Phi(z_{1-alpha/2} / sqrt t),
   t = elapsed / max_duration). Each look spends alpha(t_k) - alpha(t_{k-1}); by the union bound the chance of
-  any false decision over all looks is at most alpha(1) = alpha.
+  any false decision over all looks is at most alpha(1) = alpha. The interval is the estimate +- z times the
+  bootstrap standard error (a normal interval: early looks' levels are far beyond what resample quantiles show).
 
 Differences are signed so that positive means the new version is better (for a lower-is-better metric the
 arms' values are swapped). numpy is imported inside functions.
@@ -115,10 +116,20 @@ def spending_bootstrap_difference(
     diffs = np.array([sign * (metric(_take(new, a)) - metric(_take(champion, b)))
                       for a, b in zip(new_rows, champion_rows, strict=True)])
     diffs = diffs[np.isfinite(diffs)]
-    if len(diffs) == 0:
-        raise ValueError("the metric is undefined on every bootstrap resample (e.g. one class only in an arm)")
-    low, high = np.quantile(diffs, [level / 2.0, 1.0 - level / 2.0])
-    return Interval(float(estimate), float(low), float(high), "alpha_spending_bootstrap", None, spent_now)
+    if len(diffs) < 2:
+        raise ValueError("the metric is undefined on almost every bootstrap resample (e.g. one class only in an arm)")
+    # estimate +- z * bootstrap standard error, not the resamples' quantiles: an early look's level (1e-5 and less)
+    # lies far beyond the last of `samples` resamples, where a percentile interval would stop at the extreme
+    # resample and be far too narrow (seeded simulation: 8 % false decisions at alpha 5 % over 20 looks).
+    half = _normal_quantile(1.0 - level / 2.0) * float(np.std(diffs, ddof=1))
+    return Interval(float(estimate), float(estimate - half), float(estimate + half), "alpha_spending_bootstrap", None,
+                    spent_now)
+
+
+def _normal_quantile(probability: float) -> float:
+    from statistics import NormalDist
+
+    return NormalDist().inv_cdf(min(probability, 1.0 - 1e-16))
 
 
 def _take(rows: Any, index: Any) -> Any:

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
 
+    from airflow_mlops.core.experiments import ExperimentRecord
+
 log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
@@ -91,6 +93,12 @@ class ModelRegistry:
 
     def history(self) -> list[audit.AuditEvent]:
         return audit.history(self.tags())
+
+    def experiment(self) -> ExperimentRecord | None:
+        """The online-experiment record (core/experiments.py); None when there is none."""
+        from airflow_mlops.core.experiments import read_record
+
+        return read_record(self.tags())
 
     def input_example(self, version: str, rows: int = 5) -> list[dict[str, Any]] | None:
         """Up to `rows` rows of the input example logged with the version (NaN as None); None when it has none."""
@@ -233,6 +241,16 @@ class ModelRegistry:
         log.info("%s: champion v%s -> v%s (%s by %s)", self.name, event.previous, event.version,
                  event.action, event.actor)
         return stored
+
+    def write_experiment(self, record: ExperimentRecord) -> None:
+        """Replace the experiment record; only under the lease (every serving worker routes by it)."""
+        from airflow_mlops.core.experiments import TAG
+
+        if self._held is None:
+            raise PromotionConflict(f"{self.name}: the experiment record is written only under the registry lease "
+                                    "(ModelRegistry.lease), like alias moves; nothing was written")
+        self._check_held()
+        self.client.set_registered_model_tag(self.name, TAG, record.to_json())
 
     def tag_move(self, stored: audit.AuditEvent) -> None:
         """Write the version tags of a recorded move that the versions do not carry yet.

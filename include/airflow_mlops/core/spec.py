@@ -258,12 +258,58 @@ class Canary(_Strict):
     min_requests: int = Field(default=50, ge=1, description="fewer canary requests = no verdict yet")
 
 
+class Experiment(_Strict):
+    """An online experiment decides the promotion instead of moving `champion` at once (README "Experiments").
+
+    `ab`: `traffic` of the entity keys (sticky) go to the new version, the rest to the champion; a scheduled
+    readout joins delayed labels per arm and promotes, rolls back or extends with an always-valid interval
+    of the difference in `metric` (core/experiment_stats.py). `bandit`: routing shares over the champion,
+    the new version and earlier versions (`arms`) follow the labelled outcomes (`policy`), never below
+    `min_share`; at `max_duration` the arm most likely best (probability >= 1 - alpha) becomes champion.
+    """
+
+    type: Literal["ab", "bandit"] = "ab"
+    traffic: float = Field(default=0.5, gt=0.0, lt=1.0, description="ab: share of entity keys for the new version")
+    metric: Literal[ALL_METRICS] | None = Field(  # type: ignore[valid-type]
+        default=None, description="default: evaluation.primary_metric (bandit: a per-row metric, core/experiments.py)")
+    min_labels: int = Field(default=200, ge=2, description="labelled predictions per arm before any decision")
+    max_duration: str = Field(default="7d", pattern=DURATION, description="undecided by then: the champion stays")
+    alpha: float = Field(default=0.05, gt=0.0, lt=0.5, description="error rate over all looks together")
+    rule: Literal["improvement", "non_regression"] = "improvement"
+    max_regression: float = Field(default=0.0, ge=0.0, description="non_regression: tolerated loss in metric units")
+    policy: Literal["thompson", "ucb"] = "thompson"
+    min_share: float = Field(default=0.05, ge=0.0, lt=0.5, description="bandit: traffic floor of every arm")
+    arms: int | tuple[int, ...] = Field(
+        default=2, description="bandit: N (champion, new version and the N-2 latest other eligible versions) or a "
+                               "list of versions added to the champion and the new version")
+    update_schedule: str = Field(default="@hourly", description="cron or preset of the <model>__experiment readout")
+
+    @field_validator("arms")
+    @classmethod
+    def _arms(cls, value: int | tuple[int, ...]) -> int | tuple[int, ...]:
+        if isinstance(value, int) and not 2 <= value <= 10:
+            raise ValueError("a bandit has 2 to 10 arms")
+        if isinstance(value, tuple) and (not value or len(set(value)) != len(value) or min(value) < 1):
+            raise ValueError("list distinct registered version numbers (1, 2, ...)")
+        return value
+
+    @model_validator(mode="after")
+    def _fields_of_the_type(self) -> Experiment:
+        other = {"ab": {"policy", "min_share", "arms"}, "bandit": {"traffic", "rule", "max_regression"}}[self.type]
+        wrong = sorted(other & self.model_fields_set)
+        if wrong:
+            raise ValueError(f"{wrong} do not apply to type {self.type!r}; remove them or set type: "
+                             f"{'bandit' if self.type == 'ab' else 'ab'}")
+        return self
+
+
 class Promotion(_Strict):
     approval: Literal["auto", "manual"] = "auto"
     approval_timeout: str = Field(
         default="7d", pattern=DURATION, description="a manual approval not answered by then fails"
     )
     canary: Canary | None = None
+    experiment: Experiment | None = Field(default=None, description="an A/B test or bandit decides the promotion")
     shadow: bool = Field(default=False, description="serving also scores the challenger, off the request path")
 
 
@@ -467,6 +513,19 @@ class ModelSpec(_Strict):
                              "or set serving.target: local")
         return self
 
+    @model_validator(mode="after")
+    def _experiment_fits(self) -> ModelSpec:
+        experiment = self.promotion.experiment
+        if experiment is None:
+            return self
+        from airflow_mlops.core.experiments import experiment_problems
+
+        problems = experiment_problems(experiment, self.task, self.evaluation.primary_metric,
+                                       canary=self.promotion.canary is not None, target=self.serving.target)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
     def search_config(self) -> dict[str, Any] | None:
         """training.search with its defaults resolved (cv from the split, metric from the evaluation), as JSON."""
         search = self.training.search
@@ -489,7 +548,8 @@ def spec_sha256(spec: ModelSpec) -> str:
     block style do not change what the spec means, so they do not change the hash; a changed default does
     (that comes with a new code commit anyway). `source_file` (where the spec lives) is not content, and
     neither is `training.queue` (which workers run the tasks): moving training to another queue is not a new model.
-    An absent `training.search` is left out, so specs written before it existed keep their hash.
+    An absent `training.search` (and `evaluation.fairness`, `promotion.experiment`) is left out, so specs written
+    before it existed keep their hash.
     """
     import hashlib
 
@@ -502,6 +562,8 @@ def spec_sha256(spec: ModelSpec) -> str:
         content["training"].pop("search", None)
     if content["evaluation"].get("fairness") is None:  # likewise for fairness
         content["evaluation"].pop("fairness", None)
+    if content["promotion"].get("experiment") is None:  # likewise for online experiments
+        content["promotion"].pop("experiment", None)
     return hashlib.sha256(canonical_json(content).encode("utf-8")).hexdigest()
 
 

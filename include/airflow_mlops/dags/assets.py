@@ -19,9 +19,12 @@ from airflow_mlops.core.asset_names import (
 )
 from airflow_mlops.operators.assets import (
     champion_asset,
+    champion_experiment_alias,
     champion_restored_alias,
     drift_alias,
     drift_asset,
+    experiment_alias,
+    experiment_asset,
     feature_view_of,
     features_alias,
     features_asset,
@@ -33,7 +36,8 @@ from airflow_mlops.triggers.landing import LandingFileTrigger, poll_interval_fro
 
 __all__ = [
     "FEATURES_ALIAS_SUFFIX", "FEATURES_PREFIX", "LANDING_ASSET", "LANDING_WATCHER", "champion_asset",
-    "champion_restored_alias", "drift_alias", "drift_asset", "feature_view_of", "features_alias", "features_asset",
+    "champion_experiment_alias", "champion_restored_alias", "drift_alias", "drift_asset", "experiment_alias",
+    "experiment_asset", "feature_view_of", "features_alias", "features_asset",
     "landing_asset", "performance_alias", "performance_asset", "predictions_asset",
 ]
 

@@ -54,8 +54,7 @@ Generated from `{spec.source_file}` — edit the spec, not this DAG.
    whose training fingerprint (training-set sha256, spec hash, code commit, estimator params) an existing
    version has registers nothing; the tasks after it skip with the reason (registry unchanged).
 5. **model_card** — card (Markdown/HTML/JSON) logged to the run, linked from the version.
-6. {approval}**promote** — moves `champion` when the verdict says so (skipped otherwise, reason logged);
-   audit trail in the registry; emits `mlops.model.{spec.name}.champion`.
+6. {approval}{_promotion_step(spec)}
 
 **Runs on**: feature assets {listens}; monitoring assets {retrain_on or "none"};
 schedule `{train.schedule or "none"}`; or by hand.
@@ -63,6 +62,38 @@ Undo a promotion with the `{spec.name}__rollback` DAG.
 
 - Intended use: {spec.intended_use or "—"}
 - Limitations: {spec.limitations or "—"}
+"""
+
+
+def _promotion_step(spec: ModelSpec) -> str:
+    experiment = spec.promotion.experiment
+    if experiment is None:
+        return (f"""**promote** — moves `champion` when the verdict says so (skipped otherwise, reason logged);
+   audit trail in the registry; emits `mlops.model.{spec.name}.champion`.""")
+    return (f"""**start_experiment** — when the verdict says so, starts an online `{experiment.type}` experiment
+   against the champion instead of promoting (the record is a registry tag the serving app routes by);
+   the `{spec.name}__experiment` DAG reads it out and moves `champion` only when the evidence says so.""")
+
+
+def experiment_dag_doc(spec: ModelSpec) -> str:
+    experiment = spec.promotion.experiment
+    assert experiment is not None
+    what = (f"A/B test: {experiment.traffic:.0%} of the entity keys (sticky) on the new version, rule "
+            f"`{experiment.rule}`" if experiment.type == "ab" else
+            f"bandit (`{experiment.policy}`, every arm keeps at least {experiment.min_share:.0%} of the traffic)")
+    return f"""### Online experiment readout: `{spec.name}`
+Generated from `{spec.source_file}` (section `promotion.experiment`): {what}; at most `{experiment.max_duration}`,
+alpha {experiment.alpha}, at least {experiment.min_labels} labelled predictions per arm before a decision.
+
+**readout** — joins the delayed labels (`monitoring.performance.labels`) to the predictions the experiment
+routed, computes the metric per arm and the always-valid interval of the difference (mSPRT for per-row
+metrics, alpha-spending bootstrap for the others), and records the look in the registry (under the lease)
+and in the MLflow experiment `{spec.name}.online_experiments`: **promote** (moves `champion`, audit entry,
+emits `mlops.model.{spec.name}.champion`), **rollback** (the champion keeps all traffic, audit entry),
+**extend**, or new bandit shares. Promote and rollback emit `mlops.experiment.{spec.name}` with the readout.
+Skips when no experiment runs. Readout page: MLOps UI, model page, "Experiment".
+
+**Runs on**: schedule `{experiment.update_schedule}`, or by hand.
 """
 
 

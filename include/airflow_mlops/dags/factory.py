@@ -15,6 +15,8 @@
 - `<model>__rollback`: manual; moves `champion` back to a former champion ("previous" or a version).
 - `<model>__batch_predict`: scores the entity rows of the last `batch.lookback_days` with the champion
   (point-in-time features, chunked), on a new champion OR `batch.schedule`.
+- `<model>__experiment` (only with `promotion.experiment`): the training DAG then ends by starting an online
+  experiment instead of promote + deploy; this DAG reads it out on `update_schedule` (dags/experiments.py).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from airflow.sdk.definitions.asset import BaseAsset
 from airflow_mlops.core.spec import ModelSpec, duration_seconds, load_specs, spec_sha256
 from airflow_mlops.dags.assets import (
     champion_asset,
+    champion_experiment_alias,
     champion_restored_alias,
     drift_asset,
     features_alias,
@@ -38,6 +41,7 @@ from airflow_mlops.dags.assets import (
 )
 from airflow_mlops.dags.batch import batch_dag_id, batch_inference_dag
 from airflow_mlops.dags.docs import feature_dag_doc, rollback_dag_doc, training_dag_doc
+from airflow_mlops.dags.experiments import experiment_dag, experiment_dag_id
 from airflow_mlops.dags.monitoring import monitoring_dag, monitoring_dag_id
 from airflow_mlops.operators.evaluation import EvaluateModelOperator
 from airflow_mlops.operators.features import (
@@ -80,6 +84,8 @@ def build_dags(specs: Iterable[ModelSpec] | None = None) -> dict[str, DAG]:
         dags[rollback_dag_id(spec.name)] = rollback_dag(spec)
         dags[batch_dag_id(spec.name)] = batch_inference_dag(spec)
         dags[monitoring_dag_id(spec.name)] = monitoring_dag(spec, _default_args(spec.owner), START_DATE)
+        if spec.promotion.experiment is not None:
+            dags[experiment_dag_id(spec.name)] = experiment_dag(spec, _default_args(spec.owner), START_DATE)
     return dags
 
 
@@ -203,16 +209,32 @@ def training_dag(spec: ModelSpec) -> DAG:
             training_set=build.output,
             model_info=_model_info(spec),
         )
-        promote = MLflowPromoteModelOperator(
-            task_id="promote",
-            model_name=spec.name,
-            version=register.output["version"],  # type: ignore[index]  # PlainXComArg supports keys
-            evaluation=evaluate.output,
-            registered=register.output,  # a repeat (nothing new registered) skips with register's reason
-            outlets=[champion_asset(spec.name)],
-        )
-        chain(gate, build, fit, evaluate, register, card, *_approval(spec), promote, *_deploy(spec, promote))
+        chain(gate, build, fit, evaluate, register, card, *_approval(spec), *_promotion(spec, register, evaluate))
     return dag
+
+
+def _promotion(spec: ModelSpec, register: Any, evaluate: Any) -> list[Any]:
+    """promote (+ deploy), or, with promotion.experiment, the start of the experiment that decides it."""
+    version = register.output["version"]
+    experiment = spec.promotion.experiment
+    if experiment is not None:
+        from airflow_mlops.operators.experiments import StartExperimentOperator
+
+        return [StartExperimentOperator(
+            task_id="start_experiment", model_name=spec.name, version=version, evaluation=evaluate.output,
+            experiment=experiment.model_dump(mode="json"), task=spec.task,
+            primary_metric=spec.evaluation.primary_metric, url=spec.serving.url, registered=REGISTERED,
+            outlets=[champion_experiment_alias(spec.name)],  # a first version (no champion) is promoted directly
+        )]
+    promote = MLflowPromoteModelOperator(
+        task_id="promote",
+        model_name=spec.name,
+        version=version,
+        evaluation=evaluate.output,
+        registered=register.output,  # a repeat (nothing new registered) skips with register's reason
+        outlets=[champion_asset(spec.name)],
+    )
+    return [promote, *_deploy(spec, promote)]
 
 
 def _deploy(spec: ModelSpec, promote: Any) -> list[Any]:

@@ -154,6 +154,22 @@ class ServingAdminClient:
                 )
             time.sleep(poll)
 
+    def wait_experiment(self, experiment_id: str | None, timeout: float, poll: float) -> dict[str, Any]:
+        """Until /ready shows experiment `experiment_id` routing (None: no experiment); DeploymentFailed after
+        `timeout`. The app reads the registry's experiment record in its alias poll (serving.poll_seconds)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.status()
+            routing = (status.get("experiment") or {}).get("id")
+            if status.get("ready") and routing == experiment_id:
+                return status
+            if time.monotonic() >= deadline:
+                raise DeploymentFailed(
+                    f"{self.url}/ready still shows experiment {routing} after {timeout:.0f}s, not {experiment_id} "
+                    f"(last error: {status.get('last_error')}); the record is in the registry: check that the app "
+                    "follows the champion alias (not pinned to a version) and its log, or raise ready_timeout")
+            time.sleep(poll)
+
     def predict(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         response = self._call("POST", "/predict", json=dict(payload))
         if response.status_code != 200:

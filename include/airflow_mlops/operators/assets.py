@@ -69,3 +69,19 @@ def drift_alias(model: str) -> AssetAlias:
 def performance_alias(model: str) -> AssetAlias:
     """The performance check's outlet: a `performance_asset(model)` event only when performance degraded."""
     return AssetAlias(name=names.performance_alias_name(model), group=names.GROUP)
+
+
+def experiment_asset(model: str) -> Asset:
+    """Emitted when an online experiment of the model ended (promoted or rolled back); extra: the readout."""
+    return Asset(name=names.experiment_name(model), uri=names.experiment_uri(model), group=names.GROUP)
+
+
+def experiment_alias(model: str) -> AssetAlias:
+    """The readout's outlet: an `experiment_asset(model)` event only in the run that ended the experiment."""
+    return AssetAlias(name=names.experiment_alias_name(model), group=names.GROUP)
+
+
+def champion_experiment_alias(model: str) -> AssetAlias:
+    """A `champion_asset(model)` event when an experiment moved `champion` (readout promote, or the start task
+    of a model without a champion yet); never in runs that left it where it was."""
+    return AssetAlias(name=names.champion_experiment_alias_name(model), group=names.GROUP)

@@ -91,6 +91,7 @@ def get_model(name: str, user: UIUser) -> dict[str, Any]:
         **summary,
         "versions": data.versions(mlflow, name),
         "audit": data.audit_events(mlflow, name),
+        "experiment": data.experiment_summary(mlflow, name),
         "checks": {kind: data.latest_check(name, kind) for kind in ("drift", "performance", "skew", "freshness")},
         "spec": {"source_file": spec.source_file, "monitoring": spec.monitoring.model_dump(mode="json"),
                  "evaluation": spec.evaluation.model_dump(mode="json")},

@@ -150,6 +150,28 @@ def audit_events(mlflow: MlflowClient, name: str) -> list[dict[str, Any]]:
     return [asdict(event) for event in audit.history(registered_tags(mlflow, name) or {})]
 
 
+def experiment(mlflow: MlflowClient, name: str) -> tuple[Any, list[dict[str, Any]], list[audit.AuditEvent]]:
+    """(the experiment record or None, its looks from the history run, the audit trail) of a model."""
+    from airflow_mlops.core.experiment_history import read_history
+    from airflow_mlops.core.experiments import read_record
+
+    tags = registered_tags(mlflow, name) or {}
+    record = read_record(tags)
+    looks = read_history(mlflow, record.run_id) if record is not None and record.run_id else []
+    return record, looks, audit.history(tags)
+
+
+def experiment_summary(mlflow: MlflowClient, name: str) -> dict[str, Any] | None:
+    """The head of the experiment record for the model page (its link to the readout), None without one."""
+    from airflow_mlops.core.experiments import read_record
+
+    record = read_record(registered_tags(mlflow, name) or {})
+    if record is None:
+        return None
+    return {"id": record.id, "type": record.type, "status": record.status, "champion": record.champion,
+            "candidate": record.candidate, "arms": record.arms, "decision": record.decision}
+
+
 def is_version_number(version: str) -> bool:
     """A registry version as MLflow stores it: ASCII digits, 1 .. 2**63-1. `str.isdigit` also takes other
     scripts' digits ('\u0663' would be read as 3) and a 23-digit number overflows the store (a 500)."""

@@ -14,7 +14,9 @@ Pages (all under `/mlops/ui`):
   belongs to no model);
 - `/runs/{dag_id}/{run_id}` — the DAG-run tab "MLOps reports": what the run produced;
 - `/models/{name}/versions/{version}/{evaluation|model_card}` — a version's HTML document from its
-  MLflow run, or an empty-state page (404) when it was never logged.
+  MLflow run, or an empty-state page (404) when it was never logged;
+- `/models/{name}/experiment` — the online-experiment readout (arms, labels per arm, difference and interval
+  history, bandit shares, decision and reason): a document like the reports (404 without an experiment).
 
 Pages get `UI_CSP` (scripts and styles only from this origin, fetches only to this origin);
 documents get `files.HTML_CSP` (no script at all, sandboxed).
@@ -85,8 +87,9 @@ def model_page(request: Request, name: str, user: UIUser) -> HTMLResponse:
 def dag_tab(request: Request, dag_id: str, user: UIUser) -> Response:
     model = data.model_of_dag(dag_id, data.specs())
     if model is None:
-        return message_page(request, "Not a model DAG", f"DAG {dag_id!r} belongs to no model: model DAGs are "
-                            "named <model>__train, __rollback, __batch_predict or __monitor.", status.HTTP_200_OK)
+        return message_page(request, "Not a model DAG", f"DAG {dag_id!r} belongs to no model: model DAGs are named "
+                            "<model>__train, __rollback, __batch_predict, __monitor or __experiment.",
+                            status.HTTP_200_OK)
     return RedirectResponse(f"{roots(request)['base']}/ui/models/{model}", status.HTTP_307_TEMPORARY_REDIRECT)
 
 
@@ -126,6 +129,21 @@ def _empty_document(name: str, which: str, document: str, run_id: str | None) ->
     body = render("ui_empty_document.html.j2", label=document.replace("_", " "), name=name, which=which,
                   run_id=str(run_id), artifact=data.DOCUMENTS[document])
     return HTMLResponse(body, status_code=status.HTTP_404_NOT_FOUND,
+                        headers={**HEADERS, "Content-Security-Policy": HTML_CSP})
+
+
+@router.get("/models/{name}/experiment", response_class=HTMLResponse,
+            summary="The model's online-experiment readout (self-contained HTML, inline SVG)")
+def experiment_document(request: Request, name: str, user: UIUser) -> HTMLResponse:
+    from airflow_mlops.core.experiment_report import render_readout
+
+    try:
+        data.spec_or_404(name, data.specs())
+    except data.NotFound as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    authorize_dag_read(user, data.model_dags(name)["train"], f"model {name!r}")
+    record, looks, events = data.experiment(data.client(), name)
+    return HTMLResponse(render_readout(name, record, looks, events), status_code=200 if record else 404,
                         headers={**HEADERS, "Content-Security-Policy": HTML_CSP})
 
 

@@ -6,6 +6,9 @@ sees the old or the new deployment, never a mix, and never waits for a lock. Wri
 alias poller) hold `_lock` and build the next snapshot completely (download, load, warm-up) before
 assigning it; any failure leaves the current snapshot serving. With `shadow_alias` (the spec's
 `promotion.shadow`), the poller also keeps that alias' version (the challenger) in the shadow slot.
+The same poll reads the registry's online-experiment record (`core/experiments.py`, a registered-model
+tag written under the registry lease): while one runs, its arms route every request by sticky
+entity-key buckets (`routing.Arms`), so every worker and replica applies the same shares.
 
 Loading and compiling one version lives in `loaded.py`, routing and canary buckets in `routing.py`;
 their public names are re-exported here.
@@ -16,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +34,7 @@ from airflow_mlops.serving.loaded import (
     prepare,
     warm_up,
 )
-from airflow_mlops.serving.routing import MODES, Slots, canary_bucket, entity_key_text
+from airflow_mlops.serving.routing import MODES, Arms, Slots, canary_bucket, entity_key_text
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -96,8 +100,11 @@ class ModelManager:
             self._deploy_locked(version or alias_now, "full", 0.0, alias_seen=alias_now)
             try:
                 self._sync_shadow_locked()
+                self._sync_experiment_locked()
             except ModelLoadError:  # recorded in last_error; the primary serves, the poller retries the shadow
                 pass
+            except Exception as exc:  # noqa: BLE001 - an unreadable experiment record must not stop the primary
+                self._record_error(f"{self.name}: experiment record unreadable ({first_line(exc)}); retrying")
         if (self.follow_alias or self.shadow_alias) and (self._thread is None or not self._thread.is_alive()):
             self._stop.clear()
             self._thread = threading.Thread(target=self._poll_loop, name=f"mlops-alias-{self.name}", daemon=True)
@@ -122,7 +129,9 @@ class ModelManager:
     def served(self) -> list[LoadedModel]:
         """The loaded versions, primary first (one read of the slots: a swap in between cannot mix them)."""
         slots = self._current()
-        return [slots.primary, *([slots.secondary] if slots.secondary else [])]
+        served = [slots.primary, *([slots.secondary] if slots.secondary else [])]
+        arms = slots.experiment.models if slots.experiment is not None else ()
+        return served + [m for m in arms if all(m is not s for s in served)]
 
     # _slots only ever goes from None to set, so reading it twice below is safe
     @property
@@ -154,6 +163,7 @@ class ModelManager:
             "secondary": slots.secondary.describe() if slots and slots.secondary else None,
             "last_error": self._last_error,
             "alias_version": self._alias_seen,
+            "experiment": slots.experiment.describe() if slots and slots.experiment else None,
             "following": bool(thread and thread.is_alive()) and (slots is None or slots.mode != "canary"),
         }
 
@@ -195,6 +205,7 @@ class ModelManager:
             try:
                 swapped = self._follow_primary_locked(slots) if self.follow_alias else False
                 self._sync_shadow_locked()
+                self._sync_experiment_locked()
                 return swapped
             except ModelLoadError as exc:  # same text as _deploy_locked recorded: logged once, retried next tick
                 self._record_error(str(exc))
@@ -223,12 +234,38 @@ class ModelManager:
             return
         wanted = self._alias_version(self.shadow_alias)
         if wanted is None or wanted == slots.primary.version:
-            if slots.mode == "shadow":
-                self._swap(Slots(slots.primary))  # promoted (or alias removed): nothing left to shadow
+            if slots.mode == "shadow":  # promoted (or alias removed): nothing left to shadow
+                self._swap(replace(slots, secondary=None, mode="single"))
                 log.info("%s: shadow cleared (alias %r: %s)", self.name, self.shadow_alias, wanted or "unset")
             return
         if slots.secondary is None or slots.secondary.version != wanted:
             self._deploy_locked(wanted, "shadow", 0.0)
+
+    def _sync_experiment_locked(self) -> None:
+        """Route by the registry's experiment record: a running one's arms and shares, else none."""
+        slots = self._slots
+        if not self.follow_alias or slots is None or slots.mode == "canary":
+            return  # a pinned server serves what it was given; a canary is the deploy operator's to judge
+        from airflow_mlops.core.model_registry import ModelRegistry
+
+        record = ModelRegistry(self._get_client(), self.name).experiment()
+        current = slots.experiment
+        if record is None or not record.running:
+            if current is not None:
+                self._swap(replace(slots, experiment=None))
+                log.info("%s: experiment %s is over: every request goes to v%s", self.name, current.experiment_id,
+                         slots.primary.version)
+            return
+        wanted = list(record.arms.items())
+        if current is not None and current.experiment_id == record.id and \
+                [(m.version, s) for m, s in zip(current.models, current.shares, strict=True)] == wanted:
+            return
+        models = [self._reuse(version) or self._load(version) for version, _ in wanted]
+        arms = Arms.of(record.id, record.route, models, [share for _, share in wanted])
+        self._swap(replace(self._slots or slots, experiment=arms))
+        log.info("%s: experiment %s routes %s", self.name, record.id,
+                 ", ".join(f"v{v} {share:.1%}" for v, share in zip(record.arms, arms.shares, strict=True)))
+
     def _poll_loop(self) -> None:
         while not self._stop.wait(self.poll_seconds):
             self.poll_once()
@@ -261,9 +298,10 @@ class ModelManager:
                 log.exception("%s: a swap watcher failed", self.name)
 
     def _next_slots(self, model: LoadedModel, mode: str, fraction: float) -> Slots:
-        if mode == "full":
-            return Slots(model)
         current = self._slots
+        experiment = current.experiment if current is not None else None  # the registry record decides it
+        if mode == "full":
+            return Slots(model, experiment=experiment)
         before = self._followed_from
         if mode == "canary" and current is not None and current.primary is model and before is not None:
             # The poller followed the champion alias to this version moments before its deploy task asked
@@ -281,11 +319,12 @@ class ModelManager:
                                  f"beside v{primary.version} ({_task_words(primary)}): both must be of one task "
                                  "(and, multiclass, have the same classes); deploy it with mode 'full' instead",
                                  model=self.name, version=model.version)
-        return Slots(primary, model, mode, fraction if mode == "canary" else 0.0)
+        return Slots(primary, model, mode, fraction if mode == "canary" else 0.0, experiment)
 
     def _reuse(self, version: str) -> LoadedModel | None:
         slots = self._slots
-        for model in (slots.primary, slots.secondary) if slots else ():
+        arms = slots.experiment.models if slots and slots.experiment else ()
+        for model in (slots.primary, slots.secondary, *arms) if slots else ():
             if model is not None and model.version == version:
                 return model
         return None
