@@ -76,7 +76,7 @@ def registry(model: str) -> dict[str, Any]:
 
     client = MLflowHook().get_conn()
     versions = {str(v.version): dict(v.tags) for v in client.search_model_versions(f"name = '{model}'")}
-    aliases = {}
+    aliases: dict[str, str | None] = {}
     for alias in ("champion", "challenger"):
         try:
             aliases[alias] = str(client.get_model_version_by_alias(model, alias).version)
