@@ -123,24 +123,25 @@ def test_labels_are_checked_for_the_task(tmp_path: Path) -> None:
                     timestamp_column="event_timestamp")
 
 
-def test_prediction_drift_of_each_task_is_its_own_verdict(tmp_path: Path) -> None:
+def test_prediction_drift_of_the_class_distribution_is_its_own_verdict() -> None:
+    """The multiclass class as a categorical column (regression's value is numeric, as a binary probability:
+    both run on every operator test, tests/integration/test_task_monitoring_operators.py)."""
     drift = Drift(method="psi", threshold=0.2, drift_share=0.5)
-    for task in ("multiclass", "regression"):
-        model = fit(task, rows=400, columns=COLUMNS)
-        output = TaskOutput.of(model)
-        reference = features(1000, 21, COLUMNS)
-        reference[output.drift_column] = output.drift_values(output.score(model, reference))
-        same = features(600, 22, COLUMNS)
-        same[output.drift_column] = output.drift_values(output.score(model, same))
-        quiet = check_drift(reference, same, COLUMNS, drift, prediction=output.drift_column)
-        assert quiet.prediction is not None and not quiet.prediction.drifted and not quiet.detected
-        assert quiet.prediction.column_type == ("categorical" if task == "multiclass" else "numerical")
-        # the same inputs, but the served model answers otherwise: only the predictions moved
-        moved = same.copy()
-        shifted = features(600, 22, COLUMNS, shift=1.5)
-        moved[output.drift_column] = output.drift_values(output.score(model, shifted))
-        result = check_drift(reference, moved, COLUMNS, drift, prediction=output.drift_column)
-        assert result.share == 0.0 and result.prediction is not None and result.prediction.drifted, task
-        assert result.detected and result.to_dict()["prediction_drift"]["column"] == output.drift_column
-        assert output.drift_column not in result.drifted_columns and "predictions (" in result.summary()
-    assert np.isfinite(quiet.prediction.score or 0.0)
+    model = fit("multiclass", rows=400, columns=COLUMNS)
+    output = TaskOutput.of(model)
+    reference = features(1000, 21, COLUMNS)
+    reference[output.drift_column] = output.drift_values(output.score(model, reference))
+    same = features(600, 22, COLUMNS)
+    same[output.drift_column] = output.drift_values(output.score(model, same))
+    quiet = check_drift(reference, same, COLUMNS, drift, prediction=output.drift_column)
+    assert quiet.prediction is not None and not quiet.prediction.drifted and not quiet.detected
+    assert (quiet.prediction.column, quiet.prediction.column_type) == ("predicted_class", "categorical")
+    assert np.isfinite(quiet.prediction.score or np.nan)
+    # the same inputs, but the served model answers otherwise: only the predictions moved
+    moved = same.copy()
+    moved[output.drift_column] = output.drift_values(output.score(model, features(600, 22, COLUMNS, shift=1.5)))
+    result = check_drift(reference, moved, COLUMNS, drift, prediction=output.drift_column)
+    assert result.share == 0.0 and result.prediction is not None and result.prediction.drifted
+    assert result.detected and result.to_dict()["prediction_drift"]["column"] == "predicted_class"
+    assert "predicted_class" not in result.drifted_columns
+    assert "predictions (predicted_class) DRIFTED" in result.summary()
