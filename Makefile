@@ -74,7 +74,9 @@ test-celery: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy include/airflow_mlops
-	$(VENV)/bin/mypy tests/support/env_snapshot.py tests/support/unit_guard.py tests/support/performance_data.py
+	$(VENV)/bin/mypy tests/support/env_snapshot.py tests/support/unit_guard.py tests/support/performance_data.py \
+		tests/support/dag_runs.py tests/support/prewarmed.py tests/support/programs tests/support/dags \
+		tests/support/unit_guard_project tests/support/feature_repos
 	$(PY) tests/support/no_fixed_sleep.py tests
 	$(VENV)/bin/lint-imports --no-logo --no-cache  # layer contracts: pyproject.toml [tool.importlinter]
 

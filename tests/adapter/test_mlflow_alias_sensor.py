@@ -19,7 +19,7 @@ import pytest
 
 from airflow_mlops.triggers.mlflow import MLflowModelAliasTrigger, decide
 from support.airflow_db import migrated_airflow_home
-from support.dag_runs import run_script
+from support.dag_runs import dag_file, program, run_script
 
 MODEL = "alias_model"
 
@@ -114,82 +114,9 @@ def test_trigger_serializes_to_its_own_arguments() -> None:
     assert MLflowModelAliasTrigger(**kwargs).serialize() == (path, kwargs) and kwargs["from_version"] == "4"
 
 
-DAG_FILE = """
-from airflow.sdk import DAG
+DAG_FILE = dag_file("alias_wait")
 
-from airflow_mlops.sensors.mlflow import MLflowModelAliasSensor
-
-with DAG("alias_wait", schedule=None, tags=["test"], default_args={"retries": 0}):
-    poke = MLflowModelAliasSensor(task_id="poke_until_moved", model_name="alias_model", from_version="1",
-                                  deferrable=False, poke_interval=0.3, timeout=60)
-    deferred = MLflowModelAliasSensor(task_id="defer_until_v3", model_name="alias_model", version="3",
-                                      deferrable=True, poke_interval=0.3, timeout=60)
-    timeout = MLflowModelAliasSensor(task_id="defer_until_v9", model_name="alias_model", version="9",
-                                     deferrable=True, poke_interval=0.3, timeout=1, trigger_rule="all_done")
-    poke >> deferred >> timeout
-"""
-
-RUNNER = """
-import json
-import sys
-import threading
-import time
-
-from airflow.dag_processing.dagbag import DagBag
-from airflow.models.taskinstance import TaskInstance
-from airflow.models.xcom import XComModel
-from airflow.utils.session import create_session
-from sqlalchemy import select
-
-from airflow_mlops.hooks.mlflow import MLflowHook
-
-client = MLflowHook().get_conn()
-client.create_registered_model("alias_model")
-for _ in range(3):
-    client.create_model_version("alias_model", sys.argv[2])
-client.set_registered_model_alias("alias_model", "champion", "1")
-
-
-from airflow_mlops.sensors import mlflow as sensor_module
-from airflow_mlops.triggers import mlflow as trigger_module
-
-checks = []  # every AliasState the sensor or its trigger computed, in order
-real_check = trigger_module.check_alias
-
-
-def recording_check(*args, **kwargs):
-    state = real_check(*args, **kwargs)
-    checks.append(state)
-    return state
-
-
-sensor_module.check_alias = trigger_module.check_alias = recording_check
-
-
-def move_when_waiting(wanted, version):
-    # Move the alias only once a check for `wanted` has said "still waiting": a condition, not a delay.
-    while not any(c.wanted == wanted and not c.done for c in checks):
-        time.sleep(0.05)
-    client.set_registered_model_alias("alias_model", "champion", version)
-
-
-def mover():
-    move_when_waiting("any version other than 1", "2")  # the poking sensor
-    move_when_waiting("version 3", "3")  # the deferred one (dag.test() runs its trigger inline)
-
-
-threading.Thread(target=mover, daemon=True).start()
-dag = DagBag(dag_folder=sys.argv[1]).dags["alias_wait"]
-run = dag.test()
-with create_session() as session:
-    states = dict(session.execute(select(TaskInstance.task_id, TaskInstance.state)
-                                  .where(TaskInstance.run_id == run.run_id)).all())
-    xcoms = dict(session.execute(select(XComModel.task_id, XComModel.value).where(
-        XComModel.run_id == run.run_id, XComModel.key == "return_value")).all())
-xcoms = {k: v if not isinstance(v, str) else json.loads(v) for k, v in xcoms.items()}
-print("RESULT " + json.dumps({"state": str(run.state), "tasks": {k: str(v) for k, v in states.items()},
-                              "xcoms": xcoms}))
-"""
+RUNNER = program("mlflow_alias_sensor_runner")
 
 
 @pytest.mark.integration

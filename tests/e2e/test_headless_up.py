@@ -23,23 +23,13 @@ import pytest
 from support.airflow_client import AirflowClient, wait_for
 from support.airflow_db import migrated_airflow_home
 from support.airflow_stack import _die_with_parent, free_port
+from support.dag_runs import dag_file
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 PROJECT = Path(__file__).resolve().parents[2]
 DAG_ID = "headless_up_probe"
-PROBE_DAG = f'''
-from datetime import datetime
-
-from airflow.sdk import DAG, task
-
-with DAG("{DAG_ID}", schedule=None, start_date=datetime(2026, 1, 1), catchup=False):
-    @task
-    def hello():
-        return "ran"
-
-    hello()
-'''
+PROBE_DAG = dag_file(DAG_ID)  # support/dags/<DAG_ID>.py defines the DAG of that id
 PASSWORD = "headless-up-test"
 READY_TIMEOUT_S = 150
 RUN_TIMEOUT_S = 90

@@ -33,6 +33,7 @@ from typing import Any
 
 import pytest
 
+from support.dag_runs import program
 from support.own_model_data import (
     PROJECT_DIR,
     README,
@@ -51,23 +52,7 @@ VENV = Path(sys.executable).parent.parent  # .venv: the README runs `.venv/bin/a
 
 # Like `airflow-mlops demo`: the project's Airflow environment first (Airflow reads it at import), then
 # the DAG factory over the specs in MLOPS_MODELS_DIR, then dag.test() of each DAG named on the command line.
-RUNNER = """
-import json
-import sys
-
-from airflow_mlops.runtime_env import apply_airflow_env
-
-apply_airflow_env()
-
-from airflow_mlops.dags import build_dags
-
-dags = build_dags()
-result = {"dag_ids": sorted(dags), "states": {}}
-for dag_id in sys.argv[1:]:
-    run = dags[dag_id].test()
-    result["states"][dag_id] = str(getattr(run, "state", None))
-print("RESULT " + json.dumps(result))
-"""
+RUNNER = program("add_your_own_model_runner")
 
 
 def _user_env(mlops_home: Path, project: Path) -> dict[str, str]:
@@ -160,7 +145,7 @@ def _land_and_add_files(project: Path, mlops_home: Path, env: dict[str, str]) ->
 
 
 def _run_dags(project: Path, env: dict[str, str]) -> dict[str, Any]:
-    done = subprocess.run([sys.executable, "-c", RUNNER, FEATURE_DAG, TRAIN_DAG], cwd=project, env=env,
+    done = subprocess.run([sys.executable, str(RUNNER), FEATURE_DAG, TRAIN_DAG], cwd=project, env=env,
                           capture_output=True, text=True, timeout=600, check=False)
     output = done.stdout + done.stderr
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]

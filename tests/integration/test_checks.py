@@ -16,15 +16,7 @@ from support.spec_edits import read_with_fields
 pytestmark = pytest.mark.integration
 
 PROJECT = Path(__file__).resolve().parents[2]
-UNTYPED_GLOB_REPO = """
-from datetime import timedelta
-from feast import Entity, FeatureView, Field, FileSource
-from feast.types import Float64
-rider = Entity(name="rider", join_keys=["rider_id"])
-src = FileSource(path="/nowhere/**/*.parquet", timestamp_field="event_timestamp")
-rider_stats = FeatureView(name="rider_stats", entities=[rider], ttl=timedelta(days=1),
-                          schema=[Field(name="score", dtype=Float64)], source=src)
-"""
+UNTYPED_GLOB_REPO = (PROJECT / "tests" / "support" / "feature_repos" / "untyped_glob_defs.py").read_text()
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ import pytest
 
 from data.corrupt.batches import CORRUPTIONS, RIDES, STATS, Corruption, base_frames, write_corpus
 from support.airflow_db import migrated_airflow_home
-from support.dag_runs import run_script
+from support.dag_runs import program, run_script
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -34,67 +34,7 @@ PROJECT = Path(__file__).resolve().parents[2]
 GOOD_START = datetime(2026, 10, 1, tzinfo=UTC)
 ASSET_URL = re.compile(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//|url\(\s*["']?(?:https?:)?//|@import""", re.I)
 
-RUNNER = """
-import hashlib
-import json
-import shutil
-import sys
-from pathlib import Path
-
-from airflow.models.taskinstance import TaskInstance
-from airflow.models.xcom import XComModel
-from airflow.utils.session import create_session
-from sqlalchemy import select
-
-from airflow_mlops import config
-from airflow_mlops.dags import build_dags
-
-dag = build_dags()["mlops_features"]
-home = config.paths()
-plan = json.loads(Path(sys.argv[1]).read_text())
-
-
-def digest():
-    files = [p for root in (home.offline_dir, home.feast_dir) if root.exists() for p in sorted(root.rglob("*"))]
-    return {str(p.relative_to(home.home)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files if p.is_file()}
-
-
-def xcom(run_id, key):
-    with create_session() as session:
-        row = session.execute(select(XComModel.value).where(
-            XComModel.run_id == run_id, XComModel.task_id == "validate_raw_batches", XComModel.key == key)).first()
-    value = row[0] if row else None
-    try:
-        return json.loads(value) if isinstance(value, str) else value
-    except ValueError:
-        return value
-
-
-def run(label, drops, clear=False):
-    if clear:  # files an earlier failed step left waiting must not mix into this step
-        for waiting in home.landing_dir.glob("*/*"):
-            if waiting.is_file():
-                waiting.unlink()
-    for dataset, source in drops:
-        target = home.landing_dir / dataset / Path(source).name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(source, target)
-    before = digest()
-    dag_run = dag.test()
-    with create_session() as session:
-        tasks = dict(session.execute(select(TaskInstance.task_id, TaskInstance.state)
-                                     .where(TaskInstance.run_id == dag_run.run_id)).all())
-    landing = [str(p.relative_to(home.landing_dir)) for p in home.landing_dir.glob("*/*") if p.is_file()]
-    return {"label": label, "state": str(dag_run.state), "tasks": {t: str(s) for t, s in tasks.items()},
-            "validation": xcom(dag_run.run_id, "validation"),
-            "link": xcom(dag_run.run_id, "_link_ValidationReportLink"),
-            "unchanged": digest() == before, "stores": sorted(digest()), "landing": sorted(landing),
-            "quarantine": sorted(str(p.relative_to(home.quarantine_dir)) for p in home.quarantine_dir.glob("*/*"))}
-
-
-results = [run(step["label"], step["drops"], step.get("clear", False)) for step in plan]
-print("RESULT " + json.dumps(results))
-"""
+RUNNER = program("corrupt_batches_runner")
 
 
 # Cases that need the landed history of the "good" step: (label, dataset, files, what the message must say).

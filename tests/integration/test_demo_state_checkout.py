@@ -18,25 +18,17 @@ from pathlib import Path
 
 import pytest
 
+from support.dag_runs import program
 from support.open_files import dispose_engines_under, open_on_deleted_files
 
 pytestmark = pytest.mark.integration
 
-REGISTER = """
-import sys
-from mlflow import MlflowClient
-
-uri = sys.argv[1]
-client = MlflowClient(uri, uri)
-if not client.search_registered_models("name = 'm'"):
-    client.create_registered_model("m")
-client.create_model_version("m", sys.argv[2])
-"""
+REGISTER = program("demo_state_checkout_register")
 
 
 def register(uri: str, source: str) -> None:
     """A version registered by another process, as the serving tests' RUNNER does."""
-    subprocess.run([sys.executable, "-c", REGISTER, uri, source], check=True, capture_output=True, timeout=120)
+    subprocess.run([sys.executable, str(REGISTER), uri, source], check=True, capture_output=True, timeout=120)
 
 
 def versions(uri: str) -> list[int]:

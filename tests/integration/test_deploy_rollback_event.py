@@ -20,70 +20,14 @@ from typing import Any
 
 import pytest
 
-from support.dag_runs import run_in_fresh_airflow
+from support.dag_runs import dag_file, program, run_in_fresh_airflow
 
 pytestmark = pytest.mark.integration
 
 MODEL = "rides"
-DAG_FILE = '''
-from datetime import datetime, timezone
+DAG_FILE = dag_file("rollback_event_dags")
 
-from airflow.sdk import DAG, AssetAlias, task
-
-from airflow_mlops.dags.assets import champion_asset
-from airflow_mlops.exceptions import CanaryFailed
-from airflow_mlops.operators.deployment import ChampionRollbackEventOperator, _record_rollback
-
-START = datetime(2026, 1, 1, tzinfo=timezone.utc)
-
-with DAG("rides__train", schedule=None, start_date=START, catchup=False, params={"roll_back": True}) as train:
-    @task(task_id="deploy", retries=0)
-    def deploy(**context):
-        if context["params"]["roll_back"]:
-            _record_rollback(context, "rides", "1", "2", "canary breached: error rate 0.2000 > 0.01", 3)
-            raise CanaryFailed("rides v2: canary breached; champion alias restored from v2 to v1", restored="1")
-        return {"version": "2"}
-
-    restored = ChampionRollbackEventOperator(
-        task_id="champion_restored", model_name="rides", deploy_task_id="deploy",
-        outlets=[AssetAlias(name="mlops.model.rides.champion.restored", group="mlops")]).as_teardown()
-    deploy() >> restored
-
-# A DAG scheduled on the champion (like <model>__batch_predict): the asset is registered in the metadata DB.
-with DAG("rides__batch_predict", schedule=champion_asset("rides"), start_date=START, catchup=False) as batch:
-    @task
-    def score():
-        return None
-
-    score()
-'''
-
-RUNNER = r"""
-import json
-import sys
-
-sys.path.insert(0, sys.argv[1])
-from airflow.models.asset import AssetEvent, AssetModel
-from airflow.models.taskinstance import TaskInstance
-from airflow.utils.session import create_session
-from sqlalchemy import select
-
-import rollback_event_dags as module
-
-results = {}
-for name, roll_back in (("rolled_back", True), ("healthy", False)):
-    dag_run = module.train.test(run_conf={"roll_back": roll_back})
-    with create_session() as session:
-        tasks = dict(session.execute(select(TaskInstance.task_id, TaskInstance.state)
-                                     .where(TaskInstance.run_id == dag_run.run_id)).all())
-        events = session.scalars(select(AssetEvent).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
-                                 .where(AssetModel.name == "mlops.model.rides.champion").order_by(AssetEvent.id))
-        events = [{"extra": e.extra, "source_task_id": e.source_task_id, "source_run_id": e.source_run_id}
-                  for e in events]
-    results[name] = {"state": str(dag_run.state), "run_id": dag_run.run_id,
-                     "tasks": {t: str(s) for t, s in tasks.items()}, "events": events}
-print("RESULT " + json.dumps(results, default=str))
-"""
+RUNNER = program("deploy_rollback_event_runner")
 
 
 @pytest.fixture(scope="module")

@@ -23,48 +23,15 @@ import pytest
 from airflow_mlops.exceptions import StoreConfigError, StoreUnavailable
 from airflow_mlops.hooks.mlflow import MLflowHook
 from support.connects import connect_attempts
-from support.dag_runs import fresh_airflow_env, result_of, run_script
+from support.dag_runs import dag_file, fresh_airflow_env, program, result_of, run_script
 
 pytestmark = pytest.mark.integration
 
 SECRET = "s3cret-pw"
 
-DAG_FILE = """
-from datetime import datetime
+DAG_FILE = dag_file("fail_fast")
 
-from airflow.sdk import DAG
-
-from airflow_mlops.dags.factory import _default_args
-from airflow_mlops.operators.features import FeastMaterializeOperator
-from airflow_mlops.operators.retraining import MLflowRetrainGateOperator
-
-with DAG("fail_fast", schedule=None, start_date=datetime(2026, 1, 1), default_args=_default_args("mlops")):
-    for conn_id in ("mlflow_default", "mlflow_pg", "mlflow_typo"):
-        MLflowRetrainGateOperator(task_id=f"retrain_gate_{conn_id}", model_name="m", cooldown="6h", gated_assets=[],
-                                  mlflow_conn_id=conn_id)
-    FeastMaterializeOperator(task_id="materialize")
-"""
-
-RUNNER = """
-import json
-import sys
-import time
-
-from airflow.dag_processing.dagbag import DagBag
-from airflow.models.taskinstance import TaskInstance
-from airflow.utils.session import create_session
-from sqlalchemy import select
-
-dag = DagBag(dag_folder=sys.argv[1]).dags["fail_fast"]
-started = time.monotonic()
-run = dag.test()
-elapsed = time.monotonic() - started
-with create_session() as session:
-    rows = session.execute(select(TaskInstance.task_id, TaskInstance.state, TaskInstance.try_number,
-                                  TaskInstance.max_tries).where(TaskInstance.run_id == run.run_id)).all()
-tasks = {task: {"state": str(state), "try_number": tries, "max_tries": most} for task, state, tries, most in rows}
-print("RESULT " + json.dumps({"state": str(run.state), "seconds": elapsed, "tasks": tasks}))
-"""
+RUNNER = program("fail_fast_runner")
 
 
 def _closed_port() -> int:

@@ -25,7 +25,7 @@ import pytest
 from airflow_mlops import config
 from airflow_mlops.core.demo_data import DemoConfig, driver_stats
 from support.airflow_db import migrated_airflow_home
-from support.dag_runs import run_script
+from support.dag_runs import dag_file, program, run_script
 
 pytestmark = pytest.mark.integration
 
@@ -43,65 +43,9 @@ ride_stats = FeatureView(
 )
 """
 
-DAG_FILE = f"""
-from airflow.providers.standard.operators.empty import EmptyOperator
-from airflow.sdk import DAG, chain
+DAG_FILE = dag_file("tiny_features")
 
-from airflow_mlops.dags.assets import features_alias, features_asset
-from airflow_mlops.operators.features import FeastApplyOperator, FeastMaterializeOperator, LandRawBatchesOperator
-
-with DAG("tiny_features", schedule=None, tags=["test"]):
-    chain(
-        LandRawBatchesOperator(task_id="land"),
-        FeastApplyOperator(task_id="apply", feast_conn_id="{CONN_ID}"),
-        FeastMaterializeOperator(task_id="materialize", feast_conn_id="{CONN_ID}",
-                                 outlets=[features_alias(v) for v in {VIEWS!r}]),
-    )
-
-for view in {VIEWS!r}:
-    with DAG(f"consumer_of_{{view}}", schedule=features_asset(view), tags=["test"]):
-        EmptyOperator(task_id="noop")
-"""
-
-RUNNER = f"""
-import json
-import shutil
-import sys
-
-from airflow.dag_processing.dagbag import DagBag
-from airflow.models.asset import AssetAliasModel, AssetDagRunQueue, AssetEvent, AssetModel
-from airflow.models.taskinstance import TaskInstance
-from airflow.utils.session import create_session
-from sqlalchemy import delete, select
-
-from airflow_mlops import config
-
-dag = DagBag(dag_folder=sys.argv[1]).dags["tiny_features"]
-
-
-def run():
-    dag_run = dag.test()
-    with create_session() as session:
-        tasks = session.execute(select(TaskInstance.task_id, TaskInstance.state)
-                                .where(TaskInstance.run_id == dag_run.run_id)).all()
-        events = session.execute(select(AssetModel.name, AssetModel.uri, AssetEvent)
-                                 .join(AssetEvent, AssetEvent.asset_id == AssetModel.id)
-                                 .where(AssetEvent.source_run_id == dag_run.run_id).order_by(AssetEvent.id)).all()
-        queued = session.scalars(select(AssetDagRunQueue.target_dag_id)).all()
-        session.execute(delete(AssetDagRunQueue))  # the scheduler would consume them; start the next run clean
-        aliases = {{a.name: sorted(m.name for m in a.assets) for a in session.scalars(select(AssetAliasModel))}}
-        return {{"state": str(dag_run.state), "tasks": {{t: str(s) for t, s in tasks}},
-                 "events": [{{"asset": name, "uri": uri, "extra": e.extra,
-                             "aliases": sorted(a.name for a in e.source_aliases)}} for name, uri, e in events],
-                 "queued": sorted(queued), "aliases": aliases}}
-
-
-results = [run(), run()]
-landing = config.paths().landing_dir / "{VIEW}"
-shutil.copy(sys.argv[2], landing / "next_day.parquet")
-results.append(run())
-print("RESULT " + json.dumps(results))
-"""
+RUNNER = program("feature_dag_runner")
 
 
 @pytest.fixture(scope="module")
@@ -130,9 +74,10 @@ def three_runs(small_demo: tuple, tmp_path_factory: pytest.TempPathFactory) -> d
         AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="False",
         MLOPS_HOME=str(home),
         AIRFLOW_CONN_FEAST_TWO_VIEWS=json.dumps({"conn_type": "feast", "extra": {"repo_path": str(repo)}}),
+        TEST_DAG_PARAMS=json.dumps({"conn_id": CONN_ID, "views": VIEWS}),
     )
     migrated_airflow_home(Path(env["AIRFLOW_HOME"]))  # one migrate per session, copied
-    done = run_script(RUNNER, str(dags), str(tmp / 'next_day.parquet'), env=env, cwd=tmp, timeout=600)
+    done = run_script(RUNNER, str(dags), str(tmp / 'next_day.parquet'), VIEW, env=env, cwd=tmp, timeout=600)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     assert done.returncode == 0 and lines, (done.stdout + done.stderr)[-4000:]
     first, second, third = json.loads(lines[-1][len("RESULT ") :])

@@ -20,42 +20,13 @@ from airflow_mlops.core.demo_data import DemoConfig, driver_stats
 from airflow_mlops.core.offline import land_landing_dir
 from airflow_mlops.hooks.feast import FeastHook
 from support.airflow_db import migrated_airflow_home
-from support.dag_runs import run_script
+from support.dag_runs import dag_file, program, run_script
 
 pytestmark = pytest.mark.integration
 
-DAG_FILE = """
-from airflow.sdk import DAG
+DAG_FILE = dag_file("freshness_gate")
 
-from airflow_mlops.sensors.feast import FeastCheckFreshnessOperator, FeastFeatureFreshnessSensor
-
-with DAG("freshness_gate", schedule=None, tags=["test"]):
-    stale = FeastFeatureFreshnessSensor(task_id="wait_for_10m_fresh", max_staleness="10m", deferrable=True,
-                                        timeout=2, poke_interval=0.5)
-    check = FeastCheckFreshnessOperator(task_id="check_tag_rule", trigger_rule="all_done")
-    stale >> check
-"""
-
-RUNNER = """
-import json
-import sys
-
-from airflow.dag_processing.dagbag import DagBag
-from airflow.models.taskinstance import TaskInstance
-from airflow.models.xcom import XComModel
-from airflow.utils.session import create_session
-from sqlalchemy import select
-
-dag = DagBag(dag_folder=sys.argv[1]).dags["freshness_gate"]
-run = dag.test()
-with create_session() as session:
-    states = dict(session.execute(select(TaskInstance.task_id, TaskInstance.state)
-                                  .where(TaskInstance.run_id == run.run_id)).all())
-    xcom = session.scalars(select(XComModel.value).where(XComModel.run_id == run.run_id,
-                                                         XComModel.task_id == "check_tag_rule")).first()
-print("RESULT " + json.dumps({"state": str(run.state), "tasks": {k: str(v) for k, v in states.items()},
-                              "check": xcom if not isinstance(xcom, str) else json.loads(xcom)}))
-"""
+RUNNER = program("freshness_dag_runner")
 
 
 def test_deferred_sensor_fails_with_the_message_and_the_check_passes(mlops_home: Path, tmp_path: Path) -> None:

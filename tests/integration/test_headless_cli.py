@@ -24,31 +24,14 @@ import pytest
 from support.airflow_client import wait_for
 from support.airflow_db import migrated_airflow_home
 from support.airflow_stack import _die_with_parent, free_port
+from support.dag_runs import dag_file
 from support.demo_state import checkout_trained_demo
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 CLI = str(Path(sys.executable).with_name("airflow-mlops"))
 STOP_PROMISE_S = 30
-FAILING_DAG = '''
-from datetime import datetime
-
-from airflow.sdk import DAG, task
-
-with DAG("headless_failing", schedule=None, start_date=datetime(2026, 1, 1), catchup=False,
-         default_args={"retries": 3}):
-    @task
-    def check(**context):
-        if context["dag_run"].conf.get("fail"):
-            raise ValueError("asked to fail by --conf")
-        return "ok"
-
-    @task
-    def after(value):
-        return value
-
-    after(check())
-'''
+FAILING_DAG = dag_file("headless_failing")
 
 
 def _env(tmp_path: Path, dags: Path | None = None) -> dict[str, str]:

@@ -32,7 +32,7 @@ from airflow_mlops.core import lineage
 from airflow_mlops.hooks.mlflow import MLflowHook
 from airflow_mlops.jobs.training import TrainingRequest
 from support.airflow_db import migrated_airflow_home
-from support.dag_runs import run_script
+from support.dag_runs import dag_file, program, run_script
 from support.training_sets import demo_training_set
 
 pytestmark = pytest.mark.integration
@@ -237,33 +237,9 @@ def api_server() -> Iterator[FakeApiServer]:
         server.server_close()
 
 
-DAG_FILE = """
-import json
-from pathlib import Path
+DAG_FILE = dag_file("k8s_train")
 
-from airflow.sdk import DAG, task
-
-from airflow_mlops.core.spec import load_specs
-from airflow_mlops.operators.kubernetes import kubernetes_train_operator
-
-spec = load_specs({models_dir!r})[0]
-
-with DAG("k8s_train", schedule=None, tags=["test"], default_args={{"retries": 0}}):
-    @task
-    def build_training_set() -> dict:
-        return json.loads(Path({lineage_file!r}).read_text())
-
-    kubernetes_train_operator(task_id="train", spec=spec, training_set=build_training_set())
-"""
-
-RUNNER = """
-import sys
-from airflow.dag_processing.dagbag import DagBag
-bag = DagBag(dag_folder=sys.argv[1])
-assert not bag.import_errors, bag.import_errors
-run = bag.dags["k8s_train"].test()
-print("STATE", run.state)
-"""
+RUNNER = program("kubernetes_training_runner")
 
 
 def test_dag_test_sends_a_valid_pod_to_the_api_server(
@@ -276,9 +252,7 @@ def test_dag_test_sends_a_valid_pod_to_the_api_server(
     dags.mkdir()
     lineage_file = tmp_path / "lineage.json"
     lineage_file.write_text(json.dumps(training_set))
-    (dags / "k8s_train.py").write_text(
-        DAG_FILE.format(models_dir=str(tmp_path / "models"), lineage_file=str(lineage_file))
-    )
+    (dags / "k8s_train.py").write_text(DAG_FILE)
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(KUBECONFIG.format(server=api_server.url))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_", "AIRFLOW__", "MLFLOW_", "KUBE"))}
@@ -292,6 +266,7 @@ def test_dag_test_sends_a_valid_pod_to_the_api_server(
         AIRFLOW_CONN_MLFLOW_DEFAULT=json.dumps({"conn_type": "mlflow", "host": MLFLOW_SERVER}),
         MLOPS_HOME=str(mlops_home),
         NO_PROXY="127.0.0.1,localhost",
+        TEST_DAG_PARAMS=json.dumps({"models_dir": str(tmp_path / "models"), "lineage_file": str(lineage_file)}),
     )
     migrated_airflow_home(Path(env["AIRFLOW_HOME"]))  # one migrate per session, copied
     done = run_script(RUNNER, str(dags), env=env, cwd=tmp_path, timeout=300)

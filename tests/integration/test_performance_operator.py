@@ -25,7 +25,7 @@ from airflow_mlops.core import monitoring_history
 from airflow_mlops.core.training import compute_metrics
 from airflow_mlops.serving.prediction_log import PredictionLog
 from support.airflow_db import migrated_airflow_home
-from support.dag_runs import run_script
+from support.dag_runs import dag_file, program, run_script
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -33,49 +33,9 @@ MODEL = "perf_model"
 END = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 ROWS = 600
 
-DAG_FILE = """
-from airflow.sdk import DAG
+DAG_FILE = dag_file("perf")
 
-from airflow_mlops.dags.assets import performance_alias
-from airflow_mlops.operators.monitoring import DelayedLabelPerformanceOperator
-
-LABELS = {labels!r}
-for name, end in (("healthy", {end!r}), ("degraded", {end!r}), ("empty", "2026-01-01T00:00:00+00:00")):
-    with DAG(f"perf_{{name}}", schedule=None, tags=["test"]):
-        DelayedLabelPerformanceOperator(
-            task_id="performance", model_name={model!r}, label="completed", entity_keys=["driver_id"],
-            primary_metric="roc_auc", window_end=end, outlets=[performance_alias({model!r})],
-            monitoring={{"window": "24h", "performance": {{
-                "tolerance": 0.05, "min_labels": 100, "labels": {{"path": LABELS.get(name, LABELS["healthy"])}}}}}},
-        )
-"""
-
-RUNNER = """
-import json
-import sys
-
-from airflow.dag_processing.dagbag import DagBag
-from airflow.models.asset import AssetEvent, AssetModel
-from airflow.models.taskinstance import TaskInstance
-from airflow.models.xcom import XComModel
-from airflow.utils.session import create_session
-from sqlalchemy import select
-
-dags = DagBag(dag_folder=sys.argv[1]).dags
-out = {}
-for name in ("healthy", "degraded", "empty"):
-    run = dags[f"perf_{name}"].test()
-    with create_session() as session:
-        state = session.scalars(select(TaskInstance.state).where(TaskInstance.run_id == run.run_id)).first()
-        xcom = session.scalars(select(XComModel.value).where(XComModel.run_id == run.run_id,
-                                                             XComModel.task_id == "performance")).first()
-        events = session.execute(select(AssetModel.name, AssetEvent.extra)
-                                 .join(AssetEvent, AssetEvent.asset_id == AssetModel.id)
-                                 .where(AssetEvent.source_run_id == run.run_id)).all()
-    out[name] = {"state": str(state), "xcom": json.loads(xcom) if isinstance(xcom, str) else xcom,
-                 "events": [{"name": n, "extra": e} for n, e in events]}
-print("RESULT " + json.dumps(out, default=str))
-"""
+RUNNER = program("performance_operator_runner")
 
 
 def _champion(rng: np.random.Generator) -> Any:
@@ -142,10 +102,11 @@ def _scenario(tmp: Path, home: Path) -> dict[str, Any]:
 
     dags = tmp / "dags"
     dags.mkdir()
-    (dags / "perf.py").write_text(DAG_FILE.format(labels=labels, end=END.isoformat(), model=MODEL))
+    (dags / "perf.py").write_text(DAG_FILE)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_", "AIRFLOW__", "MLFLOW_TRACKING"))}
     env.update(AIRFLOW_HOME=str(tmp / "airflow"), AIRFLOW__CORE__DAGS_FOLDER=str(dags),
-               AIRFLOW__CORE__LOAD_EXAMPLES="False", MLOPS_HOME=str(home))
+               AIRFLOW__CORE__LOAD_EXAMPLES="False", MLOPS_HOME=str(home),
+               TEST_DAG_PARAMS=json.dumps({"labels": labels, "end": END.isoformat(), "model": MODEL}))
     migrated_airflow_home(Path(env["AIRFLOW_HOME"]))  # one migrate per session, copied
     done = run_script(RUNNER, str(dags), env=env, cwd=tmp, timeout=400)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]

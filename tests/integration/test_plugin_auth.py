@@ -38,6 +38,8 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from starlette.routing import Mount
 
+from support.dag_runs import program
+
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
 PASSWORDS = {"admin": "admin-pw", "viewer": "viewer-pw", "limited": "limited-pw", "nobody": "nobody-pw"}
@@ -412,14 +414,7 @@ def test_airflow_plugins_cli_lists_the_plugin_once_from_the_entry_point(tmp_path
         ("Models", "mlops-models"), ("MLOps model", "mlops-model"), ("MLOps reports", "mlops-run")]
 
 
-PROBE = """
-import json, sys
-from airflow import plugins_manager
-plugins_manager.ensure_plugins_loaded()
-print("RESULT " + json.dumps({"names": [p.name for p in plugins_manager._get_plugins()[0]],
-                              "errors": plugins_manager.get_import_errors(),
-                              "heavy": sorted(m for m in ("fastapi", "airflow_mlops.plugin.app") if m in sys.modules)}))
-"""
+PROBE = program("plugin_auth_probe")
 
 
 def test_plugin_loads_once_even_with_provider_plugins_and_without_building_the_app(tmp_path: Path) -> None:
@@ -429,7 +424,7 @@ def test_plugin_loads_once_even_with_provider_plugins_and_without_building_the_a
     """
     env = _airflow_env(tmp_path / "home", AIRFLOW__CORE__LAZY_DISCOVER_PROVIDERS="False")
     done = subprocess.run(
-        [sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path
+        [sys.executable, str(PROBE)], env=env, capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path
     )
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     assert done.returncode == 0 and lines, done.stderr[-3000:]

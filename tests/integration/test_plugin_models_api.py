@@ -30,7 +30,7 @@ from browser.seed_models import (
     use_fresh_home,
 )
 from support.airflow_db import migrated_airflow_home
-from support.dag_runs import run_script
+from support.dag_runs import dag_file, program, run_script
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -170,69 +170,9 @@ def test_model_page_and_dag_tab(seeded_api: tuple[Api, Seeded]) -> None:
 
 
 # -- operator extra links, computed by Airflow's real task runner -------------------------------------------
-LINKS_DAG = '''
-from datetime import datetime
+LINKS_DAG = dag_file("links_probe")
 
-from airflow.sdk import DAG, BaseOperator
-from airflow.sdk.exceptions import AirflowFailException
-
-from airflow_mlops.operators.evaluation import EvaluateModelOperator
-from airflow_mlops.operators.training import SklearnTrainModelOperator
-from airflow_mlops.operators.links import DriftHistoryLink, ModelVersionLink
-
-
-class Train(SklearnTrainModelOperator):  # the real class and its links; only the work is skipped
-    def execute(self, context):
-        return {"run_id": "abc123", "model_uri": "models:/m-1", "metrics": {}, "experiment_id": "1"}
-
-
-class Evaluate(EvaluateModelOperator):  # a missed threshold: the task fails before returning anything
-    def execute(self, context):
-        raise AirflowFailException("roc_auc 0.51 < 0.7")
-
-
-class Register(BaseOperator):
-    operator_extra_links = (ModelVersionLink(),)
-
-    def execute(self, context):
-        return {"name": "ride_completion", "version": "3"}
-
-
-class Drift(BaseOperator):
-    operator_extra_links = (DriftHistoryLink(),)
-    model_name = "ride_completion"
-
-    def execute(self, context):
-        return {"status": "ok", "share": 0.1}
-
-
-with DAG("links_probe", schedule=None, start_date=datetime(2026, 1, 1)) as dag:
-    Train(task_id="train", model_name="ride_completion", training_set={}, estimator="x", label="y")
-    Evaluate(task_id="evaluate", model_name="ride_completion", training_set={}, challenger={"run_id": "abc123",
-             "model_uri": "models:/m-1"}, evaluation={}, label="y")
-    Register(task_id="register")
-    Drift(task_id="drift")
-'''
-
-LINKS_RUNNER = '''
-import json
-from airflow.dag_processing.dagbag import DagBag
-from airflow.models.xcom import XComModel
-from airflow.utils.session import create_session
-from sqlalchemy import select
-
-dag = DagBag().get_dag("links_probe")
-run = dag.test()
-with create_session() as session:
-    rows = session.execute(select(XComModel.task_id, XComModel.key, XComModel.value).where(
-        XComModel.run_id == run.run_id, XComModel.key.like("_link_%"))).all()
-def decoded(value):
-    try:
-        return json.loads(value) if isinstance(value, (str, bytes)) else value
-    except ValueError:
-        return value
-print("RESULT " + json.dumps({f"{task}:{key}": decoded(value) for task, key, value in rows}))
-'''
+LINKS_RUNNER = program("plugin_models_api_links_runner")
 
 
 def test_extra_links_are_computed_by_the_task_runner(tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ import httpx
 import pytest
 
 from support.connects import connect_attempts
+from support.dag_runs import program
 from support.demo_state import checkout_trained_demo
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1500)]
@@ -36,18 +37,7 @@ TOKEN = "s3cret-admin-token"
 REQUEST = {"trip_distance_km": 3.2, "surge_multiplier": 1.25, "pickup_hour": 8}
 DRIVERS = range(1001, 1201)
 
-RUNNER = """
-import json
-from airflow_mlops.hooks.mlflow import MLflowHook
-
-hook = MLflowHook()
-client = hook.get_conn()
-with hook.activated():
-    v1 = client.get_model_version_by_alias("ride_completion", "champion")
-    v2 = client.create_model_version("ride_completion", v1.source, run_id=v1.run_id)
-    v3 = client.create_model_version("ride_completion", "file:///nonexistent/model")
-print("RESULT " + json.dumps({"versions": [str(v.version) for v in (v1, v2, v3)]}))
-"""
+RUNNER = program("serving_app_runner")
 
 
 def free_port() -> int:

@@ -20,6 +20,7 @@ import httpx
 import numpy as np
 import pytest
 
+from support.dag_runs import program
 from support.demo_state import checkout_trained_demo
 from support.serving_process import ServingProcess, serving_process
 
@@ -32,17 +33,7 @@ TOKEN = "s3cret-admin-token"
 REQUEST = {"trip_distance_km": 3.2, "surge_multiplier": 1.25, "pickup_hour": 8.0}
 DRIVER = 1001
 
-REGISTER_V2 = """
-import json
-from airflow_mlops.hooks.mlflow import MLflowHook
-
-hook = MLflowHook()
-client = hook.get_conn()
-with hook.activated():
-    v1 = client.get_model_version_by_alias("ride_completion", "champion")
-    v2 = client.create_model_version("ride_completion", v1.source, run_id=v1.run_id)
-print("RESULT " + json.dumps({"versions": [str(v1.version), str(v2.version)]}))
-"""
+REGISTER_V2 = program("serving_v2_clients_register_v2")
 
 
 @pytest.fixture(scope="module")

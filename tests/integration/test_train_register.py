@@ -21,7 +21,7 @@ from airflow_mlops.hooks.mlflow import MLflowHook
 from airflow_mlops.operators.registry import MLflowRegisterModelOperator
 from airflow_mlops.operators.training import SklearnTrainModelOperator
 from support.airflow_db import migrated_airflow_home
-from support.dag_runs import run_script
+from support.dag_runs import dag_file, program, run_script
 from support.registry_dump import registry_dump
 from support.training_sets import demo_training_set, write_training_set
 
@@ -326,40 +326,9 @@ def test_template_fields_are_declared() -> None:
     assert "(templated)" in (MLflowRegisterModelOperator.__doc__ or "")
 
 
-DAG_FILE = """
-from __future__ import annotations
+DAG_FILE = dag_file("tiny_train")
 
-import json
-from pathlib import Path
-
-import airflow_mlops
-from airflow.sdk import DAG, task
-
-from airflow_mlops.operators.registry import MLflowRegisterModelOperator
-from airflow_mlops.operators.training import SklearnTrainModelOperator
-
-with DAG("tiny_train", schedule=None, tags=["test"]):
-    @task
-    def build_training_set() -> dict:
-        return json.loads(Path({lineage_file!r}).read_text())
-
-    train = SklearnTrainModelOperator(
-        task_id="train", model_name="tiny", training_set=build_training_set(),
-        estimator="sklearn.linear_model.LogisticRegression", params={{"max_iter": 300}},
-        label="completed", exclude_columns=["driver_id"],
-    )
-    MLflowRegisterModelOperator(
-        task_id="register", model_name="tiny", run_id=train.output["run_id"], model_uri=train.output["model_uri"],
-    )
-"""
-
-RUNNER = """
-import sys
-from airflow.dag_processing.dagbag import DagBag
-dag = DagBag(dag_folder=sys.argv[1]).dags["tiny_train"]
-run = dag.test()
-print("STATE", run.state)
-"""
+RUNNER = program("train_register_runner")
 
 
 def test_dag_test_chains_training_set_train_and_register(
@@ -371,13 +340,14 @@ def test_dag_test_chains_training_set_train_and_register(
     dags.mkdir()
     lineage_file = tmp_path / "lineage.json"
     lineage_file.write_text(json.dumps(training_set))
-    (dags / "tiny_train.py").write_text(DAG_FILE.format(lineage_file=str(lineage_file)))
+    (dags / "tiny_train.py").write_text(DAG_FILE)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_", "AIRFLOW__", "MLFLOW_"))}
     env.update(
         AIRFLOW_HOME=str(tmp_path / "airflow"),
         AIRFLOW__CORE__DAGS_FOLDER=str(dags),
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
         MLOPS_HOME=str(mlops_home),
+        TEST_DAG_PARAMS=json.dumps({"lineage_file": str(lineage_file)}),
     )
     migrated_airflow_home(Path(env["AIRFLOW_HOME"]))  # one migrate per session, copied
     done = run_script(RUNNER, str(dags), env=env, cwd=tmp_path, timeout=300)

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from support.dag_runs import program
 from support.demo_state import checkout_trained_demo
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
@@ -29,78 +30,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 PROJECT = Path(__file__).resolve().parents[2]
 MODEL = "ride_completion"
 
-RUNNER = """
-import json
-import sys
-import time
-
-from airflow.models.asset import AssetEvent, AssetModel
-from airflow.models.taskinstance import TaskInstance
-from airflow.utils.session import create_session
-from mlflow import MlflowClient
-from sqlalchemy import select
-
-from airflow_mlops import demo
-from airflow_mlops.core import audit
-from airflow_mlops.dags import build_dags
-from airflow_mlops.hooks.mlflow import MLflowHook
-
-MODEL = "ride_completion"
-dags = build_dags()
-
-
-def registry():
-    client = MLflowHook().get_conn()
-    versions = client.search_model_versions(f"name = '{MODEL}'")
-    aliases = {}
-    for alias in ("champion", "challenger"):
-        try:
-            aliases[alias] = str(client.get_model_version_by_alias(MODEL, alias).version)
-        except Exception:
-            aliases[alias] = None
-    model = client.get_registered_model(MODEL)
-    return {"versions": {str(v.version): dict(v.tags) for v in versions}, "aliases": aliases,
-            "history": [e.__dict__ for e in audit.history(model.tags)],
-            "descriptions": {str(v.version): v.description for v in versions},
-            "updated": {str(v.version): v.last_updated_timestamp for v in versions},
-            "model_tags": dict(model.tags)}
-
-
-def described(run_id):
-    with create_session() as session:
-        tasks = dict(session.execute(select(TaskInstance.task_id, TaskInstance.state)
-                                     .where(TaskInstance.run_id == run_id)).all())
-        events = session.scalars(select(AssetEvent).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
-                                 .where(AssetModel.name == f"mlops.model.{MODEL}.champion").order_by(AssetEvent.id))
-        events = [e.extra for e in events]
-    return {"tasks": {t: str(s) for t, s in tasks.items()}, "events": events}
-
-
-def run(dag_id):
-    started = time.monotonic()
-    dag_run = dags[dag_id].test()
-    return {"state": str(dag_run.state), "run_id": dag_run.run_id, "seconds": round(time.monotonic() - started, 1),
-            **described(dag_run.run_id)}
-
-
-def run_tags(run_id):
-    client = MLflowHook().get_conn()
-    [run] = client.search_runs([client.get_experiment_by_name(MODEL).experiment_id],
-                               filter_string=f"tags.`airflow_mlops.airflow.run_id` = '{run_id}'")
-    return dict(run.data.tags)
-
-
-results = {}
-# the session's trained demo state: its first training run (run id in argv[1]) is done
-results["first"] = {**described(sys.argv[1]), "registry": registry()}
-for name in ("second", "third"):
-    results[name] = {**run(f"{MODEL}__train"), "registry": registry()}
-    results[name]["run_tags"] = run_tags(results[name]["run_id"])
-demo.write_demo_batches(days=5, start="2026-10-15", label_noise=1.0)
-results["features_noisy"] = run("mlops_features")
-results["degraded"] = {**run(f"{MODEL}__train"), "registry": registry()}
-print("RESULT " + json.dumps(results, default=str))
-"""
+RUNNER = program("training_dag_runner")
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,9 @@ script reports by printing `RESULT ` + JSON; the last such line is its result.
 
 Every such script goes through one shared runner (`run_script`): a pre-warmed Python
 (`support/prewarmed.py`) that imported the heavy libraries once and forks a child per script, which
-behaves as `python -c script *args` started with the script's environment. The metadata DB is a copy
+behaves as `python -c script *args` started with the script's environment. A script is either source
+text or, preferably, the path of a program module under `support/programs/` (linted and type-checked
+like any module; parameterized by argv and environment, never by string substitution). The metadata DB is a copy
 of the session's one migrated DB (`support/airflow_db.py`).
 """
 
@@ -34,7 +36,25 @@ from support.airflow_db import migrated_airflow_home
 ISOLATED_PREFIXES = ("AIRFLOW_", "AIRFLOW__", "MLOPS_", "MLFLOW_TRACKING", "MLFLOW_REGISTRY")
 RESULT_PREFIX = "RESULT "
 PREWARMED = Path(__file__).with_name("prewarmed.py")
+PROGRAMS = Path(__file__).with_name("programs")
+DAG_FILES = Path(__file__).with_name("dags")
 READY_TIMEOUT_S = 300
+
+
+def program(name: str) -> Path:
+    """The program module `support/programs/<name>.py`, to pass to `run_script` as its script."""
+    path = PROGRAMS / f"{name}.py"
+    if not path.is_file():
+        raise FileNotFoundError(f"no test program {path}; programs run by tests live in {PROGRAMS}/<name>.py")
+    return path
+
+
+def dag_file(name: str) -> str:
+    """The text of the DAG file `support/dags/<name>.py`, for a test to write into its own DAGs folder."""
+    path = DAG_FILES / f"{name}.py"
+    if not path.is_file():
+        raise FileNotFoundError(f"no test DAG file {path}; DAG files that tests write live in {DAG_FILES}/<name>.py")
+    return path.read_text(encoding="utf-8")
 
 
 @dataclass
@@ -72,11 +92,12 @@ class _PrewarmedPython:
                                f"(exit {self.proc.poll()}); its log: {self._log.name}")
         return dict(json.loads(line))
 
-    def run(self, script: str, args: list[str], env: Mapping[str, str], cwd: Path, timeout: float) -> ScriptRun:
+    def run(self, script: str | Path, args: list[str], env: Mapping[str, str], cwd: Path, timeout: float) -> ScriptRun:
         assert self.proc.stdin is not None
         with tempfile.TemporaryDirectory() as tmp:
             out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
-            job = {"script": script, "args": args, "env": dict(env), "cwd": str(cwd), "stdout": str(out),
+            source = {"file": str(script)} if isinstance(script, Path) else {"script": script}
+            job = {**source, "args": args, "env": dict(env), "cwd": str(cwd), "stdout": str(out),
                    "stderr": str(err)}
             self.proc.stdin.write(json.dumps(job) + "\n")
             self.proc.stdin.flush()
@@ -116,8 +137,9 @@ def _runner() -> _PrewarmedPython:
     return runner
 
 
-def run_script(script: str, *args: str, env: Mapping[str, str], cwd: Path, timeout: float) -> ScriptRun:
-    """`python -c script *args` with `env` in `cwd`, through the shared pre-warmed runner."""
+def run_script(script: str | Path, *args: str, env: Mapping[str, str], cwd: Path, timeout: float) -> ScriptRun:
+    """`python -c script *args` (`script` a source text) or `python script *args` (`script` a program file's
+    Path, see `program`) with `env` in `cwd`, through the shared pre-warmed runner."""
     runner = _runner()
     if runner.proc.poll() is not None:  # the server died (it never should): start another
         _runner.cache_clear()
@@ -144,7 +166,7 @@ def result_of(done: ScriptRun) -> dict[str, Any]:
     return dict(json.loads(lines[-1][len(RESULT_PREFIX):]))
 
 
-def run_in_fresh_airflow(tmp_path: Path, script: str, *args: str, dags_folder: Path,
+def run_in_fresh_airflow(tmp_path: Path, script: str | Path, *args: str, dags_folder: Path,
                          timeout: float) -> tuple[dict[str, Any], str]:
     """Run `python -c script *args` in tmp_path on a migrated AIRFLOW_HOME and MLOPS_HOME under tmp_path.
 

@@ -25,44 +25,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from support.dag_runs import fresh_airflow_env, result_of, run_script
+from support.dag_runs import fresh_airflow_env, program, result_of, run_script
 from support.open_files import dispose_engines_under, open_on_deleted_files
 
 PROJECT = Path(__file__).resolve().parents[2]
 MODEL = "ride_completion"
 DEMO_DAYS = 5
 BUILD_TIMEOUT_S = 600
-NETAUDIT = PROJECT / "tests" / "support" / "netaudit" / "sitecustomize.py"
 OPENLINEAGE_EVENTS = "openlineage.jsonl"
 NETAUDIT_LOG = "netaudit.log"
 
-BUILD = """
-import json
-import runpy
-
-runpy.run_path(%(netaudit)r)  # installs the audit hook: MLOPS_NETAUDIT_LOG is set (see _build_env)
-
-from airflow.models.taskinstance import TaskInstance
-from airflow.utils.session import create_session
-from sqlalchemy import select
-
-from airflow_mlops import demo
-from airflow_mlops.dags import build_dags
-
-dags = build_dags()
-
-
-def run(dag_id):
-    dag_run = dags[dag_id].test()
-    with create_session() as session:
-        tasks = dict(session.execute(select(TaskInstance.task_id, TaskInstance.state)
-                                     .where(TaskInstance.run_id == dag_run.run_id)).all())
-    return {"state": str(dag_run.state), "run_id": dag_run.run_id, "tasks": {t: str(s) for t, s in tasks.items()}}
-
-
-demo.write_demo_batches(days=%(days)d, start="2026-10-01")  # fixed times: the modules assume this history
-print("RESULT " + json.dumps({"features": run("mlops_features"), "train": run("%(model)s__train")}))
-"""
+BUILD = program("demo_state_build")
 
 
 @dataclass(frozen=True)
@@ -87,7 +60,7 @@ class TrainedDemo:
         """Outbound network attempts during the build (no file: none)."""
         return self.root / NETAUDIT_LOG
 
-    def run(self, script: str, *args: str, timeout: float) -> tuple[dict[str, Any], str]:
+    def run(self, script: str | Path, *args: str, timeout: float) -> tuple[dict[str, Any], str]:
         """Run a DAG script on this state (as run_in_fresh_airflow does on a fresh one)."""
         done = run_script(script, *args, env=self.env, cwd=self.root, timeout=timeout)
         return result_of(done), done.stdout + done.stderr
@@ -113,7 +86,7 @@ def _pristine() -> tuple[Path, dict[str, Any]]:
     root = _root()
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
-    done = run_script(BUILD % {"days": DEMO_DAYS, "model": MODEL, "netaudit": str(NETAUDIT)}, env=_build_env(root),
+    done = run_script(BUILD, str(DEMO_DAYS), MODEL, env=_build_env(root),
                       cwd=root, timeout=BUILD_TIMEOUT_S)
     built = result_of(done)
     assert built["features"]["state"] == "success" and built["train"]["tasks"]["promote"] == "success", built

@@ -1,8 +1,9 @@
 """Lint (`make lint`): no test sleeps a fixed time and then asserts; it waits for a condition with a deadline.
 
 A `sleep(...)` call is flagged when it is not inside a loop (a loop that sleeps is polling something)
-and an `assert` follows it in the same function. Python scripts kept in upper-case string constants
-(the `RUNNER = '''...'''` scripts that tests run in a subprocess) are checked too. A sleep that
+and an `assert` follows it in the same function. The programs tests run in a child process are modules
+under tests/support/ (programs/, dags/, ...), checked like any file; Python kept in an upper-case string
+constant (a fragment some test still writes into a file) is checked too. A sleep that
 truly must stay (none today) is allowed by a `# fixed-sleep-ok: <why>` comment on its line.
 
     python tests/support/no_fixed_sleep.py [paths...]   (default: tests/)

@@ -13,7 +13,11 @@ gets the script's own environment, working directory, argv and output files, so 
 - A library that reads an environment variable at import (telemetry switches) sees the server's
   environment: the server is started with the test process's environment, where they are set already.
 
-Protocol (one JSON line each way, one script at a time): {"script", "args", "env", "cwd", "stdout",
+A job names either a `script` (source text, run as `python -c`) or a `file` (a program module under
+`tests/support/programs/`, run like `python file`, except that sys.path[0] is still the working directory,
+as for `-c`, so both kinds import the same modules).
+
+Protocol (one JSON line each way, one script at a time): {"script" | "file", "args", "env", "cwd", "stdout",
 "stderr"} -> {"returncode"}. `python prewarmed.py` serves on stdin/stdout until stdin closes.
 """
 
@@ -26,6 +30,7 @@ import os
 import signal
 import sys
 import traceback
+from typing import Any
 
 PRELOAD = ("numpy", "pandas", "pyarrow", "pyarrow.parquet", "duckdb", "sklearn.ensemble", "sklearn.linear_model",
            "sklearn.metrics", "scipy.stats", "sqlalchemy", "mlflow", "mlflow.sklearn", "feast", "great_expectations",
@@ -53,8 +58,10 @@ def die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
-def run_child(job: dict) -> None:
-    """In the forked child: become `python -c script *args` with the job's environment; never returns."""
+def run_child(job: dict[str, Any]) -> None:
+    """In the forked child: become `python -c script *args` (or `python file *args`) with the job's environment.
+
+    Never returns."""
     code = 1
     die_with_parent()
     try:
@@ -72,9 +79,17 @@ def run_child(job: dict) -> None:
         os.dup2(null, 0)  # the child (and what it starts) must not read the server's request pipe
         os.close(null)
         sys.stdin = open(0, closefd=False)
-        sys.argv = ["-c", *job["args"]]
         sys.path[0] = ""  # as `python -c`: the working directory first
-        exec(compile(job["script"], "<string>", "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
+        namespace = {"__name__": "__main__", "__builtins__": __builtins__}
+        if "file" in job:  # a program module: its own name in argv[0], __file__ and tracebacks
+            sys.argv = [job["file"], *job["args"]]
+            namespace["__file__"] = job["file"]
+            with open(job["file"], encoding="utf-8") as source:
+                code_object = compile(source.read(), job["file"], "exec")
+        else:
+            sys.argv = ["-c", *job["args"]]
+            code_object = compile(job["script"], "<string>", "exec")
+        exec(code_object, namespace)
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)

@@ -8,6 +8,7 @@ at module names, and importing the real Airflow would cost the child ~5 s for th
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,38 +18,16 @@ import pytest
 pytestmark = pytest.mark.unit
 
 SUPPORT_ROOT = Path(__file__).resolve().parents[1]  # tests/, where `support` is importable from
-CONFTEST = """
-from support.unit_guard import UnitGuard
-
-
-def pytest_configure(config):
-    config.pluginmanager.register(UnitGuard(), "unit-guard")
-"""
-TESTS = """
-import sys
-import types
-
-import pytest
-
-
-@pytest.mark.unit
-def test_pure():
-    assert True
-
-
-@pytest.mark.{marker}
-def test_that_loads_airflow():
-    if {loads}:
-        sys.modules.setdefault("airflow", types.ModuleType("airflow"))
-"""
+PROJECT = SUPPORT_ROOT / "support" / "unit_guard_project"  # the child project's two files, as modules
 
 
 def _session(tmp_path: Path, marker: str, loads: bool, *args: str) -> subprocess.CompletedProcess[str]:
-    (tmp_path / "conftest.py").write_text(CONFTEST)
-    (tmp_path / "test_layer.py").write_text(TESTS.format(marker=marker, loads=loads))
+    shutil.copyfile(PROJECT / "guard_conftest.py", tmp_path / "conftest.py")
+    shutil.copyfile(PROJECT / "guard_tests.py", tmp_path / "test_layer.py")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SUPPORT_ROOT), os.environ.get("PYTHONPATH", "")]),
            # no installed pytest plugins (playwright, anyio, ...): ~1 s less per child, and none is needed here
-           "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+           "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
+           "UNIT_GUARD_MARKER": marker, "UNIT_GUARD_LOADS": str(loads)}
     return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "ignore", *args,
                            str(tmp_path)], check=False, cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=120)

@@ -1,0 +1,15 @@
+"""The DAG file of tests/e2e/test_headless_up.py (`PROBE_DAG`); its file name is its DAG id.
+
+Written as `probe.py` into the DAGs folder of the headless Airflow the test starts.
+"""
+
+from datetime import datetime
+
+from airflow.sdk import DAG, task
+
+with DAG("headless_up_probe", schedule=None, start_date=datetime(2026, 1, 1), catchup=False):
+    @task
+    def hello() -> str:
+        return "ran"
+
+    hello()

@@ -1,0 +1,16 @@
+"""The `RUNNER` program of tests/integration/test_kubernetes_training.py.
+
+Run in a child process through `support.dag_runs.run_script` with the environment the test builds.
+
+Its parameters come from argv and the environment the test gives it; it prints its result as one `RESULT <json>`
+line.
+"""
+
+import sys
+
+from airflow.dag_processing.dagbag import DagBag
+
+bag = DagBag(dag_folder=sys.argv[1])
+assert not bag.import_errors, bag.import_errors
+run = bag.dags["k8s_train"].test()
+print("STATE", run.state)
