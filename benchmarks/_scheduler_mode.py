@@ -1,7 +1,8 @@
 """`training_dag.py --mode scheduler`: the training DAG under a real scheduler, task by task, against the script.
 
 The stack is the project's own: `airflow-mlops up` (scheduler, dag-processor, triggerer, api-server;
-LocalExecutor on the SQLite metadata DB) on the benchmark's state, with the timing probe
+LocalExecutor on the SQLite metadata DB) on the benchmark's state, or with `--executor celery` the tests'
+stack (tests/support/airflow_stack.py) on CeleryExecutor, with the timing probe
 (`_sched_probe/sitecustomize.py`) on PYTHONPATH. Each run: the live MLflow DB is replaced by a copy of the
 pristine one, `<model>__train` is triggered over REST and waited for; per task, the REST API's task
 instance (queued_when, start_date, end_date) and the probe's events (task process fork, outermost imports,
@@ -99,6 +100,40 @@ def up_stack(env: dict[str, str], work: Path, log_path: Path, dag_id: str) -> It
         _stop(up)
 
 
+BROKER_URL = "redis://127.0.0.1:6379/14"  # a Redis database only this benchmark uses; flushed first
+_PASSED_TO_CELERY = ("AIRFLOW_CONN_", "MLOPS_BENCH_", "PYTHONPATH", "AIRFLOW__MLOPS__")
+
+
+@contextlib.contextmanager
+def celery_stack(env: dict[str, str], work: Path, dag_id: str, preload: bool) -> Iterator[tuple[Any, float]]:
+    """The tests' real stack (tests/support/airflow_stack.py) on CeleryExecutor: PostgreSQL metadata DB (fresh),
+    Redis broker, one `airflow celery worker` (queue default, concurrency 1), on the benchmark's MLOPS_HOME.
+    The preload goes through `[celery] celery_config_options` (plugin/preload.py), as a user would set it."""
+    _support()
+    import redis
+
+    from support.airflow_stack import airflow_stack
+    from support.mlflow_server import fresh_postgres_database
+
+    redis.Redis.from_url(BROKER_URL).flushdb()
+    started = time.monotonic()
+    with fresh_postgres_database(f"mlops_bench_celery_{os.getpid()}_{int(preload)}") as database:
+        extra = {k: v for k, v in env.items() if k.startswith(_PASSED_TO_CELERY)}
+        extra.update(AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=database, AIRFLOW__CORE__EXECUTOR="CeleryExecutor",
+                     AIRFLOW__CELERY__BROKER_URL=BROKER_URL,
+                     AIRFLOW__CELERY__RESULT_BACKEND="db+" + database.replace("+psycopg2", ""))
+        if preload:
+            extra["AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS"] = "airflow_mlops.plugin.preload.CELERY_CONFIG"
+        with airflow_stack(Path(env["MLOPS_HOME"]), dag_ids=[dag_id], celery_workers={"celery-default": "default"},
+                           extra_env=extra, audit_network=False) as stack:
+            client = stack.client()
+            try:
+                client.unpause_without_catchup(dag_id)
+                yield client, time.monotonic() - started
+            finally:
+                client.close()
+
+
 def _healthy(client: Any) -> bool:
     import httpx
 
@@ -128,7 +163,7 @@ def run_once(client: Any, probe_dir: Path, dag_id: str) -> dict[str, Any]:
         stale.unlink()
     triggered = time.time()
     run = client.trigger(dag_id)
-    finished = client.wait_for_run(dag_id, run["dag_run_id"], RUN_TIMEOUT_S)
+    finished = _wait_for_run(client, dag_id, run["dag_run_id"])
     tis = {ti["task_id"]: ti for ti in client.task_instances(dag_id, run["dag_run_id"])}
     ended = support.parse_time(finished["end_date"]).timestamp()
     events = _events(probe_dir)
@@ -144,6 +179,24 @@ def run_once(client: Any, probe_dir: Path, dag_id: str) -> dict[str, Any]:
     return {"state": finished["state"], "wall_s": ended - triggered, "run_id": run["dag_run_id"],
             "tasks": tasks, "after_last_task_s": ended - last_end, "other_runs": other_runs,
             "steps": {t: d["total"] for t, d in tasks.items()}}
+
+
+def _wait_for_run(client: Any, dag_id: str, run_id: str) -> dict[str, Any]:
+    """Poll every 2 s (the api-server also serves the tasks' Execution API: keep out of its way) until the run
+    ends; a poll the loaded api-server does not answer in time is retried, the run's end comes from the server."""
+    import httpx
+
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while time.monotonic() < deadline:
+        try:
+            run = client.dag_run(dag_id, run_id)
+        except httpx.TransportError as exc:
+            print(f"    (REST poll not answered: {type(exc).__name__}; retrying)", file=sys.stderr, flush=True)
+            continue
+        if run["state"] in ("success", "failed"):
+            return dict(run)
+        time.sleep(2.0)
+    raise SystemExit(f"{dag_id} run {run_id} did not finish within {RUN_TIMEOUT_S} s")
 
 
 def _events(probe_dir: Path) -> dict[int, list[dict[str, Any]]]:
@@ -164,7 +217,8 @@ def _task_breakdown(ti: dict[str, Any], previous_end: float, events: dict[int, l
     mine = events.get(pid, []) if pid else []
     fork = next((e["t"] for e in mine if e["ev"] == "fork"), None)
     execute = next((e for e in mine if e["ev"] == "execute"), None)
-    row: dict[str, Any] = {"state": ti["state"], "queued": queued, "start": start, "end": end, "pid": pid,
+    row: dict[str, Any] = {"state": ti["state"], "try_number": ti.get("try_number"), "queued": queued,
+                           "start": start, "end": end, "pid": pid,
                            "total": (end - previous_end) if end else 0.0}
     if not (queued and end and fork and execute):
         row["incomplete"] = True
@@ -210,9 +264,9 @@ def _call_kinds(calls: list[dict[str, Any]]) -> dict[str, int]:
     return kinds
 
 
-def scheduler_log_facts(log_path: Path) -> dict[str, Any]:
-    """What `up`'s log says about the preload (our listener's line in the scheduler)."""
-    text = log_path.read_text(errors="replace")
+def scheduler_log_facts(logs: list[Path]) -> dict[str, Any]:
+    """What the stack's logs say about the preload (our line in the scheduler or the Celery worker)."""
+    text = "\n".join(log.read_text(errors="replace") for log in logs if log.exists())
     found = re.findall(r"airflow-mlops: preloaded (\d+) modules in ([0-9.]+) s", text)
     return {"preloaded_modules": int(found[-1][0]), "preload_s": float(found[-1][1])} if found else {}
 
@@ -227,8 +281,8 @@ def now_iso() -> str:
 
 
 # -- rounds, summary, report ------------------------------------------------------------------------
-def variant_name(preload: bool) -> str:
-    return f"scheduler, preload {'on' if preload else 'off'}"
+def variant_name(executor: str, preload: bool) -> str:
+    return f"{executor}, preload {'on' if preload else 'off'}"
 
 
 def run_rounds(work: Path, args: Any, spawn: Any, child_env: Any, dag_id: str) -> dict[str, Any]:
@@ -236,17 +290,20 @@ def run_rounds(work: Path, args: Any, spawn: Any, child_env: Any, dag_id: str) -
     (order alternating), each scheduler run on a fresh copy of the pristine MLflow DB; stop the stack."""
     pristine = work / "pristine"
     variants: dict[str, Any] = {}
+    executor = "CeleryExecutor" if args.executor == "celery" else "LocalExecutor"
     for preload in {"off": [False], "on": [True], "both": [False, True]}[args.preload]:
-        name, slug = variant_name(preload), f"preload-{'on' if preload else 'off'}"
+        name, slug = variant_name(executor, preload), f"{args.executor}-preload-{'on' if preload else 'off'}"
         live, probe, log = work / "mlflow" / f"live-{slug}", work / "probe" / slug, work / "logs" / f"up-{slug}.log"
         probe.mkdir(parents=True)
         log.parent.mkdir(parents=True, exist_ok=True)
         reset_mlflow(pristine, live)
         env = stack_env(child_env(work, live), probe, preload)
         rounds: list[dict[str, Any]] = []
-        with up_stack(env, work, log, dag_id) as (client, ready_s):
-            print(f"  {name}: `airflow-mlops up` healthy, {dag_id} parsed and unpaused in {ready_s:.0f} s "
-                  f"(not timed)", file=sys.stderr, flush=True)
+        stack = celery_stack(env, work, dag_id, preload) if args.executor == "celery" else \
+            up_stack(env, work, log, dag_id)
+        with stack as (client, ready_s):
+            print(f"  {name}: stack healthy, {dag_id} parsed and unpaused in {ready_s:.0f} s (not timed)",
+                  file=sys.stderr, flush=True)
             for rnd in range(args.repeat):
                 pair: dict[str, Any] = {}
                 for method in ("script", "scheduler") if rnd % 2 == 0 else ("scheduler", "script"):
@@ -262,7 +319,8 @@ def run_rounds(work: Path, args: Any, spawn: Any, child_env: Any, dag_id: str) -
                     print(f"  {name} round {rnd} {method}: {pair[method]['wall_s']:.2f} s", file=sys.stderr,
                           flush=True)
                 rounds.append(pair)
-            facts = {"ready_s": ready_s, "load": _load(), **scheduler_log_facts(log)}
+            logs = [log] if args.executor == "local" else sorted((work / "home" / "stack-logs").glob("*.log"))
+            facts = {"ready_s": ready_s, "load": _load(), **scheduler_log_facts(logs)}
         variants[name] = {"preload": preload, "rounds": rounds, "facts": facts}
     return variants
 
@@ -274,28 +332,37 @@ def _load() -> str:
 
 
 def check(variants: dict[str, Any]) -> list[str]:
+    """Every run succeeded without a retry, was fully probed, ran alone, and promoted the same model."""
     problems: list[str] = []
     seen: dict[str, tuple[Any, ...]] = {}
     for name, variant in variants.items():
         for i, pair in enumerate(variant["rounds"]):
-            sched, script = pair["scheduler"], pair["script"]
-            bad = {t: d["state"] for t, d in sched["tasks"].items() if d["state"] != "success"}
-            if sched["state"] != "success" or bad or script["state"] != "success":
-                problems.append(f"{name} round {i}: run {sched['state']}, tasks {bad}, script {script['state']}")
-            if any(d.get("incomplete") for d in sched["tasks"].values()):
-                problems.append(f"{name} round {i}: probe events missing for "
-                                f"{[t for t, d in sched['tasks'].items() if d.get('incomplete')]}")
-            if sched["other_runs"]:
-                problems.append(f"{name} round {i}: other runs of the DAG happened: {sched['other_runs']}")
-            if script["preloaded_heavy"]:
-                problems.append(f"{name} round {i}: script imported {script['preloaded_heavy']} before its timer")
+            problems += [f"{name} round {i}: {problem}" for problem in _pair_problems(pair)]
             for method, run in pair.items():
                 out = run["outcome"]
                 seen[f"{name} round {i} {method}"] = (out["training_set_sha256"], out["roc_auc"], out["eval_roc_auc"])
         if variant["preload"] and not variant["facts"].get("preloaded_modules"):
-            problems.append(f"{name}: the scheduler's log has no preload line")
+            problems.append(f"{name}: the stack's logs have no preload line")
     if len(set(seen.values())) != 1 or None in next(iter(seen.values())):
         problems.append("runs disagree on (training-set sha256, roc_auc, eval.roc_auc): " + json.dumps(seen))
+    return problems
+
+
+def _pair_problems(pair: dict[str, Any]) -> list[str]:
+    sched, script, problems = pair["scheduler"], pair["script"], []
+    tasks = sched["tasks"]
+    bad = {t: d["state"] for t, d in tasks.items() if d["state"] != "success"}
+    if sched["state"] != "success" or bad or script["state"] != "success":
+        problems.append(f"run {sched['state']}, tasks {bad}, script {script['state']}")
+    if any(d.get("incomplete") for d in tasks.values()):
+        problems.append(f"probe events missing for {[t for t, d in tasks.items() if d.get('incomplete')]}")
+    retried = [t for t, d in tasks.items() if (d.get("try_number") or 1) > 1]
+    if retried:
+        problems.append(f"retried tasks {retried} (a failed try: the wall is not comparable)")
+    if sched["other_runs"]:
+        problems.append(f"other runs of the DAG happened: {sched['other_runs']}")
+    if script["preloaded_heavy"]:
+        problems.append(f"script imported {script['preloaded_heavy']} before its timer")
     return problems
 
 

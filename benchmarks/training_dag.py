@@ -40,7 +40,17 @@ Correctness: every run must promote a champion whose training run has the same t
 validation roc_auc and held-out eval.roc_auc (exact equality: same data + seed → identical metrics);
 else exit 1. Results are printed as tables, then as JSON.
 
+`--mode scheduler` replaces dag.test() by a real scheduler (benchmarks/_scheduler_mode.py): after the same
+setup, per stack variant (`--preload off|on|both`: the scheduler's library preload, plugin/preload.py) the
+stack starts (`airflow-mlops up`, LocalExecutor; or `--executor celery`: PostgreSQL + Redis + one Celery
+worker), then `--repeat` rounds each run the script and trigger `<model>__train` over REST (order
+alternating; a fresh copy of the pristine MLflow DB per run). Each task's time is split into scheduling,
+executor pickup, task runner, imports, Execution API calls and the operator itself (timing probe:
+benchmarks/_sched_probe/sitecustomize.py on the stack's PYTHONPATH). Ratio = scheduler run (trigger ->
+run end) / script, per round.
+
     .venv/bin/python benchmarks/training_dag.py [--days 30] [--repeat 2] [--keep]
+    .venv/bin/python benchmarks/training_dag.py --mode scheduler [--executor local|celery] [--preload both]
 """
 
 from __future__ import annotations
@@ -669,6 +679,9 @@ def main() -> None:
     parser.add_argument("--mode", choices=("dag", "scheduler"), default="dag",
                         help="dag: dag.test() vs the script; scheduler: `airflow-mlops up` (LocalExecutor) vs the "
                              "script, each task broken down (benchmarks/_scheduler_mode.py)")
+    parser.add_argument("--executor", choices=("local", "celery"), default="local",
+                        help="--mode scheduler: local = `airflow-mlops up`; celery = PostgreSQL + Redis (must be "
+                             "running on 127.0.0.1) and one Celery worker")
     parser.add_argument("--preload", choices=("off", "on", "both"), default="both",
                         help="--mode scheduler: the scheduler's library preload ([mlops] preload_libraries); "
                              "both = one stack each, off first")

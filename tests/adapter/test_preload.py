@@ -21,7 +21,8 @@ from airflow_mlops.plugin.airflow_plugin import MLOpsPlugin
 
 pytestmark = pytest.mark.adapter
 
-SCHEDULER = SimpleNamespace(job_type="SchedulerJob")
+# Airflow 3.3 calls on_starting from Job.__init__, before the runner sets job_type: the command tells
+SCHEDULER = SimpleNamespace(job_type=None)
 
 
 @pytest.fixture
@@ -34,6 +35,7 @@ def sentinel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     monkeypatch.setenv("AIRFLOW__MLOPS__PRELOAD_LIBRARIES", "True")
     monkeypatch.setenv("AIRFLOW__MLOPS__PRELOAD_EXTRA_MODULES", f" {name} , ")
     monkeypatch.setenv("AIRFLOW__CORE__EXECUTOR", "LocalExecutor")
+    monkeypatch.setattr(sys, "argv", ["airflow", "scheduler"])
     yield name
     sys.modules.pop(name, None)
 
@@ -50,10 +52,20 @@ def test_the_scheduler_preloads_before_it_forks_its_local_executor_workers(senti
     assert sentinel in sys.modules
 
 
-@pytest.mark.parametrize("component", [SimpleNamespace(job_type="DagProcessorJob"),
-                                       SimpleNamespace(job_type="TriggererJob"), object()],
-                         ids=["dag-processor", "triggerer", "task runner"])
-def test_no_other_component_preloads(sentinel: str, component: object) -> None:
+def test_a_scheduler_job_that_says_so_preloads_whatever_the_command(sentinel: str,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["python", "-c", "run my scheduler"])
+    preload.on_starting(SimpleNamespace(job_type="SchedulerJob"))
+    assert sentinel in sys.modules
+
+
+@pytest.mark.parametrize(("command", "component"), [
+    ("dag-processor", SimpleNamespace(job_type=None)), ("triggerer", SimpleNamespace(job_type=None)),
+    ("scheduler", SimpleNamespace(job_type="DagProcessorJob")), ("scheduler", object())],
+    ids=["dag-processor", "triggerer", "another job", "task runner"])
+def test_no_other_component_preloads(sentinel: str, command: str, component: object,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["airflow", command])
     preload.on_starting(component)
     assert sentinel not in sys.modules
 

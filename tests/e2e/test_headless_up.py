@@ -3,8 +3,9 @@ leaves no process behind after SIGTERM (issue 16 item 3).
 
 The real command (`airflow standalone` under our supervisor) on a fresh MLOPS_HOME, with a one-task
 DAG in its own dags folder: the task runs only if the worker reaches the Execution API on port N
-(Airflow's fallback is localhost:8080). Then SIGTERM to `up`; within 30 s no process of its tree or
-of standalone's session may be left.
+(Airflow's fallback is localhost:8080). The task reports which heavy libraries its process already has:
+`up` turns on the scheduler's preload (issue 20 item 4), so it must find them without importing them.
+Then SIGTERM to `up`; within 30 s no process of its tree or of standalone's session may be left.
 """
 
 from __future__ import annotations
@@ -25,13 +26,13 @@ from support.airflow_db import migrated_airflow_home
 from support.airflow_stack import _die_with_parent, free_port
 from support.dag_runs import dag_file
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(480)]  # start-up includes the preload (~15 s idle, minutes loaded)
 
 PROJECT = Path(__file__).resolve().parents[2]
 DAG_ID = "headless_up_probe"
 PROBE_DAG = dag_file(DAG_ID)  # support/dags/<DAG_ID>.py defines the DAG of that id
 PASSWORD = "headless-up-test"
-READY_TIMEOUT_S = 150
+READY_TIMEOUT_S = 240  # the scheduler imports the heavy libraries first (preload)
 RUN_TIMEOUT_S = 90
 STOP_PROMISE_S = 30
 
@@ -97,9 +98,16 @@ def test_up_on_a_non_default_port_runs_a_dag_and_sigterm_leaves_no_process(tmp_p
             client.unpause(DAG_ID)
             run = client.trigger(DAG_ID)
             finished = client.wait_for_run(DAG_ID, run["dag_run_id"], RUN_TIMEOUT_S, on_poll=alive)
+            preloaded = client.request(
+                "GET", f"/dags/{DAG_ID}/dagRuns/{run['dag_run_id']}/taskInstances/hello/xcomEntries/return_value",
+            )["value"] if finished["state"] == "success" else None
         finally:
             client.close()
         assert finished["state"] == "success", log_path.read_text(errors="replace")[-6000:]
+        # `up` turns on [mlops] preload_libraries: the task process, forked from a LocalExecutor worker forked
+        # from the scheduler, starts with them imported (plugin/preload.py)
+        assert preloaded == ["feast", "mlflow", "pandas", "sklearn"], log_path.read_text(errors="replace")[-6000:]
+        assert "airflow-mlops: preloaded" in log_path.read_text(errors="replace")
         print(f"[up] {DAG_ID} succeeded after {time.monotonic() - started:.1f}s", flush=True)
 
         tree = psutil.Process(up.pid).children(recursive=True)
