@@ -218,7 +218,7 @@ def test_an_ab_test_promotes_a_clearly_better_version(app: App) -> None:
     out, outlets = readout("scheduled__ab_better")
 
     assert (out["decision"], out["winner"], out["status"]) == ("promote", candidate, "promoted"), out["reason"]
-    assert out["labels"] == {v: int((rows["model_version"] == v).sum()) for v in (champion, candidate)}
+    assert out["labels"] == out["served"] == {v: int((rows["model_version"] == v).sum()) for v in (champion, candidate)}
     assert out["values"][candidate] == 1.0 and out["values"][champion] == pytest.approx(0.5, abs=0.01)
     assert registry().alias_version("champion") == candidate
     event = registry().history()[-1]
@@ -288,3 +288,4 @@ def test_bandit_shares_follow_the_better_arm_in_every_worker(app: App) -> None:
     looks = experiment_history.read_history(MLflowHook().get_conn(), record["run_id"])
     assert [look["arms"][candidate]["share"] for look in looks] == [0.5, pytest.approx(out["shares"][candidate])]
     assert looks[-1]["arms"][candidate]["labels"] == out["labels"][candidate]
+    assert looks[-1]["arms"][candidate]["predictions"] == out["served"][candidate]  # the arm's pulls

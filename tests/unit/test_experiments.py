@@ -153,8 +153,10 @@ def labelled(rng: np.random.Generator, accuracy: dict[str, float], rows: int) ->
 @pytest.mark.parametrize("metric", ["accuracy", "log_loss", "roc_auc"])
 def test_a_clearly_better_new_version_is_promoted_with_the_reason(metric: str) -> None:
     record = _record(metric=metric)
-    look = take_look(record, labelled(np.random.default_rng(1), {"2": 0.85, "1": 0.7}, 1000), T0 + timedelta(days=2))
+    look = take_look(record, labelled(np.random.default_rng(1), {"2": 0.85, "1": 0.7}, 1000), T0 + timedelta(days=2),
+                     served={"1": 1200, "2": 1100})
     assert look.decision == PROMOTE and look.winner == "2", look.reason
+    assert look.to_dict()["served"] == {"1": 1200, "2": 1100} and look.labels == {"1": 1000, "2": 1000}
     assert look.reason.startswith(f"{metric} v2 - v1: difference +") and "the new version is better" in look.reason
     ended = after_look(record, look, {"dag_id": "m__experiment", "run_id": "r9"})
     assert (ended.status, ended.decision, ended.looks, ended.ended_by["run_id"]) == (PROMOTED, PROMOTE, 1, "r9")

@@ -4,8 +4,9 @@ The record (a registered-model tag every serving worker reads) keeps only the ru
 to the experiment's run in the MLflow experiment `<model>.online_experiments`, so the MLflow UI charts it too
 and the plugin's readout page draws the difference, its interval and the bandit shares from it. Metric keys:
 `difference`, `ci_low`, `ci_high` (A/B, finite values only: an interval still open on one side has no bound
-to draw), `alpha_spent`, and per arm `labels.v<N>`, `value.v<N>` (the metric on its labelled predictions) and
-`share.v<N>` (its traffic share after the look). Step = the look's number (0 = the start). No Airflow.
+to draw), `alpha_spent`, and per arm `predictions.v<N>` (its pulls: predictions it answered so far),
+`labels.v<N>`, `value.v<N>` (the metric on its labelled predictions) and `share.v<N>` (its traffic share after
+the look). Step = the look's number (0 = the start). No Airflow.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 
 TAG_EXPERIMENT_ID = f"{TAG_PREFIX}experiment_id"
 TAG_MODEL = f"{TAG_PREFIX}model"
-_PER_ARM = ("labels", "value", "share")
+_PER_ARM = ("labels", "value", "share", "predictions")
 
 
 def history_experiment(model: str) -> str:
@@ -62,6 +63,7 @@ def log_look(client: MlflowClient, record: ExperimentRecord, look: Look) -> None
         values[f"labels.v{version}"] = look.labels.get(version)
         values[f"value.v{version}"] = look.values.get(version)
         values[f"share.v{version}"] = record.arms[version]
+        values[f"predictions.v{version}"] = (look.served or {}).get(version)
     _log(client, record.run_id, values, step=record.looks)
 
 

@@ -53,17 +53,22 @@ class Look:
     interval: Interval | None = None  # A/B: the running interval after this look
     shares: dict[str, float] | None = None  # bandit: the new shares
     winner: str | None = None  # the version to promote
+    served: dict[str, int] | None = None  # version -> predictions it answered in the experiment (its pulls)
 
     def to_dict(self) -> dict[str, Any]:
         return {"at": self.at, "decision": self.decision, "reason": self.reason, "final": self.final,
                 "labels": dict(self.labels), "values": {v: _finite(x) for v, x in self.values.items()},
-                "interval": interval_dict(self.interval), "shares": self.shares, "winner": self.winner}
+                "interval": interval_dict(self.interval), "shares": self.shares, "winner": self.winner,
+                "served": self.served}
 
 
-def take_look(record: ExperimentRecord, joined: pd.DataFrame, now: datetime) -> Look:
-    """The look of `record` at `now` on `joined` (model_version, prediction, `_label` rows of this experiment)."""
+def take_look(record: ExperimentRecord, joined: pd.DataFrame, now: datetime,
+              served: Mapping[str, int] | None = None) -> Look:
+    """The look of `record` at `now` on `joined` (model_version, prediction, `_label` rows of this experiment);
+    `served`: predictions per arm so far, labelled or not (recorded with the look)."""
     arms = _arms(record, joined)
-    return ab_look(record, arms, now) if record.type == "ab" else bandit_look(record, arms, now)
+    look = ab_look(record, arms, now) if record.type == "ab" else bandit_look(record, arms, now)
+    return replace(look, served={v: int(served.get(v, 0)) for v in record.arms}) if served is not None else look
 
 
 def after_look(record: ExperimentRecord, look: Look, by: Mapping[str, Any]) -> ExperimentRecord:

@@ -38,7 +38,8 @@ def readout_context(model: str, record: ExperimentRecord | None, looks: Sequence
     last = record.last or {}
     arms = [{"version": v, "share": share, "color": COLORS[i % len(COLORS)],
              "role": "champion" if v == record.champion else "new" if v == record.candidate else "",
-             "labels": (last.get("labels") or {}).get(v), "value": (last.get("values") or {}).get(v)}
+             "served": (last.get("served") or {}).get(v), "labels": (last.get("labels") or {}).get(v),
+             "value": (last.get("values") or {}).get(v)}
             for i, (v, share) in enumerate(record.arms.items())]
     return {"title": f"{model}: experiment {record.id}", "model": model, "record": record, "arms": arms,
             "looks": [dict(look) for look in looks],

@@ -212,8 +212,8 @@ class ExperimentReadoutOperator(TaskBoundary, BaseOperator):
             if record is None or not record.running:
                 raise AirflowSkipException(f"{self.model_name}: no experiment is running"
                                            + (f" (the last, {record.id}, is {record.status})" if record else ""))
-            joined = self._labelled(record, now)
-            look = take_look(record, joined.frame, now)
+            joined, served = self._labelled(record, now)
+            look = take_look(record, joined.frame, now, served)
             updated, event = conclude(registry, record.id, look, who_of(context))
             history.log_look(client, updated, look)
             if not updated.running:
@@ -225,8 +225,8 @@ class ExperimentReadoutOperator(TaskBoundary, BaseOperator):
             self._emit(context, out, event)
         return out
 
-    def _labelled(self, record: ExperimentRecord, now: datetime) -> Joined:
-        """The experiment's logged predictions joined to the delayed labels."""
+    def _labelled(self, record: ExperimentRecord, now: datetime) -> tuple[Joined, dict[str, int]]:
+        """The experiment's logged predictions joined to the delayed labels, and its predictions per arm."""
         from datetime import timedelta
 
         from airflow_mlops.core.performance import join_labels, load_labels
@@ -238,13 +238,15 @@ class ExperimentReadoutOperator(TaskBoundary, BaseOperator):
         settings = Labels.model_validate(as_dict(self.labels) if self.labels else {})
         frame = read_prediction_window(self.model_name, record.started(), now).frame
         frame = frame[frame["route"] == record.route] if len(frame) else frame
+        served = {str(v): int(n) for v, n in frame["model_version"].astype(str).value_counts().items()}
         labels = load_labels(labels_dir_of(self.model_name, settings.path),
                              label_column=settings.label_column or self.label_column, join=settings.join,
                              entity_keys=self.entity_keys, timestamp_column=settings.timestamp_column)
-        return join_labels(frame, labels, join=settings.join, entity_keys=self.entity_keys,
-                           timestamp_column=settings.timestamp_column,
-                           tolerance=timedelta(seconds=duration_seconds(settings.join_tolerance)),
-                           start=record.started(), end=now)
+        joined = join_labels(frame, labels, join=settings.join, entity_keys=self.entity_keys,
+                             timestamp_column=settings.timestamp_column,
+                             tolerance=timedelta(seconds=duration_seconds(settings.join_tolerance)),
+                             start=record.started(), end=now)
+        return joined, served
 
     def _emit(self, context: Context, out: Mapping[str, Any], event: AuditEvent | None) -> None:
         from airflow_mlops.operators.assets import experiment_alias, experiment_asset
