@@ -3,7 +3,7 @@ second run compared with the champion by the paired bootstrap; reproduce.
 
 One program (tests/support/programs/task_training_runner.py) on the session's trained demo state, whose feature DAG
 already landed the demo's `trips` (the shipped regression example ride_duration's label table) and materialized
-the driver features: two runs of `ride_duration__train`, then the test model tests/support/task_models/ride_tier.yaml
+the driver features: two runs of `ride_duration__train`, then the test model tests/support/task_specs/ride_tier.yaml
 (multiclass; its estimator is a hand-written class with only the scikit-learn API, no scikit-learn base class) on
 a label table derived from the demo rides, two runs of `ride_tier__train`. The binary model is the demo state's own
 (tests/integration/test_training_dag.py and the rest).
