@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 
 from airflow_mlops.core.tasks import METRICS_BY_TASK
+from support.dag_runs import program
 from support.demo_state import PROJECT, checkout_trained_demo
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
 
-PROGRAM = PROJECT / "tests" / "support" / "programs" / "task_training_runner.py"
 TIERS = ["comfort", "economy", "premium"]  # the estimator's classes_: sorted
 
 
@@ -30,7 +30,7 @@ TIERS = ["comfort", "economy", "premium"]  # the estimator's classes_: sorted
 def outcome() -> dict[str, Any]:
     demo = checkout_trained_demo()
     with tempfile.TemporaryDirectory(prefix="task-training-") as work:
-        result, _ = demo.run(PROGRAM.read_text(), str(PROJECT / "tests"), work, timeout=1100)
+        result, _ = demo.run(program("task_training_runner"), str(PROJECT / "tests"), work, timeout=1100)
     timings = {f"{task} {step}": result[task][step]["seconds"] for task in ("regression", "multiclass")
                for step in ("first", "second", "reproduced")}
     print(f"task training runs, seconds: {timings}")  # the CI cost of this module (docs/testing.md)
