@@ -3,7 +3,7 @@ second run compared with the champion by the paired bootstrap; reproduce.
 
 One program (tests/support/programs/task_training_runner.py) on the session's trained demo state, whose feature DAG
 already landed the demo's `trips` (the shipped regression example ride_duration's label table) and materialized
-the driver features: two runs of `ride_duration__train`, then the test model tests/support/task_models/ride_tier.yaml
+the driver features: two runs of `ride_duration__train`, then the test model tests/support/task_specs/ride_tier.yaml
 (multiclass; its estimator is a hand-written class with only the scikit-learn API, no scikit-learn base class) on
 a label table derived from the demo rides, two runs of `ride_tier__train`. The binary model is the demo state's own
 (tests/integration/test_training_dag.py and the rest).
@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 
 from airflow_mlops.core.tasks import METRICS_BY_TASK
+from support.dag_runs import program
 from support.demo_state import PROJECT, checkout_trained_demo
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
 
-PROGRAM = PROJECT / "tests" / "support" / "programs" / "task_training_runner.py"
 TIERS = ["comfort", "economy", "premium"]  # the estimator's classes_: sorted
 
 
@@ -30,7 +30,7 @@ TIERS = ["comfort", "economy", "premium"]  # the estimator's classes_: sorted
 def outcome() -> dict[str, Any]:
     demo = checkout_trained_demo()
     with tempfile.TemporaryDirectory(prefix="task-training-") as work:
-        result, _ = demo.run(PROGRAM.read_text(), str(PROJECT / "tests"), work, timeout=1100)
+        result, _ = demo.run(program("task_training_runner"), str(PROJECT / "tests"), work, timeout=1100)
     timings = {f"{task} {step}": result[task][step]["seconds"] for task in ("regression", "multiclass")
                for step in ("first", "second", "reproduced")}
     print(f"task training runs, seconds: {timings}")  # the CI cost of this module (docs/testing.md)

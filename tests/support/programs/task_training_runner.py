@@ -6,7 +6,7 @@ state (support/demo_state.py: 5 days of demo data landed, features materialized,
 
 1. regression, the shipped example: `ride_duration__train` (v1, champion), then again from a copy of the specs
    whose ride_duration has fewer boosting iterations (a new spec hash: v2, compared with the v1 champion);
-2. multiclass, the test spec tests/support/task_models/ride_tier.yaml: its label table `ride_tiers` (a tier per
+2. multiclass, the test spec tests/support/task_specs/ride_tier.yaml: its label table `ride_tiers` (a tier per
    demo ride, from the request and the driver's rating as of the request) is landed into the offline store, then
    `ride_tier__train` runs twice the same way (v1 champion; v2 with another `smoothing`);
 3. `reproduce` of both v1s.
@@ -40,7 +40,7 @@ from airflow_mlops.hooks.feast import FeastHook
 from airflow_mlops.hooks.mlflow import MLflowHook
 from airflow_mlops.jobs.reproduce import reproduce
 
-TASK_MODELS = TESTS / "support" / "task_models"
+TASK_SPECS = TESTS / "support" / "task_specs"
 
 
 def run(model: str) -> dict[str, Any]:
@@ -140,13 +140,13 @@ results["regression"]["reproduced"] = reproduced("ride_duration", config.project
 
 expectations = WORK / "expectations"
 shutil.copytree(config.project_dir() / "include" / "expectations", expectations)
-shutil.copy(TASK_MODELS / "ride_tier_training.json", expectations)
+shutil.copy(TASK_SPECS / "ride_tier_training.json", expectations)
 os.environ["MLOPS_EXPECTATIONS_DIR"] = str(expectations)
 results["multiclass"] = {"landed": land_ride_tiers()}
-first_specs = specs_copy("tier_models", [TASK_MODELS / "ride_tier.yaml"])
+first_specs = specs_copy("tier_models", [TASK_SPECS / "ride_tier.yaml"])
 os.environ["MLOPS_MODELS_DIR"] = str(first_specs)
 results["multiclass"]["first"] = run("ride_tier")
-os.environ["MLOPS_MODELS_DIR"] = str(specs_copy("tier_models_smoother", [TASK_MODELS / "ride_tier.yaml"],
+os.environ["MLOPS_MODELS_DIR"] = str(specs_copy("tier_models_smoother", [TASK_SPECS / "ride_tier.yaml"],
                                                 ("smoothing: 0.001", "smoothing: 0.5")))
 results["multiclass"]["second"] = run("ride_tier")
 results["multiclass"]["registry"] = registry("ride_tier")
