@@ -33,7 +33,7 @@ TOKEN = "s3cret-admin-token"
 REQUEST = {"trip_distance_km": 3.2, "surge_multiplier": 1.25, "pickup_hour": 8.0}
 DRIVER = 1001
 
-REGISTER_V2 = program("serving_v2_clients_register_v2")
+REGISTER_V2 = program("register_champion_again")
 
 
 @pytest.fixture(scope="module")

@@ -32,6 +32,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from support.airflow_client import wait_for
+from support.dag_runs import program
 from support.demo_state import TrainedDemo, checkout_trained_demo
 from support.serving_process import ServingProcess, serving_process
 
@@ -43,24 +44,8 @@ REQUEST = {"trip_distance_km": 3.2, "surge_multiplier": 1.25, "pickup_hour": 8}
 THREADS, PER_THREAD, CONNECTION_REQUESTS = 8, 250, 50
 CONVERGE_S = 120  # poll_seconds (5) + a model load on a loaded 2-core machine, with a wide margin
 
-REGISTER_V2 = """
-import json
-from airflow_mlops.hooks.mlflow import MLflowHook
-
-hook = MLflowHook()
-client = hook.get_conn()
-with hook.activated():
-    v1 = client.get_model_version_by_alias("ride_completion", "champion")
-    v2 = client.create_model_version("ride_completion", v1.source, run_id=v1.run_id)
-print("RESULT " + json.dumps({"versions": [str(v1.version), str(v2.version)]}))
-"""
-MOVE_ALIAS = """
-import json, sys
-from airflow_mlops.hooks.mlflow import MLflowHook
-
-MLflowHook().get_conn().set_registered_model_alias("ride_completion", "champion", sys.argv[1])
-print("RESULT " + json.dumps({"champion": sys.argv[1]}))
-"""
+REGISTER_V2 = program("register_champion_again")
+MOVE_ALIAS = program("serving_workers_move_alias")
 
 
 class Server:

@@ -24,31 +24,12 @@ from airflow_mlops.serving.metrics import render_dir, workers_in
 
 pytestmark = pytest.mark.unit
 
-WORKER = """
-import json, os, sys
-from airflow_mlops.serving.metrics import ServingMetrics
-
-from prometheus_client import Counter
-
-requests, versions, written = json.loads(sys.argv[1])
-Counter("other_library_calls", "another library's module-level metric (Feast has some)").inc()
-metrics = ServingMetrics("rides")
-for _ in range(requests):
-    metrics.observe(version=versions[-1], route="primary", status=200, seconds=0.002)
-for version in versions:  # each swap, as the manager's watcher reports it
-    metrics.set_versions(version, None)
-count = [0]
-metrics.track_written(lambda: count[0])
-for _ in range(written):  # the prediction log's writer publishes after each batch
-    count[0] += 1
-    metrics.publish()
-print(json.dumps({"pid": os.getpid(), "multiprocess": metrics.multiprocess_dir is not None}))
-"""
+WORKER = Path(__file__).resolve().parents[1] / "support" / "programs" / "serving_metrics_worker.py"
 
 
 def run_worker(directory: Path, requests: int, versions: list[str], written: int) -> int:
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory)}
-    done = subprocess.run([sys.executable, "-c", WORKER, json.dumps([requests, versions, written])], env=env,
+    done = subprocess.run([sys.executable, str(WORKER), json.dumps([requests, versions, written])], env=env,
                           capture_output=True, text=True, check=True)
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["multiprocess"], "prometheus_client took its multiprocess mode from the variable"

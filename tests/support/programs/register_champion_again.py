@@ -1,9 +1,7 @@
-"""The `REGISTER_V2` program of tests/integration/test_serving_v2_clients.py.
+"""The `REGISTER_V2` program of tests/integration/test_serving_v2_clients.py and test_serving_workers.py.
 
-Run in a child process through `DemoState.run` (support/demo_state.py) on the checked-out demo state.
-
-Its parameters come from argv and the environment the test gives it; it prints its result as one `RESULT <json>`
-line.
+Run in a child process through `TrainedDemo.run` (support/demo_state.py) on the checked-out demo state: registers
+the champion's (v1's) artifact again as v2 and prints both versions as one `RESULT <json>` line.
 """
 
 import json
