@@ -21,6 +21,8 @@ pytestmark = pytest.mark.integration
 
 VIEW = "driver_hourly_stats"
 FEATURES = ["conv_rate", "acc_rate", "avg_daily_trips", "rating"]
+# an untyped join key over a glob source
+UNTYPED_GLOB_DEFS = Path(__file__).resolve().parents[1] / "support" / "feature_repos" / "untyped_glob_defs.py"
 
 
 def _land(frames: dict[str, pd.DataFrame], name: str = "demo") -> dict:
@@ -54,7 +56,8 @@ def _latest(stats: pd.DataFrame, drivers: list[int]) -> pd.DataFrame:
 def test_apply_registers_definitions_and_skips_unchanged(landed: tuple) -> None:
     first = FeastHook().apply()
     assert first["applied"] is True
-    assert first["feature_views"] == [VIEW] and first["feature_services"] == ["ride_completion_v1"]
+    assert first["feature_views"] == [VIEW]
+    assert first["feature_services"] == ["ride_completion_v1", "ride_duration_v1"]  # one per shipped spec
     assert (config.paths().feast_dir / "registry.db").is_file()
 
     second = FeastHook().apply()  # a new task, same definitions
@@ -239,15 +242,7 @@ def _tiny_repo(tmp_path: Path, body: str) -> Path:
 
 
 def test_untyped_join_key_over_a_glob_is_refused_with_the_fix(mlops_home: Path, tmp_path: Path) -> None:
-    repo = _tiny_repo(tmp_path, """
-from datetime import timedelta
-from feast import Entity, FeatureView, Field, FileSource
-from feast.types import Float64
-rider = Entity(name="rider", join_keys=["rider_id"])
-src = FileSource(path="/nowhere/**/*.parquet", timestamp_field="event_timestamp")
-rider_stats = FeatureView(name="rider_stats", entities=[rider], ttl=timedelta(days=1),
-                          schema=[Field(name="score", dtype=Float64)], source=src)
-""")
+    repo = _tiny_repo(tmp_path, UNTYPED_GLOB_DEFS.read_text(encoding="utf-8"))
     with pytest.raises(FeatureRepoError, match=r"join key 'rider_id' is not declared.*value_type=ValueType.INT64"):
         FeastHook(repo_path=repo).apply()
 

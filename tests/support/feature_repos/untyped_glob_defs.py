@@ -1,6 +1,8 @@
-"""Feast definitions for tests/integration/test_checks.py (`UNTYPED_GLOB_REPO`), written as `defs.py`.
+"""Feast definitions for tests/integration/test_checks.py (`UNTYPED_GLOB_REPO`) and test_feast_hook.py
+(`UNTYPED_GLOB_DEFS`), written as `defs.py` into a repo of the test.
 
-An entity whose join key has no declared type, over a file source with a glob path: `check` must report it.
+An entity whose join key has no declared type, over a file source with a glob path: `check` must report it,
+and FeastHook.apply() must refuse it with the fix.
 """
 
 from datetime import timedelta
