@@ -1,4 +1,4 @@
-"""The `WORKER` program of tests/unit/test_serving_workers.py: a serving worker stand-in.
+"""The `WORKER` program of tests/unit/test_serving_worker_metrics.py: a serving worker stand-in.
 
 Run as `python serving_metrics_worker.py '[<requests>, [<version>, ...], <written>]'` with PROMETHEUS_MULTIPROC_DIR
 set: a ServingMetrics counts that many requests (on the last version), each version swap and that many prediction
