@@ -98,6 +98,8 @@ class Registered:
         uri, run_id, model_id = self.store.logged[key]
         with self.store.hook.activated() as client:  # MLflow resolves models:/m-... sources via global URIs
             version = str(client.create_model_version(self.name, uri, run_id=run_id, model_id=model_id).version)
+            # as the training job tags a binary model's version: the task is stated, not guessed from the estimator
+            client.set_model_version_tag(self.name, version, "airflow_mlops.task", "binary")
         self.versions[key] = version
         return version
 
