@@ -103,7 +103,7 @@ def test_the_feature_pipeline_passes_on_demo_data(runs: dict[str, dict[str, Any]
     good = runs["good"]
     assert good["state"] == "success" and set(good["tasks"].values()) == {"success"}, good
     assert sorted(good["validation"]["passed"]) == ["driver_hourly_stats/driver_hourly_stats.parquet",
-                                                    "rides/rides.parquet"]
+                                                    "rides/rides.parquet", "trips/trips.parquet"]
     assert any(s.startswith("offline/rides/") for s in good["stores"])
     assert any(s.startswith("feast/online") for s in good["stores"]), "materialized to the online store"
     assert good["link"].startswith("/mlops/reports/validation/_runs/mlops_features/"), good["link"]
