@@ -11,7 +11,13 @@ import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LinearRegression
 
-from airflow_mlops.core.explanations import global_importance, local_attributions, ranking_drift
+from airflow_mlops.core.explanations import (
+    global_importance,
+    held_out_importance,
+    local_attributions,
+    profile_baseline,
+    ranking_drift,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -62,11 +68,13 @@ def test_local_attributions_are_exact_for_a_linear_model_in_one_predict_call() -
 
     row = pd.DataFrame({"a": [2.0], "b": [1.0]})
     found = local_attributions(predict, row, {"a": 0.5, "b": 0.0})
-    assert calls == [3]
+    assert calls == [4]  # the row, one substitution per feature, the baseline: one call
     by_feature = {a["feature"]: a["contribution"] for a in found["attributions"]}
     assert by_feature == pytest.approx({"a": 3 * 1.5, "b": -2 * 1.0})
     assert [a["feature"] for a in found["attributions"]] == ["a", "b"]  # largest |contribution| first
     assert found["method"] == "baseline_substitution" and found["output"] == pytest.approx(5.0)
+    assert found["baseline_output"] == pytest.approx(3 * 0.5 + 1)
+    assert sum(by_feature.values()) == pytest.approx(found["output"] - found["baseline_output"])  # no interaction
     with pytest.raises(ValueError, match=r"no training-set baseline for feature\(s\) \['b'\]"):
         local_attributions(predict, row, {"a": 0.5})
 
@@ -78,3 +86,20 @@ def test_ranking_drift_names_what_entered_and_left_the_top() -> None:
     assert drift["kendall_tau"] == pytest.approx(-1.0)
     assert drift["entered_top"] == ["d", "c"] and drift["left_top"] == ["a", "b"]
     assert ranking_drift(before, before)["kendall_tau"] == pytest.approx(1.0)
+
+
+def test_held_out_importance_samples_seeded_rows_and_reports_how_many() -> None:
+    x, y = _data(rows=900, seed=4)
+    model = HistGradientBoostingClassifier(max_iter=20, random_state=0).fit(x, y)
+    first = held_out_importance(model, x, pd.Series(y), metric="roc_auc", seed=11, max_rows=300, repeats=2)
+    assert first["rows"] == 300 and first["held_out_rows"] == 900 and first["metric"] == "roc_auc"
+    assert held_out_importance(model, x, pd.Series(y), metric="roc_auc", seed=11, max_rows=300, repeats=2) == first
+    assert held_out_importance(model, x, y, metric="roc_auc", seed=12, max_rows=300, repeats=2) != first
+
+
+def test_profile_baseline_is_the_medians_or_none_for_an_older_profile() -> None:
+    profile = {"rows": 3, "columns": {"a": {"min": 0.0, "max": 2.0, "median": 1.0, "missing": 0},
+                                      "b": {"min": 1.0, "max": 5.0, "median": 4, "missing": 1}}}
+    assert profile_baseline(profile) == {"a": 1.0, "b": 4.0}
+    older = {"rows": 3, "columns": {"a": {"min": 0.0, "max": 2.0, "missing": 0}}}
+    assert profile_baseline(older) is None and profile_baseline(None) is None

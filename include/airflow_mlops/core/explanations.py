@@ -5,10 +5,12 @@
   numbers. `method: shap` uses SHAP's model-agnostic `Explainer` (mean |SHAP value| per feature) when the user
   has installed `shap`; it is not a dependency, and asking for it without it fails naming the fix.
 * **Local** (`/predict?explain=true`): baseline substitution, one feature at a time: contribution_i =
-  f(x) - f(x with feature i set to its training-set median). All K substituted rows and the original go to the
-  model in **one** predict call, so the cost is one batch of K + 1 rows (docs/benchmarks.md), and it is exact
-  and deterministic. It is not SHAP: the contributions need not add up to f(x) - f(baseline) when features
-  interact; the answer says which method made it.
+  f(x) - f(x with feature i set to its training-set median). The original row, the K substituted rows and the
+  all-baseline row go to the model in **one** predict call, so the cost is one batch of K + 2 rows
+  (docs/benchmarks.md), and it is exact and deterministic. It is not SHAP: the contributions add up to
+  f(x) - f(baseline) (both in the answer) only when the features do not interact in f (a linear regression's
+  value, a linear classifier's score before its link); for a probability or a tree ensemble the gap is the
+  interaction the method leaves unassigned. The answer says which method made it.
 * **Attribution drift**: how much the importance ranking moved between two versions (Kendall's tau over the
   features both have, and the top-k entering and leaving), for the model card.
 """
@@ -68,7 +70,8 @@ def _shap_importance(model: Any, x: Any, seed: int) -> list[float]:
 
 
 def local_attributions(predict: Callable[[Any], Any], row: Any, baseline: Mapping[str, float]) -> dict[str, Any]:
-    """Contribution of each feature of a one-row DataFrame to `predict`'s first output column (see module)."""
+    """Contribution of each feature of a one-row DataFrame to `predict`'s output (its last column when it has
+    several: a binary classifier's positive class; pass a 1-D predict for another column), see the module."""
     import numpy as np
     import pandas as pd
 
@@ -77,15 +80,17 @@ def local_attributions(predict: Callable[[Any], Any], row: Any, baseline: Mappin
     if missing:
         raise ValueError(f"no training-set baseline for feature(s) {missing}: the version was trained without "
                          "them in its feature profile; retrain it to explain its predictions")
-    batch = pd.concat([row] * (len(columns) + 1), ignore_index=True)
+    batch = pd.concat([row] * (len(columns) + 2), ignore_index=True)
     for i, column in enumerate(columns, start=1):
         batch.loc[i, column] = baseline[column]
+    batch.loc[len(columns) + 1, columns] = [baseline[c] for c in columns]  # the baseline itself: f(baseline)
     scores = np.asarray(predict(batch), dtype=float)
     scores = scores if scores.ndim == 1 else scores[:, -1]  # binary: the positive class's probability
     contributions = [{"feature": c, "value": _plain(row.iloc[0][c]), "baseline": float(baseline[c]),
                       "contribution": float(scores[0] - scores[i])} for i, c in enumerate(columns, start=1)]
     contributions.sort(key=lambda item: (-abs(item["contribution"]), item["feature"]))
-    return {"method": LOCAL_METHOD, "output": float(scores[0]), "attributions": contributions}
+    return {"method": LOCAL_METHOD, "output": float(scores[0]), "baseline_output": float(scores[-1]),
+            "attributions": contributions}
 
 
 def _plain(value: Any) -> Any:
@@ -108,3 +113,40 @@ def ranking_drift(previous: Sequence[Mapping[str, Any]], current: Sequence[Mappi
             "entered_top": [f for f in top_after if f not in top_before],
             "left_top": [f for f in top_before if f not in top_after],
             "only_previous": sorted(set(before) - set(after)), "only_current": sorted(set(after) - set(before))}
+
+
+# ------------------------------------------------------------------------------------- per version, at training
+IMPORTANCE_ARTIFACT = "explanations/global_importance.json"
+TAG_IMPORTANCE = "airflow_mlops.explanations"  # run tag: the artifact's path (absent: the version was not explained)
+MAX_ROWS = 2000  # held-out rows permuted at most: bounds the cost to K x REPEATS predicts of MAX_ROWS rows
+REPEATS = 3
+
+
+def held_out_importance(model: Any, x: Any, y: Any, *, metric: str, seed: int, max_rows: int = MAX_ROWS,
+                        repeats: int = REPEATS) -> dict[str, Any]:
+    """`global_importance` on at most `max_rows` of the held-out rows, drawn with `seed` (same rows, same numbers).
+
+    `metric`: the spec's primary metric, so an importance is the drop in the metric the version is judged on."""
+    import numpy as np
+
+    held = len(x)
+    if held > max_rows:
+        keep = np.sort(np.random.default_rng(seed).choice(held, size=max_rows, replace=False))
+        x, y = x.iloc[keep], (y.iloc[keep] if hasattr(y, "iloc") else np.asarray(y)[keep])
+    found = global_importance(model, x, y, metric=metric, seed=seed, repeats=repeats)
+    return {**found, "metric": metric, "held_out_rows": held}
+
+
+def profile_baseline(profile: Mapping[str, Any] | None) -> dict[str, float] | None:
+    """The per-feature medians of a training-set feature profile (core.training.feature_profile), the baseline of
+    `local_attributions`; None when the profile has no median (logged before medians were) or no profile."""
+    columns = (profile or {}).get("columns")
+    if not isinstance(columns, Mapping) or not columns:
+        return None
+    medians: dict[str, float] = {}
+    for name, entry in columns.items():
+        value = entry.get("median") if isinstance(entry, Mapping) else None
+        if not isinstance(value, (int, float)):
+            return None  # an older profile (no medians), or a column without one finite value: nothing stands for it
+        medians[str(name)] = float(value)
+    return medians

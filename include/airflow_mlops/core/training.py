@@ -39,8 +39,8 @@ EXAMPLE = "sklearn.ensemble.HistGradientBoostingClassifier"
 EXAMPLES = {"binary": EXAMPLE, "multiclass": EXAMPLE, "regression": "sklearn.ensemble.HistGradientBoostingRegressor"}
 # What a task's estimator must be, as scikit-learn's estimator tags say it (`estimator_type`).
 ESTIMATOR_TYPE = {"binary": "classifier", "multiclass": "classifier", "regression": "regressor"}
-# The training-set profile (per feature: min, max, missing) logged with every run; serving reads it
-# for `serving.validate_ranges` through the run tag.
+# The training-set profile (per feature: min, max, median, missing) logged with every run; serving reads it
+# through the run tag for `serving.validate_ranges` (min/max) and `/predict?explain=true` (median: the baseline).
 FEATURE_PROFILE_ARTIFACT = "training/feature_profile.json"
 TAG_FEATURE_PROFILE = "airflow_mlops.feature_profile"
 
@@ -64,6 +64,9 @@ class TrainResult:
     task: str = "binary"
     classes: list[Any] | None = None  # a classifier's labels in its probability columns' order (`classes_`)
     per_class_recall: dict[str, float | None] | None = None  # multiclass: recall of each class on validation
+    # (features, labels) of the validation rows as the estimator got them: the training job explains the version
+    # on them (core/explanations.py); not part of summary()
+    held_out: tuple[pd.DataFrame, pd.Series] | None = field(default=None, repr=False)
 
     def summary(self) -> dict[str, Any]:
         """JSON-able description (no pipeline, no data) for logs and artifacts."""
@@ -450,6 +453,7 @@ def train(
         task=task,
         classes=classes,
         per_class_recall=per_class_recall(y_valid, scored, classes) if task == "multiclass" and classes else None,
+        held_out=(x_valid, y_valid),
     )
 
 
@@ -476,8 +480,9 @@ def _search(pipeline: Pipeline, train_part: pd.DataFrame, x_train: pd.DataFrame,
 
 
 def feature_profile(frame: pd.DataFrame, columns: Sequence[str]) -> dict[str, Any]:
-    """Per feature column of the training set: finite min and max (None when it has no finite value) and
-    how many values are missing. Small and JSON-able: logged as FEATURE_PROFILE_ARTIFACT."""
+    """Per feature column of the training set: finite min, max and median (None when it has no finite value)
+    and how many values are missing. Small and JSON-able: logged as FEATURE_PROFILE_ARTIFACT. The median is
+    the baseline a served prediction is explained against (core/explanations.py `local_attributions`)."""
     import numpy as np
 
     profile: dict[str, dict[str, Any]] = {}
@@ -486,6 +491,7 @@ def feature_profile(frame: pd.DataFrame, columns: Sequence[str]) -> dict[str, An
         finite = values[np.isfinite(values)]
         profile[column] = {"min": float(finite.min()) if finite.size else None,
                            "max": float(finite.max()) if finite.size else None,
+                           "median": float(np.median(finite)) if finite.size else None,
                            "missing": int(np.isnan(values).sum())}
     return {"rows": len(frame), "columns": profile}
 

@@ -290,6 +290,7 @@ def _train_task(spec: ModelSpec, training_set: Any) -> Any:
         spec_sha256=spec_sha256(spec),
         search=spec.search_config(),
         task=spec.task,
+        primary_metric=spec.evaluation.primary_metric,
         **_heavy(spec),
         **_executor_config(spec),
     )

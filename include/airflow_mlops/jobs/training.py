@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -44,6 +45,8 @@ REQUEST_ARTIFACT = "training/request.json"
 SUMMARY_ARTIFACT = "training/summary.json"
 
 # Request key -> MLflow run tag of the Airflow identity (see core.lineage.airflow_context_tags).
+_METRIC_KEY = re.compile(r"[\w\-. /]+")  # what MLflow accepts in a metric name
+
 IDENTITY_TAGS = {
     "dag_id": lineage.TAG_DAG_ID,
     "run_id": lineage.TAG_RUN_ID,
@@ -93,6 +96,8 @@ class TrainingRequest:
         part of the training fingerprint. None when the task was built without a spec.
     :param search: the resolved `training.search` (`ModelSpec.search_config()`); None = fit `params` as given.
     :param task: the spec's task (binary | multiclass | regression); a request written before tasks existed is binary.
+    :param primary_metric: the spec's `evaluation.primary_metric`, the scorer of the permutation importance logged
+        with the run (core/explanations.py); None = the task's default primary metric.
     """
 
     model_name: str
@@ -111,6 +116,7 @@ class TrainingRequest:
     spec_sha256: str | None = None
     search: dict[str, Any] | None = None
     task: str = "binary"
+    primary_metric: str | None = None
 
     def to_json(self) -> str:
         # default=str: lineage start/end may be datetimes when the lineage was passed in-process
@@ -211,13 +217,40 @@ def run_training_job(request: TrainingRequest, hook: MLflowHook) -> dict[str, An
         task=request.task,
     )
     log.info("Validation metrics (%s rows): %s", result.validation_rows, result.metrics)
+    explanation = explain_version(request, result)
     experiment_id = hook.experiment_id(request.model_name)
     tags = run_tags(request)
     with hook.activated() as client, _cloudpickle_chosen():
         end_orphaned_runs(client, experiment_id, tags)
-        run_id, model_uri = _log_run(request, experiment_id, tags, result)
+        run_id, model_uri = _log_run(request, experiment_id, tags, result, explanation)
     log.info("Logged run %s with model %s in experiment %s", run_id, model_uri, experiment_id)
     return {"run_id": run_id, "model_uri": model_uri, "metrics": result.metrics, "experiment_id": experiment_id}
+
+
+def explain_version(request: TrainingRequest, result: TrainResult) -> dict[str, Any] | None:
+    """Permutation importance of the fitted pipeline on (a seeded sample of) its held-out rows, with the seconds it
+    took under "seconds"; None, with a warning, when it cannot be computed: a version is never lost to its
+    explanation (the model page and card then say it has none)."""
+    import time
+
+    from airflow_mlops.core.explanations import held_out_importance
+    from airflow_mlops.core.tasks import DEFAULT_PRIMARY
+
+    if result.held_out is None:
+        return None
+    metric = request.primary_metric or DEFAULT_PRIMARY[request.task]
+    started = time.perf_counter()
+    try:
+        found = held_out_importance(result.pipeline, *result.held_out, metric=metric, seed=request.seed)
+    except Exception as exc:  # noqa: BLE001 - an explanation failure must not fail the training run
+        log.warning("No global importance for this version (%s: %s); it is trained and logged without one",
+                    type(exc).__name__, exc)
+        return None
+    seconds = time.perf_counter() - started
+    top = ", ".join(f"{f['feature']} {f['importance']:.4g}" for f in found["features"][:3])
+    log.info("Permutation importance (%s, %s of %s held-out rows) in %.2fs; top: %s", found["scoring"],
+             found["rows"], found["held_out_rows"], seconds, top)
+    return {**found, "seconds": seconds}
 
 
 def _verified_snapshot(request: TrainingRequest) -> Path:
@@ -315,7 +348,8 @@ def flat_params(request: TrainingRequest, result: TrainResult) -> dict[str, Any]
 
 
 def _log_run(
-    request: TrainingRequest, experiment_id: str, tags: dict[str, str], result: TrainResult
+    request: TrainingRequest, experiment_id: str, tags: dict[str, str], result: TrainResult,
+    explanation: dict[str, Any] | None = None,
 ) -> tuple[str, str]:
     import mlflow
     import mlflow.sklearn
@@ -359,7 +393,24 @@ def _log_run(
         if result.feature_profile:  # serving.validate_ranges refuses inputs far outside it
             mlflow.log_dict(result.feature_profile, FEATURE_PROFILE_ARTIFACT)
             mlflow.set_tag(TAG_FEATURE_PROFILE, FEATURE_PROFILE_ARTIFACT)
+        if explanation:
+            _log_explanation(explanation)
     return run.info.run_id, info.model_uri
+
+
+def _log_explanation(explanation: Mapping[str, Any]) -> None:
+    """The global importance as a JSON artifact (found through a run tag: the model page and card read it), its
+    cost as a metric, and each feature's importance as a metric `importance.<feature>` (compared across runs)."""
+    import mlflow
+
+    from airflow_mlops.core.explanations import IMPORTANCE_ARTIFACT, TAG_IMPORTANCE
+
+    seconds = explanation.get("seconds")
+    mlflow.log_dict({k: v for k, v in explanation.items() if k != "seconds"}, IMPORTANCE_ARTIFACT)
+    mlflow.set_tag(TAG_IMPORTANCE, IMPORTANCE_ARTIFACT)
+    metrics = {f"importance.{f['feature']}": f["importance"] for f in explanation["features"]
+               if _METRIC_KEY.fullmatch(str(f["feature"]))}  # a name MLflow refuses as a key: in the artifact only
+    mlflow.log_metrics({**metrics, **({"explain_seconds": seconds} if seconds is not None else {})})
 
 
 def model_signature(result: TrainResult) -> tuple[Any, str]:

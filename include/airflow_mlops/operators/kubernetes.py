@@ -94,6 +94,7 @@ def job_request(spec: ModelSpec) -> dict[str, Any]:
         "spec_sha256": spec_sha256(spec),
         "search": spec.search_config(),
         "task": spec.task,
+        "primary_metric": spec.evaluation.primary_metric,
     }
 
 

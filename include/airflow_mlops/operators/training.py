@@ -54,6 +54,8 @@ class SklearnTrainModelOperator(TaskBoundary, BaseOperator):
     :param search: the resolved spec `training.search` (`ModelSpec.search_config()`): candidates cross-validated
         on the training part, each an MLflow child run; the best one's arguments are fitted. None = no search.
         (templated)
+    :param primary_metric: the spec's `evaluation.primary_metric`: the scorer of the permutation importance the run
+        logs (`explanations/global_importance.json`); None = the task's default primary metric.
     :param mlflow_conn_id: Airflow connection of type "mlflow".
     :return: {"run_id", "model_uri", "metrics", "experiment_id"}
 
@@ -98,6 +100,7 @@ class SklearnTrainModelOperator(TaskBoundary, BaseOperator):
         spec_sha256: str | None = None,
         search: Mapping[str, Any] | None = None,
         task: str = "binary",
+        primary_metric: str | None = None,
         mlflow_conn_id: str = "mlflow_default",
         **kwargs: Any,
     ) -> None:
@@ -117,6 +120,7 @@ class SklearnTrainModelOperator(TaskBoundary, BaseOperator):
         self.spec_sha256 = spec_sha256
         self.search = dict(search) if search else None
         self.task = task
+        self.primary_metric = primary_metric
         self.mlflow_conn_id = mlflow_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -161,4 +165,5 @@ class SklearnTrainModelOperator(TaskBoundary, BaseOperator):
             spec_sha256=self.spec_sha256,
             search=dict(self.search) if self.search else None,
             task=self.task,
+            primary_metric=self.primary_metric,
         )

@@ -23,7 +23,8 @@ from fastapi import FastAPI
 from airflow_mlops.core.prediction_window import PREDICTION_LOG_URL_ENV  # the writer and the reader share it
 from airflow_mlops.core.spec import ModelSpec, duration_seconds
 from airflow_mlops.exceptions import MLOpsError
-from airflow_mlops.serving import kserve, kserve_wire, mlflow_compat
+from airflow_mlops.serving import explain, kserve, kserve_wire, mlflow_compat
+from airflow_mlops.serving.explain import PredictAsked
 from airflow_mlops.serving.features import (
     OnlineFeatures,
     OnlineStoreDown,
@@ -105,9 +106,14 @@ class Server:
             log.exception("%s request failed", protocol)
             return error_reply(protocol, 500, "internal error while scoring; see the server log")
 
-    def predict(self, body: bytes, content_type: str | None, header_id: str | None) -> Reply:
+    def predict(self, body: bytes, content_type: str | None, asked: PredictAsked) -> Reply:
+        """Entity rows -> predictions; `?explain=true` adds each row's attributions (serving/explain.py)."""
         media_type(content_type, (JSON,))
-        batch = parse_predict(load_json(body, status=400), self.schema, header_id=header_id)
+        explaining = explain.explain_flag(asked.query)
+        batch = parse_predict(load_json(body, status=400), self.schema, header_id=asked.header_id)
+        if explaining:
+            served = self.manager.served()
+            explain.check_explainable(served)
         scored, status = self._score_entities(batch, "predict")
         output = scored.output
         if output.multiclass:  # the class and its probabilities: TaskOutput.answer
@@ -118,6 +124,9 @@ class Server:
             rows = [{"prediction": p, "model_version": v, "route": r, "request_id": rid, "entity": entity}
                     for p, v, r, rid, entity in zip(scored.predictions, scored.versions, scored.routes,
                                                     batch.row_ids, batch.entities, strict=True)]
+        if explaining:
+            for row, found in zip(rows, explain.explanations(scored, {m.version: m for m in served}), strict=True):
+                row[explain.FIELD] = found
         payload = {"model": self.spec.name, "request_id": batch.request_id, **status, "predictions": rows}
         return Reply(200, payload, {"X-Request-ID": batch.request_id}, scored.observed)
 

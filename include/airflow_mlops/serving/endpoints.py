@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import Route
 
+from airflow_mlops.serving.explain import PredictAsked
 from airflow_mlops.serving.kserve_wire import V2Target
 from airflow_mlops.serving.protocols import JSON, MAX_BODY_BYTES, RequestError
 from airflow_mlops.serving.replies import Reply, error_reply
@@ -97,8 +98,11 @@ def scoring_routes(server: Server) -> list[Route]:
         params = scope["path_params"]
         return V2Target(params["name"], params.get("version"), _text(headers.get(b"inference-header-content-length")))
 
+    def predict_asked(scope: Scope, headers: dict[bytes, bytes]) -> PredictAsked:
+        return PredictAsked(_text(headers.get(b"x-request-id")), scope.get("query_string", b""))
+
     endpoints = {
-        "/predict": ScoringEndpoint(server, "predict", server.predict, header(b"x-request-id")),
+        "/predict": ScoringEndpoint(server, "predict", server.predict, predict_asked),
         "/invocations": ScoringEndpoint(server, "mlflow", server.invocations, header(b"x-request-id")),
         "/v2/models/{name}/infer": ScoringEndpoint(server, "v2", server.infer, v2_target),
         "/v2/models/{name}/versions/{version}/infer": ScoringEndpoint(server, "v2", server.infer, v2_target),

@@ -75,6 +75,9 @@ class LoadedModel:
     predict_fn: str = "predict_proba"
     input_types: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
     output: TaskOutput = TaskOutput()
+    # the training-set medians of its feature profile: what /predict?explain=true measures attributions against
+    # (serving/explain.py); None when its run logged no profile with medians
+    baseline: Mapping[str, float] | None = field(default=None, repr=False, compare=False)
 
     @property
     def classes(self) -> tuple[Any, ...]:
@@ -151,9 +154,19 @@ def prepare(name: str, version: str, run_id: str | None, model: Any, loaded_at: 
                          "the version's tags") from None
     fast = fastpath.compile_checked(model, columns) if output.task == "binary" else None
     loaded = LoadedModel(name, version, run_id, model, columns, loaded_at, fast, ranges, pyfunc,
-                         *_pyfunc_facts(pyfunc), output)
+                         *_pyfunc_facts(pyfunc), output, baseline=_baseline(profile, columns))
     warm_up(loaded)
     return loaded
+
+
+def _baseline(profile: Mapping[str, Any] | None, columns: Sequence[str]) -> dict[str, float] | None:
+    """The profile's medians of exactly the model's columns (None unless every one has one)."""
+    from airflow_mlops.core.explanations import profile_baseline
+
+    medians = profile_baseline(profile)
+    if medians is None or any(c not in medians for c in columns):
+        return None
+    return {c: medians[c] for c in columns}
 
 
 def _pyfunc_facts(pyfunc: Any) -> tuple[str, dict[str, str]]:

@@ -74,6 +74,7 @@ class Scored:
     routes: list[str]
     observed: list[tuple[str, str]]
     output: TaskOutput = TaskOutput()
+    inputs: Mapping[str, np.ndarray] | None = None  # every column the models read, by name (explanations)
 
 
 class ModelFailed(MLOpsError):
@@ -252,7 +253,8 @@ class Scorer:
         self.background.submit(lambda: self._log(protocol, when, row_ids, entities, columns, groups, predictions,
                                                  shadow, ages))
         observed = [(g.model.version, g.route) for g in groups]
-        return Scored(predictions if output.multiclass else predictions.tolist(), versions, routes, observed, output)
+        return Scored(predictions if output.multiclass else predictions.tolist(), versions, routes, observed, output,
+                      columns)
 
     def _check(self, group: _Group, inputs: np.ndarray, given: bool, where: Where | None,
                sent: frozenset[str] | None) -> None:
