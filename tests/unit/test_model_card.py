@@ -159,7 +159,7 @@ def test_html_is_offline_and_escapes_the_description(card) -> None:
     assert "http://" not in page and "https://" not in page
     assert not re.search(r"""(src|href)\s*=""", page, re.I)
     assert "<svg" in page and "Trained on city A | B only." in page
-    assert page.count("<h2>") == 8
+    assert page.count("<h2>") == 9  # ... and Explanations (core/model_card_explanations.py)
 
 
 def test_a_first_model_with_partial_inputs_still_gets_a_card() -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from airflow_mlops.core import task_charts
 from airflow_mlops.core.evaluation_report import roc_chart
+from airflow_mlops.core.model_card_explanations import explanation_blocks
 from airflow_mlops.core.tasks import LOWER_IS_BETTER
 from airflow_mlops.core.templating import render
 
@@ -39,8 +40,10 @@ def build_model_card(
     lineage: Mapping[str, Any] | None,
     evaluation: Mapping[str, Any] | None,
     training: Mapping[str, Any] | None = None,
+    explanations: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The card as plain JSON-able data; every section tolerates missing inputs."""
+    """The card as plain JSON-able data; every section tolerates missing inputs. `explanations`:
+    `core.model_card_explanations.explanation_summary` of the version (None: not explained)."""
     lineage, evaluation, training = dict(lineage or {}), dict(evaluation or {}), dict(training or {})
     task = str(evaluation.get("task") or model.get("task") or "binary")
     card = {
@@ -62,6 +65,7 @@ def build_model_card(
         "verdict": evaluation.get("verdict"),
         "curves": evaluation.get("curves") or {},
         "classes": evaluation.get("classes"),
+        "explanations": dict(explanations) if explanations else None,
     }
     card["caveats"] = _caveats(card, evaluation)
     plain: dict[str, Any] = json.loads(json.dumps(card, default=str))
@@ -238,6 +242,7 @@ def _sections(card: Mapping[str, Any]) -> list[tuple[str, list[Block]]]:
         ("Data validation", _validation_blocks(card["validation"])),
         ("Evaluation", _evaluation_blocks(card["evaluation"], card.get("curves") or {}, card.get("classes"))),
         ("Comparison with the champion and verdict", _verdict_blocks(card)),
+        ("Explanations", explanation_blocks(card.get("explanations"))),
         ("Caveats", [("list", card["caveats"])] if card["caveats"] else [("p", "none noted")]),
     ]
 

@@ -73,6 +73,7 @@ class MLflowModelCardOperator(TaskBoundary, BaseOperator):
                 model={**self.model_info, "name": self.model_name}, version=version, run_id=run_id,
                 lineage=normalize_lineage(self.training_set), evaluation=evaluation or {},
                 training=_training_facts(client, run_id),
+                explanations=_explanations(client, self.model_name, version, run_id),
             )
             client.log_dict(run_id, card, f"{CARD_DIR}/model_card.json")
             client.log_text(run_id, model_card.render_markdown(card), f"{CARD_DIR}/model_card.md")
@@ -130,6 +131,31 @@ def _training_facts(client: MlflowClient, run_id: str) -> dict[str, Any]:
         "train_rows": summary.get("train_rows"),
         "validation_rows": summary.get("validation_rows"),
     }
+
+
+def _explanations(client: MlflowClient, name: str, version: str, run_id: str) -> dict[str, Any] | None:
+    """The version's global importance, with its attribution drift against the champion (or, with no other
+    champion, the latest earlier version) when that one has an importance too."""
+    from mlflow.exceptions import MlflowException
+
+    from airflow_mlops.core.explanations import IMPORTANCE_ARTIFACT
+    from airflow_mlops.core.model_card_explanations import explanation_summary
+
+    current = _artifact_json(client, run_id, IMPORTANCE_ARTIFACT)
+    if current is None:
+        return None
+    try:
+        champion = client.get_model_version_by_alias(name, "champion")
+        other, label = (champion, f"champion v{champion.version}") if champion.version != version else (None, None)
+    except MlflowException:  # no champion yet
+        other, label = None, None
+    if other is None:
+        earlier = [mv for mv in client.search_model_versions(f"name = '{name}'") if int(mv.version) < int(version)]
+        other = max(earlier, key=lambda mv: int(mv.version), default=None)
+        label = f"previous version v{other.version}" if other is not None else None
+    previous = _artifact_json(client, other.run_id, IMPORTANCE_ARTIFACT) if other is not None and other.run_id \
+        else None
+    return explanation_summary(current, previous, label)
 
 
 def _headline(card: Mapping[str, Any], evaluation: Mapping[str, Any] | None) -> str:
