@@ -25,6 +25,7 @@ MONITOR_DAG = f"{MODEL}__monitor"
 RETRAIN_REASON = "drift: share 0.45 >= 0.30 (trip_distance_km, surge_multiplier)"
 RUN_IDS = ("manual__2026-11-01T08:00:00+00:00", "asset_triggered__2026-11-10T08:00:00+00:00",
            "scheduled__2026-11-20T08:00:00+00:00")
+IMPORTANCE_FEATURES = ("trip_distance", "rating")  # the seeded models' two columns: the first carries the label
 DRIFT_SHARES = (0.05, 0.08, 0.1, 0.12, 0.2, 0.45)
 DRIFT_THRESHOLD = 0.3
 START = datetime(2026, 11, 15, 6, tzinfo=UTC)
@@ -83,7 +84,24 @@ def _train_and_evaluate(hook: Any, experiment: str, seed: int, champion: str | N
     client.log_dict(run.info.run_id, report, "evaluation/report.json")
     client.log_text(run.info.run_id, render_html(report, title=f"{MODEL}: challenger evaluation"),
                     "evaluation/report.html")
+    if seed < 2:  # the training job's global importance (v3 has none: the page's empty state)
+        _log_importance(client, run.info.run_id, seed, x, y)
     return run.info.run_id, info.model_uri, report
+
+
+def _log_importance(client: Any, run_id: str, seed: int, x: Any, y: Any) -> None:
+    """As jobs/training.py logs it: held_out_importance on the held-out rows, artifact + tag. The seeded model was
+    fitted on a bare array; the same fit on named columns (identical coefficients) is what gets explained."""
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+
+    from airflow_mlops.core.explanations import IMPORTANCE_ARTIFACT, TAG_IMPORTANCE, held_out_importance
+
+    frame = pd.DataFrame(x, columns=list(IMPORTANCE_FEATURES))
+    named = LogisticRegression(random_state=seed).fit(frame.iloc[:300], y[:300])
+    found = held_out_importance(named, frame.iloc[300:], y[300:], metric="roc_auc", seed=7, repeats=3)
+    client.log_dict(run_id, found, IMPORTANCE_ARTIFACT)
+    client.set_tag(run_id, TAG_IMPORTANCE, IMPORTANCE_ARTIFACT)
 
 
 def _register(run_id: str, model_uri: str, report: dict, champion: str | None, airflow_run: str) -> str:

@@ -17,7 +17,17 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from seed_models import DRIFT_SHARES, MODEL, RETRAIN_REASON, RUN_IDS, TRAIN_DAG, Seeded, seed_models, use_fresh_home
+from seed_models import (
+    DRIFT_SHARES,
+    IMPORTANCE_FEATURES,
+    MODEL,
+    RETRAIN_REASON,
+    RUN_IDS,
+    TRAIN_DAG,
+    Seeded,
+    seed_models,
+    use_fresh_home,
+)
 
 from support.airflow_stack import AirflowStack, airflow_stack_for_fixture
 from support.browser import screenshot
@@ -83,6 +93,9 @@ def test_models_page_from_the_nav_then_the_model_page(seeded_stack: tuple[Airflo
         assert "champion" in (timeline.nth(1).get_attribute("class") or "")
         timeline.nth(1).get_by_text(f"Retrained because {RETRAIN_REASON}").wait_for()  # v2: a drift-started run
         frame.locator("#model-card").get_by_text("Dispatch prioritisation").wait_for()
+        bars = frame.locator("#importance-chart rect.bar")  # the champion's global importance, one bar a feature
+        bars.nth(len(IMPORTANCE_FEATURES) - 1).wait_for()
+        assert [bars.nth(i).get_attribute("data-feature") for i in range(bars.count())] == list(IMPORTANCE_FEATURES)
         assert re.search(rf"/plugin/mlops-models/mlops/ui/models/{MODEL}$", page.url), page.url
         screenshot(page, "11-model-page")
         foreign = [url for url in requested if not url.startswith((stack.base_url, "data:", "blob:"))]

@@ -20,6 +20,7 @@ from test_plugin_auth import Api, _airflow_api, use_test_auth
 from browser.seed_models import (
     DRIFT_SHARES,
     DRIFT_THRESHOLD,
+    IMPORTANCE_FEATURES,
     MODEL,
     MONITOR_DAG,
     RETRAIN_REASON,
@@ -109,6 +110,19 @@ def test_version_detail_has_the_card_and_the_evaluation_summary(seeded_api: tupl
     assert evaluation["champion"]["version"] == "1"  # v2 was judged against the champion of its time
     assert evaluation["challenger"]["metrics"]["roc_auc"] == pytest.approx(detail["verdict"]["value"])
     assert [(e["action"], e["version"]) for e in detail["audit"]] == [("promote", "2")]
+
+
+def test_version_detail_has_the_global_importance_the_run_logged(seeded_api: tuple[Api, Seeded]) -> None:
+    from airflow_mlops.core.explanations import IMPORTANCE_ARTIFACT
+
+    run_id = seeded_api[1].mlflow_runs["2"]
+    logged = json.loads(Path(registry().download_artifacts(run_id, IMPORTANCE_ARTIFACT)).read_text())
+    found = get(seeded_api, f"/mlops/api/models/{MODEL}/versions/2")["explanations"]
+    assert found == logged and [f["feature"] for f in found["features"]] == list(IMPORTANCE_FEATURES)
+    assert found["scoring"] == "roc_auc" and found["features"][0]["importance"] > 0
+    assert get(seeded_api, f"/mlops/api/models/{MODEL}/versions/3")["explanations"] is None  # the empty state
+    script = seeded_api[0].get("/mlops/ui/static/mlops.js", "viewer").text
+    assert 'id: "importance"' in script and "importance-chart" in script  # the model page draws it
 
 
 def test_drift_time_series_is_oldest_first_with_thresholds(seeded_api: tuple[Api, Seeded]) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, status
 
+from airflow_mlops.core.explanations import IMPORTANCE_ARTIFACT
 from airflow_mlops.core.tasks import LOWER_IS_BETTER
 from airflow_mlops.plugin import models_data as data
 from airflow_mlops.plugin.auth import UIUser, authorize_dag_read
@@ -99,7 +100,8 @@ def get_model(name: str, user: UIUser) -> dict[str, Any]:
 
 
 @router.get("/models/{name}/versions/{version}",
-            summary="A version: lineage, verdict, model card, evaluation report summary, audit events",
+            summary="A version: lineage, verdict, model card, evaluation report summary, global importance, audit "
+                    "events",
             responses=ERRORS)
 def get_version(name: str, version: str, user: UIUser) -> dict[str, Any]:
     readable_spec(name, user)
@@ -111,11 +113,13 @@ def get_version(name: str, version: str, user: UIUser) -> dict[str, Any]:
     row = data.version_row(mv, data.alias_versions(mlflow, name))
     card = data.run_json(mlflow, mv.run_id, data.DOCUMENT_JSON["model_card"])
     report = data.run_json(mlflow, mv.run_id, data.DOCUMENT_JSON["evaluation"])
+    explanations = data.run_json(mlflow, mv.run_id, IMPORTANCE_ARTIFACT)  # the training job's global importance
     return {
         **row,
         "model": name,
         "model_card": card,
         "evaluation": data.evaluation_summary(report),
+        "explanations": explanations,
         "documents": {"model_card": card is not None, "evaluation": report is not None},
         "audit": [event for event in data.audit_events(mlflow, name) if event["version"] == row["version"]],
     }

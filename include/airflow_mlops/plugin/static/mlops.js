@@ -101,6 +101,44 @@
     return svg;
   }
 
+  /* Global importance of one version (explanations/global_importance.json): one bar per feature, most important
+   * first, its spread (std over the permutation repeats) as a whisker; negative importances drawn left of 0. */
+  function importanceChart(found) {
+    const features = (found.features || []).filter((f) => typeof f.importance === "number").slice(0, 15);
+    if (!features.length) return null;
+    const W = 560, L = 150, R = 56, T = 8, ROW = 22, H = T + ROW * features.length + 8;
+    const hi = Math.max(1e-12, ...features.map((f) => f.importance + (f.std || 0)));
+    const lo = Math.min(0, ...features.map((f) => f.importance - (f.std || 0)));
+    const X = (v) => L + ((v - lo) / (hi - lo)) * (W - L - R);
+    const title = `Importance: drop in ${found.scoring} when a feature is shuffled (${found.rows} held-out rows)`;
+    const svg = s("svg", { id: "importance-chart", class: "chart", viewBox: `0 0 ${W} ${H}`, role: "img",
+      "aria-label": title }, s("title", {}, title), s("line", { class: "axis", x1: X(0), x2: X(0), y1: T,
+      y2: H - 8 }));
+    features.forEach((f, i) => {
+      const y = T + i * ROW, left = Math.min(X(0), X(f.importance));
+      svg.append(s("text", { x: L - 6, y: y + 15, "text-anchor": "end" }, f.feature),
+        s("rect", { class: "bar", x: left, y: y + 4, width: Math.max(1, Math.abs(X(f.importance) - X(0))),
+          height: ROW - 8, "data-feature": f.feature, "data-value": f.importance },
+        s("title", {}, `#${f.rank} ${f.feature}: ${fmt(f.importance)} ± ${fmt(f.std)}`)),
+        s("line", { class: "whisker", x1: X(f.importance - (f.std || 0)), x2: X(f.importance + (f.std || 0)),
+          y1: y + ROW / 2, y2: y + ROW / 2 }),
+        s("text", { x: W - R + 4, y: y + 15 }, fmt(f.importance, 3)));
+    });
+    return svg;
+  }
+
+  function importancePanel(detail) {
+    const found = detail.explanations;
+    const panel = h("div", { class: "panel", id: "importance" }, h("h3", {}, `Feature importance — v${detail.version}`));
+    if (!found) {
+      return append(panel, [empty("No global importance was logged for this version (trained before explanations ",
+        "were, or the training job could not compute them: see its log).")]);
+    }
+    return append(panel, [importanceChart(found), h("p", { class: "small muted" },
+      `${found.method} importance, ${found.scoring} scorer, seed ${found.seed}, ${found.repeats} repeats on `,
+      `${found.rows} of ${found.held_out_rows} held-out rows. Per prediction: POST /predict?explain=true.`)]);
+  }
+
   function timeLabels(points) {
     if (!points.length) return [];
     const first = points[0], last = points[points.length - 1];
@@ -327,7 +365,8 @@
         perf.records.length ? chartPanel("Live performance", "performance", performanceChart(perf.records)) : null),
       h("div", { class: "grid" },
         h("div", {}, h("h2", {}, "Versions and audit trail"), timeline(model, model.audit, selected)),
-        h("div", {}, detail ? cardPanel(detail) : null, rollbackPanel(model))));
+        h("div", {}, detail ? cardPanel(detail) : null, detail ? importancePanel(detail) : null,
+          rollbackPanel(model))));
     if (location.hash === "#drift") document.getElementById("drift").scrollIntoView();
   }
 
