@@ -80,13 +80,17 @@ def local_attributions(predict: Callable[[Any], Any], row: Any, baseline: Mappin
     if missing:
         raise ValueError(f"no training-set baseline for feature(s) {missing}: the version was trained without "
                          "them in its feature profile; retrain it to explain its predictions")
-    batch = pd.concat([row] * (len(columns) + 2), ignore_index=True)
-    for i, column in enumerate(columns, start=1):
-        batch.loc[i, column] = baseline[column]
-    batch.loc[len(columns) + 1, columns] = [baseline[c] for c in columns]  # the baseline itself: f(baseline)
-    scores = np.asarray(predict(batch), dtype=float)
+    # built as one float64 matrix (pandas row-by-row assignment cost ~1 ms per explained row at serving)
+    values = row.to_numpy(dtype=np.float64)[0]
+    medians = np.array([float(baseline[c]) for c in columns], dtype=np.float64)
+    k = len(columns)
+    batch = np.repeat(values[None, :], k + 2, axis=0)
+    batch[np.arange(1, k + 1), np.arange(k)] = medians  # row i: feature i-1 at its baseline
+    batch[k + 1] = medians  # the baseline itself: f(baseline)
+    scores = np.asarray(predict(pd.DataFrame(batch, columns=row.columns, copy=False)), dtype=float)
     scores = scores if scores.ndim == 1 else scores[:, -1]  # binary: the positive class's probability
-    contributions = [{"feature": c, "value": _plain(row.iloc[0][c]), "baseline": float(baseline[c]),
+    originals = row.iloc[0].tolist()
+    contributions = [{"feature": c, "value": _plain(originals[i - 1]), "baseline": float(medians[i - 1]),
                       "contribution": float(scores[0] - scores[i])} for i, c in enumerate(columns, start=1)]
     contributions.sort(key=lambda item: (-abs(item["contribution"]), item["feature"]))
     return {"method": LOCAL_METHOD, "output": float(scores[0]), "baseline_output": float(scores[-1]),
