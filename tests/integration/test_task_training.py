@@ -120,3 +120,19 @@ def test_reproduce_rebuilds_both_v1s_bitwise(outcome: dict[str, Any]) -> None:
         assert reproduced["status"] == "identical", (task, reproduced)
         assert reproduced["rows"] > 100 and reproduced["max_abs_diff"] == 0.0
 
+
+
+@pytest.mark.parametrize(("task", "scoring"), [("regression", "neg_root_mean_squared_error"),
+                                               ("multiclass", "f1_macro")])
+def test_every_version_is_explained_and_its_card_shows_the_drift_against_the_champion(
+        outcome: dict[str, Any], task: str, scoring: str) -> None:
+    first, second = outcome[task]["first"]["report"], outcome[task]["second"]["report"]
+    for report in (first, second):
+        importance = report["importance"]
+        assert importance["scoring"] == scoring and importance["seed"] == 7, importance
+        assert [f["rank"] for f in importance["features"]] == list(range(1, len(importance["features"]) + 1))
+    assert first["card_explanations"]["top"][0] == first["importance"]["features"][0]
+    assert "drift" not in first["card_explanations"]  # v1: nothing earlier to compare with
+    drift = second["card_explanations"]["drift"]
+    assert drift["against"] == "champion v1" and -1.0 <= drift["kendall_tau"] <= 1.0
+    assert drift["top_previous"] == [f["feature"] for f in first["importance"]["features"][:5]]

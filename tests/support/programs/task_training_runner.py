@@ -68,7 +68,18 @@ def report(model: str, run_id: str) -> dict[str, Any] | None:
     html = Path(client.download_artifacts(runs[0].info.run_id, "evaluation/report.html", str(WORK))).read_text()
     found["html_headings"] = [h for h in ("ROC curves", "Predicted vs actual", "Residuals", "Confusion matrix",
                                           "Per-class recall") if f"<h2>{h}</h2>" in html]
+    run_id = runs[0].info.run_id
+    found["importance"] = _json_artifact(client, run_id, "explanations/global_importance.json")
+    card = _json_artifact(client, run_id, "model_card/model_card.json")
+    found["card_explanations"] = card.get("explanations") if card else None
     return found
+
+
+def _json_artifact(client: Any, run_id: str, path: str) -> dict[str, Any] | None:
+    try:
+        return dict(json.loads(Path(client.download_artifacts(run_id, path, str(WORK))).read_text()))
+    except Exception:  # noqa: BLE001 - not logged: the test asserts on None
+        return None
 
 
 def registry(model: str) -> dict[str, Any]:
