@@ -90,6 +90,7 @@ bench: install
 	$(PY) benchmarks/batch_inference.py
 	$(PY) benchmarks/serving.py
 	$(PY) benchmarks/serving_explain.py
+	$(PY) benchmarks/training_explain.py
 	$(PY) benchmarks/drift.py
 
 ## Re-resolve the locks after changing dependencies in pyproject.toml: lock.txt (Python 3.11, dev group, the venv),
