@@ -126,6 +126,15 @@ class ModelBelowThreshold(MLOpsError):
     retry = False
 
 
+class FairnessGroupMissing(MLOpsError):
+    """A group column of `evaluation.fairness.groups` is not on the held-out rows of the training set.
+
+    No retry: the snapshot's columns do not change. Fairness is never skipped silently for a missing column.
+    """
+
+    retry = False
+
+
 class ChallengerNotBetter(MLOpsError):
     """The challenger did not beat the champion by the spec's rule (it stays unpromoted)."""
 

@@ -83,9 +83,11 @@ def run_features(stack: AirflowStack, client: AirflowClient, first: bool) -> dic
     slot is taken; a run without logical date never clashes). Once the landing AssetWatcher is registered,
     a file dropped while the DAG is paused also queues an asset-triggered run, which starts first on
     unpause (max_active_runs=1) and lands the file; the manual run then finds nothing. Either run may
-    land it: every new run must succeed and one of them must have materialized.
+    land it: every new run must succeed and one of them must have materialized. "New" is every run not
+    finished before the trigger: an asset-triggered run queued while the DAG was paused (it exists before
+    the trigger, so it is not "created after") is the one that lands the file when it starts first.
     """
-    known = {r["dag_run_id"] for r in client.dag_runs(FEATURES)}
+    known = {r["dag_run_id"] for r in client.dag_runs(FEATURES) if r["state"] in ("success", "failed")}
     run = client.trigger_due_run(FEATURES) if first else client.trigger(FEATURES)
     client.unpause(FEATURES)
     client.wait_for_run(FEATURES, run["dag_run_id"], RUN_TIMEOUT_S, on_poll=stack.check_alive)

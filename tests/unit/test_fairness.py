@@ -35,7 +35,7 @@ def test_a_challenger_biased_against_one_group_breaches_and_a_fair_one_does_not(
     biased = np.where(frame["city"] == "south", 0, fair)  # never selects anyone in the south
     result = evaluate_fairness(CONFIG, task="binary", y_true=y, challenger_pred=biased, champion_pred=fair,
                                frame=frame)
-    assert {b.split(":")[1].split()[0] for b in result.breaches} == {
+    assert {b.split(":")[1].split()[1] for b in result.breaches} == {
         "demographic_parity_difference", "equal_opportunity_difference", "demographic_parity_ratio"}
     parity = next(g for g in result.groups if g["metric"] == "demographic_parity_difference")
     assert parity["challenger"] == pytest.approx(
@@ -57,7 +57,7 @@ def test_regression_gaps_are_the_task_metric_per_group() -> None:
     result = evaluate_fairness(config, task="regression", y_true=y, challenger_pred=worse_in_south,
                                champion_pred=None, frame=frame)
     assert result.groups[0]["challenger"] == pytest.approx(4.5)
-    assert result.breaches == ["fairness city: mae_difference 4.5 breaks max 1.0"]
+    assert result.breaches == ["fairness city: challenger mae_difference 4.5 breaks evaluation.fairness.max 1.0"]
 
 
 def test_groups_too_small_are_listed_not_compared_and_a_missing_column_is_named() -> None:

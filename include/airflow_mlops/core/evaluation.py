@@ -60,6 +60,7 @@ class EvaluationResult:
     curves: dict[str, Any]
     task: str = "binary"
     classes: dict[str, Any] | None = None  # multiclass: {labels, counts, recall, confusion}
+    fairness: dict[str, Any] | None = None  # spec evaluation.fairness: core.fairness.FairnessResult.to_dict()
 
     @property
     def promote(self) -> bool:
@@ -75,6 +76,8 @@ class EvaluationResult:
             plain.pop("positives")
             if self.classes is None:
                 plain.pop("classes")
+        if self.fairness is None:  # no fairness block: the keys of reports written before it existed
+            plain.pop("fairness")
         return plain
 
     def summary(self) -> str:
@@ -123,13 +126,15 @@ def evaluate(
     challenger_version: str | None = None,
     task: str = "binary",
     classes: Sequence[Any] | None = None,
+    fairness: Mapping[str, Any] | None = None,
 ) -> EvaluationResult:
     """Score the challenger (and champion, if any) on the same held-out rows and decide promotion.
 
     `challenger_proba`/`champion_proba` are what `core.training.predict` gives for the task (multiclass: columns
     in `classes` order, the challenger's `classes_`). `thresholds` is {metric: {"min": x, "max": y}} (pydantic
     `Threshold` objects work too); `slices` are {"column": c, "bins": [edges] | None} mappings or `spec.Slice`
-    objects.
+    objects. `fairness` is the spec's `evaluation.fairness` block (core/fairness.py), computed per group column of
+    `slice_frame` (the held-out rows) on hard predictions; a challenger breach makes the verdict "do not promote".
     """
     thresholds = {k: _as_dict(v) for k, v in (thresholds or {}).items()}
     _check_options(rule, confidence, bootstrap_samples)
@@ -146,6 +151,7 @@ def evaluate(
             y, chal, champ, primary_metric, samples=bootstrap_samples, seed=seed, confidence=confidence, **scoring
         )
         comparison = _comparison(primary_metric, chal_metrics, champ_metrics, {**boot, **settings})
+    fair = _fairness(fairness, slice_frame, y, chal, champ, **scoring) if fairness else None
     return EvaluationResult(
         rows=len(y),
         positives=int(y.sum()) if task == "binary" else None,
@@ -155,11 +161,40 @@ def evaluate(
         thresholds=checks,
         comparison=comparison,
         slices=slice_metrics(slices, slice_frame, y, chal, champ, names, min_slice_rows, **scoring),
-        verdict=_verdict(checks, comparison),
+        verdict=_verdict(checks, comparison, fair),
         curves=_curves(task, y, chal, champ),
         task=task,
         classes=class_table(y, chal, champ, scoring["classes"]) if task == "multiclass" else None,
+        fairness=fair,
     )
+
+
+def _fairness(config: Mapping[str, Any], frame: pd.DataFrame | None, y: Any, chal: Any, champ: Any, *,
+              task: str, classes: Sequence[Any] | None) -> dict[str, Any]:
+    """The fairness metrics of both models on the held-out rows, on hard predictions: a binary probability cut
+    at DECISION_THRESHOLD, the most probable class, the predicted value (what the model decides for a person)."""
+    from airflow_mlops.core.fairness import evaluate_fairness
+
+    if frame is None:
+        raise ValueError("evaluation.fairness needs the held-out rows (slice_frame) to find its group columns")
+    config = _as_dict(config)
+    result = evaluate_fairness(config, task=task, y_true=y, challenger_pred=_decisions(chal, task, classes),
+                               champion_pred=None if champ is None else _decisions(champ, task, classes),
+                               frame=frame.reset_index(drop=True))
+    return {**result.to_dict(), "config": {k: config.get(k) for k in ("groups", "metrics", "max", "min_ratio",
+                                                                         "min_group_rows")}}
+
+
+def _decisions(predictions: Any, task: str, classes: Sequence[Any] | None) -> Any:
+    import numpy as np
+
+    from airflow_mlops.core.metrics import DECISION_THRESHOLD, predicted_classes
+
+    if task == "binary":
+        return (np.asarray(predictions, dtype=float) >= DECISION_THRESHOLD).astype(int)
+    if task == "multiclass":
+        return predicted_classes(predictions, list(classes or []))
+    return np.asarray(predictions, dtype=float)
 
 
 def _curves(task: str, y: Any, chal: Any, champ: Any) -> dict[str, Any]:
@@ -394,7 +429,8 @@ def _auc_scorer(y: Any, a: Any, b: Any) -> Callable[[Any], tuple[float, float]]:
     return score
 
 
-def _verdict(checks: list[dict[str, Any]], comparison: dict[str, Any] | None) -> dict[str, Any]:
+def _verdict(checks: list[dict[str, Any]], comparison: dict[str, Any] | None,
+             fairness: Mapping[str, Any] | None = None) -> dict[str, Any]:
     passed = all(c["passed"] for c in checks)
     reasons = [c["reason"] for c in checks if not c["passed"]]
     if not checks:
@@ -406,8 +442,18 @@ def _verdict(checks: list[dict[str, Any]], comparison: dict[str, Any] | None) ->
         reasons.append("no champion yet: judged on thresholds alone")
     else:
         reasons.append(_comparison_reason(comparison, bool(beats)))
-    promote = passed and (beats is None or beats)
-    return {"passed_thresholds": passed, "beats_champion": beats, "promote": promote, "reasons": reasons}
+    fair = None if fairness is None else not fairness["breaches"]
+    if fairness is not None:
+        reasons += list(fairness["breaches"]) or [_fairness_pass_reason(fairness)]
+    promote = passed and (beats is None or beats) and fair is not False
+    verdict = {"passed_thresholds": passed, "beats_champion": beats, "promote": promote, "reasons": reasons}
+    return verdict if fair is None else {**verdict, "passed_fairness": fair}
+
+
+def _fairness_pass_reason(fairness: Mapping[str, Any]) -> str:
+    columns = sorted({g["column"] for g in fairness["groups"]})
+    return (f"fairness: {len(fairness['groups'])} metric(s) on group column(s) {columns} within "
+            "evaluation.fairness bounds")
 
 
 def _beats(c: Mapping[str, Any]) -> bool:

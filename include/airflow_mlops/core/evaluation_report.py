@@ -18,7 +18,7 @@ from airflow_mlops.core import task_charts
 from airflow_mlops.core.tasks import LOWER_IS_BETTER
 from airflow_mlops.core.templating import fmt, render
 
-__all__ = ["render_html", "roc_chart", "slice_bars"]
+__all__ = ["fairness_section", "render_html", "roc_chart", "slice_bars"]
 
 CHALLENGER = "#0969da"
 CHAMPION = "#bc4c00"
@@ -30,7 +30,7 @@ COMPARISON_KEYS = (
 
 
 def render_html(result: Mapping[str, Any], *, title: str) -> str:
-    """The whole report: verdict and reasons, metrics, thresholds, the task's charts, slices."""
+    """The whole report: verdict and reasons, metrics, thresholds, the task's charts, slices, fairness."""
     verdict = result.get("verdict") or {}
     task = str(result.get("task") or "binary")
     curves = result.get("curves") or {}
@@ -42,7 +42,7 @@ def render_html(result: Mapping[str, Any], *, title: str) -> str:
         "evaluation_report.html.j2",
         title=title,
         verdict={
-            **_pick(verdict, ("promote", "passed_thresholds", "beats_champion")),
+            **_pick(verdict, ("promote", "passed_thresholds", "beats_champion", "passed_fairness")),
             "reasons": list(verdict.get("reasons") or []),
         },
         challenger_version=(result.get("challenger") or {}).get("version"),
@@ -62,7 +62,46 @@ def render_html(result: Mapping[str, Any], *, title: str) -> str:
         confusion=task_charts.confusion_chart(result.get("classes")) if task == "multiclass" else None,
         class_rows=task_charts.class_rows(result.get("classes")) if task == "multiclass" else [],
         slices=[_slice(entry, str(primary or "")) for entry in result.get("slices") or []],
+        fairness=fairness_section(result.get("fairness")),
     )
+
+
+def fairness_section(fairness: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """Per group column: each metric for challenger and champion against its bound (breach flagged), the groups
+    left out for having too few rows, and the per-group table; None when the spec has no `evaluation.fairness`.
+
+    Shared with the model card. A column with fewer than two comparable groups has no metric rows, only its note.
+    """
+    if not fairness:
+        return None
+    config = dict(fairness.get("config") or {})
+    tables = fairness.get("tables") or {}
+    skipped = fairness.get("skipped_groups") or {}
+    entries = list(fairness.get("groups") or [])
+    names = list(config.get("groups") or dict.fromkeys([*(e["column"] for e in entries), *skipped]))
+    columns = []
+    for name in names:
+        rows = [{**_pick(e, ("metric", "challenger", "champion", "breached")), "bound": _bound(e),
+                 "champion_breached": _outside(e.get("champion"), e)} for e in entries if e.get("column") == name]
+        table = list(tables.get(name) or [])
+        notes = [b for b in fairness.get("breaches") or [] if b.startswith(f"fairness {name}: fewer than")]
+        columns.append({"name": name, "metrics": rows, "skipped": list(skipped.get(name) or []), "notes": notes,
+                        "table_head": [k for k in (table[0] if table else {}) if k not in ("group", "rows")],
+                        "table": table})
+    return {"config": config, "columns": columns, "breaches": list(fairness.get("breaches") or [])}
+
+
+def _bound(entry: Mapping[str, Any]) -> str:
+    return f"≥ {entry['min_ratio']:g} (min_ratio)" if "min_ratio" in entry else f"≤ {entry.get('max', 0):g} (max)"
+
+
+def _outside(value: Any, entry: Mapping[str, Any]) -> bool | None:
+    """Whether a value breaks the entry's bound (undefined counts as a breach, as for the challenger)."""
+    if value is None:
+        return None
+    if not _finite(value):
+        return True
+    return bool(value < entry["min_ratio"] if "min_ratio" in entry else value > entry.get("max", math.inf))
 
 
 def _pick(mapping: Mapping[str, Any], keys: Iterable[str]) -> dict[str, Any]:

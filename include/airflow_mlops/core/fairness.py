@@ -10,7 +10,8 @@ Metric names:
   `selection_rate_difference` and their `_ratio` forms (on hard predictions at the decision threshold);
 * any task: `<metric>_difference` for a task metric computed per group with fairlearn's `MetricFrame`
   (`accuracy_difference`, `f1_macro_difference`, `mae_difference`, `rmse_difference`...): the largest
-  difference between two groups.
+  difference between two groups (metrics that need probabilities, such as roc_auc, are not offered: the
+  fairness metrics judge the decisions a model makes).
 A `_difference` breaches when it is above `max`; a `_ratio` (1 = equal) when it is below `min_ratio`.
 Groups with fewer than `min_group_rows` rows are left out of the comparison (one row can make any gap) and
 listed as such in the result: a deliberate, reported choice rather than a silent one.
@@ -29,6 +30,10 @@ FAIRLEARN_BINARY = (
     "demographic_parity", "equalized_odds", "equal_opportunity", "false_positive_rate", "true_positive_rate",
     "selection_rate",
 )
+# Task metrics with a per-group form on hard predictions (`_task_metric`); roc_auc, average_precision, log_loss
+# and brier need probabilities, so they have no `_difference` here.
+PER_GROUP_METRICS = ("accuracy", "balanced_accuracy", "f1", "precision", "recall", "f1_macro", "f1_weighted", "mae",
+                     "rmse", "r2", "mape")
 GROUP_TABLE_ROWS = 50  # groups shown per column in the report; the verdict uses all of them
 
 
@@ -36,7 +41,7 @@ def fairness_metric_names(task: str) -> tuple[str, ...]:
     """Every metric name `evaluation.fairness.metrics` takes for a task."""
     from airflow_mlops.core.tasks import METRICS_BY_TASK
 
-    own = tuple(f"{m}_difference" for m in METRICS_BY_TASK[task] if m not in ("log_loss", "brier"))
+    own = tuple(f"{m}_difference" for m in METRICS_BY_TASK[task] if m in PER_GROUP_METRICS)
     if task != "binary":
         return own
     return tuple(f"{base}_{kind}" for base in FAIRLEARN_BINARY for kind in ("difference", "ratio")) + own
@@ -86,10 +91,23 @@ def evaluate_fairness(
             entry["breached"] = _breached(entry["challenger"], entry)
             if entry["breached"]:
                 bound = f"max {entry['max']}" if "max" in entry else f"min_ratio {entry['min_ratio']}"
-                result.breaches.append(f"fairness {column}: {metric} {entry['challenger']:.4g} breaks {bound}")
+                result.breaches.append(f"fairness {column}: challenger {metric} {entry['challenger']:.4g} breaks "
+                                       f"evaluation.fairness.{bound}")
             result.groups.append(entry)
         result.tables[column] = _group_table(task, y[mask], models, values[mask])
     return result
+
+
+def missing_group_columns(config: Mapping[str, Any], rows: pd.DataFrame, *, source: str) -> str | None:
+    """Why the held-out rows cannot be grouped as `evaluation.fairness.groups` asks (None when they can): the
+    missing column(s), the spec file, the columns there are, and where a group column can come from."""
+    missing = [c for c in config["groups"] if c not in rows.columns]
+    if not missing:
+        return None
+    return (f"{source}: evaluation.fairness.groups: column(s) {missing} are not on the held-out rows of the "
+            f"training set; available columns: {sorted(map(str, rows.columns))}. A group column must be in the "
+            "training set: a feature, an entity key or a request feature (features.entity_df.request_features) "
+            "of the entity dataset; add it there or name one of the available columns")
 
 
 def _bar(metric: str, config: Mapping[str, Any]) -> dict[str, float]:

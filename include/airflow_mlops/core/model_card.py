@@ -7,7 +7,8 @@ page) lay it out. Any input may be partial: a first model has no champion, an ol
 no validation record; the card then says "not recorded" instead of failing the task. The evaluation
 section reads per task (the report's `task`, absent = binary): positives and ROC curves for binary,
 classes with their recall and the confusion matrix for multiclass, predicted vs actual and residuals
-for regression.
+for regression. The fairness section and its caveats (spec `evaluation.fairness`) are built by the
+`_fairness*` functions at the end, from the report's `fairness` entry; a report without one has no section.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from airflow_mlops.core import task_charts
-from airflow_mlops.core.evaluation_report import roc_chart
+from airflow_mlops.core.evaluation_report import fairness_section, roc_chart
 from airflow_mlops.core.model_card_explanations import explanation_blocks
 from airflow_mlops.core.tasks import LOWER_IS_BETTER
 from airflow_mlops.core.templating import render
@@ -65,6 +66,7 @@ def build_model_card(
         "verdict": evaluation.get("verdict"),
         "curves": evaluation.get("curves") or {},
         "classes": evaluation.get("classes"),
+        "fairness": fairness_section(evaluation.get("fairness")),
         "explanations": dict(explanations) if explanations else None,
     }
     card["caveats"] = _caveats(card, evaluation)
@@ -173,6 +175,7 @@ def _caveats(card: Mapping[str, Any], evaluation: Mapping[str, Any]) -> list[str
         notes.append(f"the training set failed data validation ({card['validation']['failure_count']} failure(s))")
     notes += _data_caveats(card["data"], card["training"])
     notes += _evaluation_caveats(card["evaluation"], card["comparison"])
+    notes += _fairness_caveats(card.get("fairness"))
     return notes
 
 
@@ -241,6 +244,7 @@ def _sections(card: Mapping[str, Any]) -> list[tuple[str, list[Block]]]:
         ("Training data and lineage", _data_blocks(card["data"])),
         ("Data validation", _validation_blocks(card["validation"])),
         ("Evaluation", _evaluation_blocks(card["evaluation"], card.get("curves") or {}, card.get("classes"))),
+        *_fairness_sections(card.get("fairness")),
         ("Comparison with the champion and verdict", _verdict_blocks(card)),
         ("Explanations", explanation_blocks(card.get("explanations"))),
         ("Caveats", [("list", card["caveats"])] if card["caveats"] else [("p", "none noted")]),
@@ -397,3 +401,45 @@ def _json(value: Any) -> str | None:
 
 def _features(columns: Sequence[str]) -> str | None:
     return f"{len(columns)}: {', '.join(columns)}" if columns else None
+
+
+# --- Fairness (spec evaluation.fairness): self-contained, read from card["fairness"] (fairness_section's shape).
+
+def _fairness_sections(fairness: Mapping[str, Any] | None) -> list[tuple[str, list[Block]]]:
+    """The "Fairness" section, or none when the spec asked for no fairness metrics."""
+    return [("Fairness", _fairness_blocks(fairness))] if fairness else []
+
+
+def _fairness_blocks(fairness: Mapping[str, Any]) -> list[Block]:
+    config = fairness.get("config") or {}
+    blocks: list[Block] = [("p", (
+        f"Group columns {', '.join(map(str, config.get('groups') or []))}; on the held-out rows, hard predictions. "
+        f"Bounds: *_difference at most {config.get('max')}, *_ratio at least {config.get('min_ratio')}; groups "
+        f"with fewer than {config.get('min_group_rows')} rows are not compared. A challenger breach blocks "
+        "promotion; the champion is shown for comparison."))]
+    rows = [[column["name"], m["metric"], _n(m["challenger"]), _n(m["champion"]), m["bound"],
+             "breached" if m["breached"] else "within"]
+            for column in fairness.get("columns") or [] for m in column["metrics"]]
+    if rows:
+        blocks.append(("table", ["group column", "metric", "challenger", "champion", "bound", "challenger is"], rows))
+    skipped = [f"{c['name']}: {', '.join(map(str, c['skipped']))}" for c in fairness.get("columns") or []
+               if c["skipped"]]
+    if skipped:
+        blocks.append(("p", "Groups not compared (too few rows):"))
+        blocks.append(("list", skipped))
+    return blocks
+
+
+def _fairness_caveats(fairness: Mapping[str, Any] | None) -> list[str]:
+    """A breached bound (challenger or champion) and groups too small to compare are caveats of the card."""
+    if not fairness:
+        return []
+    notes = [f"{b} (the challenger is not promoted on this evidence)" for b in fairness.get("breaches") or []]
+    for column in fairness.get("columns") or []:
+        notes += [f"fairness {column['name']}: champion {m['metric']} {_n(m['champion'])} also breaks its bound "
+                  f"{m['bound']}" for m in column["metrics"] if m.get("champion_breached")]
+        if column["skipped"]:
+            notes.append(f"fairness {column['name']}: group(s) {column['skipped']} have fewer than "
+                         f"evaluation.fairness.min_group_rows rows and were not compared; fairness toward them is "
+                         "unmeasured")
+    return notes

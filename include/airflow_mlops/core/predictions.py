@@ -1,10 +1,12 @@
 """A model's raw output turned into its task's output, in one place: serving, batch inference and monitoring.
 
-What a registered version's task is: its MLflow tag `airflow_mlops.task` (binary | multiclass | regression;
-versions trained before tasks existed have none and are binary), checked against the estimator; without
-the tag, the estimator says it (`predict_proba` with 2 classes: binary, more: multiclass, no
-`predict_proba`: regression). A classifier's class order is `estimator.classes_` (the order of
-`predict_proba`'s columns); the tag `airflow_mlops.classes` (a JSON list), when set, must agree with it.
+What a registered version's task is: its MLflow tag `airflow_mlops.task` (binary | multiclass | regression),
+checked against the estimator; without the tag, the estimator says it (`predict_proba` with 2 classes: binary,
+more: multiclass, no `predict_proba`: regression). A deliberate choice over "no tag means binary": every version
+trained before tasks existed is a 2-class classifier, so it still reads as binary, and a version registered by
+hand (no tag) gets the task its estimator can answer, not an error at the first request. A classifier's class
+order is `estimator.classes_` (the order of `predict_proba`'s columns); the tag `airflow_mlops.classes` (a JSON
+list), when set, must agree with it.
 
 The output per task (`TaskOutput.score` gives the raw numbers, the other methods their meaning):
 

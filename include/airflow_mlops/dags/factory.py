@@ -192,6 +192,7 @@ def training_dag(spec: ModelSpec) -> DAG:
             seed=train.seed,
             timestamp_column=feats.entity_df.timestamp_column,
             task=spec.task,
+            spec_file=spec.source_file or None,
         )
         register = MLflowRegisterModelOperator(
             task_id="register",

@@ -40,7 +40,10 @@ class EvaluateModelOperator(TaskBoundary, BaseOperator):
 
     Raises ModelBelowThreshold (no retry) when a threshold is missed. A challenger that does not
     beat the champion is NOT an error: the task succeeds with promote=false and the reasons, and
-    the promotion task skips itself.
+    the promotion task skips itself. So does a challenger that breaks an `evaluation.fairness` bound
+    (verdict passed_fairness=false): it is registered with verdict "hold" and a model card that shows
+    the breach, and neither approval nor promotion runs. A fairness group column absent from the
+    held-out rows raises FairnessGroupMissing (no retry) before any model is scored.
 
     :param model_name: registered model name. (templated)
     :param training_set: lineage dict of the training-set task (or its XComArg). (templated)
@@ -54,7 +57,8 @@ class EvaluateModelOperator(TaskBoundary, BaseOperator):
         multiclass champion is scored on the challenger's classes (a class it never saw: probability 0).
     :param champion_alias: alias of the model to beat.
     :param mlflow_conn_id: Airflow connection of type "mlflow".
-    :return: {promote, passed_thresholds, beats_champion, champion_version, run_id, model_uri,
+    :param spec_file: the model spec's file, named by configuration errors (a missing fairness group column).
+    :return: {promote, passed_thresholds, beats_champion, passed_fairness, champion_version, run_id, model_uri,
         primary_metric, challenger_value, champion_value, gain, ci, reasons, summary, report_uri}
 
     Extra link "Evaluation report": the HTML report, served by the mlops UI plugin (also after a failure).
@@ -69,7 +73,7 @@ class EvaluateModelOperator(TaskBoundary, BaseOperator):
     def __init__(self, *, model_name: str, training_set: Any, challenger: Any, evaluation: Mapping[str, Any],
                  label: str, split: Mapping[str, Any] | None = None, seed: int = 7,
                  timestamp_column: str = "event_timestamp", task: str = "binary", champion_alias: str = "champion",
-                 mlflow_conn_id: str = "mlflow_default", **kwargs: Any) -> None:
+                 mlflow_conn_id: str = "mlflow_default", spec_file: str | None = None, **kwargs: Any) -> None:
         kwargs.setdefault("multiple_outputs", True)
         super().__init__(**kwargs)
         self.model_name = model_name
@@ -83,12 +87,14 @@ class EvaluateModelOperator(TaskBoundary, BaseOperator):
         self.task = task
         self.champion_alias = champion_alias
         self.mlflow_conn_id = mlflow_conn_id
+        self.spec_file = spec_file
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlops.hooks.mlflow import MLflowHook
 
         challenger = _as_mapping(self.challenger, "challenger")
         rows = self._holdout_rows()
+        self._check_fairness_groups(rows)
         hook = MLflowHook(self.mlflow_conn_id)
         hook.check_backend()
         with hook.activated() as client:
@@ -148,6 +154,17 @@ class EvaluateModelOperator(TaskBoundary, BaseOperator):
         self.log.info("Held-out rows: %s of %s (split %s)", len(rows), len(frame), self.split)
         return rows
 
+    def _check_fairness_groups(self, rows: pd.DataFrame) -> None:
+        from airflow_mlops.core.fairness import missing_group_columns
+
+        fairness = self.evaluation.get("fairness")
+        source = self.spec_file or f"the spec of {self.model_name}"
+        problem = fairness and missing_group_columns(fairness, rows, source=source)
+        if problem:
+            from airflow_mlops.exceptions import FairnessGroupMissing
+
+            raise FairnessGroupMissing(problem)
+
     def _champion_version(self, client: MlflowClient) -> str | None:
         from mlflow.exceptions import MlflowException
 
@@ -185,7 +202,7 @@ class EvaluateModelOperator(TaskBoundary, BaseOperator):
             seed=self.seed, slices=list(cfg.get("slices") or []), slice_frame=rows.reset_index(drop=True),
             min_slice_rows=int(cfg.get("min_slice_rows", 50)),
             champion_version=champion_version if champion_proba is not None else None,
-            task=self.task, classes=classes,
+            task=self.task, classes=classes, fairness=cfg.get("fairness"),
         )
         data = result.to_dict()
         if champion_version is not None and champion_proba is None:
@@ -278,6 +295,7 @@ def _xcom_result(result: Mapping[str, Any], challenger: Mapping[str, Any], champ
         "promote": bool(verdict["promote"]),
         "passed_thresholds": bool(verdict["passed_thresholds"]),
         "beats_champion": verdict.get("beats_champion"),
+        "passed_fairness": verdict.get("passed_fairness"),
         "champion_version": champion_version,
         "run_id": challenger["run_id"],
         "model_uri": challenger["model_uri"],
