@@ -355,7 +355,7 @@
       h("h1", {}, model.name), h("p", { class: "muted" }, model.description, " · owner ", model.owner),
       model.experiment ? h("p", {}, badge(model.experiment.status, model.experiment.status === "promoted" ? "ok"
         : "hold"), ` ${model.experiment.type === "ab" ? "A/B test" : "bandit"} ${model.experiment.id}: `,
-        h("a", { href: `${modelHref(model.name)}/experiment`, target: "_blank" }, "experiment readout")) : null,
+        h("a", { href: `${modelHref(model.name)}/experiment`, target: "_blank" }, "experiment readout")) : "",  // replaceChildren would write a null as the text "null"
       cards(model),
       h("div", { class: "grid" },
         chartPanel("Drift share over time", "drift", driftChart(drift.records),
