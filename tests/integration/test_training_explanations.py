@@ -86,3 +86,24 @@ def test_the_same_request_gives_the_same_importance_and_the_spec_metric_is_its_s
     assert one == two and one["seed"] == 7 and one["scoring"] == "average_precision"
     held_out = holdout(pd.read_parquet(record["path"]), label="completed", seed=7)
     assert one["held_out_rows"] == len(held_out) and one["rows"] == min(MAX_ROWS, len(held_out))
+
+
+def test_the_spec_sets_rows_and_repeats_and_shap_without_shap_fails_before_any_run(home: Path) -> None:
+    import importlib.util
+
+    from airflow_mlops.exceptions import TrainingFailed
+
+    record = generated_set("binary", home)
+    base = {"model_name": "explained_binary", "training_set": record, "label": "label", "task": "binary",
+            "estimator": "sklearn.linear_model.LogisticRegression", "exclude_columns": ["driver_id"]}
+    result = run_training_job(TrainingRequest(**base, explanations={"method": "permutation", "max_rows": 120,
+                                                                    "repeats": 2}), MLflowHook())
+    importance, _, _ = logged(result["run_id"])
+    assert (importance["rows"], importance["held_out_rows"], importance["repeats"]) == (120, 200, 2)
+
+    assert importlib.util.find_spec("shap") is None, "shap is not a dependency of this project"
+    client = MLflowHook().get_conn()
+    runs_before = len(client.search_runs([result["experiment_id"]]))
+    with pytest.raises(TrainingFailed, match=r"explanations.method is 'shap'.*`pip install shap`.*method: permutation"):
+        run_training_job(TrainingRequest(**base, explanations={"method": "shap"}), MLflowHook())
+    assert len(client.search_runs([result["experiment_id"]])) == runs_before, "no run is started for it"

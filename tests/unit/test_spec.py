@@ -136,3 +136,18 @@ def test_the_training_queue_is_not_model_content() -> None:
     base = parse_spec(yaml.safe_dump(_demo()), "ride_completion.yaml")
     moved = parse_spec(yaml.safe_dump(_demo(training__queue="training")), "ride_completion.yaml")
     assert spec_sha256(moved) == spec_sha256(base)
+
+
+def test_evaluation_explanations_are_validated_and_only_a_stated_block_changes_the_hash() -> None:
+    from airflow_mlops.core.spec import spec_sha256
+
+    base = parse_spec(yaml.safe_dump(_demo()), "ride_completion.yaml")
+    assert base.explanations_config() is None
+    stated = parse_spec(yaml.safe_dump(_demo(evaluation__explanations={"method": "shap", "max_rows": 500})),
+                        "ride_completion.yaml")
+    assert stated.explanations_config() == {"method": "shap", "max_rows": 500, "repeats": 3}
+    assert spec_sha256(stated) != spec_sha256(base), "how versions are explained is part of what was trained"
+    [problem] = _problems(_demo(evaluation__explanations={"method": "lime"}))
+    assert problem.startswith("/specs/ride_completion.yaml: evaluation.explanations.method:") and "shap" in problem
+    [problem] = _problems(_demo(evaluation__explanations={"max_rows": 10}))
+    assert "evaluation.explanations.max_rows" in problem

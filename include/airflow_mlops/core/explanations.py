@@ -127,7 +127,7 @@ REPEATS = 3
 
 
 def held_out_importance(model: Any, x: Any, y: Any, *, metric: str, seed: int, max_rows: int = MAX_ROWS,
-                        repeats: int = REPEATS) -> dict[str, Any]:
+                        repeats: int = REPEATS, method: str = "permutation") -> dict[str, Any]:
     """`global_importance` on at most `max_rows` of the held-out rows, drawn with `seed` (same rows, same numbers).
 
     `metric`: the spec's primary metric, so an importance is the drop in the metric the version is judged on."""
@@ -137,7 +137,7 @@ def held_out_importance(model: Any, x: Any, y: Any, *, metric: str, seed: int, m
     if held > max_rows:
         keep = np.sort(np.random.default_rng(seed).choice(held, size=max_rows, replace=False))
         x, y = x.iloc[keep], (y.iloc[keep] if hasattr(y, "iloc") else np.asarray(y)[keep])
-    found = global_importance(model, x, y, metric=metric, seed=seed, repeats=repeats)
+    found = global_importance(model, x, y, metric=metric, seed=seed, repeats=repeats, method=method)
     return {**found, "metric": metric, "held_out_rows": held}
 
 

@@ -223,6 +223,17 @@ class Fairness(_Strict):
     min_group_rows: int = Field(default=30, ge=1, description="smaller groups are listed, not compared")
 
 
+class Explanations(_Strict):
+    """How the training job explains each version (core/explanations.py): global importance on held-out rows."""
+
+    method: Literal["permutation", "shap"] = Field(
+        default="permutation",
+        description="permutation: scikit-learn's permutation importance with the primary metric's scorer; shap: "
+                    "mean |SHAP value| (needs `pip install shap` where training runs; checked before training)")
+    max_rows: int = Field(default=2000, ge=50, le=1_000_000, description="held-out rows used at most (seeded sample)")
+    repeats: int = Field(default=3, ge=1, le=50, description="permutations per feature (permutation only)")
+
+
 class Evaluation(_Strict):
     """How a challenger is judged: absolute thresholds, then against the champion on the same rows.
 
@@ -246,6 +257,9 @@ class Evaluation(_Strict):
     slices: tuple[Slice, ...] = ()
     min_slice_rows: int = Field(default=50, ge=1, description="smaller slices are reported but flagged")
     fairness: Fairness | None = Field(default=None, description="group fairness metrics that can block promotion")
+    explanations: Explanations | None = Field(
+        default=None, description="how each version's global importance is computed (absent: permutation, "
+                                  "2000 rows, 3 repeats)")
 
 
 class Canary(_Strict):
@@ -536,6 +550,11 @@ class ModelSpec(_Strict):
         config["metric"] = search.metric or self.evaluation.primary_metric
         return config
 
+    def explanations_config(self) -> dict[str, Any] | None:
+        """evaluation.explanations as JSON for the training job; None when the spec leaves the defaults."""
+        explanations = self.evaluation.explanations
+        return explanations.model_dump(mode="json") if explanations else None
+
     @property
     def training_columns(self) -> tuple[str, ...]:
         return self.features.entity_df.request_features
@@ -548,8 +567,8 @@ def spec_sha256(spec: ModelSpec) -> str:
     block style do not change what the spec means, so they do not change the hash; a changed default does
     (that comes with a new code commit anyway). `source_file` (where the spec lives) is not content, and
     neither is `training.queue` (which workers run the tasks): moving training to another queue is not a new model.
-    An absent `training.search` (and `evaluation.fairness`, `promotion.experiment`) is left out, so specs written
-    before it existed keep their hash.
+    An absent `training.search` (and `evaluation.fairness`, `evaluation.explanations`, `promotion.experiment`) is left
+    out, so specs written before it existed keep their hash.
     """
     import hashlib
 
@@ -562,6 +581,8 @@ def spec_sha256(spec: ModelSpec) -> str:
         content["training"].pop("search", None)
     if content["evaluation"].get("fairness") is None:  # likewise for fairness
         content["evaluation"].pop("fairness", None)
+    if content["evaluation"].get("explanations") is None:  # and for how versions are explained
+        content["evaluation"].pop("explanations", None)
     if content["promotion"].get("experiment") is None:  # likewise for online experiments
         content["promotion"].pop("experiment", None)
     return hashlib.sha256(canonical_json(content).encode("utf-8")).hexdigest()

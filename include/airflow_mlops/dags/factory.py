@@ -292,6 +292,7 @@ def _train_task(spec: ModelSpec, training_set: Any) -> Any:
         search=spec.search_config(),
         task=spec.task,
         primary_metric=spec.evaluation.primary_metric,
+        explanations=spec.explanations_config(),
         **_heavy(spec),
         **_executor_config(spec),
     )

@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from airflow_mlops.core import lineage
-from airflow_mlops.exceptions import MLOpsError, TrainingSetError
+from airflow_mlops.exceptions import MLOpsError, TrainingFailed, TrainingSetError
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -98,6 +98,8 @@ class TrainingRequest:
     :param task: the spec's task (binary | multiclass | regression); a request written before tasks existed is binary.
     :param primary_metric: the spec's `evaluation.primary_metric`, the scorer of the permutation importance logged
         with the run (core/explanations.py); None = the task's default primary metric.
+    :param explanations: the spec's `evaluation.explanations` ({method, max_rows, repeats}); None = permutation
+        importance with core/explanations.py's defaults.
     """
 
     model_name: str
@@ -117,6 +119,7 @@ class TrainingRequest:
     search: dict[str, Any] | None = None
     task: str = "binary"
     primary_metric: str | None = None
+    explanations: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         # default=str: lineage start/end may be datetimes when the lineage was passed in-process
@@ -198,6 +201,7 @@ def run_training_job(request: TrainingRequest, hook: MLflowHook) -> dict[str, An
     from airflow_mlops.core import training
 
     record = request.training_set
+    _check_explainer(request)  # a spec asking for SHAP where it is not installed fails before anything is written
     hook.check_backend()  # fail in seconds, before spending minutes on training
     frame = pd.read_parquet(_verified_snapshot(request))
     log.info(
@@ -241,7 +245,8 @@ def explain_version(request: TrainingRequest, result: TrainResult) -> dict[str, 
     metric = request.primary_metric or DEFAULT_PRIMARY[request.task]
     started = time.perf_counter()
     try:
-        found = held_out_importance(result.pipeline, *result.held_out, metric=metric, seed=request.seed)
+        found = held_out_importance(result.pipeline, *result.held_out, metric=metric, seed=request.seed,
+                                    **(request.explanations or {}))
     except Exception as exc:  # noqa: BLE001 - an explanation failure must not fail the training run
         log.warning("No global importance for this version (%s: %s); it is trained and logged without one",
                     type(exc).__name__, exc)
@@ -251,6 +256,17 @@ def explain_version(request: TrainingRequest, result: TrainResult) -> dict[str, 
     log.info("Permutation importance (%s, %s of %s held-out rows) in %.2fs; top: %s", found["scoring"],
              found["rows"], found["held_out_rows"], seconds, top)
     return {**found, "seconds": seconds}
+
+
+def _check_explainer(request: TrainingRequest) -> None:
+    import importlib.util
+
+    method = (request.explanations or {}).get("method", "permutation")
+    if method == "shap" and importlib.util.find_spec("shap") is None:
+        raise TrainingFailed(
+            f"{request.model_name}: evaluation.explanations.method is 'shap', but the `shap` package is not "
+            "installed where training runs; `pip install shap` in that environment (worker or training image), "
+            "or set method: permutation")
 
 
 def _verified_snapshot(request: TrainingRequest) -> Path:

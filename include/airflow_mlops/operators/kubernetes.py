@@ -95,6 +95,7 @@ def job_request(spec: ModelSpec) -> dict[str, Any]:
         "search": spec.search_config(),
         "task": spec.task,
         "primary_metric": spec.evaluation.primary_metric,
+        "explanations": spec.explanations_config(),
     }
 
 

@@ -56,6 +56,8 @@ class SklearnTrainModelOperator(TaskBoundary, BaseOperator):
         (templated)
     :param primary_metric: the spec's `evaluation.primary_metric`: the scorer of the permutation importance the run
         logs (`explanations/global_importance.json`); None = the task's default primary metric.
+    :param explanations: the spec's `evaluation.explanations` (method, max_rows, repeats); None = permutation
+        importance on at most 2000 held-out rows, 3 repeats.
     :param mlflow_conn_id: Airflow connection of type "mlflow".
     :return: {"run_id", "model_uri", "metrics", "experiment_id"}
 
@@ -101,6 +103,7 @@ class SklearnTrainModelOperator(TaskBoundary, BaseOperator):
         search: Mapping[str, Any] | None = None,
         task: str = "binary",
         primary_metric: str | None = None,
+        explanations: Mapping[str, Any] | None = None,
         mlflow_conn_id: str = "mlflow_default",
         **kwargs: Any,
     ) -> None:
@@ -121,6 +124,7 @@ class SklearnTrainModelOperator(TaskBoundary, BaseOperator):
         self.search = dict(search) if search else None
         self.task = task
         self.primary_metric = primary_metric
+        self.explanations = dict(explanations) if explanations else None
         self.mlflow_conn_id = mlflow_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -166,4 +170,5 @@ class SklearnTrainModelOperator(TaskBoundary, BaseOperator):
             search=dict(self.search) if self.search else None,
             task=self.task,
             primary_metric=self.primary_metric,
+            explanations=dict(self.explanations) if self.explanations else None,
         )
