@@ -70,15 +70,6 @@ def rides(seed: int = 5) -> pd.DataFrame:
     })
 
 
-@pytest.fixture(scope="module")
-def migrated_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-    template = tmp_path_factory.mktemp("mlflow_template")
-    SqlAlchemyStore(f"sqlite:///{template / 'mlflow.db'}", str(template / "artifacts")).engine.dispose()
-    return template / "mlflow.db"
-
-
 @pytest.fixture
 def store(mlops_home: Path, migrated_db: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """The snapshot, a fair champion (registered and promoted) and two challengers logged as runs."""

@@ -31,15 +31,6 @@ pytestmark = pytest.mark.integration
 MODEL = "ride_completion"
 
 
-@pytest.fixture(scope="module")
-def migrated_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-    template = tmp_path_factory.mktemp("mlflow_template")
-    SqlAlchemyStore(f"sqlite:///{template / 'mlflow.db'}", str(template / "artifacts")).engine.dispose()
-    return template / "mlflow.db"
-
-
 def context(run_id: str = "manual__1", task_id: str = "promote", user: str | None = "alice") -> dict[str, Any]:
     dag_id = f"{MODEL}__train"
     ti = SimpleNamespace(dag_id=dag_id, task_id=task_id, try_number=1, run_id=run_id)

@@ -29,15 +29,6 @@ MODEL = "ride_completion"
 LATENCY = 2.0  # twice the old settle time
 
 
-@pytest.fixture(scope="module")
-def migrated_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-    template = tmp_path_factory.mktemp("lease_template")
-    SqlAlchemyStore(f"sqlite:///{template / 'mlflow.db'}", str(template / "artifacts")).engine.dispose()
-    return template / "mlflow.db"
-
-
 @pytest.fixture
 def store(mlops_home: Path, migrated_db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "AIRFLOW_CONN_MLFLOW_DEFAULT"):

@@ -31,16 +31,6 @@ MODEL = "ride_completion"
 HGB = "sklearn.ensemble.HistGradientBoostingClassifier"
 
 
-@pytest.fixture(scope="module")
-def migrated_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An empty, fully migrated MLflow database: creating one costs ~4 s of migrations per test."""
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-    template = tmp_path_factory.mktemp("mlflow_template")
-    SqlAlchemyStore(f"sqlite:///{template / 'mlflow.db'}", str(template / "artifacts")).engine.dispose()
-    return template / "mlflow.db"
-
-
 @pytest.fixture
 def training_set(
     mlops_home: Path, small_demo: Any, migrated_db: Path, monkeypatch: pytest.MonkeyPatch
