@@ -109,3 +109,23 @@ def test_cli_exit_codes(models: Path, tmp_path: Path) -> None:
                          capture_output=True, text=True)
     assert bad.returncode == 1
     assert "training.bogus: unknown field" in bad.stdout
+
+
+def test_fairness_groups_and_slices_must_be_training_set_columns_and_attributes_must_not_shadow_features(
+        models: Path) -> None:
+    """Only with the Feast repo does a fairness group or slice column tell a feature from a typo; a label-table
+    column that is no model input must be an attribute, and an attribute that a feature shadows is refused."""
+    _edit(models, features__entity_df__attributes=["region", "conv_rate"],
+          evaluation__fairness={"groups": ["region", "gender"]},
+          evaluation__slices=[{"column": "rating"}, {"column": "pickup_hour"}, {"column": "hour_of_pickup"}])
+    problems = check_project(models)
+    text = "\n".join(problems)
+    assert len(problems) == 4, text
+    spec = str(models / "ride_completion.yaml")
+    assert (f"{spec}: features.entity_df.attributes: ['conv_rate'] are also features of service 'ride_completion_v1'"
+            in text)
+    assert f"{spec}: evaluation.fairness.groups: ['gender'] are not columns of the training set" in text
+    assert f"{spec}: evaluation.slices: ['hour_of_pickup'] are not columns of the training set" in text
+    assert "goes in features.entity_df.attributes" in text and "'acc_rate'" in text
+    # the data side: the attributes are read from the label dataset, whose suite fixes its column set
+    assert f"{spec}: features.entity_df.attributes: ['region', 'conv_rate'] are not in dataset 'rides'" in text

@@ -100,3 +100,19 @@ def test_a_move_appends_history_and_keeps_the_first_promotion() -> None:
     assert rollback["2"][audit.TAG_DEMOTED_AT] == "2026-10-03T00:00:00+00:00"
     # keys never collide across moves: one per audit seq, zero-padded so they sort
     assert audit.champion_history_tag(1) < audit.champion_history_tag(3) < audit.champion_history_tag(10)
+
+
+def test_a_training_set_s_attributes_are_never_model_inputs_whoever_wrote_the_request() -> None:
+    """The snapshot's lineage lists its evaluation-only columns; the request excludes them even when its own
+    exclude_columns (a hand-written `train-job` request) forgot them, and they join the fitted-model config."""
+    from airflow_mlops.jobs.training import TrainingRequest, estimator_config
+
+    record = {"path": "/sets/a.parquet", "sha256": "ab" * 32, "attributes": ["region", "driver_id"]}
+    request = TrainingRequest.from_dict({"model_name": "m", "training_set": record, "estimator": "x.Y",
+                                         "label": "completed", "exclude_columns": ["driver_id"]})
+    assert request.exclude_columns == ["driver_id", "region"]
+    assert estimator_config(request)["exclude_columns"] == ["driver_id", "region"]
+    plain = TrainingRequest(model_name="m", training_set={"path": "/sets/a.parquet", "sha256": "ab" * 32},
+                            estimator="x.Y", label="completed", exclude_columns=["driver_id"])
+    assert plain.exclude_columns == ["driver_id"], "no attributes: the request is what it was before the field"
+    assert TrainingRequest.from_json(request.to_json()) == request, "the logged request round-trips (reproduce)"

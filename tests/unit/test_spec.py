@@ -151,3 +151,33 @@ def test_evaluation_explanations_are_validated_and_only_a_stated_block_changes_t
     assert problem.startswith("/specs/ride_completion.yaml: evaluation.explanations.method:") and "shap" in problem
     [problem] = _problems(_demo(evaluation__explanations={"max_rows": 10}))
     assert "evaluation.explanations.max_rows" in problem
+
+
+def test_entity_df_attributes_are_evaluation_only_columns_and_only_a_stated_list_changes_the_hash() -> None:
+    from airflow_mlops.core.spec import spec_sha256
+
+    base = parse_spec(yaml.safe_dump(_demo()), "ride_completion.yaml")
+    assert base.features.entity_df.attributes == () and base.excluded_columns == ["driver_id"]
+    empty = parse_spec(yaml.safe_dump(_demo(features__entity_df__attributes=[])), "ride_completion.yaml")
+    assert spec_sha256(empty) == spec_sha256(base), "an empty list is the absent field: older specs keep their hash"
+    stated = parse_spec(yaml.safe_dump(_demo(features__entity_df__attributes=["region", "age_band"],
+                                             evaluation__fairness={"groups": ["region"]},
+                                             evaluation__slices=[{"column": "age_band"}, {"column": "region"}])),
+                        "ride_completion.yaml")
+    assert stated.excluded_columns == ["driver_id", "region", "age_band"]
+    assert spec_sha256(stated) != spec_sha256(base), "which columns the training set carries is model content"
+
+
+@pytest.mark.parametrize(("attributes", "fragment"), [
+    (["pickup_hour"], "['pickup_hour'] are also request_features, which are model inputs; a column the model must "
+                      "not use belongs in attributes only"),
+    (["completed"], "['completed'] are the label or the timestamp_column"),
+    (["event_timestamp"], "['event_timestamp'] are the label or the timestamp_column"),
+    (["driver_id"], "['driver_id'] are entity_keys"),
+    (["region", "region"], "['region'] listed more than once"),
+])
+def test_an_attribute_that_is_already_another_column_of_the_training_set_is_refused(
+        attributes: list[str], fragment: str) -> None:
+    [problem] = _problems(_demo(features__entity_df__attributes=attributes))
+    assert problem.startswith("/specs/ride_completion.yaml: features: entity_df.attributes: "), problem
+    assert fragment in problem and problem.endswith("; remove them from attributes"), problem

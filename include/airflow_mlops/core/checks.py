@@ -28,6 +28,7 @@ class RepoIndex:
     """What the Feast repo defines, by name."""
 
     services: dict[str, list[str]] = field(default_factory=dict)  # service -> feature views
+    service_features: dict[str, list[str]] = field(default_factory=dict)  # service -> feature (column) names
     views: dict[str, list[str]] = field(default_factory=dict)  # view -> join keys
     sources: dict[str, str] = field(default_factory=dict)  # view -> batch source path (offline parquet glob)
     problems: list[str] = field(default_factory=list)
@@ -50,6 +51,7 @@ def index_feature_repo(repo: Path) -> RepoIndex:
         index.sources[view.name] = str(getattr(view.batch_source, "path", "") or "")
     for service in contents.feature_services:
         index.services[service.name] = [p.name for p in service.feature_view_projections]
+        index.service_features[service.name] = [f.name for p in service.feature_view_projections for f in p.features]
     return index
 
 
@@ -70,6 +72,34 @@ def spec_vs_repo(spec: ModelSpec, index: RepoIndex) -> list[str]:
     if missing:
         problems.append(f"{where}: features.entity_keys: got {list(feats.entity_keys)}; the service's views join on "
                         f"{sorted(keys)} — add {missing}")
+    return problems
+
+
+def evaluation_column_problems(spec: ModelSpec, index: RepoIndex) -> list[str]:
+    """Fairness group and slice columns that will not be on the held-out rows, and attributes that a feature of the
+    service shadows: both known only with the Feast repo (the spec alone cannot tell a feature from a typo)."""
+    feats, where = spec.features, spec.source_file
+    features = index.service_features.get(feats.feature_service)
+    if features is None:  # an unknown service is reported by spec_vs_repo
+        return []
+    problems = []
+    shadowed = [c for c in feats.entity_df.attributes if c in features]
+    if shadowed:
+        problems.append(f"{where}: features.entity_df.attributes: {shadowed} are also features of service "
+                        f"{feats.feature_service!r}; the training set would hold two columns of that name. Use the "
+                        "feature (remove it from attributes) or rename the label-table column")
+    known = {*features, *feats.entity_keys, *feats.entity_df.request_features, *feats.entity_df.attributes}
+    fairness = spec.evaluation.fairness
+    named = [("evaluation.fairness.groups", list(fairness.groups) if fairness else []),
+             ("evaluation.slices", [s.column for s in spec.evaluation.slices])]
+    for field_name, columns in named:
+        unknown = [c for c in columns if c not in known]
+        if unknown:
+            problems.append(
+                f"{where}: {field_name}: {unknown} are not columns of the training set (features of "
+                f"{feats.feature_service!r}: {sorted(features)}; entity keys, request features and attributes: "
+                f"{sorted(known - set(features))}). A label-table column the model must not use as an input (a "
+                "protected attribute) goes in features.entity_df.attributes; otherwise fix the name")
     return problems
 
 
@@ -171,6 +201,7 @@ def check_project(models: Path | None = None, repo: Path | None = None, deep: bo
         problems.extend(suite_problems(spec))
         if not index.problems:
             problems.extend(spec_vs_repo(spec, index))
+            problems.extend(evaluation_column_problems(spec, index))
     sources = None if index.problems else list(index.sources.values())
     problems.extend(dataset_problems(specs, feature_sources=sources))  # core.dataset_checks
     return problems

@@ -102,6 +102,7 @@ def column_problems(spec: ModelSpec, home: Path | None = None, expectations: Pat
         ("features.entity_keys", list(spec.features.entity_keys)),
         ("features.entity_df.timestamp_column", [entity.timestamp_column]),
         ("features.entity_df.request_features", list(entity.request_features)),
+        ("features.entity_df.attributes", list(entity.attributes)),
     ]
     problems = []
     for field, columns in wanted:

@@ -71,7 +71,8 @@ def evaluate_fairness(
     for column in config["groups"]:
         if column not in frame.columns:
             raise ValueError(f"evaluation.fairness.groups: column {column!r} is not in the held-out rows "
-                             f"{sorted(map(str, frame.columns))}; name a label-table or feature column")
+                             f"{sorted(map(str, frame.columns))}; name a feature or a label-table column "
+                             "(features.entity_df.attributes carries one that is no model input)")
         values = frame[column].astype("string").fillna("<missing>").to_numpy()
         sizes = pd.Series(values).value_counts()
         kept = set(sizes[sizes >= config.get("min_group_rows", 30)].index)
@@ -106,8 +107,9 @@ def missing_group_columns(config: Mapping[str, Any], rows: pd.DataFrame, *, sour
         return None
     return (f"{source}: evaluation.fairness.groups: column(s) {missing} are not on the held-out rows of the "
             f"training set; available columns: {sorted(map(str, rows.columns))}. A group column must be in the "
-            "training set: a feature, an entity key or a request feature (features.entity_df.request_features) "
-            "of the entity dataset; add it there or name one of the available columns")
+            "training set: a feature, an entity key, a request feature (features.entity_df.request_features) or, "
+            "for a column of the entity dataset the model must not use as an input (a protected attribute), an "
+            "attribute (features.entity_df.attributes); add it there or name one of the available columns")
 
 
 def _bar(metric: str, config: Mapping[str, Any]) -> dict[str, float]:

@@ -26,6 +26,7 @@ TAG_TRAINING_SET_START = f"{TAG_PREFIX}training_set.start"
 TAG_TRAINING_SET_END = f"{TAG_PREFIX}training_set.end"
 TAG_FEATURE_SERVICE = f"{TAG_PREFIX}feature_service"
 TAG_FEATURE_VIEWS = f"{TAG_PREFIX}feature_views"
+TAG_TRAINING_SET_ATTRIBUTES = f"{TAG_PREFIX}training_set.attributes"  # evaluation-only columns (JSON list)
 TAG_GIT_COMMIT = f"{TAG_PREFIX}git_commit"
 TAG_DAG_ID = f"{TAG_PREFIX}airflow.dag_id"
 TAG_RUN_ID = f"{TAG_PREFIX}airflow.run_id"
@@ -225,8 +226,8 @@ def verify_snapshot(lineage: Mapping[str, Any]) -> Path:
 
 
 def training_set_tags(lineage: Mapping[str, Any]) -> dict[str, str]:
-    """Tags describing the training set: sha256, path, rows, time window, feature service/views."""
-    views = lineage.get("feature_views")
+    """Tags describing the training set: sha256, path, rows, time window, feature service/views, attributes."""
+    views, attributes = lineage.get("feature_views"), lineage.get("attributes")
     values = {
         TAG_TRAINING_SET_SHA256: str(lineage["sha256"]).lower().removeprefix("sha256:"),
         TAG_TRAINING_SET_PATH: lineage.get("path"),
@@ -235,6 +236,7 @@ def training_set_tags(lineage: Mapping[str, Any]) -> dict[str, str]:
         TAG_TRAINING_SET_END: lineage.get("end"),
         TAG_FEATURE_SERVICE: lineage.get("feature_service"),
         TAG_FEATURE_VIEWS: json.dumps(views, sort_keys=True, default=str) if views else None,
+        TAG_TRAINING_SET_ATTRIBUTES: json.dumps(list(attributes)) if attributes else None,
     }
     return {key: clip_tag(str(value)) for key, value in {**values, **validation_tags(lineage)}.items()
             if value is not None}

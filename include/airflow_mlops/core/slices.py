@@ -57,7 +57,8 @@ def _group_labels(
     if column not in frame.columns:
         raise _SliceError(
             f"slice column {column!r} is not in the evaluation rows; available columns: "
-            f"{sorted(map(str, frame.columns))}; fix evaluation.slices"
+            f"{sorted(map(str, frame.columns))}; fix evaluation.slices (a label-table column that is no "
+            "model input comes in through features.entity_df.attributes)"
         )
     values = frame[column]
     numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)

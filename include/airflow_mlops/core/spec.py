@@ -46,6 +46,9 @@ class EntitySource(_Strict):
     request_features: tuple[str, ...] = Field(
         default=(), description="columns used as-is from the label table"
     )
+    attributes: tuple[str, ...] = Field(
+        default=(), description="label-table columns carried into the training set for evaluation only (fairness "
+                                "groups, slices), never model inputs: a protected attribute the model must not use")
 
 
 class Features(_Strict):
@@ -56,6 +59,31 @@ class Features(_Strict):
     entity_keys: tuple[str, ...] = Field(min_length=1)
     entity_df: EntitySource
     label: str
+
+    @model_validator(mode="after")
+    def _attributes_are_their_own_columns(self) -> Features:
+        """An attribute is a label-table column the training set carries for evaluation only; one that is already
+        another column of the training set (or listed twice) is a mistake in the spec, refused with the fix."""
+        entity = self.entity_df
+        attributes = entity.attributes
+        problems = []
+        repeated = sorted({c for c in attributes if attributes.count(c) > 1})
+        if repeated:
+            problems.append(f"{repeated} listed more than once")
+        inputs = [c for c in attributes if c in entity.request_features]
+        if inputs:
+            problems.append(f"{inputs} are also request_features, which are model inputs; a column the model must "
+                            "not use belongs in attributes only, one it uses in request_features only")
+        keys = [c for c in attributes if c in self.entity_keys]
+        if keys:
+            problems.append(f"{keys} are entity_keys, which the training set carries already and never uses as "
+                            "model inputs")
+        carried = [c for c in attributes if c in (self.label, entity.timestamp_column)]
+        if carried:
+            problems.append(f"{carried} are the label or the timestamp_column, which the training set carries already")
+        if problems:
+            raise ValueError("entity_df.attributes: " + "; ".join(problems) + "; remove them from attributes")
+        return self
 
 
 class Validation(_Strict):
@@ -559,6 +587,12 @@ class ModelSpec(_Strict):
     def training_columns(self) -> tuple[str, ...]:
         return self.features.entity_df.request_features
 
+    @property
+    def excluded_columns(self) -> list[str]:
+        """Training-set columns that are never model inputs besides label and timestamp: the entity keys and the
+        evaluation-only attributes (`features.entity_df.attributes`)."""
+        return [*self.features.entity_keys, *self.features.entity_df.attributes]
+
 
 def spec_sha256(spec: ModelSpec) -> str:
     """sha256 of the spec's parsed content: canonical JSON of every field, defaults filled in.
@@ -567,8 +601,8 @@ def spec_sha256(spec: ModelSpec) -> str:
     block style do not change what the spec means, so they do not change the hash; a changed default does
     (that comes with a new code commit anyway). `source_file` (where the spec lives) is not content, and
     neither is `training.queue` (which workers run the tasks): moving training to another queue is not a new model.
-    An absent `training.search` (and `evaluation.fairness`, `evaluation.explanations`, `promotion.experiment`) is left
-    out, so specs written before it existed keep their hash.
+    An absent `training.search` (and `evaluation.fairness`, `evaluation.explanations`, `promotion.experiment`, an empty
+    `features.entity_df.attributes`) is left out, so specs written before it existed keep their hash.
     """
     import hashlib
 
@@ -585,6 +619,8 @@ def spec_sha256(spec: ModelSpec) -> str:
         content["evaluation"].pop("explanations", None)
     if content["promotion"].get("experiment") is None:  # likewise for online experiments
         content["promotion"].pop("experiment", None)
+    if not content["features"]["entity_df"].get("attributes"):  # and for evaluation-only label-table columns
+        content["features"]["entity_df"].pop("attributes", None)
     return hashlib.sha256(canonical_json(content).encode("utf-8")).hexdigest()
 
 

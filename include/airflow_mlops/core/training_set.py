@@ -107,6 +107,7 @@ def build_training_set(
     label: str,
     request_features: list[str],
     out_dir: Path,
+    attributes: list[str] | None = None,
 ) -> dict[str, Any]:
     """Join features as of each entity row's time (`core.point_in_time`), snapshot it, return lineage.
 
@@ -114,8 +115,11 @@ def build_training_set(
     (strings and ints only), where `missing` counts NaNs per feature column (rows with no feature
     value within the view's TTL) and `join` names the point-in-time path that ran (asof | feast).
     The entity rows are put in the snapshot's canonical order first, then joined and written chunk by chunk.
+    `attributes` (the spec's `features.entity_df.attributes`) are entity columns kept next to the label for
+    evaluation only; the lineage then lists them under `attributes` (absent without any, as before the field).
     """
-    keep = list(dict.fromkeys([*entity_keys, timestamp_column, label, *request_features]))
+    attributes = list(attributes or [])
+    keep = list(dict.fromkeys([*entity_keys, timestamp_column, label, *request_features, *attributes]))
     absent = sorted(set(keep) - set(entity_df.columns))
     if absent:
         raise TrainingSetError(f"entity dataframe lacks column(s) {absent} (has {sorted(entity_df.columns)})")
@@ -143,6 +147,8 @@ def build_training_set(
         "feature_views": feature_view_versions(store, service),
         "join": join.path,
     }
+    if attributes:  # evaluation-only columns: the training job excludes them from the model's inputs
+        lineage["attributes"] = attributes
     atomic_write_bytes(path.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(lineage, indent=2)))
     gaps = {c: n for c, n in lineage["missing"].items() if n}
     log.info("training set %s: %s rows, missing values %s", path.name, lineage["rows"], gaps or "none")

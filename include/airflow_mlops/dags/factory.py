@@ -175,6 +175,7 @@ def training_dag(spec: ModelSpec) -> DAG:
             timestamp_column=feats.entity_df.timestamp_column,
             label=feats.label,
             request_features=list(feats.entity_df.request_features),
+            attributes=list(feats.entity_df.attributes),  # evaluation-only columns, kept next to the label
             lookback_days=train.lookback_days,
             validation_suite=spec.validation.suite,
             validation_mode=spec.validation.mode,
@@ -287,7 +288,7 @@ def _train_task(spec: ModelSpec, training_set: Any) -> Any:
         seed=train.seed,
         label=feats.label,
         timestamp_column=feats.entity_df.timestamp_column,
-        exclude_columns=list(feats.entity_keys),
+        exclude_columns=spec.excluded_columns,  # entity keys and evaluation-only attributes
         spec_sha256=spec_sha256(spec),
         search=spec.search_config(),
         task=spec.task,

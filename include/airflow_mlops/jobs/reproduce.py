@@ -184,14 +184,17 @@ def rebuild_training_set(request: TrainingRequest, spec: ModelSpec, feast_hook: 
     feats = spec.features
     keys, ts_column, label = list(feats.entity_keys), feats.entity_df.timestamp_column, feats.label
     request_features = list(feats.entity_df.request_features)
+    attributes = [str(c) for c in record.get("attributes") or []]  # the evaluation-only columns the snapshot held
     home = config.paths()
     entity = load_entity_df(home.dataset_dir(feats.entity_df.dataset), ts_column, spec.training.lookback_days,
-                            [*keys, ts_column, label, *request_features], window=(record["start"], record["end"]))
+                            [*keys, ts_column, label, *request_features, *attributes],
+                            window=(record["start"], record["end"]))
     with feast_output_to_log():
         rebuilt = build_training_set(
             feast_hook.get_store(), feature_service=record.get("feature_service") or feats.feature_service,
             entity_df=entity, entity_keys=keys, timestamp_column=ts_column, label=label,
             request_features=request_features, out_dir=home.training_sets_dir / request.model_name,
+            attributes=attributes,
         )
     if rebuilt["sha256"] != record["sha256"]:
         raise ReproduceRefused(describe_change(record, rebuilt))

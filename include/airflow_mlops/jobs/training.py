@@ -86,6 +86,8 @@ class TrainingRequest:
     """Everything one training run needs, as JSON-able values (the `train-job --request` payload).
 
     :param training_set: the lineage dict of the training-set task, logged as recorded.
+    :param exclude_columns: columns never used as model inputs (entity keys); the training set's `attributes`
+        (evaluation-only columns, `features.entity_df.attributes`) are always added to them.
     :param airflow: Airflow identity {dag_id, run_id, task_id, try_number, logical_date}; empty
         for an ad-hoc run (then no orphaned runs are looked for).
     :param git_commit: commit of the project that asked for the run; None = read it from the
@@ -120,6 +122,13 @@ class TrainingRequest:
     task: str = "binary"
     primary_metric: str | None = None
     explanations: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        # The training set's evaluation-only attributes (features.entity_df.attributes) are never model inputs,
+        # whoever wrote the request: the snapshot's own lineage says which columns they are.
+        attributes = [str(c) for c in self.training_set.get("attributes") or []]
+        if attributes:
+            object.__setattr__(self, "exclude_columns", list(dict.fromkeys([*self.exclude_columns, *attributes])))
 
     def to_json(self) -> str:
         # default=str: lineage start/end may be datetimes when the lineage was passed in-process

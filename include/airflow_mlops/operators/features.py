@@ -275,6 +275,8 @@ class FeastBuildTrainingSetOperator(TaskBoundary, BaseOperator):
     :param timestamp_column: event-time column of the entity dataset.
     :param label: label column (stored as `label_column`: BaseOperator.label is taken).
     :param request_features: request-time columns carried from the entity dataset.
+    :param attributes: entity-dataset columns carried for evaluation only (fairness groups, slices), never model
+        inputs (the spec's `features.entity_df.attributes`); listed in the lineage as `attributes`.
     :param lookback_days: days of label data, counted back from the newest row (templated).
     :param model_name: model the set is for; names the output folder (templated).
     :param feast_conn_id: Feast connection (templated).
@@ -300,6 +302,7 @@ class FeastBuildTrainingSetOperator(TaskBoundary, BaseOperator):
         timestamp_column: str,
         label: str,
         request_features: list[str] | None = None,
+        attributes: list[str] | None = None,
         lookback_days: int | str = 30,
         model_name: str,
         feast_conn_id: str = "feast_default",
@@ -316,6 +319,7 @@ class FeastBuildTrainingSetOperator(TaskBoundary, BaseOperator):
         self.timestamp_column = timestamp_column
         self.label_column = label  # BaseOperator.label is the task's display label
         self.request_features = list(request_features or [])
+        self.attributes = list(attributes or [])
         self.lookback_days = lookback_days
         self.model_name = model_name
         self.feast_conn_id = feast_conn_id
@@ -332,7 +336,8 @@ class FeastBuildTrainingSetOperator(TaskBoundary, BaseOperator):
 
             announce(context)
         home = paths()
-        columns = [*self.entity_keys, self.timestamp_column, self.label_column, *self.request_features]
+        columns = [*self.entity_keys, self.timestamp_column, self.label_column, *self.request_features,
+                   *self.attributes]
         entity_df = load_entity_df(home.dataset_dir(self.entity_dataset), self.timestamp_column,
                                    int(self.lookback_days), columns)
         hook = FeastHook(feast_conn_id=self.feast_conn_id)
@@ -341,7 +346,7 @@ class FeastBuildTrainingSetOperator(TaskBoundary, BaseOperator):
             lineage = build_training_set(
                 store, feature_service=self.feature_service, entity_df=entity_df, entity_keys=self.entity_keys,
                 timestamp_column=self.timestamp_column, label=self.label_column, request_features=self.request_features,
-                out_dir=home.training_sets_dir / self.model_name,
+                out_dir=home.training_sets_dir / self.model_name, attributes=self.attributes,
             )
         self.log.info("training set %s: %s rows (%s → %s), missing %s", lineage["path"], lineage["rows"],
                       lineage["start"], lineage["end"], lineage["missing"])

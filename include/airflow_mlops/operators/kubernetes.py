@@ -90,7 +90,7 @@ def job_request(spec: ModelSpec) -> dict[str, Any]:
         "split": train.split.model_dump(),
         "seed": train.seed,
         "timestamp_column": feats.entity_df.timestamp_column,
-        "exclude_columns": list(feats.entity_keys),
+        "exclude_columns": spec.excluded_columns,  # entity keys and evaluation-only attributes
         "spec_sha256": spec_sha256(spec),
         "search": spec.search_config(),
         "task": spec.task,
