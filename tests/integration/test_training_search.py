@@ -15,8 +15,8 @@ from airflow_mlops.hooks.mlflow import MLflowHook
 from integration import test_train_register as trained_here
 from integration.test_train_register import MODEL, context, register, train_operator
 
-# the fixtures of test_train_register (a fresh MLOPS_HOME with a migrated MLflow DB and a demo training set)
-migrated_db = trained_here.migrated_db
+# test_train_register's fixture (a fresh MLOPS_HOME with a copy of the session's migrated MLflow DB, tests/conftest.py,
+# and a demo training set)
 training_set = trained_here.training_set
 
 pytestmark = pytest.mark.integration
