@@ -33,7 +33,7 @@ from support.closed_loop import (
 )
 from support.mlflow_server import fresh_postgres_database
 
-# celery: run by `make test-celery`, not by `make test-stack` (CI) until it fits CI's budget (docs/testing.md)
+# celery: part of `make test-stack` (CI); `make test-celery` runs this module alone
 pytestmark = [pytest.mark.stack, pytest.mark.celery, pytest.mark.timeout(1800)]
 
 BROKER_URL = "redis://127.0.0.1:6379/12"  # Celery broker: a database this module owns and flushes

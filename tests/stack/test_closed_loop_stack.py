@@ -3,6 +3,10 @@
 Airflow's metadata DB, MLflow's tracking/registry store, the prediction log and the monitoring
 history in PostgreSQL (fresh databases, dropped after), Feast's online store in Redis (db 14, flushed).
 Errors, never skips, when a server is unreachable.
+
+`extended`: run by `make test-extended`, not by `make test-stack`/CI. CI runs the same loop on the same stores
+under the CeleryExecutor (tests/stack/test_celery_stack.py) and under the LocalExecutor on the embedded stores
+(tests/e2e/test_closed_loop.py); this third combination costs ~3 min that CI's budget spends on the Celery one.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import pytest
 from support.closed_loop import run_closed_loop
 from support.mlflow_server import fresh_postgres_database
 
-pytestmark = [pytest.mark.stack, pytest.mark.timeout(1500)]
+pytestmark = [pytest.mark.stack, pytest.mark.extended, pytest.mark.timeout(1500)]
 
 REDIS_URL = "redis://127.0.0.1:6379/14"  # a database this test owns and flushes
 
