@@ -44,9 +44,9 @@ MODEL_ARTIFACT = "model"
 REQUEST_ARTIFACT = "training/request.json"
 SUMMARY_ARTIFACT = "training/summary.json"
 
-# Request key -> MLflow run tag of the Airflow identity (see core.lineage.airflow_context_tags).
 _METRIC_KEY = re.compile(r"[\w\-. /]+")  # what MLflow accepts in a metric name
 
+# Request key -> MLflow run tag of the Airflow identity (see core.lineage.airflow_context_tags).
 IDENTITY_TAGS = {
     "dag_id": lineage.TAG_DAG_ID,
     "run_id": lineage.TAG_RUN_ID,
